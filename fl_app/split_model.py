@@ -181,6 +181,15 @@ class SplitModel:
                 _, module, attr = self._lora[key]
                 module._parameters[attr] = original
 
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        """Train mode (LoRA dropout active) for the duration; the model rests in eval mode."""
+        self.peft_model.train()
+        try:
+            yield
+        finally:
+            self.peft_model.eval()
+
     # ---- forward passes ----------------------------------------------------------------------
     def _check_split(self, split: int, need_tail: bool) -> None:
         top = self.num_layers if need_tail else self.loaded_layers

@@ -1,0 +1,86 @@
+"""The device's side of one training round: head forward, and backward from the server's gradient.
+
+A `DeviceSession` is plain torch: it holds the client's head LoRA parameters and optimizer, and
+can be packed into a state dict between messages (the autograd graph cannot survive a message,
+so the backward of step s recomputes the forward of step s from the same batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from fl_app.data import TokenBlocks
+from fl_app.optim import load_optimizer_state, make_optimizer, optimizer_state
+from fl_app.protocol import RoundTask
+from fl_app.split_model import SplitModel, trainable_copy
+
+
+class DeviceSession:
+    """One client's head training for one round.
+
+    Parameters
+    ----------
+    model : SplitModel
+        A (possibly shared, process-cached) model holding at least `task.split` layers.
+    data : TokenBlocks
+        The client's training blocks.
+    task : RoundTask
+    lora : mapping of str to tensor
+        Head adapter of layers [0, split) to start from.
+    optim_state : mapping of str to tensor, optional
+        Optimizer state saved by `export` (continuing a round across messages).
+    """
+
+    def __init__(self, model: SplitModel, data: TokenBlocks, task: RoundTask,
+                 lora: Mapping[str, torch.Tensor],
+                 optim_state: Mapping[str, torch.Tensor] | None = None) -> None:
+        self.model, self.data, self.task = model, data, task
+        self.params = trainable_copy(lora)
+        self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
+        if optim_state:
+            load_optimizer_state(self.optimizer, list(self.params), optim_state)
+
+    def _batch(self, step: int) -> dict[str, torch.Tensor]:
+        return self.data.batch(self.task.batch_index(step), self.task.batch_size, self.task.seed)
+
+    def _head(self, batch: Mapping[str, torch.Tensor], step: int) -> torch.Tensor:
+        # The backward recomputes this forward: seed dropout so both passes draw the same masks.
+        with torch.random.fork_rng(devices=[]), self.model.training(), \
+                self.model.using_lora(self.params):
+            torch.manual_seed(self.task.seed * 1_000_003 + self.task.batch_index(step))
+            return self.model.head(batch["input_ids"], batch["attention_mask"], self.task.split)
+
+    def activations(self, step: int) -> dict[str, torch.Tensor]:
+        """What crosses the split at `step`: hidden states, padding mask and labels."""
+        batch = self._batch(step)
+        with torch.no_grad():
+            hidden = self._head(batch, step)
+        return {"hidden": hidden, "attention_mask": batch["attention_mask"],
+                "labels": batch["labels"]}
+
+    def apply_gradient(self, step: int, grad: torch.Tensor) -> None:
+        """Recompute step `step`'s head forward, backpropagate the server's gradient, update."""
+        self._head(self._batch(step), step).backward(grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lora(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach() for k, p in self.params.items()}
+
+    def optim_state(self) -> dict[str, torch.Tensor]:
+        return optimizer_state(self.optimizer, list(self.params))
+
+
+def validation_activations(model: SplitModel, data: TokenBlocks, split: int,
+                           lora: Mapping[str, torch.Tensor], max_blocks: int
+                           ) -> dict[str, torch.Tensor]:
+    """Head activations of the first `max_blocks` validation blocks (for federated perplexity)."""
+    n = min(len(data), max_blocks)
+    batch = next(data.eval_batches(n)) if n else None
+    if batch is None:
+        raise ValueError("this client has no validation blocks")
+    with torch.no_grad(), model.using_lora(lora):
+        hidden = model.head(batch["input_ids"], batch["attention_mask"], split)
+    return {"hidden": hidden, "attention_mask": batch["attention_mask"], "labels": batch["labels"]}

@@ -1,0 +1,115 @@
+"""Device-side message handlers: pure functions of (message content, `context.state`, device).
+
+`fl_app/client_app.py` only routes Flower messages here, so the same code runs under Ray
+simulation, under a deployed SuperNode, and in-process in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from clients.device import DeviceSession, validation_activations
+from clients.profile import device_profile
+from fl_app.config import Settings
+from fl_app.data import ClientShard
+from fl_app.protocol import (
+    ACTIVATIONS,
+    CONFIG,
+    GRADIENT,
+    LORA,
+    METRICS,
+    PROFILE,
+    RoundTask,
+    gradient_spec,
+)
+from fl_app.records import from_record, lora_spec, to_record
+from fl_app.resources import federated_text, head_model
+from fl_app.split_model import SplitModel
+
+# Names of this device's records in context.state while a round is in progress.
+_TASK, _LORA, _OPTIM = "round.task", "round.lora", "round.optim"
+
+
+@dataclass(frozen=True)
+class Device:
+    """Who this device is: run settings plus its partition (from the node config)."""
+
+    settings: Settings
+    partition_id: int
+    num_partitions: int
+    node_config: dict
+
+    def shard(self) -> ClientShard:
+        return federated_text(self.settings, self.num_partitions).client(self.partition_id)
+
+    def model(self, split: int) -> SplitModel:
+        return head_model(self.settings.model_name, self.settings.lora, split)
+
+    def received_lora(self, record: ArrayRecord, split: int) -> dict[str, torch.Tensor]:
+        """The head adapter the server sent, checked against layers [0, split) of the model."""
+        model = self.model(split)
+        if not 1 <= split < model.num_layers:
+            raise ValueError(f"split {split} outside [1, {model.num_layers - 1}]")
+        expected = model.lora_state(range(split))
+        return from_record(record, lora_spec(expected))
+
+
+def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+    """Report the device profile and how much training data this device holds."""
+    profile = device_profile(device.node_config, device.partition_id, device.settings.seed)
+    record = ConfigRecord(profile.as_dict())
+    record["num-examples"] = len(device.shard().train)
+    return RecordDict({PROFILE: record})
+
+
+def train_start(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
+    """Begin a round: take the head adapter, reply with the activations of step 0."""
+    task = RoundTask.from_record(content[CONFIG])
+    session = DeviceSession(device.model(task.split), device.shard().train, task,
+                            device.received_lora(content[LORA], task.split))
+    _save(state, task, session, step=0)
+    return RecordDict({ACTIVATIONS: to_record(session.activations(0))})
+
+
+def train_step(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
+    """Apply the gradient of the step in flight; reply with the next activations, or with the
+    trained head adapter after the last step."""
+    if _TASK not in state:
+        raise ValueError("train.step without a round in progress (train.start missing)")
+    task = RoundTask.from_record(state[_TASK])
+    step = int(state[_TASK]["step"])
+    if int(content[CONFIG]["step"]) != step:
+        raise ValueError(f"gradient for step {content[CONFIG]['step']}, expected step {step}")
+    model, data = device.model(task.split), device.shard().train
+    session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
+                            state[_OPTIM].to_torch_state_dict())
+    spec = gradient_spec(task.batch_size, data.input_ids.shape[1], model.config.hidden_size)
+    session.apply_gradient(step, from_record(content[GRADIENT], spec)["hidden"])
+    if step + 1 < task.local_steps:
+        _save(state, task, session, step=step + 1)
+        return RecordDict({ACTIVATIONS: to_record(session.activations(step + 1))})
+    for name in (_TASK, _LORA, _OPTIM):
+        del state[name]
+    metrics = MetricRecord({"num-examples": len(device.shard().train)})
+    return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})
+
+
+def evaluate(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+    """Head activations of this device's validation blocks under the global adapter."""
+    config = content[CONFIG]
+    split = int(config["split"])
+    lora = device.received_lora(content[LORA], split)
+    acts = validation_activations(device.model(split), device.shard().val, split, lora,
+                                  int(config["max-blocks"]))
+    return RecordDict({ACTIVATIONS: to_record(acts)})
+
+
+def _save(state: RecordDict, task: RoundTask, session: DeviceSession, step: int) -> None:
+    record = task.to_record()
+    record["step"] = step
+    state[_TASK] = record
+    state[_LORA] = ArrayRecord(torch_state_dict=session.lora())
+    state[_OPTIM] = ArrayRecord(torch_state_dict=session.optim_state())

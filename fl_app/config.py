@@ -1,0 +1,122 @@
+"""Run settings: `[tool.flwr.app.config]` read once into a typed, validated object.
+
+Each field's kebab-case key is the field name with `_` -> `-` (dotted groups for LoRA). Values are
+checked against the field's type and range at start, so a wrong config stops the run with an
+error that names the key, before any client is contacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fl_app.split_model import LoraSettings
+
+ALLOCATORS = ("fixed", "heterogeneous-fixed")
+OPTIMIZERS = ("adamw", "sgd")
+PARTITIONINGS = ("natural", "iid", "dirichlet")
+TRANSPORTS = ("flower",)
+
+
+def _key(name: str) -> str:
+    return name.replace("lora_", "lora.").replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a run (defaults = the built-in main job)."""
+
+    model_name: str = "smollm2-135m"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = ""  # comma-separated module names; empty = the family's defaults
+    corpus: str = "shakespeare"
+    partitioning: str = "natural"
+    dirichlet_alpha: float = 0.5
+    block_size: int = 32
+    val_fraction: float = 0.1
+    heldout_fraction: float = 0.02
+    num_server_rounds: int = 3
+    fraction_train: float = 1.0
+    min_train_clients: int = 2
+    local_steps: int = 4
+    batch_size: int = 4
+    learning_rate: float = 2e-3
+    optimizer: str = "adamw"
+    allocator: str = "heterogeneous-fixed"
+    split: int = 4  # the `fixed` allocator's split point (decoder layers on the device)
+    transport: str = "flower"
+    step_timeout_s: float = 300.0
+    eval_every: int = 1
+    eval_batches: int = 2
+    seed: int = 0
+    output_dir: str = "outputs"
+    run_name: str = ""  # empty = a timestamp
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> Settings:
+        """Build from `context.run_config`; unknown keys are ignored, wrong ones raise."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            key = _key(f.name)
+            if key not in run_config:
+                continue
+            value, expected = run_config[key], type(f.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not expected:
+                raise ValueError(f"config {key} = {value!r}: expected {expected.__name__}")
+            values[f.name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first key with an impossible value."""
+        checks = [
+            ("lora.rank", self.lora_rank >= 1, "must be >= 1"),
+            ("lora.alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora.dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            ("partitioning", self.partitioning in PARTITIONINGS, f"one of {PARTITIONINGS}"),
+            ("dirichlet-alpha", self.dirichlet_alpha > 0, "must be > 0"),
+            ("block-size", self.block_size >= 2, "must be >= 2"),
+            ("val-fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"),
+            ("heldout-fraction", 0 < self.heldout_fraction < 1, "must be in (0, 1)"),
+            ("num-server-rounds", self.num_server_rounds >= 1, "must be >= 1"),
+            ("fraction-train", 0 < self.fraction_train <= 1, "must be in (0, 1]"),
+            ("min-train-clients", self.min_train_clients >= 1, "must be >= 1"),
+            ("local-steps", self.local_steps >= 1, "must be >= 1"),
+            ("batch-size", self.batch_size >= 1, "must be >= 1"),
+            ("learning-rate", self.learning_rate > 0, "must be > 0"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("allocator", self.allocator in ALLOCATORS, f"one of {ALLOCATORS}"),
+            ("split", self.split >= 1, "must be >= 1"),
+            ("transport", self.transport in TRANSPORTS, f"one of {TRANSPORTS}"),
+            ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
+            ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
+            ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"config {key} = {getattr(self, _attr(key))!r}: {rule}")
+
+    @property
+    def lora(self) -> LoraSettings:
+        targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha,
+                            dropout=self.lora_dropout, target_modules=targets or None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings under their run-config keys (for the run folder's config snapshot)."""
+        return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _attr(key: str) -> str:
+    return key.replace("lora.", "lora_").replace("-", "_")
+

@@ -1,0 +1,72 @@
+"""An in-process stand-in for Flower's Grid: routes messages straight to a ClientApp.
+
+It runs the real ClientApp handlers with one `Context` (and so one `context.state`) per node,
+without a SuperLink or Ray. Tests use it to check the strategy exactly against an independent
+computation, and benchmarks to time the split step without Flower's polling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+
+DROP = "drop"  # a fault's verdict: the message is lost, no reply ever comes
+Fault = Callable[[Message], "Message | str | None"]
+
+
+class InProcessGrid:
+    """Deliver each pushed message to `client_app` at once and keep the reply until pulled.
+
+    Parameters
+    ----------
+    client_app : ClientApp
+    run_config : mapping
+        The run config every node sees.
+    num_nodes : int
+        Nodes get ids 1..num_nodes and partition ids 0..num_nodes-1.
+    fault : callable, optional
+        `fault(message)` returns None (deliver normally), a reply to use instead, or `DROP`.
+    """
+
+    def __init__(self, client_app: ClientApp, run_config: Mapping, num_nodes: int,
+                 fault: Fault | None = None) -> None:
+        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+        self.app, self.fault = client_app, fault
+        self.contexts = {
+            node: Context(run_id=1, node_id=node, state=RecordDict(), run_config=dict(run_config),
+                          node_config={"partition-id": node - 1, "num-partitions": num_nodes})
+            for node in range(1, num_nodes + 1)}
+        self._replies: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def _deliver(self, msg: Message) -> Message | str:
+        injected = self.fault(msg) if self.fault else None
+        if injected is not None:
+            return injected
+        try:
+            return self.app(msg, self.contexts[msg.metadata.dst_node_id])
+        except Exception as exc:  # Flower turns a handler exception into an error reply
+            return Message(Error(code=2, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            reply = self._deliver(msg)
+            if reply is not DROP:
+                self._replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None
+                         ) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))

@@ -1,0 +1,70 @@
+"""What server and devices say to each other: message types, round settings, payload specs.
+
+Both apps import this module, so the two ends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from flwr.app import ConfigRecord
+
+# Message types (Flower routes "train.start" to `@app.train("start")`, and so on).
+QUERY_PROFILE = "query.profile"
+TRAIN_START = "train.start"  # round settings + head adapter -> activations of step 0
+TRAIN_STEP = "train.step"  # gradient of step s-1 -> activations of step s, or the final adapter
+EVALUATE = "evaluate"  # head adapter -> activations of validation batches
+
+# Record names inside a message's RecordDict.
+CONFIG = "config"
+LORA = "lora"
+ACTIVATIONS = "activations"
+GRADIENT = "gradient"
+PROFILE = "profile"
+METRICS = "metrics"
+
+Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What one device does in one training round."""
+
+    server_round: int
+    split: int
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    seed: int
+
+    def to_record(self) -> ConfigRecord:
+        return ConfigRecord(dataclasses.asdict(self))
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord) -> RoundTask:
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        missing = set(fields) - set(record.keys())
+        if missing:
+            raise ValueError(f"round task lacks {sorted(missing)}")
+        return cls(**{name: record[name] for name in fields})
+
+    def batch_index(self, step: int) -> int:
+        """Global index of the batch used at local step `step` (fresh batches every round)."""
+        return (self.server_round - 1) * self.local_steps + step
+
+
+def activation_spec(hidden_size: int, block_size: int) -> Spec:
+    """Activations crossing the split: hidden states, padding mask and labels (any batch size)."""
+    return {
+        "hidden": ((-1, block_size, hidden_size), torch.float32),
+        "attention_mask": ((-1, block_size), torch.int64),
+        "labels": ((-1, block_size), torch.int64),
+    }
+
+
+def gradient_spec(batch: int, block_size: int, hidden_size: int) -> Spec:
+    """The gradient of the loss w.r.t. the activations a device sent."""
+    return {"hidden": ((batch, block_size, hidden_size), torch.float32)}

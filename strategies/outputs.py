@@ -1,0 +1,68 @@
+"""The run folder: config snapshot, per-round metrics (JSONL + CSV), checkpoints, final adapter.
+
+Every file is written atomically (temporary file + rename), so an interrupted run never leaves a
+half-written checkpoint or metrics file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class RunRecorder:
+    """Writes a run's outputs under `output_dir/run_name` (run_name defaults to a timestamp)."""
+
+    def __init__(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any]) -> None:
+        name = run_name or time.strftime("%Y%m%d-%H%M%S")
+        self.folder = Path(output_dir) / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        atomic_write(self.folder / "config.json", json.dumps(dict(config), indent=2).encode())
+
+    def log_round(self, row: Mapping[str, Any]) -> None:
+        """Append one round's metrics to metrics.jsonl and rewrite metrics.csv."""
+        self.rows.append(dict(row))
+        lines = "".join(json.dumps(r) + "\n" for r in self.rows)
+        atomic_write(self.folder / "metrics.jsonl", lines.encode())
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
+                             for k, v in r.items()})
+        atomic_write(self.folder / "metrics.csv", buffer.getvalue().encode())
+
+    def checkpoint(self, server_round: int, global_lora: Mapping[str, torch.Tensor]) -> Path:
+        """Save the global adapter and the metrics so far after `server_round`."""
+        buffer = io.BytesIO()
+        torch.save({"round": server_round, "lora": dict(global_lora), "metrics": self.rows},
+                   buffer)
+        path = self.folder / "checkpoints" / f"round-{server_round:04d}.pt"
+        atomic_write(path, buffer.getvalue())
+        return path

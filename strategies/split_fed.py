@@ -1,0 +1,247 @@
+"""Split-federated LoRA training: the round loop the ServerApp runs.
+
+One round: sample clients -> ask their profiles -> allocate split points and resources -> train
+(each client's head on the device, its private tail copy here, over the transport) -> aggregate
+every layer's LoRA over all clients -> evaluate -> record metrics and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import INFO, WARNING
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from allocation.allocators import Allocator, ClientAllocation, ModelCosts
+from fl_app.config import Settings
+from fl_app.data import TokenBlocks
+from fl_app.protocol import (
+    ACTIVATIONS,
+    CONFIG,
+    EVALUATE,
+    LORA,
+    PROFILE,
+    QUERY_PROFILE,
+    RoundTask,
+    Spec,
+)
+from fl_app.records import from_record, to_record
+from fl_app.split_model import SplitModel
+from strategies.aggregation import Aggregator
+from strategies.outputs import RunRecorder
+from strategies.tail import TailSession
+from strategies.transport import TrainJob, TrainOutcome, Transport
+
+PROFILE_KEYS = ("cpu_freq_hz", "cores", "flops_per_cycle", "memory_gb", "tx_power_w",
+                "distance_m", "num-examples")
+
+
+@dataclass
+class TokenLoss:
+    """Summed next-token negative log-likelihood and the number of predicted tokens."""
+
+    nll: float = 0.0
+    tokens: int = 0
+
+    def add(self, mean_loss: torch.Tensor, labels: torch.Tensor) -> None:
+        count = int((labels[:, 1:] != -100).sum())
+        self.nll += float(mean_loss) * count
+        self.tokens += count
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / self.tokens) if self.tokens else float("nan")
+
+
+class SplitFedStrategy:
+    """Owns the round loop of split-federated training.
+
+    Parameters
+    ----------
+    settings : Settings
+    model : SplitModel
+        The server's full model; its frozen base serves every client's tail.
+    allocator : Allocator
+    transport : Transport
+    aggregate : Aggregator
+    recorder : RunRecorder
+    heldout : TokenBlocks
+        The server's global held-out set.
+    activation_spec : Spec
+        What a client's evaluation activations must look like.
+    """
+
+    def __init__(self, settings: Settings, model: SplitModel, allocator: Allocator,
+                 transport: Transport, aggregate: Aggregator, recorder: RunRecorder,
+                 heldout: TokenBlocks, activation_spec: Spec) -> None:
+        self.settings, self.model, self.allocator = settings, model, allocator
+        self.transport, self.aggregate, self.recorder = transport, aggregate, recorder
+        self.heldout, self.activation_spec = heldout, activation_spec
+        self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
+        self.costs = ModelCosts(num_layers=model.num_layers,
+                                hidden_size=model.config.hidden_size,
+                                seq_len=settings.block_size, batch_size=settings.batch_size)
+
+    # ---- one round, step by step -------------------------------------------------------------
+    def sample(self, node_ids: list[int], server_round: int) -> list[int]:
+        s = self.settings
+        wanted = max(s.min_train_clients, math.ceil(s.fraction_train * len(node_ids)))
+        rng = np.random.default_rng([s.seed, server_round])
+        # Draw positions, not ids: node ids are unsigned 64-bit and numpy may round them.
+        ordered = sorted(node_ids)
+        picks = rng.choice(len(ordered), size=min(wanted, len(ordered)), replace=False)
+        return sorted(ordered[i] for i in picks)
+
+    def query_profiles(self, grid: Grid, nodes: list[int]) -> tuple[dict[int, dict], dict]:
+        msgs = [Message(RecordDict(), dst_node_id=n, message_type=QUERY_PROFILE) for n in nodes]
+        replies = {r.metadata.src_node_id: r for r in
+                   grid.send_and_receive(msgs, timeout=self.settings.step_timeout_s)}
+        profiles, failures = {}, {}
+        for node in nodes:
+            reply = replies.get(node)
+            try:
+                if reply is None:
+                    raise TimeoutError("no profile reply")
+                if reply.has_error():
+                    raise RuntimeError(f"client error {reply.error.code}: {reply.error.reason}")
+                record = reply.content[PROFILE]
+                profile = {k: float(record[k]) for k in PROFILE_KEYS}
+                if not all(math.isfinite(v) and v > 0 for v in profile.values()):
+                    raise ValueError(f"profile values must be finite and > 0: {profile}")
+                profiles[node] = profile
+            except Exception as exc:  # a bad profile excludes the client, never the server
+                failures[node] = f"profile: {type(exc).__name__}: {exc}"
+        return profiles, failures
+
+    def split_global(self, split: int) -> tuple[dict, dict]:
+        """The global adapter cut at `split`: (layers [0, split), layers [split, L))."""
+        head = {k: v for k, v in self.global_lora.items() if self.model.layer_of(k) < split}
+        tail = {k: v for k, v in self.global_lora.items() if k not in head}
+        return head, tail
+
+    def task(self, server_round: int, allocation: ClientAllocation) -> RoundTask:
+        s = self.settings
+        return RoundTask(server_round=server_round, split=allocation.split,
+                         local_steps=s.local_steps, batch_size=s.batch_size,
+                         learning_rate=s.learning_rate, optimizer=s.optimizer, seed=s.seed)
+
+    def train(self, server_round: int, allocations: Mapping[int, ClientAllocation]
+              ) -> tuple[dict[int, TrainOutcome], dict[int, TailSession]]:
+        jobs, tails = [], {}
+        for node, alloc in allocations.items():
+            task = self.task(server_round, alloc)
+            head, tail = self.split_global(task.split)
+            jobs.append(TrainJob(node, task, head))
+            tails[node] = TailSession(self.model, tail, task)
+        outcomes = self.transport.train_round(jobs, lambda n, acts: tails[n].step(acts))
+        return outcomes, tails
+
+    def evaluate_clients(self, grid: Grid, allocations: Mapping[int, ClientAllocation]
+                         ) -> TokenLoss:
+        """Federated validation perplexity through each client's split."""
+        msgs = []
+        for node, alloc in allocations.items():
+            head, _ = self.split_global(alloc.split)
+            config = ConfigRecord({"split": alloc.split, "max-blocks":
+                                   self.settings.eval_batches * self.settings.batch_size})
+            msgs.append(Message(RecordDict({CONFIG: config, LORA: to_record(head)}),
+                                dst_node_id=node, message_type=EVALUATE))
+        total = TokenLoss()
+        for reply in grid.send_and_receive(msgs, timeout=self.settings.step_timeout_s):
+            node = reply.metadata.src_node_id
+            try:
+                if reply.has_error():
+                    raise RuntimeError(f"client error {reply.error.reason}")
+                acts = from_record(reply.content[ACTIVATIONS], self.activation_spec)
+                with torch.no_grad(), self.model.using_lora(self.global_lora):
+                    out = self.model.tail(acts["hidden"], acts["attention_mask"],
+                                          allocations[node].split, acts["labels"])
+                total.add(out.loss, acts["labels"])
+            except Exception as exc:
+                log(WARNING, "evaluation: client %s dropped: %s", node, exc)
+        return total
+
+    @torch.no_grad()
+    def evaluate_heldout(self) -> TokenLoss:
+        """Server-side perplexity of the global adapter on the held-out set (unsplit)."""
+        total = TokenLoss()
+        limit = self.settings.eval_batches * self.settings.batch_size * 4
+        data = TokenBlocks(self.heldout.input_ids[:limit], self.heldout.attention_mask[:limit])
+        with self.model.using_lora(self.global_lora):
+            for batch in data.eval_batches(self.settings.batch_size):
+                out = self.model.full(batch["input_ids"], batch["attention_mask"],
+                                      batch["labels"])
+                total.add(out.loss, batch["labels"])
+        return total
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, grid: Grid) -> dict[str, torch.Tensor]:
+        s = self.settings
+        for server_round in range(1, s.num_server_rounds + 1):
+            started = time.perf_counter()
+            nodes = self.sample(list(grid.get_node_ids()), server_round)
+            profiles, failures = self.query_profiles(grid, nodes)
+            ordered = sorted(profiles)
+            allocs = dict(zip(ordered, self.allocator.allocate(
+                server_round, [profiles[n] for n in ordered], self.costs), strict=True))
+            t_alloc = time.perf_counter()
+            outcomes, tails = self.train(server_round, allocs)
+            t_train = time.perf_counter()
+            done = [o for o in outcomes.values() if o.failure is None]
+            failures.update({o.node_id: o.failure for o in outcomes.values() if o.failure})
+            row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
+            if len(done) >= s.min_train_clients:
+                adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
+                self.global_lora = self.aggregate(adapters, [o.num_examples for o in done])
+                losses = [x for o in done for x in tails[o.node_id].losses]
+                row["train_loss"] = float(np.mean(losses))
+            else:
+                row["skipped"] = f"{len(done)} clients completed, {s.min_train_clients} needed"
+                log(WARNING, "round %d skipped: %s", server_round, row["skipped"])
+            for node, reason in failures.items():
+                log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
+            if s.eval_every and server_round % s.eval_every == 0:
+                row["val_ppl"] = self.evaluate_clients(grid, allocs).perplexity
+                row["heldout_ppl"] = self.evaluate_heldout().perplexity
+            t_eval = time.perf_counter()
+            row.update(self._round_costs(allocs, outcomes, failures, profiles))
+            row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,
+                        "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started})
+            self.recorder.log_round(row)
+            self.recorder.checkpoint(server_round, self.global_lora)
+            log(INFO, _progress_line(row, s.num_server_rounds))
+        return self.global_lora
+
+    def _round_costs(self, allocs, outcomes, failures, profiles) -> dict:
+        steps = [t for o in outcomes.values() for t in o.step_times]
+        per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
+                         if o.failure is None]
+        return {
+            "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
+                         "power_w": a.power_w, "examples": int(profiles[n]["num-examples"])}
+                        for n, a in allocs.items()],
+            "failures": {str(n): r for n, r in failures.items()},
+            "bytes_up": sum(o.bytes_up for o in outcomes.values()),
+            "bytes_down": sum(o.bytes_down for o in outcomes.values()),
+            "server_tail_step_s": float(np.mean(steps)) if steps else None,
+            "client_exchange_s": float(np.mean(per_step_wait)) if per_step_wait else None,
+        }
+
+
+def _progress_line(row: Mapping, rounds: int) -> str:
+    parts = [f"round {row['round']}/{rounds}", f"clients {row['completed']}/{row['sampled']}"]
+    for key, fmt in (("train_loss", "loss {:.4f}"), ("val_ppl", "val ppl {:.2f}"),
+                     ("heldout_ppl", "held-out ppl {:.2f}")):
+        if row.get(key) is not None:
+            parts.append(fmt.format(row[key]))
+    splits = sorted(c["split"] for c in row["clients"])
+    parts.append(f"splits {splits}")
+    parts.append(f"{row['time_round_s']:.1f} s")
+    return " | ".join(parts)

@@ -1,0 +1,153 @@
+"""The data plane: how a round's per-step activations and gradients travel.
+
+A transport runs one training round for a set of clients: it hands each client its task and head
+adapter, feeds every activation it receives to the server's `tail_step`, returns the gradient, and
+collects the trained head adapters. The strategy sees only `Transport.train_round`, so a streaming
+transport can replace the Flower-message one without touching the round loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fl_app.protocol import (
+    ACTIVATIONS,
+    CONFIG,
+    GRADIENT,
+    LORA,
+    METRICS,
+    TRAIN_START,
+    TRAIN_STEP,
+    RoundTask,
+    Spec,
+)
+from fl_app.records import PayloadError, from_record, lora_spec, to_record
+
+TailStep = Callable[[int, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class TrainJob:
+    """One client's work for the round."""
+
+    node_id: int
+    task: RoundTask
+    head_lora: dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainOutcome:
+    """What came back from one client (`failure` set when it was dropped)."""
+
+    node_id: int
+    head_lora: dict[str, torch.Tensor] | None = None
+    num_examples: int = 0
+    failure: str | None = None
+    steps_done: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    transport_s: float = 0.0  # wall time spent waiting for this client's replies
+    step_times: list[float] = field(default_factory=list)
+
+
+class Transport(Protocol):
+    def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
+        """Run every job to completion or failure; never raise for a client's fault."""
+        ...
+
+
+class FlowerTransport:
+    """Every step is a Flower message exchange (fused: a reply to the gradient of step s carries
+    the activations of step s+1). Clients progress independently: the server answers whichever
+    client replied, so it never waits in lockstep for the slowest one.
+
+    Parameters
+    ----------
+    grid : Grid
+    activation_spec : Spec
+        What activations must look like (validated before the tail sees them).
+    step_timeout_s : float
+        A client silent for longer than this on one exchange is dropped.
+    poll_s : float (default: 0.005)
+    """
+
+    def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float,
+                 poll_s: float = 0.005) -> None:
+        self.grid, self.spec = grid, activation_spec
+        self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
+
+    def _push(self, job: TrainJob, outcome: TrainOutcome, content: RecordDict,
+              message_type: str) -> str:
+        msg = Message(content, dst_node_id=job.node_id, message_type=message_type,
+                      ttl=self.step_timeout_s)
+        outcome.bytes_down += sum(r.count_bytes() for r in content.array_records.values())
+        (message_id,) = self.grid.push_messages([msg])
+        return message_id
+
+    def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
+        outcomes = {job.node_id: TrainOutcome(job.node_id) for job in jobs}
+        in_flight: dict[str, tuple[TrainJob, int, float]] = {}  # id -> (job, step, sent at)
+        for job in jobs:
+            content = RecordDict({CONFIG: job.task.to_record(), LORA: to_record(job.head_lora)})
+            mid = self._push(job, outcomes[job.node_id], content, TRAIN_START)
+            in_flight[mid] = (job, 0, time.monotonic())
+
+        while in_flight:
+            replies = list(self.grid.pull_messages(list(in_flight)))
+            for reply in replies:
+                job, step, sent = in_flight.pop(reply.metadata.reply_to_message_id)
+                outcome = outcomes[job.node_id]
+                outcome.transport_s += time.monotonic() - sent
+                try:
+                    next_content = self._handle(reply, job, step, outcome, tail_step)
+                except Exception as exc:  # any client fault, or a tail failure on its data
+                    outcome.failure = f"step {step}: {type(exc).__name__}: {exc}"
+                    continue
+                if next_content is not None:
+                    mid = self._push(job, outcome, next_content, TRAIN_STEP)
+                    in_flight[mid] = (job, step + 1, time.monotonic())
+            now = time.monotonic()
+            for mid, (job, step, sent) in list(in_flight.items()):
+                if now - sent > self.step_timeout_s:
+                    del in_flight[mid]
+                    outcomes[job.node_id].failure = (
+                        f"step {step}: no reply within {self.step_timeout_s:.0f} s")
+            if not replies:
+                time.sleep(self.poll_s)
+        return outcomes
+
+    def _handle(self, reply: Message, job: TrainJob, step: int, outcome: TrainOutcome,
+                tail_step: TailStep) -> RecordDict | None:
+        """Process one reply; return the next message's content, or None when the job is done."""
+        if reply.has_error():
+            raise PayloadError(f"client error {reply.error.code}: {reply.error.reason}")
+        content = reply.content
+        outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
+        if step < job.task.local_steps:
+            if ACTIVATIONS not in content.array_records:
+                raise PayloadError("reply lacks activations")
+            activations = from_record(content[ACTIVATIONS], self.spec)
+            if activations["hidden"].shape[0] != job.task.batch_size:
+                raise PayloadError(f"batch of {activations['hidden'].shape[0]} rows, expected "
+                                   f"{job.task.batch_size}")
+            started = time.perf_counter()
+            grad = tail_step(job.node_id, activations)
+            outcome.step_times.append(time.perf_counter() - started)
+            return RecordDict({CONFIG: ConfigRecord({"step": step}),
+                               GRADIENT: to_record({"hidden": grad})})
+        if LORA not in content.array_records or METRICS not in content.metric_records:
+            raise PayloadError("final reply lacks the head adapter or its metrics")
+        outcome.head_lora = from_record(content[LORA], lora_spec(job.head_lora))
+        num_examples = content[METRICS].get("num-examples", 0)
+        if not isinstance(num_examples, int) or num_examples <= 0:
+            raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
+        outcome.num_examples = num_examples
+        outcome.steps_done = job.task.local_steps
+        return None

@@ -1,0 +1,128 @@
+"""Oracle 2 and the round loop's failure handling, run in-process against the real ClientApp."""
+
+import json
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, Error, Message, RecordDict
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from fl_app.client_app import app as client_app
+from fl_app.config import Settings
+from fl_app.inprocess import DROP, InProcessGrid
+from fl_app.protocol import ACTIVATIONS, TRAIN_STEP
+from fl_app.resources import federated_text
+from fl_app.server_app import build_strategy
+from fl_app.split_model import SplitModel, trainable_copy
+
+BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
+        "batch-size": 4, "block-size": 16, "eval-every": 0, "min-train-clients": 2}
+
+
+def run(tmp_path, num_nodes=4, fault=None, **overrides):
+    config = {**BASE, "output-dir": str(tmp_path), "run-name": "run", **overrides}
+    grid = InProcessGrid(client_app, config, num_nodes, fault=fault)
+    strategy = build_strategy(Settings.from_run_config(config), grid)
+    final = strategy.run(grid)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    return strategy, final, rows
+
+
+def fedavg_of_full_model_training(settings: Settings, num_clients: int, rounds: int):
+    """The reference: every client trains full-model LoRA locally on the same batches, then a
+    FedAvg weighted by training blocks; written independently of the split code path."""
+    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
+    data = federated_text(settings, num_clients)
+    global_state = model.lora_state()
+    for server_round in range(1, rounds + 1):
+        trained, weights = [], []
+        for client in range(num_clients):
+            shard = data.client(client).train
+            params = trainable_copy(global_state)
+            opt = torch.optim.AdamW([params[k] for k in sorted(params)],
+                                    lr=settings.learning_rate, weight_decay=0.0)
+            for step in range(settings.local_steps):
+                batch = shard.batch((server_round - 1) * settings.local_steps + step,
+                                    settings.batch_size, settings.seed)
+                with model.using_lora(params):
+                    loss = model.full(batch["input_ids"], batch["attention_mask"],
+                                      batch["labels"]).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+            trained.append({k: p.detach() for k, p in params.items()})
+            weights.append(len(shard))
+        total = sum(weights)
+        global_state = {k: sum(t[k] * (w / total) for t, w in zip(trained, weights, strict=True))
+                        for k in global_state}
+    return global_state
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-gpt2"])
+def test_split_federated_equals_fedavg_of_full_model_lora(tmp_path, model_name):
+    strategy, final, rows = run(tmp_path, **{"model-name": model_name, "num-server-rounds": 3})
+    splits = {c["split"] for r in rows for c in r["clients"]}
+    assert len(splits) > 1, "the check needs a mix of split points"
+    reference = fedavg_of_full_model_training(strategy.settings, 4, 3)
+    assert final.keys() == reference.keys()
+    worst = max((final[k] - reference[k]).abs().max().item() for k in final)
+    assert worst < 1e-5
+    assert any(v.abs().max() > 0 for k, v in final.items() if "lora_B" in k)  # it did train
+
+
+def test_metrics_checkpoints_and_exported_adapter(tmp_path):
+    strategy, final, rows = run(tmp_path, **{"num-server-rounds": 2, "eval-every": 1})
+    folder = tmp_path / "run"
+    assert [r["round"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["completed"] == 4 and r["train_loss"] > 0 and r["val_ppl"] > 1
+        assert r["bytes_up"] > 0 and r["bytes_down"] > 0 and not r["failures"]
+    assert (folder / "metrics.csv").read_text().startswith("round,")
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "round-0001.pt", "round-0002.pt"]
+    saved = torch.load(folder / "checkpoints" / "round-0002.pt")
+    assert all(torch.equal(saved["lora"][k], final[k]) for k in final)
+
+    strategy.model.save_adapter(final, folder / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(strategy.model.folder)
+    peft_model = PeftModel.from_pretrained(base, folder / "adapter")
+    batch = strategy.heldout.batch(0, 2)
+    with strategy.model.using_lora(final):
+        ours = strategy.model.full(batch["input_ids"], batch["attention_mask"]).logits
+    theirs = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        position_ids=batch["attention_mask"].cumsum(-1).clamp(min=1) - 1).logits
+    assert (ours - theirs).abs().max() < 1e-5
+
+
+def _fail_node(node, how):
+    def fault(msg):
+        if msg.metadata.dst_node_id != node or msg.metadata.message_type != TRAIN_STEP:
+            return None
+        if how == "error":
+            return Message(Error(code=2, reason="device crashed"), reply_to=msg)
+        if how == "silent":
+            return DROP
+        garbage = RecordDict({ACTIVATIONS: ArrayRecord({})})
+        return Message(garbage, reply_to=msg)
+    return fault
+
+
+@pytest.mark.parametrize("how", ["error", "silent", "malformed"])
+def test_a_failing_client_is_dropped_and_the_round_completes(tmp_path, how):
+    _, final, rows = run(tmp_path, fault=_fail_node(2, how),
+                         **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+    (row,) = rows
+    assert row["completed"] == 3 and "train_loss" in row
+    assert list(row["failures"]) == ["2"]
+    assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_round_is_skipped_when_too_few_clients_complete(tmp_path):
+    def everyone_fails(msg):
+        return DROP if msg.metadata.message_type == TRAIN_STEP else None
+    strategy, final, rows = run(tmp_path, fault=everyone_fails,
+                                **{"num-server-rounds": 1, "step-timeout-s": 0.2})
+    assert rows[0]["completed"] == 0 and "skipped" in rows[0]
+    initial = SplitModel("tiny-llama", strategy.settings.lora, seed=0).lora_state()
+    assert all(torch.equal(final[k], initial[k]) for k in final)
