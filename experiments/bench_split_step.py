@@ -1,0 +1,94 @@
+"""Benchmark: one LoRA training step split (head fwd, tail fwd+bwd, head bwd) vs unsplit.
+
+Same model, same batches, same optimizer, measured interleaved in one process so that machine
+noise hits both alike. Also times the variant the Flower-message transport runs, where the device
+recomputes its head forward before the backward (the graph cannot survive between messages).
+
+    python -m experiments.bench_split_step [--model smollm2-135m] [--split 4] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fl_app.config import Settings
+from fl_app.optim import make_optimizer
+from fl_app.resources import federated_text
+from fl_app.split_model import SplitModel, trainable_copy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--corpus", default="shakespeare")
+    parser.add_argument("--split", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    settings = Settings(model_name=args.model, corpus=args.corpus, block_size=args.block_size)
+    model = SplitModel(args.model, settings.lora)
+    data = federated_text(settings, 1).client(0).train
+    batches = [data.batch(i, args.batch_size) for i in range(args.steps + 2)]
+    start = model.lora_state()
+
+    def unsplit(params, batch):
+        with model.training(), model.using_lora(params):
+            loss = model.full(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss.backward()
+
+    def split(params, batch, recompute=False):
+        ids, mask, k = batch["input_ids"], batch["attention_mask"], args.split
+        with model.training(), model.using_lora(params):
+            with torch.set_grad_enabled(not recompute):
+                hidden = model.head(ids, mask, k)
+            sent = hidden.detach().requires_grad_()
+            model.tail(sent, mask, k, batch["labels"]).loss.backward()
+            if recompute:  # the device's second pass, as in the Flower-message transport
+                hidden = model.head(ids, mask, k)
+        hidden.backward(sent.grad)
+
+    variants = {"unsplit": unsplit, "split": split,
+                "split_recompute": lambda p, b: split(p, b, recompute=True)}
+    params = {name: trainable_copy(start) for name in variants}
+    optims = {name: make_optimizer(p, "adamw", 1e-3) for name, p in params.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i, batch in enumerate(batches):
+        for name, step in variants.items():
+            began = time.perf_counter()
+            step(params[name], batch)
+            optims[name].step()
+            optims[name].zero_grad(set_to_none=True)
+            if i >= 2:  # the first steps warm up allocators and kernels
+                times[name].append(time.perf_counter() - began)
+
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"model": args.model, "split": args.split, "batch": args.batch_size,
+             "tokens": args.block_size, "variant": name, "median_s": medians[name],
+             "ratio_to_unsplit": medians[name] / medians["unsplit"], "steps": len(times[name])}
+            for name in variants]
+    with (out / "bench_split_step.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for r in rows:
+        print(f"{r['variant']:>16}: {r['median_s'] * 1000:8.1f} ms/step   "
+              f"x{r['ratio_to_unsplit']:.3f} of unsplit")
+    diff = max((params["split"][k] - params["unsplit"][k]).abs().max().item() for k in start)
+    print(f"max |split - unsplit| adapter difference after {len(batches)} steps: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
