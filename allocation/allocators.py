@@ -1,27 +1,25 @@
-"""The allocator interface the training strategy calls once per round, and simple allocators.
+"""The allocator the training strategy calls once per round.
 
-No Flower and no torch here: profiles arrive as plain mappings (the fields of
-`clients.profile.DeviceProfile`), the model as its cost description.
+It turns the sampled clients' reported profiles into this round's system-model scenario (one
+edge server, fresh Rayleigh fading each round), asks an allocation method for split points and
+radio/compute resources, and reports the modelled energy, delay and stability of the result, so
+every policy, optimised or not, is costed by the same model. No Flower and no torch here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
+from .api import METHODS, solve
+from .result import Allocation, evaluate
+from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles
 
-@dataclass(frozen=True)
-class ModelCosts:
-    """What the allocator needs to know about the model and the batch."""
-
-    num_layers: int
-    hidden_size: int
-    seq_len: int
-    batch_size: int
-    activation_bits: int = 32
+#: Policies the strategy accepts: the optimiser's methods (exhaustive is for small instances
+#: only) plus a split chosen from each device's capability.
+POLICIES = tuple(sorted(set(METHODS) - {"exhaustive"})) + ("heterogeneous-fixed",)
 
 
 @dataclass(frozen=True)
@@ -34,47 +32,68 @@ class ClientAllocation:
     user_freq_hz: float
 
 
-class Allocator(Protocol):
-    def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
-                 model: ModelCosts) -> list[ClientAllocation]:
-        """Split point and radio/compute resources for each sampled client, in order."""
-        ...
-
-
 @dataclass(frozen=True)
-class FixedAllocator:
-    """The same split for everyone, equal bandwidth shares, full power and frequency."""
+class RoundAllocation:
+    """Every sampled client's share, in profile order, and what the system model says it costs."""
 
-    split: int
-    bandwidth_hz: float = 20e6
-
-    def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
-                 model: ModelCosts) -> list[ClientAllocation]:
-        check_split(self.split, model.num_layers)
-        return _with_equal_shares([self.split] * len(profiles), profiles, self.bandwidth_hz)
+    clients: list[ClientAllocation]
+    objective: float
+    energy_j: float
+    delay_s: float
+    stability: float
 
 
-@dataclass(frozen=True)
-class HeterogeneousFixedAllocator:
-    """A split that grows with the device's compute (FLOP/s) and memory, fixed over rounds.
+class SystemAllocator:
+    """Allocate with any policy in `POLICIES` on this round's scenario.
 
-    The strongest device in the seed-A ranges (1 GHz x 6 cores, 8 GB) gets `max_split` layers;
-    the weakest gets 1.
+    Parameters
+    ----------
+    policy : str
+        A method of `allocation.solve` (e.g. "fp", "greedy", "random", "fixed") or
+        "heterogeneous-fixed" (split grows with device FLOP/s and memory, up to `split`;
+        equal bandwidth, full power and frequency).
+    split : int
+        The split for "fixed", and the deepest split for "heterogeneous-fixed".
+    seed : int
+        Seeds the per-round fading and any randomised method.
+    server_bandwidth_hz : float (default: 20e6)
+    weights : Weights, optional
     """
 
-    max_split: int
-    bandwidth_hz: float = 20e6
+    def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float = 20e6,
+                 weights: Weights | None = None) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown allocator {policy!r}; choose from {POLICIES}")
+        self.policy, self.split, self.seed = policy, split, seed
+        self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
+
+    def scenario(self, server_round: int, profiles: Sequence[Mapping[str, float]],
+                 model: ModelCost) -> Scenario:
+        """This round's scenario: the profiles, one server, fresh Rayleigh fading."""
+        column = {k: np.array([p[k] for p in profiles], dtype=float) for k in profiles[0]}
+        return scenario_from_profiles(
+            column["cpu_freq_hz"], column["cores"], column["flops_per_cycle"],
+            column["tx_power_w"], column["distance_m"], column["num-examples"], model,
+            server_bandwidth_hz=self.server_bandwidth_hz, weights=self.weights,
+            rng=np.random.default_rng([self.seed, server_round]))
 
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
-                 model: ModelCosts) -> list[ClientAllocation]:
-        top = min(self.max_split, model.num_layers - 1)
-        check_split(top, model.num_layers)
-        splits = []
-        for p in profiles:
-            compute = p["cpu_freq_hz"] * p["cores"] * p["flops_per_cycle"] / 6e9
-            capability = min(1.0, np.sqrt(compute * min(1.0, p["memory_gb"] / 8.0)))
-            splits.append(max(1, int(round(capability * top))))
-        return _with_equal_shares(splits, profiles, self.bandwidth_hz)
+                 model: ModelCost) -> RoundAllocation:
+        check_split(self.split, model.layers)
+        scenario = self.scenario(server_round, profiles, model)
+        if self.policy == "heterogeneous-fixed":
+            result = _by_capability(scenario, profiles, self.split)
+        else:
+            options = {"split": self.split} if self.policy == "fixed" else {}
+            if self.policy not in ("greedy",):
+                options["seed"] = self.seed * 100_003 + server_round
+            result = solve(scenario, self.policy, **options)
+        costs = evaluate(scenario, result)
+        clients = [ClientAllocation(int(s), float(b), float(p), float(f)) for s, b, p, f in
+                   zip(result.split, result.bandwidth, result.power, result.user_freq,
+                       strict=True)]
+        return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
+                               costs.stability)
 
 
 def check_split(split: int, num_layers: int) -> None:
@@ -83,9 +102,20 @@ def check_split(split: int, num_layers: int) -> None:
                          f"{num_layers}-layer model")
 
 
-def _with_equal_shares(splits: list[int], profiles: Sequence[Mapping[str, float]],
-                       bandwidth_hz: float) -> list[ClientAllocation]:
-    share = bandwidth_hz / max(1, len(profiles))
-    return [ClientAllocation(split=s, bandwidth_hz=share, power_w=p["tx_power_w"],
-                             user_freq_hz=p["cpu_freq_hz"]) for s, p in zip(splits, profiles,
-                                                                             strict=True)]
+def _by_capability(scenario: Scenario, profiles: Sequence[Mapping[str, float]],
+                   max_split: int) -> Allocation:
+    """Deeper splits for stronger devices: the strongest in the seed-A ranges (1 GHz x 6 cores,
+    8 GB) gets `max_split` layers, the weakest 1; equal bandwidth, full power and frequency."""
+    splits = []
+    for p in profiles:
+        compute = p["cpu_freq_hz"] * p["cores"] * p["flops_per_cycle"] / 6e9
+        capability = min(1.0, np.sqrt(compute * min(1.0, p["memory_gb"] / 8.0)))
+        splits.append(max(1, int(round(capability * max_split))))
+    n = len(profiles)
+    server_freq = np.asarray(scenario.server_freq_hz, dtype=float)[0]
+    return Allocation(
+        split=np.array(splits), association=np.zeros(n, dtype=int),
+        bandwidth=np.full(n, scenario.server_bandwidth_hz[0] / n),
+        power=np.array([p["tx_power_w"] for p in profiles]),
+        user_freq=np.array([p["cpu_freq_hz"] for p in profiles]),
+        server_freq=np.full(n, server_freq / n), method="heterogeneous-fixed")

@@ -8,7 +8,7 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import handlers
+from clients import handlers, stream_client
 from fl_app.config import Settings
 
 app = ClientApp()
@@ -46,6 +46,11 @@ def train_start(msg: Message, context: Context) -> Message:
 @app.train("step")
 def train_step(msg: Message, context: Context) -> Message:
     return _serve(handlers.train_step, msg, context)
+
+
+@app.train("stream")
+def train_stream(msg: Message, context: Context) -> Message:
+    return _serve(stream_client.train_stream, msg, context)
 
 
 @app.evaluate()

@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from allocation.allocators import POLICIES as ALLOCATORS
 from fl_app.split_model import LoraSettings
 
-ALLOCATORS = ("fixed", "heterogeneous-fixed")
 OPTIMIZERS = ("adamw", "sgd")
 PARTITIONINGS = ("natural", "iid", "dirichlet")
-TRANSPORTS = ("flower",)
+TRANSPORTS = ("flower", "stream")
+STREAM_DTYPES = ("float32", "float16", "bfloat16")  # activations/gradients on the stream
 
 
 def _key(name: str) -> str:
@@ -46,15 +47,24 @@ class Settings:
     batch_size: int = 4
     learning_rate: float = 2e-3
     optimizer: str = "adamw"
-    allocator: str = "heterogeneous-fixed"
-    split: int = 4  # the `fixed` allocator's split point (decoder layers on the device)
+    allocator: str = "fp"
+    split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
+    server_bandwidth_hz: float = 20e6
     transport: str = "flower"
+    stream_host: str = "127.0.0.1"  # the stream server binds here
+    stream_public_host: str = ""  # the host devices dial; empty = stream-host
+    stream_port: int = 0  # 0 = OS-chosen
+    stream_dtype: str = "float32"
+    tls_certfile: str = ""  # PEM files protecting the stream; empty = no TLS
+    tls_keyfile: str = ""
+    tls_ca_certfile: str = ""  # the CA devices verify the server with; empty = the cert itself
     step_timeout_s: float = 300.0
     eval_every: int = 1
     eval_batches: int = 2
     seed: int = 0
     output_dir: str = "outputs"
     run_name: str = ""  # empty = a timestamp
+    resume_from: str = ""  # a checkpoint file or run folder to continue from; empty = fresh
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Settings:
@@ -94,7 +104,14 @@ class Settings:
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("allocator", self.allocator in ALLOCATORS, f"one of {ALLOCATORS}"),
             ("split", self.split >= 1, "must be >= 1"),
+            ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
             ("transport", self.transport in TRANSPORTS, f"one of {TRANSPORTS}"),
+            ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),
+            ("stream-dtype", self.stream_dtype in STREAM_DTYPES, f"one of {STREAM_DTYPES}"),
+            ("tls-keyfile", bool(self.tls_certfile) == bool(self.tls_keyfile),
+             "tls-certfile and tls-keyfile go together"),
+            ("tls-ca-certfile", not self.tls_ca_certfile or bool(self.tls_certfile),
+             "needs tls-certfile and tls-keyfile"),
             ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),

@@ -6,14 +6,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 from transformers import PreTrainedTokenizerBase
 
 from fl_app.corpus import load_corpus
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 PARTITIONINGS = ("natural", "iid", "dirichlet")
 
@@ -164,6 +166,9 @@ def _flwr_partitions(
     partitioner: Partitioner, table: dict[str, np.ndarray], num_partitions: int
 ) -> list[np.ndarray]:
     """Run a flwr-datasets partitioner over an in-memory table; return each part's ``row``."""
+    # Imported here: `datasets` costs seconds to import, and a deployed device pays imports on
+    # every message while the default natural partitioning never needs it.
+    from datasets import Dataset
     partitioner.dataset = Dataset.from_dict(table)
     # [:] reads the column in one batch; ["row"] alone would be read row by row.
     return [np.array(partitioner.load_partition(c)[:]["row"]) for c in range(num_partitions)]
@@ -224,12 +229,16 @@ def split_records(
         weights = np.ones(len(ids)) if sizes is None else np.asarray(sizes, dtype=float)
         parts = _natural(ids[pool], weights[pool], num_partitions, seed)
     elif partitioning == "iid":
+        from flwr_datasets.partitioner import IidPartitioner
+
         # IidPartitioner cuts contiguous shards, so the rows go in already shuffled.
         rows = _rng(seed, _PARTITION).permutation(len(pool))
         parts = _flwr_partitions(IidPartitioner(num_partitions), {"row": rows}, num_partitions)
     else:
         # Integer labels: the partitioner scans every label once per group, strings are slow.
         labels = np.unique(ids[pool], return_inverse=True)[1]
+        from flwr_datasets.partitioner import DirichletPartitioner
+
         partitioner = DirichletPartitioner(
             num_partitions, "label", alpha, min_partition_size=2, self_balancing=False,
             seed=seed,

@@ -7,8 +7,10 @@ computation, and benchmarks to time the split step without Flower's polling.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -30,10 +32,14 @@ class InProcessGrid:
         Nodes get ids 1..num_nodes and partition ids 0..num_nodes-1.
     fault : callable, optional
         `fault(message)` returns None (deliver normally), a reply to use instead, or `DROP`.
+    concurrent : bool (default: False)
+        Run handlers in a thread per node instead of inside `push_messages`, as Flower does:
+        needed when a handler blocks on the server (the stream transport's handler streams the
+        whole round while the server serves it).
     """
 
     def __init__(self, client_app: ClientApp, run_config: Mapping, num_nodes: int,
-                 fault: Fault | None = None) -> None:
+                 fault: Fault | None = None, concurrent: bool = False) -> None:
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
         self.app, self.fault = client_app, fault
         self.contexts = {
@@ -41,6 +47,10 @@ class InProcessGrid:
                           node_config={"partition-id": node - 1, "num-partitions": num_nodes})
             for node in range(1, num_nodes + 1)}
         self._replies: dict[str, Message] = {}
+        self._running: dict[str, Future] = {}
+        self._lock = threading.Lock()  # replies are stored by handler threads when concurrent
+        self._pool = (ThreadPoolExecutor(max_workers=num_nodes, thread_name_prefix="client")
+                      if concurrent else None)
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -54,19 +64,32 @@ class InProcessGrid:
         except Exception as exc:  # Flower turns a handler exception into an error reply
             return Message(Error(code=2, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
+    def _run(self, msg: Message) -> None:
+        reply = self._deliver(msg)
+        if reply is not DROP:
+            with self._lock:
+                self._replies[msg.metadata.message_id] = reply
+
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            reply = self._deliver(msg)
-            if reply is not DROP:
-                self._replies[msg.metadata.message_id] = reply
+            if self._pool is None:
+                self._run(msg)
+            else:
+                self._running[msg.metadata.message_id] = self._pool.submit(self._run, msg)
             ids.append(msg.metadata.message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+        with self._lock:
+            replies = {i: self._replies.pop(i) for i in list(message_ids) if i in self._replies}
+        for i in replies:
+            self._running.pop(i, None)
+        return list(replies.values())
 
     def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None
                          ) -> list[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        ids = self.push_messages(messages)
+        wait([self._running.pop(i) for i in ids if i in self._running], timeout=timeout)
+        return self.pull_messages(ids)

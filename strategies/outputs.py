@@ -47,6 +47,14 @@ class RunRecorder:
     def log_round(self, row: Mapping[str, Any]) -> None:
         """Append one round's metrics to metrics.jsonl and rewrite metrics.csv."""
         self.rows.append(dict(row))
+        self._write_metrics()
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Start from the metrics of the run being resumed."""
+        self.rows = [dict(r) for r in rows]
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.rows)
         atomic_write(self.folder / "metrics.jsonl", lines.encode())
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
@@ -66,3 +74,22 @@ class RunRecorder:
         path = self.folder / "checkpoints" / f"round-{server_round:04d}.pt"
         atomic_write(path, buffer.getvalue())
         return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file, or the latest one of a run folder, with a clear error if absent."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted((path / "checkpoints").glob("round-*.pt")) or sorted(path.glob("round-*.pt"))
+        if not found:
+            raise ValueError(f"no checkpoints in {str(path)!r}")
+        path = found[-1]
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {str(path)!r} is unreadable ({exc})") from exc
+    if not {"round", "lora", "metrics"} <= set(checkpoint):
+        raise ValueError(f"checkpoint {str(path)!r} lacks round, lora or metrics")
+    return checkpoint

@@ -19,7 +19,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from allocation.allocators import Allocator, ClientAllocation, ModelCosts
+from allocation import ModelCost
+from allocation.allocators import ClientAllocation, RoundAllocation, SystemAllocator
 from fl_app.config import Settings
 from fl_app.data import TokenBlocks
 from fl_app.protocol import (
@@ -68,7 +69,7 @@ class SplitFedStrategy:
     settings : Settings
     model : SplitModel
         The server's full model; its frozen base serves every client's tail.
-    allocator : Allocator
+    allocator : SystemAllocator
     transport : Transport
     aggregate : Aggregator
     recorder : RunRecorder
@@ -78,16 +79,16 @@ class SplitFedStrategy:
         What a client's evaluation activations must look like.
     """
 
-    def __init__(self, settings: Settings, model: SplitModel, allocator: Allocator,
+    def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
                  transport: Transport, aggregate: Aggregator, recorder: RunRecorder,
                  heldout: TokenBlocks, activation_spec: Spec) -> None:
         self.settings, self.model, self.allocator = settings, model, allocator
         self.transport, self.aggregate, self.recorder = transport, aggregate, recorder
         self.heldout, self.activation_spec = heldout, activation_spec
         self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
-        self.costs = ModelCosts(num_layers=model.num_layers,
-                                hidden_size=model.config.hidden_size,
-                                seq_len=settings.block_size, batch_size=settings.batch_size)
+        self.costs = ModelCost(layers=model.num_layers, hidden_size=model.config.hidden_size,
+                               batch_size=settings.batch_size, seq_len=settings.block_size,
+                               activation_bits=32)
 
     # ---- one round, step by step -------------------------------------------------------------
     def sample(self, node_ids: list[int], server_round: int) -> list[int]:
@@ -182,15 +183,30 @@ class SplitFedStrategy:
         return total
 
     # ---- the loop ----------------------------------------------------------------------------
-    def run(self, grid: Grid) -> dict[str, torch.Tensor]:
+    def resume(self, checkpoint: Mapping) -> int:
+        """Continue after a checkpoint's round; returns the next round to run.
+
+        Every random draw of a round (sampling, fading, batches, LoRA init) is seeded by
+        (seed, round), so a resumed run repeats an uninterrupted one bit for bit.
+        """
+        lora = checkpoint["lora"]
+        if lora.keys() != self.global_lora.keys() or any(
+                lora[k].shape != v.shape for k, v in self.global_lora.items()):
+            raise ValueError("checkpoint adapter does not match this model and LoRA config")
+        self.global_lora = dict(lora)
+        self.recorder.restore(checkpoint["metrics"])
+        return int(checkpoint["round"]) + 1
+
+    def run(self, grid: Grid, first_round: int = 1) -> dict[str, torch.Tensor]:
         s = self.settings
-        for server_round in range(1, s.num_server_rounds + 1):
+        for server_round in range(first_round, s.num_server_rounds + 1):
             started = time.perf_counter()
             nodes = self.sample(list(grid.get_node_ids()), server_round)
             profiles, failures = self.query_profiles(grid, nodes)
             ordered = sorted(profiles)
-            allocs = dict(zip(ordered, self.allocator.allocate(
-                server_round, [profiles[n] for n in ordered], self.costs), strict=True))
+            plan = self.allocator.allocate(server_round, [profiles[n] for n in ordered],
+                                           self.costs) if ordered else None
+            allocs = dict(zip(ordered, plan.clients if plan else [], strict=True))
             t_alloc = time.perf_counter()
             outcomes, tails = self.train(server_round, allocs)
             t_train = time.perf_counter()
@@ -211,7 +227,7 @@ class SplitFedStrategy:
                 row["val_ppl"] = self.evaluate_clients(grid, allocs).perplexity
                 row["heldout_ppl"] = self.evaluate_heldout().perplexity
             t_eval = time.perf_counter()
-            row.update(self._round_costs(allocs, outcomes, failures, profiles))
+            row.update(self._round_costs(allocs, outcomes, failures, profiles, plan))
             row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,
                         "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started})
             self.recorder.log_round(row)
@@ -219,14 +235,20 @@ class SplitFedStrategy:
             log(INFO, _progress_line(row, s.num_server_rounds))
         return self.global_lora
 
-    def _round_costs(self, allocs, outcomes, failures, profiles) -> dict:
+    def _round_costs(self, allocs, outcomes, failures, profiles,
+                     plan: RoundAllocation | None) -> dict:
         steps = [t for o in outcomes.values() for t in o.step_times]
         per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
                          if o.failure is None]
         return {
             "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
-                         "power_w": a.power_w, "examples": int(profiles[n]["num-examples"])}
+                         "power_w": a.power_w, "user_freq_hz": a.user_freq_hz,
+                         "examples": int(profiles[n]["num-examples"])}
                         for n, a in allocs.items()],
+            "modelled_objective": plan.objective if plan else None,
+            "modelled_energy_j": plan.energy_j if plan else None,
+            "modelled_delay_s": plan.delay_s if plan else None,
+            "modelled_stability": plan.stability if plan else None,
             "failures": {str(n): r for n, r in failures.items()},
             "bytes_up": sum(o.bytes_up for o in outcomes.values()),
             "bytes_down": sum(o.bytes_down for o in outcomes.values()),

@@ -75,13 +75,14 @@ class FlowerTransport:
         What activations must look like (validated before the tail sees them).
     step_timeout_s : float
         A client silent for longer than this on one exchange is dropped.
-    poll_s : float (default: 0.005)
+    poll_s, max_poll_s : float (default: 0.005, 0.25)
+        First and longest wait between polls while no reply arrives (doubling in between).
     """
 
     def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float,
-                 poll_s: float = 0.005) -> None:
+                 poll_s: float = 0.005, max_poll_s: float = 0.25) -> None:
         self.grid, self.spec = grid, activation_spec
-        self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
+        self.step_timeout_s, self.poll_s, self.max_poll_s = step_timeout_s, poll_s, max_poll_s
 
     def _push(self, job: TrainJob, outcome: TrainOutcome, content: RecordDict,
               message_type: str) -> str:
@@ -99,6 +100,7 @@ class FlowerTransport:
             mid = self._push(job, outcomes[job.node_id], content, TRAIN_START)
             in_flight[mid] = (job, 0, time.monotonic())
 
+        idle = 0.0
         while in_flight:
             replies = list(self.grid.pull_messages(list(in_flight)))
             for reply in replies:
@@ -119,8 +121,10 @@ class FlowerTransport:
                     del in_flight[mid]
                     outcomes[job.node_id].failure = (
                         f"step {step}: no reply within {self.step_timeout_s:.0f} s")
-            if not replies:
-                time.sleep(self.poll_s)
+            # Back off while nothing arrives: each pull is a request to the SuperLink, and in
+            # deployment replies take seconds anyway.
+            idle = 0.0 if replies else min(self.max_poll_s, max(self.poll_s, 2 * idle))
+            time.sleep(idle)
         return outcomes
 
     def _handle(self, reply: Message, job: TrainJob, step: int, outcome: TrainOutcome,

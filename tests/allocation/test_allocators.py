@@ -1,33 +1,55 @@
-"""The strategy-facing allocators: valid splits, equal shares, heterogeneity from profiles."""
+"""The strategy-facing allocator: profiles in, valid per-client shares and modelled costs out."""
 
+import numpy as np
 import pytest
 
-from allocation.allocators import FixedAllocator, HeterogeneousFixedAllocator, ModelCosts
+from allocation import ModelCost, evaluate, solve
+from allocation.allocators import POLICIES, SystemAllocator
 from clients.profile import simulated_profile
 
-COSTS = ModelCosts(num_layers=30, hidden_size=576, seq_len=32, batch_size=4)
+MODEL = ModelCost(layers=30, hidden_size=576, batch_size=4, seq_len=32, activation_bits=32)
 
 
 def profiles(n):
-    return [simulated_profile(i, seed=0).as_dict() for i in range(n)]
+    return [{**simulated_profile(i, seed=0).as_dict(), "num-examples": 100.0 + 10 * i}
+            for i in range(n)]
 
 
-def test_fixed_gives_everyone_the_split_and_an_equal_share():
-    out = FixedAllocator(split=5, bandwidth_hz=20e6).allocate(1, profiles(4), COSTS)
-    assert [a.split for a in out] == [5] * 4
-    assert sum(a.bandwidth_hz for a in out) == pytest.approx(20e6)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_gives_valid_shares_and_modelled_costs(policy):
+    plan = SystemAllocator(policy, split=6, seed=0).allocate(1, profiles(5), MODEL)
+    assert len(plan.clients) == 5
+    assert all(1 <= c.split <= 29 and c.bandwidth_hz >= 0 and c.power_w > 0
+               for c in plan.clients)
+    assert sum(c.bandwidth_hz for c in plan.clients) <= 20e6 * (1 + 1e-9)
+    assert np.isfinite([plan.objective, plan.energy_j, plan.delay_s, plan.stability]).all()
 
 
-def test_heterogeneous_split_grows_with_device_capability():
+def test_fixed_and_heterogeneous_splits():
+    fixed = SystemAllocator("fixed", split=5, seed=0).allocate(1, profiles(4), MODEL)
+    assert [c.split for c in fixed.clients] == [5] * 4
     ps = profiles(16)
-    out = HeterogeneousFixedAllocator(max_split=8).allocate(1, ps, COSTS)
-    splits = [a.split for a in out]
+    hetero = SystemAllocator("heterogeneous-fixed", split=8, seed=0).allocate(1, ps, MODEL)
+    splits = [c.split for c in hetero.clients]
     assert all(1 <= s <= 8 for s in splits) and len(set(splits)) > 1
     strength = [p["cpu_freq_hz"] * p["cores"] * p["memory_gb"] for p in ps]
-    weakest, strongest = strength.index(min(strength)), strength.index(max(strength))
-    assert splits[weakest] < splits[strongest]
+    assert splits[int(np.argmin(strength))] < splits[int(np.argmax(strength))]
 
 
-def test_split_outside_the_model_is_refused():
+def test_fading_changes_each_round_and_fp_is_what_solve_returns():
+    allocator = SystemAllocator("fp", split=4, seed=0)
+    ps = profiles(6)
+    gains = [allocator.scenario(r, ps, MODEL).gain for r in (1, 2)]
+    assert not np.allclose(gains[0], gains[1], rtol=1e-3, atol=0.0)
+    plan = allocator.allocate(2, ps, MODEL)
+    scenario = allocator.scenario(2, ps, MODEL)
+    direct = solve(scenario, "fp", seed=2)
+    assert [c.split for c in plan.clients] == list(direct.split)
+    assert plan.objective == pytest.approx(evaluate(scenario, direct).objective)
+
+
+def test_unknown_policy_and_impossible_split_are_refused():
+    with pytest.raises(ValueError, match="unknown allocator 'magic'"):
+        SystemAllocator("magic", split=4, seed=0)
     with pytest.raises(ValueError, match=r"split 30 outside \[1, 29\]"):
-        FixedAllocator(split=30).allocate(1, profiles(2), COSTS)
+        SystemAllocator("fixed", split=30, seed=0).allocate(1, profiles(2), MODEL)

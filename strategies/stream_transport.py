@@ -1,0 +1,369 @@
+"""The streaming data plane: per-step activations and gradients over a gRPC stream.
+
+Flower stays the control plane. For each round the transport opens a gRPC server (generic
+handlers, raw-bytes frames from `fl_app.framing`, no protoc step), and sends every selected client
+a `train.stream` Flower message with its task, head adapter, the stream's address and a fresh
+secret for this client and round. The device dials in, authenticates with its first frame (node
+id + secret), streams one activation frame per step and receives the gradient, then returns its
+head adapter in the Flower reply, exactly like the last reply of the Flower-message transport.
+
+Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
+clients), so clients progress independently and never in lockstep (Ray simulation runs only as
+many ClientApps at once as it has actors). `tail_step` calls are serialised by one lock because
+the server's model is shared. The calling thread pulls the Flower replies and runs the watchdog
+that drops stalled clients, so a round always ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from logging import WARNING
+from pathlib import Path
+
+import grpc
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from fl_app import framing
+from fl_app.protocol import CONFIG, LORA, METRICS, Spec
+from fl_app.records import PayloadError, from_record, lora_spec, to_record
+from strategies.transport import TailStep, TrainJob, TrainOutcome
+
+_SPARE_WORKERS = 2  # threads beyond one per client: to refuse stray connections promptly
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the stream's TLS: the server's certificate and key, and the CA devices
+    verify it with (empty = the certificate itself, i.e. a pinned self-signed certificate)."""
+
+    certfile: str
+    keyfile: str
+    ca_certfile: str = ""
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        key, cert = Path(self.keyfile).read_bytes(), Path(self.certfile).read_bytes()
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    def root_certificates(self) -> bytes:
+        return Path(self.ca_certfile or self.certfile).read_bytes()
+
+
+@dataclass
+class Refusal:
+    """A connection the stream refused (also logged)."""
+
+    server_round: int
+    node_id: object  # as claimed by the peer: may be anything
+    peer: str
+    reason: str
+
+
+@dataclass
+class _Session:
+    """One selected client's progress through the round (guarded by the transport's lock)."""
+
+    job: TrainJob
+    secret: str
+    outcome: TrainOutcome
+    spec: Spec  # its activations, batch axis fixed
+    max_bytes: int  # its largest legitimate activation frame
+    state: str = "waiting"  # waiting -> streaming -> streamed -> done | failed
+    deadline: float = math.inf  # streaming/streamed: when silence becomes a stall
+    context: grpc.ServicerContext | None = None
+    stream_ok: bool = False  # the client half-closed after the last step
+    sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
+
+    def fail(self, reason: str) -> None:
+        if self.state not in ("done", "failed"):
+            self.state, self.outcome.failure = "failed", reason
+            if self.context is not None:
+                self.context.cancel()  # wakes the stream's thread if it waits for a frame
+
+
+class _Refused(Exception):
+    pass
+
+
+class StreamTransport:
+    """Run each round's split steps over a gRPC bidirectional stream per client.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's control plane: carries the round message and the final adapter.
+    activation_spec : Spec
+        What activations must look like (the batch axis is fixed to the task's batch size).
+    step_timeout_s : float
+        A connected client silent this long (no next frame, or no final reply after the last
+        gradient) is dropped. Clients that have not connected yet are dropped when no client
+        made progress for this long (in simulation, a message waits for a free actor).
+    host : str (default: "127.0.0.1")
+        Address the server binds.
+    port : int (default: 0)
+        0 lets the OS choose (a new port each round).
+    public_host : str (default: "")
+        Host devices dial (must match the TLS certificate); empty = `host`.
+    wire_dtype : str (default: "float32")
+        Floating dtype of activations and gradients on the wire (`framing.WIRE_DTYPES`).
+    tls : TlsFiles, optional
+        Without it the stream is plaintext (loopback and tests only).
+    poll_s : float (default: 0.005)
+        How often the Flower replies are pulled and deadlines checked.
+    """
+
+    def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float, *,
+                 host: str = "127.0.0.1", port: int = 0, public_host: str = "",
+                 wire_dtype: str = "float32", tls: TlsFiles | None = None,
+                 poll_s: float = 0.005) -> None:
+        self.grid, self.spec, self.step_timeout_s = grid, activation_spec, step_timeout_s
+        self.host, self.port, self.public_host = host, port, public_host or host
+        self.wire_name, self.wire_dtype = wire_dtype, framing.WIRE_DTYPES[wire_dtype]
+        self.tls, self.poll_s = tls, poll_s
+        self._root_certificates = tls.root_certificates() if tls else b""
+        if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
+            log(WARNING, "stream transport on %s without TLS: activations travel in clear", host)
+        self.refusals: list[Refusal] = []
+        self._cond = threading.Condition()  # guards sessions, refusals, _last_event
+        self._tail_lock = threading.Lock()  # the server model is shared by every tail
+        self._sessions: dict[int, _Session] = {}
+        self._retired: set[bytes] = set()  # digests of earlier rounds' secrets
+        self._round = 0
+        self._closed = False  # set (under _tail_lock) when a round ends: no tail step after it
+        self._last_event = time.monotonic()
+
+    # ---- the round (calling thread) ----------------------------------------------------------
+    def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
+        if not jobs:
+            return {}
+        self._round = jobs[0].task.server_round
+        with self._cond:
+            self._sessions = {job.node_id: self._session(job) for job in jobs}
+        self._tail_step, self._closed = tail_step, False
+        limit = max(s.max_bytes for s in self._sessions.values())
+        server, executor, address = self._start_server(len(jobs), limit)
+        try:
+            pending = self._push(jobs, address)
+            self._last_event = time.monotonic()
+            self._wait(pending)
+        finally:
+            with self._tail_lock:
+                self._closed = True
+            server.stop(grace=None)
+            executor.shutdown(wait=False)
+            self._retired.update(_digest(s.secret) for s in self._sessions.values())
+        return {node: s.outcome for node, s in self._sessions.items()}
+
+    def _session(self, job: TrainJob) -> _Session:
+        spec = framing.with_batch(self.spec, job.task.batch_size)
+        return _Session(job, secrets.token_hex(32), TrainOutcome(job.node_id), spec,
+                        framing.max_frame_bytes(spec, self.wire_dtype))
+
+    def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
+                                                                 str]:
+        workers = clients + _SPARE_WORKERS
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream")
+        handler = grpc.method_handlers_generic_handler(framing.SERVICE, {
+            framing.METHOD: grpc.stream_stream_rpc_method_handler(self._serve)})
+        server = grpc.server(executor, handlers=[handler], maximum_concurrent_rpcs=workers,
+                             options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit),
+                                      ("grpc.so_reuseport", 0)])  # a taken port must fail
+        bind = f"{self.host}:{self.port}"
+        port = (server.add_secure_port(bind, self.tls.server_credentials()) if self.tls
+                else server.add_insecure_port(bind))
+        if not port:
+            raise RuntimeError(f"stream transport: cannot bind {bind}")
+        server.start()
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        return server, executor, f"{host}:{port}"
+
+    def _push(self, jobs: list[TrainJob], address: str) -> dict[str, _Session]:
+        # The reply of a message may not outlive the message's TTL, and in simulation a message
+        # can wait for a free actor while others run whole rounds: allow every client's worst case.
+        ttl = len(jobs) * (jobs[0].task.local_steps + 2) * self.step_timeout_s
+        messages, sessions = [], []
+        for job in jobs:
+            session = self._sessions[job.node_id]
+            link = ConfigRecord({"address": address, "node-id": str(job.node_id),
+                                 "secret": session.secret, "dtype": self.wire_name,
+                                 "root-certificates": self._root_certificates})
+            lora = to_record(job.head_lora)
+            session.outcome.bytes_down += lora.count_bytes()
+            content = RecordDict({CONFIG: job.task.to_record(), LORA: lora, framing.STREAM: link})
+            messages.append(Message(content, dst_node_id=job.node_id,
+                                    message_type=framing.TRAIN_STREAM, ttl=ttl))
+            sessions.append(session)
+        for session in sessions:
+            session.sent_at = time.monotonic()
+        return dict(zip(self.grid.push_messages(messages), sessions, strict=True))
+
+    def _wait(self, pending: dict[str, _Session]) -> None:
+        """Collect the Flower replies and enforce the deadlines until every client is settled."""
+        while True:
+            replies = list(self.grid.pull_messages(list(pending))) if pending else []
+            with self._cond:
+                for reply in replies:
+                    self._finish(pending.pop(reply.metadata.reply_to_message_id), reply)
+                self._watchdog(time.monotonic())
+                if all(s.state in ("done", "failed") for s in self._sessions.values()):
+                    return
+                if not replies:
+                    self._cond.wait(self.poll_s)
+
+    def _finish(self, session: _Session, reply: Message) -> None:
+        """A client's Flower reply: its trained head adapter, valid only after every step."""
+        self._last_event = time.monotonic()
+        job, outcome = session.job, session.outcome
+        if session.state == "failed":
+            return
+        try:
+            if reply.has_error():
+                raise PayloadError(f"client error {reply.error.code}: {reply.error.reason}")
+            if outcome.steps_done < job.task.local_steps:
+                raise PayloadError(f"replied after {outcome.steps_done} of "
+                                   f"{job.task.local_steps} steps")
+            content = reply.content
+            outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
+            if LORA not in content.array_records or METRICS not in content.metric_records:
+                raise PayloadError("final reply lacks the head adapter or its metrics")
+            head_lora = from_record(content[LORA], lora_spec(job.head_lora))
+            num_examples = content[METRICS].get("num-examples", 0)
+            if not isinstance(num_examples, int) or num_examples <= 0:
+                raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
+        except PayloadError as exc:
+            session.fail(f"reply: {exc}")
+            return
+        outcome.transport_s += time.monotonic() - session.sent_at
+        outcome.head_lora, outcome.num_examples = head_lora, num_examples
+        session.state = "done"
+
+    def _watchdog(self, now: float) -> None:
+        idle = now - self._last_event > self.step_timeout_s
+        for session in self._sessions.values():
+            if session.state in ("streaming", "streamed") and now > session.deadline:
+                what = ("activations" if session.state == "streaming" else "the final reply")
+                session.fail(f"step {session.outcome.steps_done}: no {what} within "
+                             f"{self.step_timeout_s:g} s")
+                self._last_event = now  # a dropped client may free a simulation actor
+            elif session.state == "waiting" and idle:
+                session.fail(f"did not connect; no client progressed for "
+                             f"{self.step_timeout_s:g} s")
+
+    # ---- one stream (a gRPC worker thread) ---------------------------------------------------
+    def _serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Authenticate, then answer each activation frame with its gradient."""
+        timer = threading.Timer(self.step_timeout_s, context.cancel)  # a silent dialler
+        timer.start()
+        try:
+            session = self._admit(requests, context)
+        except _Refused as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        finally:
+            timer.cancel()
+        try:
+            yield from self._steps(session, requests)
+        except (PayloadError, grpc.RpcError, _Refused) as exc:
+            with self._cond:
+                session.fail(f"step {session.outcome.steps_done}: {type(exc).__name__}: {exc}")
+                self._cond.notify_all()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    def _stream_ended(self, session: _Session) -> None:
+        """gRPC's end-of-call callback: a call that ends before the client's half-close was cut
+        (gRPC may drop a suspended handler without resuming it)."""
+        with self._cond:
+            if not session.stream_ok:
+                session.fail(f"step {session.outcome.steps_done}: stream cancelled or lost")
+                self._cond.notify_all()
+
+    def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> _Session:
+        """The hello frame must name a node selected this round and carry its secret."""
+        node: object = None
+        try:
+            try:
+                raw = next(requests, None)
+            except grpc.RpcError:  # cancelled by the timer
+                raw = None
+            if raw is None:
+                raise _Refused(f"no hello frame within {self.step_timeout_s:g} s")
+            try:
+                meta = framing.decode(raw, framing.max_frame_bytes({})).meta
+            except PayloadError as exc:
+                raise _Refused(f"bad hello frame: {exc}") from exc
+            node, offered = meta.get("node"), meta.get("secret")
+            if meta.get("kind") != framing.HELLO or not isinstance(offered, str):
+                raise _Refused("first frame is not a hello with a secret")
+            with self._cond:
+                session = self._sessions.get(node) if type(node) is int else None
+                if session is None:
+                    raise _Refused("node not selected this round")
+                if not hmac.compare_digest(offered.encode(), session.secret.encode()):
+                    stale = _digest(offered) in self._retired
+                    raise _Refused("stale secret (an earlier round's)" if stale
+                                   else "wrong secret")
+                if session.state != "waiting":
+                    raise _Refused(f"already {session.state}")
+                now = time.monotonic()
+                session.state, session.context = "streaming", context
+                context.add_callback(lambda: self._stream_ended(session))
+                session.deadline, self._last_event = now + self.step_timeout_s, now
+                return session
+        except _Refused as exc:
+            with self._cond:
+                self.refusals.append(Refusal(self._round, node, context.peer(), str(exc)))
+            log(WARNING, "stream round %d: refused %s (node %s): %s", self._round,
+                context.peer(), node, exc)
+            raise
+
+    def _steps(self, session: _Session, requests: Iterator[bytes]) -> Iterator[bytes]:
+        job, outcome = session.job, session.outcome
+        node, steps = job.node_id, job.task.local_steps
+        for step in range(steps):
+            raw = next(requests, None)
+            arrived = time.monotonic()
+            if raw is None:
+                raise PayloadError(f"stream closed after {step} of {steps} steps")
+            with self._cond:
+                outcome.transport_s += arrived - session.sent_at
+                outcome.bytes_up += len(raw)
+                session.deadline = math.inf  # our own tail step is not the client's silence
+            frame = framing.decode(raw, session.max_bytes)
+            if frame.meta.get("kind") != framing.ACTIVATIONS or frame.meta.get("step") != step:
+                raise PayloadError(f"expected activations of step {step}, got {frame.meta}")
+            activations = framing.check(frame.tensors, session.spec, self.wire_dtype)
+            with self._tail_lock:
+                if self._closed or session.state != "streaming":
+                    raise _Refused("the round is over for this client")
+                started = time.perf_counter()
+                grad = self._tail_step(node, activations)
+                outcome.step_times.append(time.perf_counter() - started)
+            out = framing.encode({"kind": framing.GRADIENT, "step": step}, {"hidden": grad},
+                                 self.wire_dtype)
+            with self._cond:
+                outcome.bytes_down += len(out)
+                outcome.steps_done = step + 1
+                # The client's turn starts now: it has the timeout to send the next frame (or,
+                # after the last step, to reply through Flower).
+                session.sent_at = self._last_event = time.monotonic()
+                session.deadline = session.sent_at + self.step_timeout_s
+                if step + 1 == steps and session.state == "streaming":
+                    session.state = "streamed"
+            yield out
+        if next(requests, None) is not None:
+            raise PayloadError(f"a frame after the last of {steps} steps")
+        with self._cond:
+            session.stream_ok = True
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()

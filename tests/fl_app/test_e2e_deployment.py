@@ -1,0 +1,88 @@
+"""End to end through the real Flower runtime: local deployment on 127.0.0.1, insecure.
+
+One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), all started by the
+test with a temporary FLWR_HOME and OS-chosen ports, and `flwr run . <connection>` against them.
+Deployment starts a fresh ClientApp process per message (~7-9 s per round trip, see
+shared/design/flower-facts.md), so this runs 1 round of 1 local step. tests/flower_harness.py
+explains how every process started here (SuperExecs and ClientApp/ServerApp processes included)
+is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.flower_harness import (
+    FlowerHarness,
+    check_run_outputs,
+    flower_processes_of,
+    flwr_bin,
+    free_ports,
+    run_status,
+    started_run_id,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS, CLIENTS = 1, 2
+RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine; leave room
+
+
+@pytest.fixture
+def harness(tmp_path):
+    h = FlowerHarness(tmp_path / "flwr-home")
+    yield h
+    survivors = h.stop()
+    assert not survivors, f"processes survived cleanup: {survivors}"
+    assert not flower_processes_of(h)
+
+
+@pytest.fixture
+def deployment(harness):
+    """SuperLink + 2 SuperNodes; returns the name of the `flwr` connection to the SuperLink."""
+    http_port, control_port, *node_ports = free_ports(2 + CLIENTS)
+    link = harness.start("superlink", [
+        flwr_bin("flower-superlink"), "--insecure",
+        "--isolation", "subprocess", "--disable-runtime-dependency-installation",
+        # 1.41: one HTTP port (--host/--port) serves the Runtime, Control and Fleet APIs. The
+        # gRPC Control API address is deprecated (not opened) but pinned so no default is used.
+        "--control-api-address", f"127.0.0.1:{control_port}",
+        "--host", "127.0.0.1", "--port", str(http_port),
+        "--database", str(harness.home / "state.db"),
+    ])
+    harness.wait_healthy(http_port, link)
+    for partition, port in enumerate(node_ports):
+        harness.start(f"supernode-{partition}", [
+            flwr_bin("flower-supernode"), "--insecure",
+            "--superlink", f"127.0.0.1:{http_port}",
+            "--port", str(port),  # this SuperNode's own runtime API (its ClientApps connect here)
+            "--node-config", f"partition-id={partition} num-partitions={CLIENTS}",
+        ])
+    harness.write_connection("e2e-deploy", f"127.0.0.1:{http_port}")
+    return "e2e-deploy"
+
+
+def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
+    out = tmp_path / "outputs"
+    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
+                  f'split=3 local-steps=1 block-size=16 min-train-clients={CLIENTS} '
+                  f'eval-every=1 output-dir="{out}" run-name="e2e"')
+    rc, log = harness.run("flwr-run", [
+        flwr_bin("flwr"), "run", ".", deployment, "--run-config", run_config, "--stream",
+    ], timeout_s=RUN_TIMEOUT_S)
+    assert rc == 0, log[-6000:]
+    run_id = started_run_id(log)
+    assert run_status(harness, deployment, run_id) == "finished:completed", log[-6000:]
+    run_dir = out / "e2e"
+    assert (run_dir / "adapter").is_dir(), (
+        f"no adapter: the run did not finish.\nflwr run:\n{log[-6000:]}\n"
+        f"superlink:\n{harness.log('superlink')[-3000:]}\n"
+        f"supernode-0:\n{harness.log('supernode-0')[-3000:]}")
+    rows = check_run_outputs(run_dir, ROUNDS, CLIENTS)
+    # Both partitions took part: each SuperNode is one client.
+    assert len({c["node"] for c in rows[0]["clients"]}) == CLIENTS
+    timings = {k: rows[0][k] for k in ("time_round_s", "time_allocate_s", "time_train_s",
+                                        "time_eval_s", "client_exchange_s", "server_tail_step_s")}
+    print("deployment round timings:", json.dumps(timings))

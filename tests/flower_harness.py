@@ -1,0 +1,347 @@
+"""Start and stop a private Flower runtime (SuperLink, SuperNodes, `flwr run`) for e2e tests.
+
+Everything a test starts lives under one temporary FLWR_HOME, listens on ports the OS chose
+(bind to port 0), and carries a unique marker in its environment. Cleanup has to reach beyond
+the processes the harness spawned itself: the SuperLink starts its `flower-superexec` with
+`start_new_session=True` (its own process group), the SuperExec starts `flwr-serverapp` /
+`flwr-simulation`, and Ray starts `gcs_server`, `raylet` and workers below that. Orphans of a
+killed parent are re-parented to init and no longer appear in any tree walk. So `stop()` kills:
+
+1. the process groups of the processes the harness started (each started with
+   `start_new_session=True`, so the group is ours alone),
+2. every descendant of those processes still alive (a /proc walk by parent pid),
+3. every process of this user whose environment carries this harness's marker
+   (`EDGESPLIT_E2E_MARKER=<random token>`): only our own descendants inherit it.
+
+SIGTERM first, SIGKILL after a grace period, then it checks that none survived.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MARKER_KEY = "EDGESPLIT_E2E_MARKER"
+# Process names the final check looks for (the brief's list plus the SuperExec and Ray's GCS).
+FLOWER_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                "flwr-clientapp", "flwr-simulation", "raylet", "gcs_server")
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports (sockets held open together so the OS cannot repeat one)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---- /proc helpers (no psutil in the venv) -------------------------------------------------------
+def _uid() -> int:
+    return os.getuid()
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, pgid, state) of `pid`, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    return int(rest[1]), int(rest[2]), rest[0]
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[2] != "Z"  # a zombie is dead, only unreaped
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _owned_by_me(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == _uid()
+    except OSError:
+        return False
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """All live descendants of `roots` (not including the roots)."""
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        st = _stat(pid)
+        if st is not None:
+            children.setdefault(st[0], []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+@dataclass
+class FlowerHarness:
+    """A private Flower home, environment and process set for one test."""
+
+    home: Path
+    marker: str = field(default_factory=lambda: secrets.token_hex(12))
+    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs = self.home / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    # ---- environment and config ------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "FLWR_HOME": str(self.home),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            MARKER_KEY: self.marker,
+        })
+        # tests/conftest.py sets EDGESPLIT_CACHE for the test process; pass it on explicitly.
+        if "EDGESPLIT_CACHE" in os.environ:
+            env["EDGESPLIT_CACHE"] = os.environ["EDGESPLIT_CACHE"]
+        return env
+
+    def write_connection(self, name: str, address: str) -> Path:
+        """`$FLWR_HOME/config.toml` with one insecure SuperLink connection, made the default."""
+        path = self.home / "config.toml"
+        path.write_text(
+            f'[superlink]\ndefault = "{name}"\n\n'
+            f'[superlink.{name}]\naddress = "{address}"\ninsecure = true\n'
+        )
+        return path
+
+    # ---- processes -------------------------------------------------------------------------
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        """Start a long-running process in its own session, output to logs/<name>.log."""
+        log = open(self.logs / f"{name}.log", "wb")  # the child keeps its own descriptor
+        try:
+            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def run(self, name: str, argv: list[str], timeout_s: float) -> tuple[int, str]:
+        """Run a command to completion (own session, so a timeout can kill its whole group)."""
+        proc = self.start(name, argv)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill_group(proc.pid)
+            proc.wait(timeout=10)
+            rc = None
+        out = self.log(name)
+        if rc is None:
+            raise TimeoutError(f"{' '.join(argv[:3])} ... ran past {timeout_s:.0f} s; "
+                               f"output tail:\n{out[-6000:]}")
+        return rc, out
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_healthy(self, port: int, proc: subprocess.Popen, timeout_s: float = 60.0,
+                     name: str = "superlink") -> None:
+        """Poll the SuperLink's HTTP /health until it answers (or its process dies)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
+                                   f"{self.log(name)[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} not healthy on port {port} after {timeout_s:.0f} s:\n"
+                           f"{self.log(name)[-4000:]}")
+
+    # ---- cleanup ---------------------------------------------------------------------------
+    def owned_pids(self) -> set[int]:
+        """Every live process this harness is responsible for (see the module docstring)."""
+        # Only roots not yet reaped: a reaped child's pid may already be someone else's.
+        roots = {p.pid for _, p in self.procs if p.poll() is None}
+        groups = {p.pid for _, p in self.procs}  # start_new_session: pgid == pid
+        marker = f"{MARKER_KEY}={self.marker}".encode()
+        me = os.getpid()
+        owned = roots | descendants(roots)
+        for pid in _all_pids():
+            if pid == me or not _owned_by_me(pid):
+                continue
+            st = _stat(pid)
+            if st is None:
+                continue
+            if st[1] in groups or _has_marker(pid, marker):
+                owned.add(pid)
+        return {pid for pid in owned if pid != me and _alive(pid)}
+
+    @staticmethod
+    def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _signal_all(self, sig: int) -> None:
+        owned = self.owned_pids()
+        # Signal a group of ours only while one of our processes is in it: once a group is empty
+        # its number may belong to someone else's new process.
+        ours = {p.pid for _, p in self.procs}
+        for pgid in {st[1] for st in map(_stat, owned) if st is not None and st[1] in ours}:
+            self._kill_group(pgid, sig)
+        for pid in owned:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def stop(self, grace_s: float = 10.0) -> list[str]:
+        """SIGTERM everything owned, SIGKILL what is left after `grace_s`; return survivors."""
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and self.owned_pids():
+            time.sleep(0.2)
+        for _ in range(5):
+            if not self.owned_pids():
+                break
+            self._signal_all(signal.SIGKILL)
+            time.sleep(0.5)
+        for _, proc in self.procs:  # reap our direct children
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        return [f"{pid} {_cmdline(pid)}" for pid in sorted(self.owned_pids())]
+
+
+def flower_processes_of(harness: FlowerHarness) -> list[str]:
+    """Live Flower/Ray processes that belong to `harness` (for the final assertion)."""
+    return [f"{pid} {_cmdline(pid)}" for pid in sorted(harness.owned_pids())
+            if any(n in _cmdline(pid) for n in FLOWER_NAMES)]
+
+
+def flwr_bin(name: str) -> str:
+    """An entry point of the venv that runs the tests (falls back to PATH)."""
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+# ---- what a finished run must have produced --------------------------------------------------
+def check_run_outputs(run_dir: Path, rounds: int, clients: int) -> list[dict]:
+    """Assert the run folder of a finished EdgeSplit run; return its metrics rows."""
+    import json
+    import math
+
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(1, rounds + 1)), rows
+    for r in rows:
+        assert r["sampled"] == clients and r["completed"] == clients, r
+        assert r["failures"] == {}, r["failures"]
+        assert "skipped" not in r, r
+        assert math.isfinite(r["train_loss"]) and r["train_loss"] > 0, r
+        assert math.isfinite(r["val_ppl"]) and r["val_ppl"] > 1, r
+        assert math.isfinite(r["heldout_ppl"]) and r["heldout_ppl"] > 1, r
+        assert len(r["clients"]) == clients, r["clients"]
+        assert len({c["node"] for c in r["clients"]}) == clients, r["clients"]
+        for c in r["clients"]:
+            assert isinstance(c["split"], int) and c["split"] >= 1, c
+            assert c["examples"] > 0, c
+        assert r["bytes_up"] > 0 and r["bytes_down"] > 0, r
+        assert r["time_round_s"] > 0, r
+    assert (run_dir / "metrics.csv").is_file()
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == rounds + 1, csv_lines
+    assert (run_dir / "config.json").is_file()
+    for n in range(1, rounds + 1):
+        assert (run_dir / "checkpoints" / f"round-{n:04d}.pt").is_file()
+
+    last = torch.load(run_dir / "checkpoints" / f"round-{rounds:04d}.pt", weights_only=False)
+    assert last["round"] == rounds
+    lora = last["lora"]
+    cache = Path(os.environ["EDGESPLIT_CACHE"])
+    base = AutoModelForCausalLM.from_pretrained(cache / "models" / "tiny-llama")
+    model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    saved = get_peft_model_state_dict(model)
+    assert set(saved) == set(lora), sorted(set(saved) ^ set(lora))[:6]
+    for key, value in lora.items():
+        torch.testing.assert_close(saved[key], value.to(saved[key].dtype), rtol=0, atol=0,
+                                   msg=key)
+    # The run trained: some LoRA B matrix moved away from peft's zero init.
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)
+    return rows
+
+
+def started_run_id(flwr_run_output: str) -> int:
+    """The run id `flwr run` printed ("Successfully started run <id>")."""
+    import re
+
+    found = re.search(r"Successfully started run (\d+)", flwr_run_output)
+    assert found, f"`flwr run` started no run:\n{flwr_run_output[-6000:]}"
+    return int(found.group(1))
+
+
+def run_status(harness: FlowerHarness, connection: str, run_id: int) -> str:
+    """The run's status from `flwr ls` (e.g. "finished:completed")."""
+    import json
+
+    for attempt in range(3):  # the stream ends with the run; allow its status a moment
+        rc, out = harness.run(f"flwr-ls-{attempt}", [
+            flwr_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json",
+        ], timeout_s=60)
+        assert rc == 0, out
+        payload = json.loads(out[out.index("{"):])
+        (row,) = [r for r in payload["runs"] if r["run-id"] == str(run_id)]
+        if row["status"].startswith("finished"):
+            break
+        time.sleep(2)
+    return row["status"]
