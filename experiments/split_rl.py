@@ -1,0 +1,242 @@
+"""Seed B: train the split policy (PPO on a Dyna-refreshed surrogate), score it against the oracle.
+
+Trains, on one shared real evaluator (each agent charged for the evaluations it asked for):
+PPO against the surrogate (the method), A2C and DQN against their own surrogates (baselines),
+and PPO against real evaluations (the costly reference). Then, per held-out channel state, the
+exact oracle (every split evaluated) and the reward of each policy and baseline, on a channel
+realisation (seed) none of them trained on. Writes ``split_rl.json`` and the learned policy
+(``policy/``, loadable with ``SplitPolicy.load``) to ``--out``. Usage::
+
+    python -m experiments.split_rl [--fast] [--model NAME] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from allocation.split_rl import (
+    DynaRefresh,
+    SplitEvaluator,
+    SplitPolicy,
+    SplitProblem,
+    Surrogate,
+    Tally,
+    grid_states,
+    oracle,
+    real_ratio,
+    train_agent,
+)
+from fl_app.config import Settings
+from fl_app.resources import federated_text
+from fl_app.split_model import SplitModel
+
+TEST_SEED = 1000  # channel realisation of the held-out states; training uses seeds 0..
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much of everything a run spends.
+
+    n_blocks : held-out blocks (32 tokens each) per real evaluation.
+    grid_q : loss rates on the surrogate's initial grid (times every split).
+    seeds : channel realisations used in training.
+    timesteps : environment steps of every agent.
+    fit_epochs : epochs of the surrogate's first fit (a third of it for each Dyna refit).
+    refresh_every, refresh_states : Dyna refresh period (steps) and new states per refresh.
+    n_test : held-out channel states.
+    """
+
+    n_blocks: int
+    grid_q: int
+    seeds: tuple[int, ...]
+    timesteps: int
+    fit_epochs: int
+    refresh_every: int
+    refresh_states: int
+    n_test: int
+
+
+FAST = Budget(n_blocks=2, grid_q=4, seeds=(0,), timesteps=512, fit_epochs=300,
+              refresh_every=256, refresh_states=2, n_test=3)
+FULL = Budget(n_blocks=4, grid_q=7, seeds=(0,), timesteps=50_000, fit_epochs=1500,
+              refresh_every=10_000, refresh_states=6, n_test=8)
+
+
+def held_out_states(problem: SplitProblem, n: int) -> list[float]:
+    """Centres of `n` equal bins over [q_low, q_high], rounded as the evaluator rounds."""
+    edges = np.linspace(problem.q_low, problem.q_high, n + 1)
+    return [round(float(q), 2) for q in (edges[:-1] + edges[1:]) / 2]
+
+
+def surrogate_agent(algorithm: str, problem: SplitProblem, evaluator: SplitEvaluator,
+                    budget: Budget, seed: int) -> tuple[SplitPolicy, Surrogate, Tally, float]:
+    """Fit a surrogate on the grid, train `algorithm` against it with Dyna refreshes."""
+    start = time.perf_counter()
+    tally = Tally(evaluator)
+    surrogate = Surrogate(problem, tally, budget.seeds)
+    surrogate.add(grid_states(problem, budget.grid_q))
+    surrogate.fit(budget.fit_epochs)
+    refresh = DynaRefresh(surrogate, budget.refresh_every, budget.refresh_states,
+                          epochs=budget.fit_epochs // 3)
+    policy = train_agent(algorithm, problem, surrogate.ratio, budget.timesteps, seed, refresh)
+    return policy, surrogate, tally, time.perf_counter() - start
+
+
+def score(policy_split, choice, problem: SplitProblem) -> dict:
+    """Reward of a split rule at one held-out state, averaged over every start split."""
+    finals = [policy_split(choice.loss_rate, start) for start in problem.splits]
+    return {"split": finals[0], "splits_by_start": finals,
+            "reward": float(np.mean([choice.rewards[p] for p in finals]))}
+
+
+def train_agents(
+    problem: SplitProblem, evaluator: SplitEvaluator, budget: Budget, seed: int,
+    progress: Callable[[str], None],
+) -> tuple[dict, dict, dict, SplitPolicy, Surrogate]:
+    """Train PPO, A2C and DQN on surrogates and PPO on real evaluations.
+
+    Returns the split rules by name, the tallies of real evaluations, the wall times, the
+    learned policy (PPO on the surrogate) and its surrogate.
+    """
+    rules, tallies, wall = {}, {}, {}
+    ppo, surrogate, tallies["ppo-surrogate"], wall["ppo-surrogate_s"] = surrogate_agent(
+        "ppo", problem, evaluator, budget, seed)
+    rules["ppo-surrogate"] = ppo.split_for
+    progress("ppo against the surrogate trained")
+    for name in ("a2c", "dqn"):
+        policy, _, tallies[f"{name}-surrogate"], wall[f"{name}-surrogate_s"] = surrogate_agent(
+            name, problem, evaluator, budget, seed)
+        rules[f"{name}-surrogate"] = policy.split_for
+        progress(f"{name} against the surrogate trained")
+
+    begin = time.perf_counter()
+    tallies["ppo-real"] = Tally(evaluator)
+    ppo_real = train_agent("ppo", problem, real_ratio(tallies["ppo-real"], budget.seeds, seed),
+                           budget.timesteps, seed)
+    rules["ppo-real"] = ppo_real.split_for
+    wall["ppo-real_s"] = time.perf_counter() - begin
+    progress("ppo against real evaluations trained")
+
+    def surrogate_argmax(q: float, _start: int) -> int:
+        return max(problem.splits, key=lambda p: problem.reward(
+            np.exp(surrogate.log_ratio(q, p)), 1.0, p))
+
+    rules |= {"surrogate-argmax": surrogate_argmax,
+              "fixed-shallow": lambda q, s: 1, "fixed-deep": lambda q, s: problem.p_max}
+    return rules, tallies, wall, ppo, surrogate
+
+
+def score_held_out(problem: SplitProblem, source: Tally, rules: dict,
+                   n_test: int) -> list[dict]:
+    """Per held-out state: the oracle, the reward of every split, and every rule's score."""
+    states = []
+    for q in held_out_states(problem, n_test):
+        choice = oracle(problem, source, q, TEST_SEED)
+        states.append({"loss_rate": q, "oracle": {"split": choice.split, "reward": choice.reward},
+                       "rewards_by_split": choice.rewards,
+                       "random": float(np.mean(list(choice.rewards.values()))),
+                       **{name: score(rule, choice, problem) for name, rule in rules.items()}})
+    return states
+
+
+def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
+    """Train every agent, score them on held-out states, write the report; return it."""
+    start = time.perf_counter()
+    model = SplitModel(model_name)
+    data = federated_text(Settings(model_name=model_name), num_partitions=4)
+    batches = [next(data.heldout.eval_batches(budget.n_blocks))]
+    problem = SplitProblem(p_max=min(10, model.num_layers - 1))
+    evaluator = SplitEvaluator(model, batches)
+    clean = evaluator.clean_perplexity
+    load_s = time.perf_counter() - start
+
+    def progress(done: str) -> None:  # a default run takes minutes: say where it is
+        print(f"[{time.perf_counter() - start:5.0f} s] {done}; {evaluator.evaluations} real "
+              "evaluations so far", flush=True)
+
+    progress(f"loaded {model_name}, clean perplexity {clean:.2f}")
+    agents, tallies, wall, ppo, surrogate = train_agents(problem, evaluator, budget, seed,
+                                                         progress)
+    wall["load_s"] = load_s
+    begin = time.perf_counter()
+    tallies["oracle"] = Tally(evaluator)
+    states = score_held_out(problem, tallies["oracle"], agents, budget.n_test)
+    wall["oracle_s"] = time.perf_counter() - begin
+    wall["total_s"] = time.perf_counter() - start
+
+    per_eval_s = evaluator.seconds / evaluator.evaluations
+    mean = {name: float(np.mean([s[name]["reward"] for s in states]))
+            for name in ("oracle", *agents)}
+    mean["random"] = float(np.mean([s["random"] for s in states]))
+    qs = np.round(np.linspace(problem.q_low, problem.q_high, 30), 3)
+    # How well the final surrogate predicts the held-out realisation, in log(PPL / PPL_ref).
+    errors = [surrogate.log_ratio(s["loss_rate"], p)
+              - np.log(evaluator.perplexity(p, s["loss_rate"], TEST_SEED) / clean)
+              for s in states for p in problem.splits]
+    report = {
+        "model": model_name, "problem": dataclasses.asdict(problem),
+        "budget": dataclasses.asdict(budget), "test_seed": TEST_SEED,
+        "tokens_per_evaluation": int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        "clean_perplexity": clean,
+        "held_out": states,
+        "mean_reward": mean,
+        # Relative shortfall of the learned policy's mean reward against the oracle's.
+        "gap_to_oracle": (mean["oracle"] - mean["ppo-surrogate"]) / abs(mean["oracle"]),
+        "policy_shape": {"loss_rate": qs.tolist(),
+                         "split_from_shallowest": [ppo.split_for(q, 1) for q in qs],
+                         "split_from_deepest": [ppo.split_for(q, problem.p_max) for q in qs]},
+        "real_evaluations": {name: t.evaluations for name, t in tallies.items()},
+        "real_queries": {name: t.requests for name, t in tallies.items()},
+        "evaluations_ratio_real_over_surrogate":
+            tallies["ppo-real"].evaluations / tallies["ppo-surrogate"].evaluations,
+        "queries_ratio_real_over_surrogate":
+            tallies["ppo-real"].requests / tallies["ppo-surrogate"].evaluations,
+        "surrogate_samples": surrogate.n_samples,
+        "surrogate_rmse_log_ratio_held_out": float(np.sqrt(np.mean(np.square(errors)))),
+        "seconds_per_evaluation": per_eval_s,
+        # What each agent would have spent on real evaluations alone (the cache is shared here).
+        "evaluation_s_charged": {n: t.evaluations * per_eval_s for n, t in tallies.items()},
+        "evaluations_run": evaluator.evaluations,
+        "wall_s": wall,
+        "torch_threads": torch.get_num_threads(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    ppo.save(out / "policy")
+    (out / "split_rl.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true",
+                        help="tiny-llama (p_max 3) and tiny budgets, for tests")
+    parser.add_argument("--model", default=None,
+                        help="model preset or checkpoint (default: smollm2-135m; tiny-llama "
+                             "with --fast)")
+    parser.add_argument("--out", type=Path, default=Path("results/split_rl"),
+                        help="report folder (default: results/split_rl)")
+    parser.add_argument("--seed", type=int, default=0, help="agent and environment seed")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small tensors gain nothing from more)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = args.model or ("tiny-llama" if args.fast else "smollm2-135m")
+    report = run(model, FAST if args.fast else FULL, args.out, args.seed)
+    print(f"mean reward: oracle {report['mean_reward']['oracle']:.3f}, policy "
+          f"{report['mean_reward']['ppo-surrogate']:.3f} (gap {report['gap_to_oracle']:.1%}); "
+          f"real evaluations: surrogate agent {report['real_evaluations']['ppo-surrogate']}, "
+          f"real agent {report['real_evaluations']['ppo-real']}; "
+          f"{report['wall_s']['total_s']:.0f} s; wrote {args.out / 'split_rl.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
