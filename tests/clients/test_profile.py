@@ -1,4 +1,4 @@
-"""Device profiles: deterministic and heterogeneous in simulation, node config wins in deployment."""
+"""Device profiles: deterministic and varied in simulation, node config wins in deployment."""
 
 import pytest
 
