@@ -3,13 +3,16 @@
 It turns the sampled clients' reported profiles into this round's system-model scenario (one
 edge server, fresh Rayleigh fading each round), asks an allocation method for split points and
 radio/compute resources, and reports the modelled energy, delay and stability of the result, so
-every policy, optimised or not, is costed by the same model. No Flower and no torch here.
+every policy, optimised or not, is costed by the same model. No Flower here, and no torch at
+import: only the learned `rl-split` policy loads torch (lazily, when such an allocator is built).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +24,22 @@ from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles
 #: only) plus a split chosen from each device's capability.
 POLICIES = tuple(sorted(set(METHODS) - {"exhaustive"})) + ("heterogeneous-fixed",)
 
+#: Policies that also need a trained split policy (`SystemAllocator(split_policy=...)`).
+LEARNED = ("rl-split",)
+
+#: Every allocator a run may name (the run config's `allocator` choices).
+ALLOCATORS = POLICIES + LEARNED
+
+
+class SplitRule(Protocol):
+    """What `rl-split` asks: a split for a channel loss rate (`allocation.split_rl.SplitPolicy`).
+
+    `problem` carries the trained range of q (`q_low`, `q_high`)."""
+
+    problem: object
+
+    def split_for(self, loss_rate: float, current_split: int = 1) -> int: ...
+
 
 @dataclass(frozen=True)
 class ClientAllocation:
@@ -30,6 +49,7 @@ class ClientAllocation:
     bandwidth_hz: float
     power_w: float
     user_freq_hz: float
+    loss_rate: float | None = None  # rl-split: the channel loss rate the split was chosen for
 
 
 @dataclass(frozen=True)
@@ -44,28 +64,48 @@ class RoundAllocation:
 
 
 class SystemAllocator:
-    """Allocate with any policy in `POLICIES` on this round's scenario.
+    """Allocate with any policy in `ALLOCATORS` on this round's scenario.
 
     Parameters
     ----------
     policy : str
-        A method of `allocation.solve` (e.g. "fp", "greedy", "random", "fixed") or
+        A method of `allocation.solve` (e.g. "fp", "greedy", "random", "fixed"),
         "heterogeneous-fixed" (split grows with device FLOP/s and memory, up to `split`;
-        equal bandwidth, full power and frequency).
+        equal bandwidth, full power and frequency) or "rl-split" (resources as "fp" computes
+        them; each client's split from the learned policy given its channel loss rate).
     split : int
         The split for "fixed", and the deepest split for "heterogeneous-fixed".
     seed : int
         Seeds the per-round fading and any randomised method.
     server_bandwidth_hz : float (default: 20e6)
     weights : Weights, optional
+    split_policy : str, Path or SplitRule, optional
+        "rl-split" only (and then required): a folder written by `SplitPolicy.save` (e.g.
+        ``<out>/policy`` of ``python -m experiments.split_rl --out <out>``), loaded here, or a
+        loaded policy.
+    fading_m : float (default: 1.0)
+        "rl-split": Nakagami shape of the SNR -> loss-rate mapping (1 = Rayleigh).
     """
 
     def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float = 20e6,
-                 weights: Weights | None = None) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown allocator {policy!r}; choose from {POLICIES}")
+                 weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
+                 fading_m: float = 1.0) -> None:
+        if policy not in ALLOCATORS:
+            raise ValueError(f"unknown allocator {policy!r}; choose from {ALLOCATORS}")
         self.policy, self.split, self.seed = policy, split, seed
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
+        self.fading_m = fading_m
+        self.split_policy: SplitRule | None = None
+        if policy == "rl-split":
+            if split_policy is None or split_policy == "":
+                raise ValueError("allocator rl-split needs a trained split policy: train one with "
+                                 "`python -m experiments.split_rl --out DIR`, then pass "
+                                 "DIR/policy (run config: rl-policy=\"DIR/policy\")")
+            if isinstance(split_policy, str | Path):
+                from .split_rl import SplitPolicy  # torch and stable-baselines3: rl-split only
+
+                split_policy = SplitPolicy.load(split_policy)
+            self.split_policy = split_policy
 
     def scenario(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost) -> Scenario:
@@ -81,8 +121,15 @@ class SystemAllocator:
                  model: ModelCost) -> RoundAllocation:
         check_split(self.split, model.layers)
         scenario = self.scenario(server_round, profiles, model)
+        loss_rates = None
         if self.policy == "heterogeneous-fixed":
             result = _by_capability(scenario, profiles, self.split)
+        elif self.policy == "rl-split":
+            result = solve(scenario, "fp", seed=self.seed * 100_003 + server_round)
+            loss_rates = self.loss_rates(scenario, result)
+            splits = [int(np.clip(self.split_policy.split_for(q), 1, model.layers - 1))
+                      for q in loss_rates]
+            result = replace(result, split=np.array(splits), method="rl-split")
         else:
             options = {"split": self.split} if self.policy == "fixed" else {}
             if self.policy not in ("greedy",):
@@ -92,8 +139,28 @@ class SystemAllocator:
         clients = [ClientAllocation(int(s), float(b), float(p), float(f)) for s, b, p, f in
                    zip(result.split, result.bandwidth, result.power, result.user_freq,
                        strict=True)]
+        if loss_rates is not None:
+            clients = [replace(c, loss_rate=float(q)) for c, q in
+                       zip(clients, loss_rates, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability)
+
+    def loss_rates(self, scenario: Scenario, result: Allocation) -> np.ndarray:
+        """Each client's channel loss rate q_n under `result`'s resources ("rl-split").
+
+        SNR_n = p_n g_n / (N0 b_n) on its server (this round's faded gain), mapped to the
+        Nakagami-m outage probability q = gammainc(m, m / SNR) (`fl_app.channel.nakagami_outage`,
+        Omega = 1, g_th = 1) and clipped to the range the policy was trained on.
+        """
+        from fl_app.channel import nakagami_outage  # torch-side module: rl-split only
+
+        users = np.arange(scenario.n_users)
+        gain = scenario.gain[users, np.asarray(result.association, int)]
+        snr = (np.asarray(result.power) * gain
+               / (scenario.weights.noise_w_per_hz * np.asarray(result.bandwidth)))
+        problem = self.split_policy.problem
+        q = [nakagami_outage(10.0 * np.log10(s), self.fading_m) for s in snr]
+        return np.clip(q, problem.q_low, problem.q_high)
 
 
 def check_split(split: int, num_layers: int) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from allocation.allocators import POLICIES as ALLOCATORS
+from allocation.allocators import ALLOCATORS
+from fl_app.channel import CHANNELS
 from fl_app.split_model import LoraSettings
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -50,6 +51,11 @@ class Settings:
     allocator: str = "fp"
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
+    rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
+    nakagami_m: float = 1.0  # fading shape of the SNR -> loss-rate mapping and the channel
+    channel: str = "none"  # evaluation only: the link the validation activations cross
+    channel_snr_db: float = 10.0
+    channel_bits: int = 8  # quantise-flip: bits per activation value
     transport: str = "flower"
     stream_host: str = "127.0.0.1"  # the stream server binds here
     stream_public_host: str = ""  # the host devices dial; empty = stream-host
@@ -105,6 +111,12 @@ class Settings:
             ("allocator", self.allocator in ALLOCATORS, f"one of {ALLOCATORS}"),
             ("split", self.split >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
+            ("rl-policy", self.allocator != "rl-split" or bool(self.rl_policy),
+             "allocator rl-split needs a trained split policy: train one with "
+             "`python -m experiments.split_rl --out DIR`, then set rl-policy=\"DIR/policy\""),
+            ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
+            ("channel", self.channel in CHANNELS, f"one of {CHANNELS}"),
+            ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
             ("transport", self.transport in TRANSPORTS, f"one of {TRANSPORTS}"),
             ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),
             ("stream-dtype", self.stream_dtype in STREAM_DTYPES, f"one of {STREAM_DTYPES}"),

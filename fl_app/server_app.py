@@ -28,7 +28,9 @@ def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
     check_split(settings.split, model.num_layers)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
-                                settings.server_bandwidth_hz)
+                                settings.server_bandwidth_hz,
+                                split_policy=settings.rl_policy or None,
+                                fading_m=settings.nakagami_m)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
     heldout = federated_text(settings, num_partitions=1).heldout

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 
 from allocation import ModelCost
 from allocation.allocators import ClientAllocation, RoundAllocation, SystemAllocator
+from fl_app.channel import Channel, make_channel
 from fl_app.config import Settings
 from fl_app.data import TokenBlocks
 from fl_app.protocol import (
@@ -144,9 +145,26 @@ class SplitFedStrategy:
         outcomes = self.transport.train_round(jobs, lambda n, acts: tails[n].step(acts))
         return outcomes, tails
 
-    def evaluate_clients(self, grid: Grid, allocations: Mapping[int, ClientAllocation]
-                         ) -> TokenLoss:
-        """Federated validation perplexity through each client's split."""
+    def eval_channel(self) -> Channel | None:
+        """The link validation activations cross (run config `channel`), or None for a clean
+        one; training never crosses it."""
+        s = self.settings
+        if s.channel == "none":
+            return None
+        params = {"erasure": {"m": s.nakagami_m}, "noise": {"fading_m": s.nakagami_m},
+                  "quantise-flip": {"bits": s.channel_bits}}[s.channel]
+        return make_channel(s.channel, snr_db=s.channel_snr_db, **params)
+
+    def evaluate_clients(self, grid: Grid, allocations: Mapping[int, ClientAllocation],
+                         server_round: int = 0) -> tuple[TokenLoss, TokenLoss | None]:
+        """Federated validation perplexity through each client's split.
+
+        Returns (perplexity as the server receives the activations, clean perplexity). With a
+        `channel` configured, each client's activations cross it before the tail (seeded by
+        seed, round and node) and the clean loss of the same activations comes second;
+        without one the second is None.
+        """
+        channel = self.eval_channel()
         msgs = []
         for node, alloc in allocations.items():
             head, _ = self.split_global(alloc.split)
@@ -154,20 +172,26 @@ class SplitFedStrategy:
                                    self.settings.eval_batches * self.settings.batch_size})
             msgs.append(Message(RecordDict({CONFIG: config, LORA: to_record(head)}),
                                 dst_node_id=node, message_type=EVALUATE))
-        total = TokenLoss()
+        total, clean = TokenLoss(), TokenLoss() if channel else None
         for reply in grid.send_and_receive(msgs, timeout=self.settings.step_timeout_s):
             node = reply.metadata.src_node_id
             try:
                 if reply.has_error():
                     raise RuntimeError(f"client error {reply.error.reason}")
                 acts = from_record(reply.content[ACTIVATIONS], self.activation_spec)
+                received = [acts["hidden"]]
+                if channel:
+                    seed = np.random.SeedSequence([self.settings.seed, server_round, node])
+                    generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+                    received.insert(0, channel(acts["hidden"], generator))
                 with torch.no_grad(), self.model.using_lora(self.global_lora):
-                    out = self.model.tail(acts["hidden"], acts["attention_mask"],
-                                          allocations[node].split, acts["labels"])
-                total.add(out.loss, acts["labels"])
+                    losses = [self.model.tail(h, acts["attention_mask"], allocations[node].split,
+                                              acts["labels"]).loss for h in received]
+                for acc, loss in zip((total, clean), losses, strict=False):
+                    acc.add(loss, acts["labels"])
             except Exception as exc:
                 log(WARNING, "evaluation: client %s dropped: %s", node, exc)
-        return total
+        return total, clean
 
     @torch.no_grad()
     def evaluate_heldout(self) -> TokenLoss:
@@ -224,7 +248,10 @@ class SplitFedStrategy:
             for node, reason in failures.items():
                 log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
             if s.eval_every and server_round % s.eval_every == 0:
-                row["val_ppl"] = self.evaluate_clients(grid, allocs).perplexity
+                val, val_clean = self.evaluate_clients(grid, allocs, server_round)
+                row["val_ppl"] = val.perplexity
+                if val_clean is not None:
+                    row["val_ppl_clean"] = val_clean.perplexity
                 row["heldout_ppl"] = self.evaluate_heldout().perplexity
             t_eval = time.perf_counter()
             row.update(self._round_costs(allocs, outcomes, failures, profiles, plan))
@@ -243,7 +270,8 @@ class SplitFedStrategy:
         return {
             "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
                          "power_w": a.power_w, "user_freq_hz": a.user_freq_hz,
-                         "examples": int(profiles[n]["num-examples"])}
+                         "examples": int(profiles[n]["num-examples"]),
+                         **({} if a.loss_rate is None else {"loss_rate": a.loss_rate})}
                         for n, a in allocs.items()],
             "modelled_objective": plan.objective if plan else None,
             "modelled_energy_j": plan.energy_j if plan else None,
