@@ -15,9 +15,7 @@ import json
 import pytest
 
 from tests.flower_harness import (
-    FlowerHarness,
     check_run_outputs,
-    flower_processes_of,
     flwr_bin,
     free_ports,
     run_status,
@@ -28,15 +26,6 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 1, 2
 RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine; leave room
-
-
-@pytest.fixture
-def harness(tmp_path):
-    h = FlowerHarness(tmp_path / "flwr-home")
-    yield h
-    survivors = h.stop()
-    assert not survivors, f"processes survived cleanup: {survivors}"
-    assert not flower_processes_of(h)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.flower_harness import (
-    FlowerHarness,
     check_run_outputs,
-    flower_processes_of,
     flwr_bin,
     free_ports,
     run_status,
@@ -23,15 +21,6 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 2, 4
 RUN_TIMEOUT_S = 300  # ~90-130 s seen on a loaded 2-core machine
-
-
-@pytest.fixture
-def harness(tmp_path):
-    h = FlowerHarness(tmp_path / "flwr-home")
-    yield h
-    survivors = h.stop()
-    assert not survivors, f"processes survived cleanup: {survivors}"
-    assert not flower_processes_of(h)
 
 
 @pytest.fixture
