@@ -21,7 +21,7 @@ from clients.device import DeviceSession
 from clients.handlers import Device
 from fl_app import framing
 from fl_app.protocol import CONFIG, LORA, METRICS, RoundTask, activation_spec, gradient_spec
-from fl_app.records import PayloadError, to_record
+from fl_app.records import PayloadError, check_tensors, to_record
 
 # The head model is a process-level cache whose LoRA slots a session binds in place: devices that
 # share a process (the in-process test grid) take turns; one device per process never waits.
@@ -67,11 +67,13 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     with _HEAD_LOCK:
         model, data = device.model(task.split), device.shard().train
         session = DeviceSession(model, data, task, device.received_lora(content[LORA], task.split))
-        spec = gradient_spec(task.batch_size, data.input_ids.shape[1], model.config.hidden_size)
+        grad_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
+                                  model.config.hidden_size)
+        acts_spec = framing.with_batch(activation_spec(model.config.hidden_size,
+                                                       data.input_ids.shape[1]), task.batch_size)
         acts = session.activations(0)
-        sent = framing.with_batch(activation_spec(model.config.hidden_size,
-                                                  data.input_ids.shape[1]), task.batch_size)
-    max_bytes = max(framing.max_frame_bytes(spec, wire), framing.max_frame_bytes(sent, wire))
+    grad_limit = framing.max_frame_bytes(grad_spec, wire)
+    max_bytes = max(grad_limit, framing.max_frame_bytes(acts_spec, wire))
     outbox: queue.Queue[bytes | None] = queue.Queue()
     outbox.put(framing.encode({"kind": framing.HELLO, "node": link.node_id,
                                "secret": link.secret}))
@@ -85,10 +87,14 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
             for step in range(task.local_steps):
                 outbox.put(framing.encode({"kind": framing.ACTIVATIONS, "step": step}, acts,
                                           wire))
-                frame = framing.decode(next(responses), framing.max_frame_bytes(spec, wire))
+                raw = next(responses, None)
+                if raw is None:
+                    raise PayloadError(f"the server ended the stream before step {step}'s "
+                                       "gradient")
+                frame = framing.decode(raw, grad_limit)
                 if frame.meta.get("kind") != framing.GRADIENT or frame.meta.get("step") != step:
                     raise PayloadError(f"expected the gradient of step {step}, got {frame.meta}")
-                grad = framing.check(frame.tensors, spec, wire)["hidden"]
+                grad = check_tensors(frame.tensors, grad_spec, wire)["hidden"]
                 if step + 1 == task.local_steps:
                     outbox.put(None)
                 with _HEAD_LOCK:

@@ -56,7 +56,7 @@ class Settings:
     channel: str = "none"  # evaluation only: the link the validation activations cross
     channel_snr_db: float = 10.0
     channel_bits: int = 8  # quantise-flip: bits per activation value
-    transport: str = "flower"
+    transport: str = "stream"
     stream_host: str = "127.0.0.1"  # the stream server binds here
     stream_public_host: str = ""  # the host devices dial; empty = stream-host
     stream_port: int = 0  # 0 = OS-chosen

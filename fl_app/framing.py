@@ -29,7 +29,7 @@ from math import prod
 
 import torch
 
-from fl_app.records import PayloadError
+from fl_app.records import PayloadError, Spec
 
 if sys.byteorder != "little":  # the payload is raw native bytes, specified as little-endian
     raise ImportError("fl_app.framing supports little-endian hosts only")
@@ -53,7 +53,6 @@ MAX_HEADER_BYTES = 16 * 1024  # a header lists a few tensors and control fields
 _MAX_DIMS = 8
 
 Meta = Mapping[str, str | int | float | bool]
-Spec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
 
 
 @dataclass(frozen=True)
@@ -132,33 +131,6 @@ def _entry(entry: object) -> tuple[str, torch.dtype, tuple[int, ...]]:
             and all(type(n) is int and n >= 0 for n in entry[2])):
         raise PayloadError(f"bad tensor entry in frame header: {str(entry)[:80]}")
     return entry[0], _DTYPES[entry[1]], tuple(entry[2])
-
-
-def check(tensors: Mapping[str, torch.Tensor], spec: Spec,
-          wire_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Validate decoded tensors against `spec` and widen floats from the wire dtype.
-
-    Exactly the keys of `spec`; integer tensors in the spec's dtype, floating ones in
-    `wire_dtype`; shapes as in the spec (-1 accepts any size along that axis); finite values.
-    The same rules as `fl_app.records.from_record`, for frames instead of Flower records.
-    """
-    missing, extra = set(spec) - set(tensors), set(tensors) - set(spec)
-    if missing or extra:
-        raise PayloadError(f"keys differ: missing {sorted(missing)[:3]}, unexpected "
-                           f"{sorted(extra)[:3]}")
-    out = {}
-    for key, (shape, dtype) in spec.items():
-        tensor = tensors[key]
-        sent_as = wire_dtype if dtype.is_floating_point else dtype
-        if tensor.dtype != sent_as:
-            raise PayloadError(f"{key}: dtype {tensor.dtype}, expected {sent_as} on the wire")
-        if tensor.dim() != len(shape) or any(
-                want not in (-1, got) for want, got in zip(shape, tensor.shape, strict=True)):
-            raise PayloadError(f"{key}: shape {tuple(tensor.shape)}, expected {shape}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise PayloadError(f"{key}: non-finite values")
-        out[key] = tensor.to(dtype)
-    return out
 
 
 def with_batch(spec: Spec, batch_size: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

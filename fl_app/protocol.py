@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ConfigRecord
 
+from fl_app.records import Spec
+
 # Message types (Flower routes "train.start" to `@app.train("start")`, and so on).
 QUERY_PROFILE = "query.profile"
 TRAIN_START = "train.start"  # round settings + head adapter -> activations of step 0
@@ -25,7 +27,6 @@ GRADIENT = "gradient"
 PROFILE = "profile"
 METRICS = "metrics"
 
-Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
 
 @dataclass(frozen=True)

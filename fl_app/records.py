@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
+Spec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
+
 
 class PayloadError(ValueError):
     """A peer's message does not have the expected content."""
@@ -31,35 +33,46 @@ def to_record(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
     return ArrayRecord(arrays)
 
 
-def from_record(record: ArrayRecord, spec: Mapping[str, tuple[tuple[int, ...], torch.dtype]]
-                ) -> dict[str, torch.Tensor]:
-    """Unpack and validate: exactly the keys of `spec`, each with its (shape, dtype), all finite.
-
-    A shape entry of -1 accepts any size along that axis.
-    """
+def from_record(record: ArrayRecord, spec: Spec) -> dict[str, torch.Tensor]:
+    """Unpack an ArrayRecord and validate it with `check_tensors` (fp32 floats)."""
     if not isinstance(record, ArrayRecord):
         raise PayloadError(f"expected an ArrayRecord, got {type(record).__name__}")
-    missing, extra = set(spec) - set(record.keys()), set(record.keys()) - set(spec)
+    tensors = {}
+    for key in record.keys():
+        try:
+            tensors[key] = torch.from_numpy(record[key].numpy().copy())
+        except Exception as exc:  # a corrupt buffer raises from numpy's deserialiser
+            raise PayloadError(f"{key}: unreadable array ({exc})") from exc
+    return check_tensors(tensors, spec)
+
+
+def check_tensors(tensors: Mapping[str, torch.Tensor], spec: Spec,
+                  wire_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Validate received tensors against `spec`, widening floats from the wire dtype.
+
+    Exactly the keys of `spec`; integer tensors in the spec's dtype, floating ones in
+    `wire_dtype`; shapes as in the spec (-1 accepts any size along that axis); finite values.
+    Serves both data planes: Flower records and stream frames.
+    """
+    missing, extra = set(spec) - set(tensors), set(tensors) - set(spec)
     if missing or extra:
         raise PayloadError(f"keys differ: missing {sorted(missing)[:3]}, unexpected "
                            f"{sorted(extra)[:3]}")
     out = {}
     for key, (shape, dtype) in spec.items():
-        try:
-            tensor = torch.from_numpy(record[key].numpy().copy())
-        except Exception as exc:  # a corrupt buffer raises from numpy's deserialiser
-            raise PayloadError(f"{key}: unreadable array ({exc})") from exc
-        if tensor.dtype != dtype:
-            raise PayloadError(f"{key}: dtype {tensor.dtype}, expected {dtype}")
+        tensor = tensors[key]
+        sent_as = wire_dtype if dtype.is_floating_point else dtype
+        if tensor.dtype != sent_as:
+            raise PayloadError(f"{key}: dtype {tensor.dtype}, expected {sent_as}")
         if tensor.dim() != len(shape) or any(
                 want not in (-1, got) for want, got in zip(shape, tensor.shape, strict=True)):
             raise PayloadError(f"{key}: shape {tuple(tensor.shape)}, expected {shape}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise PayloadError(f"{key}: non-finite values")
-        out[key] = tensor
+        out[key] = tensor.to(dtype)
     return out
 
 
-def lora_spec(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def lora_spec(state: Mapping[str, torch.Tensor]) -> Spec:
     """The spec a returned adapter must match: the keys and shapes that were sent out."""
     return {k: (tuple(v.shape), torch.float32) for k, v in state.items()}

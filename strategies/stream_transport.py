@@ -34,11 +34,12 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fl_app import framing
-from fl_app.protocol import CONFIG, LORA, METRICS, Spec
-from fl_app.records import PayloadError, from_record, lora_spec, to_record
-from strategies.transport import TailStep, TrainJob, TrainOutcome
+from fl_app.protocol import CONFIG, LORA, Spec
+from fl_app.records import PayloadError, check_tensors, to_record
+from strategies.transport import TailStep, TrainJob, TrainOutcome, read_final_reply
 
 _SPARE_WORKERS = 2  # threads beyond one per client: to refuse stray connections promptly
+_HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class _Session:
 
 
 class _Refused(Exception):
-    pass
+    """A connection that may not take part in this round (its reason is logged)."""
 
 
 class StreamTransport:
@@ -117,18 +118,18 @@ class StreamTransport:
         Floating dtype of activations and gradients on the wire (`framing.WIRE_DTYPES`).
     tls : TlsFiles, optional
         Without it the stream is plaintext (loopback and tests only).
-    poll_s : float (default: 0.005)
-        How often the Flower replies are pulled and deadlines checked.
+    poll_s, max_poll_s : float (default: 0.005, 0.1)
+        First and longest wait between pulls of the Flower replies (and deadline checks).
     """
 
     def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float, *,
                  host: str = "127.0.0.1", port: int = 0, public_host: str = "",
                  wire_dtype: str = "float32", tls: TlsFiles | None = None,
-                 poll_s: float = 0.005) -> None:
+                 poll_s: float = 0.005, max_poll_s: float = 0.1) -> None:
         self.grid, self.spec, self.step_timeout_s = grid, activation_spec, step_timeout_s
         self.host, self.port, self.public_host = host, port, public_host or host
         self.wire_name, self.wire_dtype = wire_dtype, framing.WIRE_DTYPES[wire_dtype]
-        self.tls, self.poll_s = tls, poll_s
+        self.tls, self.poll_s, self.max_poll_s = tls, poll_s, max_poll_s
         self._root_certificates = tls.root_certificates() if tls else b""
         if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
             log(WARNING, "stream transport on %s without TLS: activations travel in clear", host)
@@ -140,6 +141,8 @@ class StreamTransport:
         self._round = 0
         self._closed = False  # set (under _tail_lock) when a round ends: no tail step after it
         self._last_event = time.monotonic()
+        self._hello_timeout_s = min(step_timeout_s, _HELLO_TIMEOUT_S)
+        self._tail_step: TailStep | None = None
 
     # ---- the round (calling thread) ----------------------------------------------------------
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
@@ -208,7 +211,13 @@ class StreamTransport:
         return dict(zip(self.grid.push_messages(messages), sessions, strict=True))
 
     def _wait(self, pending: dict[str, _Session]) -> None:
-        """Collect the Flower replies and enforce the deadlines until every client is settled."""
+        """Collect the Flower replies and enforce the deadlines until every client is settled.
+
+        Polls back off while nothing happens (each pull is a request to the SuperLink, and a
+        busy poll competes with the streams for the GIL); a stream that finishes its last step
+        wakes the loop, as its Flower reply is due.
+        """
+        idle = self.poll_s
         while True:
             replies = list(self.grid.pull_messages(list(pending))) if pending else []
             with self._cond:
@@ -217,8 +226,10 @@ class StreamTransport:
                 self._watchdog(time.monotonic())
                 if all(s.state in ("done", "failed") for s in self._sessions.values()):
                     return
-                if not replies:
-                    self._cond.wait(self.poll_s)
+                if replies or self._cond.wait(idle):
+                    idle = self.poll_s
+                else:
+                    idle = min(self.max_poll_s, 2 * idle)
 
     def _finish(self, session: _Session, reply: Message) -> None:
         """A client's Flower reply: its trained head adapter, valid only after every step."""
@@ -234,12 +245,7 @@ class StreamTransport:
                                    f"{job.task.local_steps} steps")
             content = reply.content
             outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
-            if LORA not in content.array_records or METRICS not in content.metric_records:
-                raise PayloadError("final reply lacks the head adapter or its metrics")
-            head_lora = from_record(content[LORA], lora_spec(job.head_lora))
-            num_examples = content[METRICS].get("num-examples", 0)
-            if not isinstance(num_examples, int) or num_examples <= 0:
-                raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
+            head_lora, num_examples = read_final_reply(content, job)
         except PayloadError as exc:
             session.fail(f"reply: {exc}")
             return
@@ -262,7 +268,7 @@ class StreamTransport:
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------
     def _serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """Authenticate, then answer each activation frame with its gradient."""
-        timer = threading.Timer(self.step_timeout_s, context.cancel)  # a silent dialler
+        timer = threading.Timer(self._hello_timeout_s, context.cancel)
         timer.start()
         try:
             session = self._admit(requests, context)
@@ -289,13 +295,14 @@ class StreamTransport:
     def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> _Session:
         """The hello frame must name a node selected this round and carry its secret."""
         node: object = None
+        peer = context.peer()  # read now: a cancelled call no longer knows it
         try:
             try:
                 raw = next(requests, None)
             except grpc.RpcError:  # cancelled by the timer
                 raw = None
             if raw is None:
-                raise _Refused(f"no hello frame within {self.step_timeout_s:g} s")
+                raise _Refused(f"no hello frame within {self._hello_timeout_s:g} s")
             try:
                 meta = framing.decode(raw, framing.max_frame_bytes({})).meta
             except PayloadError as exc:
@@ -320,9 +327,9 @@ class StreamTransport:
                 return session
         except _Refused as exc:
             with self._cond:
-                self.refusals.append(Refusal(self._round, node, context.peer(), str(exc)))
-            log(WARNING, "stream round %d: refused %s (node %s): %s", self._round,
-                context.peer(), node, exc)
+                self.refusals.append(Refusal(self._round, node, peer, str(exc)))
+            log(WARNING, "stream round %d: refused %s (node %s): %s", self._round, peer, node,
+                exc)
             raise
 
     def _steps(self, session: _Session, requests: Iterator[bytes]) -> Iterator[bytes]:
@@ -340,7 +347,7 @@ class StreamTransport:
             frame = framing.decode(raw, session.max_bytes)
             if frame.meta.get("kind") != framing.ACTIVATIONS or frame.meta.get("step") != step:
                 raise PayloadError(f"expected activations of step {step}, got {frame.meta}")
-            activations = framing.check(frame.tensors, session.spec, self.wire_dtype)
+            activations = check_tensors(frame.tensors, session.spec, self.wire_dtype)
             with self._tail_lock:
                 if self._closed or session.state != "streaming":
                     raise _Refused("the round is over for this client")
@@ -358,6 +365,7 @@ class StreamTransport:
                 session.deadline = session.sent_at + self.step_timeout_s
                 if step + 1 == steps and session.state == "streaming":
                     session.state = "streamed"
+                    self._cond.notify_all()
             yield out
         if next(requests, None) is not None:
             raise PayloadError(f"a frame after the last of {steps} steps")

@@ -57,6 +57,18 @@ class TrainOutcome:
     step_times: list[float] = field(default_factory=list)
 
 
+def read_final_reply(content: RecordDict, job: TrainJob) -> tuple[dict[str, torch.Tensor], int]:
+    """A client's last reply of the round: its trained head adapter (exactly the layers it was
+    sent) and the positive number of examples it weighs in aggregation with."""
+    if LORA not in content.array_records or METRICS not in content.metric_records:
+        raise PayloadError("final reply lacks the head adapter or its metrics")
+    head_lora = from_record(content[LORA], lora_spec(job.head_lora))
+    num_examples = content[METRICS].get("num-examples", 0)
+    if not isinstance(num_examples, int) or num_examples <= 0:
+        raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
+    return head_lora, num_examples
+
+
 class Transport(Protocol):
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
         """Run every job to completion or failure; never raise for a client's fault."""
@@ -146,12 +158,6 @@ class FlowerTransport:
             outcome.step_times.append(time.perf_counter() - started)
             return RecordDict({CONFIG: ConfigRecord({"step": step}),
                                GRADIENT: to_record({"hidden": grad})})
-        if LORA not in content.array_records or METRICS not in content.metric_records:
-            raise PayloadError("final reply lacks the head adapter or its metrics")
-        outcome.head_lora = from_record(content[LORA], lora_spec(job.head_lora))
-        num_examples = content[METRICS].get("num-examples", 0)
-        if not isinstance(num_examples, int) or num_examples <= 0:
-            raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
-        outcome.num_examples = num_examples
+        outcome.head_lora, outcome.num_examples = read_final_reply(content, job)
         outcome.steps_done = job.task.local_steps
         return None

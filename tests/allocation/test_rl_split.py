@@ -136,6 +136,7 @@ def test_in_process_run_records_loss_rate_and_policy_split(tmp_path, policy_fold
     from fl_app.server_app import train
 
     config = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 2,
+              "transport": "flower",
               "allocator": "rl-split", "rl-policy": str(policy_folder), "batch-size": 4,
               "block-size": 16, "eval-every": 0, "min-train-clients": 2,
               "num-server-rounds": 2, "output-dir": str(tmp_path), "run-name": "rl"}

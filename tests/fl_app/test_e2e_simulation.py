@@ -40,10 +40,14 @@ def superlink(harness, tmp_path):
     return "e2e-sim"
 
 
-def test_simulation_two_rounds_through_flwr_run(harness, superlink, tmp_path):
+@pytest.mark.parametrize("transport", ["stream", "flower"])
+def test_simulation_two_rounds_through_flwr_run(harness, superlink, tmp_path, transport):
+    """4 clients on 2 Ray actors: clients must progress independently (a lockstep server would
+    deadlock). Both data planes run the same job."""
     out = tmp_path / "outputs"
     run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
-                  f'split=3 local-steps=2 block-size=16 output-dir="{out}" run-name="e2e"')
+                  f'split=3 local-steps=2 block-size=16 transport="{transport}" '
+                  f'output-dir="{out}" run-name="e2e"')
     rc, log = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config", run_config,
         "--federation-config", f"num-supernodes={CLIENTS} client-resources-num-cpus=1",

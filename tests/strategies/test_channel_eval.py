@@ -13,6 +13,7 @@ from fl_app.inprocess import InProcessGrid
 from fl_app.server_app import train
 
 BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
+        "transport": "flower",  # the in-process grid runs handlers synchronously
         "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16,
         "eval-every": 1, "min-train-clients": 2, "num-server-rounds": 2}
 SNR_DB_Q30 = 10 * math.log10(-1 / math.log(0.7))  # Rayleigh outage 1 - exp(-1/SNR) = 0.3

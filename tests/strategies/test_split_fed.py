@@ -17,6 +17,7 @@ from fl_app.server_app import train
 from fl_app.split_model import SplitModel, trainable_copy
 
 BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
+        "transport": "flower",  # the in-process grid runs handlers synchronously
         "allocator": "heterogeneous-fixed",
         "batch-size": 4, "block-size": 16, "eval-every": 0, "min-train-clients": 2}
 

@@ -1,0 +1,274 @@
+"""Oracle 5 and the stream transport's security and failure handling, in-process.
+
+The in-process grid runs the real ClientApp; with `concurrent=True` every node's handler runs in
+its own thread, as in Flower, because a stream handler blocks while the server serves its round.
+Misbehaving devices are injected through the grid's `fault` hook: either the real handler runs
+on a tampered message, or a hand-written client speaks the stream protocol and breaks it.
+"""
+
+import datetime
+import ipaddress
+import json
+import queue
+import re
+import time
+
+import grpc
+import pytest
+import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from clients.stream_client import StreamLink
+from fl_app import framing
+from fl_app.client_app import app as client_app
+from fl_app.config import Settings
+from fl_app.inprocess import DROP, InProcessGrid
+from fl_app.protocol import CONFIG, RoundTask
+from fl_app.server_app import build_strategy
+from fl_app.split_model import SplitModel
+
+BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
+        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16, "eval-every": 0,
+        "min-train-clients": 2}
+HIDDEN = 64  # tiny-llama's hidden size (checked in the rogue client below)
+
+
+def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
+    config = {**BASE, "output-dir": str(tmp_path), "run-name": transport,
+              "transport": transport, **overrides}
+    grid = InProcessGrid(client_app, config, num_nodes, fault=fault,
+                         concurrent=transport == "stream")
+    strategy = build_strategy(Settings.from_run_config(config), grid)
+    final = strategy.run(grid)
+    rows = [json.loads(line) for line in (tmp_path / transport / "metrics.jsonl").open()]
+    return strategy, final, rows
+
+
+# ---- TLS material, generated per test session ------------------------------------------------
+def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(subject).issuer_name(issuer or subject).public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A CA and a server certificate for 127.0.0.1 signed by it (PEM files)."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EdgeSplit test CA")])
+    ca = _cert(ca_name, ca_key, ca_key.public_key(), ca=True)
+    server = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_key,
+                   key.public_key(), issuer=ca_name)
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "server.pem").write_bytes(server.public_bytes(pem))
+    (folder / "server.key").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return {"tls-certfile": str(folder / "server.pem"), "tls-keyfile": str(folder / "server.key"),
+            "tls-ca-certfile": str(folder / "ca.pem")}
+
+
+# ---- oracle 5 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-gpt2"])
+def test_both_transports_give_bit_identical_adapters(tmp_path, tls_files, model_name):
+    """Oracle 5: same seeds, fp32 on the wire -> the same adapters bit for bit, round after
+    round, over plaintext and over TLS."""
+    common = {"model-name": model_name, "num-server-rounds": 2}
+    _, flower, flower_rows = run(tmp_path / "f", "flower", **common)
+    _, plain, plain_rows = run(tmp_path / "p", **common)
+    _, tls, tls_rows = run(tmp_path / "t", **common, **tls_files)
+    assert len({c["split"] for r in flower_rows for c in r["clients"]}) > 1  # a mix of splits
+    assert flower.keys() == plain.keys() == tls.keys()
+    for key in flower:
+        assert torch.equal(plain[key], flower[key]) and torch.equal(tls[key], flower[key]), key
+    for rows in (plain_rows, tls_rows):
+        assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in flower_rows]
+        assert all(r["completed"] == 4 and not r["failures"] for r in rows)
+        assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in rows)
+    assert any(v.abs().max() > 0 for k, v in flower.items() if "lora_B" in k)  # it did train
+
+
+@pytest.mark.parametrize("wire", ["float16", "bfloat16"])
+def test_half_precision_wire_trains_close_to_fp32(tmp_path, wire):
+    strategy, fp32, fp32_rows = run(tmp_path / "a", **{"num-server-rounds": 1})
+    _, half, rows = run(tmp_path / "b", **{"num-server-rounds": 1, "stream-dtype": wire})
+    assert rows[0]["completed"] == 4
+    assert rows[0]["train_loss"] == pytest.approx(fp32_rows[0]["train_loss"], rel=1e-3)
+    start = SplitModel("tiny-llama", strategy.settings.lora, seed=0).lora_state()
+    def norm(tensors):
+        return torch.cat([t.flatten() for t in tensors]).norm().item()
+
+    moved = norm(fp32[k] - start[k] for k in fp32)
+    off = norm(half[k] - fp32[k] for k in fp32)
+    assert 0 < off < 0.1 * moved  # rounded on the wire: not identical (1-2 %), same training
+
+
+# ---- security ----------------------------------------------------------------------------------
+def _tamper(node, edit):
+    def fault(msg):
+        if msg.metadata.dst_node_id == node and msg.metadata.message_type == framing.TRAIN_STREAM:
+            edit(msg)
+        return None
+    return fault
+
+
+def _set(key, value):
+    return lambda msg: msg.content[framing.STREAM].__setitem__(key, value)
+
+
+class _StaleSecret:
+    """Round 1 runs normally; in round 2 node 2 presents its round-1 secret."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, msg):
+        if msg.metadata.dst_node_id != 2 or msg.metadata.message_type != framing.TRAIN_STREAM:
+            return None
+        link = msg.content[framing.STREAM]
+        if self.first is None:
+            self.first = link["secret"]
+        else:
+            link["secret"] = self.first
+        return None
+
+
+@pytest.mark.parametrize("case, fault, reason", [
+    ("wrong secret", _tamper(2, _set("secret", "0" * 64)), "wrong secret"),
+    ("not selected", _tamper(2, _set("node-id", "99")), "node not selected this round"),
+    ("stale secret", _StaleSecret(), "stale secret"),
+])
+def test_a_connection_without_the_rounds_secret_is_refused(tmp_path, case, fault, reason):
+    rounds = 2 if case == "stale secret" else 1
+    strategy, final, rows = run(tmp_path, fault=fault, **{"num-server-rounds": rounds})
+    row = rows[-1]
+    assert row["completed"] == 3 and "train_loss" in row
+    assert list(row["failures"]) == ["2"] and "PERMISSION_DENIED" in row["failures"]["2"]
+    (refusal,) = strategy.transport.refusals
+    assert refusal.server_round == rounds and reason in refusal.reason
+    assert all(r["completed"] == 4 for r in rows[:-1])
+    assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_a_silent_dialler_is_cut_without_harming_the_round(tmp_path):
+    codes = []
+
+    def mute_then_deliver(msg):
+        if msg.metadata.dst_node_id == 2 and msg.metadata.message_type == framing.TRAIN_STREAM:
+            link = StreamLink.from_record(msg.content[framing.STREAM])
+            with link.channel(2**20) as channel:  # connects, never says hello
+                try:
+                    list(channel.stream_stream(framing.METHOD_PATH)(iter(queue.Queue().get, None),
+                                                                    timeout=5))
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        return None  # then the real device runs its round
+
+    strategy, _, (row,) = run(tmp_path, fault=mute_then_deliver,
+                              **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+    assert row["completed"] == 4 and not row["failures"]
+    (refusal,) = strategy.transport.refusals
+    assert "no hello frame within 0.5 s" in refusal.reason and refusal.peer.startswith("ipv4:")
+    assert codes == [grpc.StatusCode.CANCELLED]  # cut by the server's hello timer
+
+
+# ---- failures ----------------------------------------------------------------------------------
+class Rogue:
+    """A device that follows the protocol for `steps` steps, then breaks it in one `way`."""
+
+    def __init__(self, node, way, steps=1, hold_s=2.0):
+        self.node, self.way, self.steps, self.hold_s = node, way, steps, hold_s
+        self.errors = []
+
+    def __call__(self, msg):
+        if msg.metadata.dst_node_id != self.node or \
+                msg.metadata.message_type != framing.TRAIN_STREAM:
+            return None
+        try:
+            self.play(StreamLink.from_record(msg.content[framing.STREAM]),
+                      RoundTask.from_record(msg.content[CONFIG]))
+        except grpc.RpcError as exc:
+            self.errors.append(exc.code())
+        return DROP  # a crashed device never replies through Flower either
+
+    def play(self, link, task):
+        acts = {"hidden": torch.zeros(task.batch_size, 16, HIDDEN),
+                "attention_mask": torch.ones(task.batch_size, 16, dtype=torch.int64),
+                "labels": torch.zeros(task.batch_size, 16, dtype=torch.int64)}
+        outbox = queue.Queue()
+        outbox.put(framing.encode({"kind": "hello", "node": link.node_id,
+                                   "secret": link.secret}))
+        with link.channel(2**26) as channel:
+            responses = channel.stream_stream(framing.METHOD_PATH)(iter(outbox.get, None),
+                                                                   timeout=10)
+            for step in range(self.steps):
+                outbox.put(framing.encode({"kind": "activations", "step": step}, acts))
+                assert framing.decode(next(responses), 2**26).meta["step"] == step
+            if self.way == "replay":  # a second connection with the same (valid) secret
+                other = queue.Queue()
+                other.put(framing.encode({"kind": "hello", "node": link.node_id,
+                                          "secret": link.secret}))
+                with link.channel(2**20) as second:
+                    list(second.stream_stream(framing.METHOD_PATH)(iter(other.get, None),
+                                                                   timeout=5))
+            elif self.way == "stall":
+                time.sleep(self.hold_s)
+            elif self.way == "oversized":
+                outbox.put(bytes(2**22))
+                next(responses)
+            elif self.way == "garbage":
+                outbox.put(framing.encode({"kind": "activations", "step": self.steps},
+                                          {"hidden": torch.zeros(1)}))
+                next(responses)
+            # "disconnect": leaving the block closes the channel mid-round
+
+
+@pytest.mark.parametrize("way, reason, timeout_s", [
+    ("disconnect", r"step 1: .*(closed after 1 of 3 steps|cancelled)", 5.0),
+    ("oversized", r"step 1: .*(RESOURCE_EXHAUSTED|cancelled)", 5.0),
+    ("garbage", "step 1: PayloadError: keys differ", 5.0),
+    ("stall", "step 1: no activations within 0.5 s", 0.5),
+])
+def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, way, reason,
+                                                                     timeout_s):
+    """Broken streams end the client's round at once; a stall ends it after the timeout."""
+    rogue = Rogue(2, way)
+    _, final, rows = run(tmp_path, fault=rogue,
+                         **{"num-server-rounds": 1, "step-timeout-s": timeout_s})
+    (row,) = rows
+    assert row["completed"] == 3 and "train_loss" in row
+    assert list(row["failures"]) == ["2"] and re.search(reason, row["failures"]["2"])
+    assert row["time_train_s"] < rogue.hold_s  # neither waits on the rogue nor (5 s) times out
+    assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_a_replayed_secret_is_refused_while_its_stream_runs(tmp_path):
+    rogue = Rogue(2, "replay", steps=3)
+    strategy, _, rows = run(tmp_path, fault=rogue,
+                            **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+    assert rogue.errors == [grpc.StatusCode.PERMISSION_DENIED]
+    (refusal,) = strategy.transport.refusals
+    assert refusal.node_id == 2 and "already" in refusal.reason
+    assert list(rows[0]["failures"]) == ["2"]  # it streamed every step but never replied
+
+
+def test_a_client_that_never_connects_is_dropped(tmp_path):
+    def silent(msg):
+        return DROP if (msg.metadata.dst_node_id == 3
+                        and msg.metadata.message_type == framing.TRAIN_STREAM) else None
+    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+    assert row["completed"] == 3 and list(row["failures"]) == ["3"]
+    assert "did not connect" in row["failures"]["3"]
