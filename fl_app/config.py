@@ -142,9 +142,6 @@ class Settings:
         """Settings under their run-config keys (for the run folder's config snapshot)."""
         return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
 
 def _attr(key: str) -> str:
     return key.replace("lora.", "lora_").replace("-", "_")
