@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -141,12 +142,15 @@ class FlowerHarness:
             env["EDGESPLIT_CACHE"] = os.environ["EDGESPLIT_CACHE"]
         return env
 
-    def write_connection(self, name: str, address: str) -> Path:
-        """`$FLWR_HOME/config.toml` with one insecure SuperLink connection, made the default."""
+    def write_connection(self, name: str, address: str, root_certificates: str = "") -> Path:
+        """`$FLWR_HOME/config.toml` with one SuperLink connection (TLS verified against
+        `root_certificates` when given, else insecure), made the default."""
         path = self.home / "config.toml"
+        security = (f'root-certificates = "{root_certificates}"' if root_certificates
+                    else "insecure = true")
         path.write_text(
             f'[superlink]\ndefault = "{name}"\n\n'
-            f'[superlink.{name}]\naddress = "{address}"\ninsecure = true\n'
+            f'[superlink.{name}]\naddress = "{address}"\n{security}\n'
         )
         return path
 
@@ -183,15 +187,19 @@ class FlowerHarness:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_healthy(self, port: int, proc: subprocess.Popen, timeout_s: float = 60.0,
-                     name: str = "superlink") -> None:
-        """Poll the SuperLink's HTTP /health until it answers (or its process dies)."""
+                     name: str = "superlink", ca_file: str = "") -> None:
+        """Poll the SuperLink's /health until it answers (or its process dies); over HTTPS,
+        verified against `ca_file`, when given."""
+        scheme = "https" if ca_file else "http"
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
                                    f"{self.log(name)[-4000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/health", timeout=1,
+                                            context=context) as r:
                     if r.status == 200:
                         return
             except OSError:
