@@ -140,10 +140,13 @@ class SplitModel:
         return [k for k, (layer, _, _) in self._lora.items() if wanted is None or layer in wanted]
 
     # ---- adapter state -----------------------------------------------------------------------
+    def lora_parameters(self, layers: Iterable[int] | None = None) -> dict[str, nn.Parameter]:
+        """The live LoRA parameters of the given layers (no copy), keyed like `lora_state`."""
+        return {k: self._parameter(k) for k in self.lora_keys(layers)}
+
     def lora_state(self, layers: Iterable[int] | None = None) -> LoraState:
         """Copy of the LoRA weights of the given layers, keyed like peft's adapter state dict."""
-        return {k: self._lora[k][1]._parameters[self._lora[k][2]].detach().clone()
-                for k in self.lora_keys(layers)}
+        return {k: p.detach().clone() for k, p in self.lora_parameters(layers).items()}
 
     @torch.no_grad()
     def load_lora_state(self, state: Mapping[str, torch.Tensor]) -> None:
