@@ -18,6 +18,7 @@ from fl_app.split_model import LoraSettings
 
 OPTIMIZERS = ("adamw", "sgd")
 PARTITIONINGS = ("natural", "iid", "dirichlet")
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 TRANSPORTS = ("flower", "stream")
 STREAM_DTYPES = ("float32", "float16", "bfloat16")  # activations/gradients on the stream
 
@@ -48,7 +49,10 @@ class Settings:
     batch_size: int = 4
     learning_rate: float = 2e-3
     optimizer: str = "adamw"
+    aggregation: str = "fedavg"  # fedavg | median | trimmed-mean (robust to outlier clients)
+    trim_fraction: float = 0.1  # trimmed-mean: share of clients cut at each end, per coordinate
     allocator: str = "fp"
+    device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
@@ -66,6 +70,7 @@ class Settings:
     tls_ca_certfile: str = ""  # the CA devices verify the server with; empty = the cert itself
     step_timeout_s: float = 300.0
     eval_every: int = 1
+    inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     eval_batches: int = 2
     seed: int = 0
     output_dir: str = "outputs"
@@ -108,6 +113,9 @@ class Settings:
             ("batch-size", self.batch_size >= 1, "must be >= 1"),
             ("learning-rate", self.learning_rate > 0, "must be > 0"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("aggregation", self.aggregation in AGGREGATIONS, f"one of {AGGREGATIONS}"),
+            ("trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
+            ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
             ("allocator", self.allocator in ALLOCATORS, f"one of {ALLOCATORS}"),
             ("split", self.split >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
