@@ -119,7 +119,7 @@ class SystemAllocator:
 
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost) -> RoundAllocation:
-        check_split(self.split, model.layers)
+        check_split(self.split, model.split_layers)
         scenario = self.scenario(server_round, profiles, model)
         loss_rates = None
         if self.policy == "heterogeneous-fixed":
@@ -127,7 +127,7 @@ class SystemAllocator:
         elif self.policy == "rl-split":
             result = solve(scenario, "fp", seed=self.seed * 100_003 + server_round)
             loss_rates = self.loss_rates(scenario, result)
-            splits = [int(np.clip(self.split_policy.split_for(q), 1, model.layers - 1))
+            splits = [int(np.clip(self.split_policy.split_for(q), 1, model.split_layers - 1))
                       for q in loss_rates]
             result = replace(result, split=np.array(splits), method="rl-split")
         else:

@@ -32,6 +32,10 @@ class ModelCost:
         Tokens per sample d (a scenario may override it per user).
     activation_bits : int (default: 16)
         Bits per activation value exchanged at the split.
+    device_tail_layers : int (default: 0)
+        U-shaped split: the device also trains the last t layers (and computes the loss), so
+        activations and gradients cross two cuts. The split ``a`` then divides the first
+        ``Y - t`` layers between device and server.
     """
 
     layers: int
@@ -39,10 +43,24 @@ class ModelCost:
     batch_size: int
     seq_len: int
     activation_bits: int = 16
+    device_tail_layers: int = 0
 
     def __post_init__(self) -> None:
-        if self.layers < 2:
-            raise ValueError(f"layers must be >= 2 to split a model, got {self.layers}")
+        if self.device_tail_layers < 0:
+            raise ValueError(f"device_tail_layers must be >= 0, got {self.device_tail_layers}")
+        if self.split_layers < 2:
+            raise ValueError(f"{self.layers} layers with {self.device_tail_layers} kept on the "
+                             "device leave fewer than 2 layers to split")
+
+    @property
+    def split_layers(self) -> int:
+        """Layers the split divides between device and server (``Y - t``)."""
+        return self.layers - self.device_tail_layers
+
+    @property
+    def cuts(self) -> int:
+        """Cuts the activations cross each way: 1 (head/tail) or 2 (U-shaped)."""
+        return 2 if self.device_tail_layers else 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +173,8 @@ class Scenario:
 
     @property
     def layers(self) -> int:
-        return self.model.layers
+        """Layers the split divides (Y, less the device's tail in a U-shaped split)."""
+        return self.model.split_layers
 
     @cached_property
     def layer_flops(self) -> np.ndarray:
@@ -168,8 +187,8 @@ class Scenario:
         """s_n, bits exchanged per iteration at the split, shape (N,)."""
         m = self.model
         if self.weights.bits_mode == "paper":
-            return self.tokens.copy()
-        return 2.0 * m.batch_size * self.tokens * m.hidden_size * m.activation_bits
+            return self.tokens * float(m.cuts)
+        return 2.0 * m.cuts * m.batch_size * self.tokens * m.hidden_size * m.activation_bits
 
     @cached_property
     def snr_per_w_hz(self) -> np.ndarray:
@@ -230,7 +249,8 @@ def compute_energy_j(flops, freq_hz, cores, flops_per_cycle, capacitance):
 
 
 def stability_penalty(split, layers, samples, lipschitz=1.0):
-    """Average-replace-one stability bound ``2 L^2 / (k_n (1 - a_n / Y))`` per user."""
+    """Average-replace-one stability bound ``2 L^2 / (k_n (1 - a_n / Y))`` per user, with
+    ``a_n`` every layer the device trains."""
     return 2.0 * lipschitz**2 / (samples * (1.0 - np.asarray(split, float) / layers))
 
 
@@ -238,7 +258,8 @@ def cost_components(scenario: Scenario, split, association, bandwidth_hz, power_
                     user_freq_hz, server_freq_hz) -> tuple[float, float, float]:
     """Total energy (J), delay (s) and stability (unitless) of an allocation.
 
-    Delay is the sum over users of device, transmission (if included) and server time.
+    Delay is the sum over users of device, transmission (if included) and server time. In a
+    U-shaped split the device also trains its t tail layers.
     """
     sc, w = scenario, scenario.weights
     a = np.asarray(split, float)
@@ -246,17 +267,19 @@ def cost_components(scenario: Scenario, split, association, bandwidth_hz, power_
     bandwidth_hz, power_w, user_freq_hz, server_freq_hz = (
         np.asarray(x, float) for x in (bandwidth_hz, power_w, user_freq_hz, server_freq_hz))
     users = np.arange(sc.n_users)
-    psi, y = sc.layer_flops, sc.layers
+    psi, y, tail = sc.layer_flops, sc.layers, sc.model.device_tail_layers
+    device_layers = a + tail
     srv_cores, srv_fpc = sc.server_cores[m], sc.server_flops_per_cycle[m]
     rate = uplink_rate_bps(bandwidth_hz, power_w, sc.gain[users, m], w.noise_w_per_hz)
-    energy = (a * compute_energy_j(psi, user_freq_hz, sc.user_cores, sc.user_flops_per_cycle, w.k1)
+    dev_cores, dev_fpc = sc.user_cores, sc.user_flops_per_cycle
+    energy = (device_layers * compute_energy_j(psi, user_freq_hz, dev_cores, dev_fpc, w.k1)
               + sc.bits * power_w / rate
               + (y - a) * compute_energy_j(psi, server_freq_hz, srv_cores, srv_fpc, w.k2))
-    delay = (a * compute_delay_s(psi, user_freq_hz, sc.user_cores, sc.user_flops_per_cycle)
+    delay = (device_layers * compute_delay_s(psi, user_freq_hz, dev_cores, dev_fpc)
              + (y - a) * compute_delay_s(psi, server_freq_hz, srv_cores, srv_fpc))
     if w.include_tx_delay:
         delay = delay + sc.bits / rate
-    stab = stability_penalty(a, y, sc.samples, w.lipschitz)
+    stab = stability_penalty(device_layers, y + tail, sc.samples, w.lipschitz)
     return float(energy.sum()), float(delay.sum()), float(stab.sum())
 
 
@@ -330,7 +353,7 @@ def random_scenario(n_users: int = 50, n_servers: int = 10, seed: int = 0, *,
     for key, value in overrides.items():
         if key in ranges:
             ranges[key] = value
-        elif key in model_kw or key == "activation_bits":
+        elif key in model_kw or key in ("activation_bits", "device_tail_layers"):
             model_kw[key] = value
         elif key in weight_fields:
             weight_kw[key] = value

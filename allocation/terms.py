@@ -2,12 +2,14 @@
 
 With the normalised weights folded in, the objective of an allocation is
 
-    sum_n  a_n A_n + (Y - a_n) B_n(F_n) + sigma_n Y / (Y - a_n) + U_n(b_n, p_n)
+    sum_n  (a_n + t) A_n + (Y - a_n) B_n(F_n) + sigma_n Y / (Y - a_n) + U_n(b_n, p_n)
 
 with A_n the device's weighted cost per layer (at the optimal device frequency, which does not
-depend on anything else), B_n the server's weighted cost per layer at share F_n, sigma_n the
-stability weight and U_n the uplink's weighted energy and delay. Only B couples the split with
-the resources; the uplink depends on the association alone and is cached per association.
+depend on anything else), t the layers a U-shaped split keeps at the end of the device (Y is
+then what the split divides, and sigma_n carries a factor (Y + t) / Y), B_n the server's
+weighted cost per layer at share F_n, sigma_n the stability weight and U_n the uplink's weighted
+energy and delay. Only B couples the split with the resources; the uplink depends on the
+association alone and is cached per association.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ class Terms:
         self.kappa = unit_energy * w.k2
         self.user_freq = device_freq_hz(sc.user_freq_hz, self.unit_time, unit_energy * w.k1)
         self.device = self.device_layer_cost(self.user_freq)
-        self.stab = unit_stab * 2.0 * w.lipschitz**2 / sc.samples
+        self.tail = sc.model.device_tail_layers
+        # Stability counts every layer the device trains: 1 - (a + t)/(Y + t) = (Y - a)/(Y + t).
+        self.stab = (unit_stab * 2.0 * w.lipschitz**2 / sc.samples
+                     * (self.layers + self.tail) / self.layers)
         self.coef = sc.layer_flops[:, None] / (sc.server_cores * sc.server_flops_per_cycle)[None, :]
         self.gamma = sc.snr_per_w_hz
         self.alpha = unit_energy * sc.bits
@@ -77,7 +82,8 @@ class Terms:
     def compute_cost(self, split, freq_hz, association) -> np.ndarray:
         """Per-user device, server and stability cost, for real or integer splits."""
         y = self.layers
-        return (split * self.device + (y - split) * self.server_layer_cost(freq_hz, association)
+        server = self.server_layer_cost(freq_hz, association)
+        return ((split + self.tail) * self.device + (y - split) * server
                 + self.stab * y / (y - split))
 
     def uplink(self, association: np.ndarray):

@@ -6,6 +6,7 @@ import pytest
 from allocation import METHODS, evaluate, random_scenario, solve
 from allocation.fp import fp_relaxed
 from allocation.resources import surrogate_server_freq_hz, surrogate_split
+from allocation.result import Allocation
 from allocation.terms import Terms
 
 
@@ -142,3 +143,18 @@ def test_zero_energy_weight_without_tx_delay_makes_the_uplink_free():
     alloc = solve(sc, "fp")
     evaluate(sc, alloc)
     np.testing.assert_allclose(alloc.power, sc.user_pmax_w)
+
+
+def test_u_shaped_optimiser_objective_matches_the_system_model_and_exhaustive():
+    """The optimisers' internal objective (Terms) must equal the system model's evaluation in a
+    U-shaped split too, and fp must stay at the exhaustive optimum."""
+    for seed in range(10):
+        sc = random_scenario(3, 2, seed=seed, layers=7, device_tail_layers=2,
+                             server_cores=(1, 4), stability=4.0)
+        assert sc.layers == 5
+        t = Terms(sc)
+        cand = t.candidate(np.array([1, 2, 4]), np.array([0, 1, 0]))
+        result = evaluate(sc, Allocation(*cand.arrays(t.user_freq)))
+        np.testing.assert_allclose(cand.objective, result.objective, rtol=1e-9)
+        best = solve(sc, "exhaustive").objective
+        assert solve(sc, "fp", seed=seed).objective <= best * (1 + 1e-6)

@@ -122,3 +122,25 @@ def test_scenario_from_profiles_fading_is_seeded():
     np.testing.assert_allclose(plain.gain[:, 0], path_gain([50.0, 200.0]))
     np.testing.assert_allclose(a.tokens, [64, 64])
     assert dataclasses.replace(a.weights) == Weights()
+
+
+def test_u_shaped_split_costs_both_cuts_and_the_device_tail():
+    """A U-shaped split of Y = 6 with t = 2 tail layers on the device, split a = 1: the device
+    trains 3 layers, the server 3, and activations cross two cuts (twice the bits)."""
+    u = ModelCost(layers=6, hidden_size=64, batch_size=8, seq_len=128, activation_bits=16,
+                  device_tail_layers=2)
+    sc = scenario_from_profiles([1e9], [4], [2], [1.0], [100.0], [500], u,
+                                server_freq_hz=2e9, server_cores=8, server_flops_per_cycle=1,
+                                server_bandwidth_hz=1e6)
+    assert sc.layers == 4  # what the split divides
+    gain = 10**-9.05
+    rate = 1e6 * np.log2(1 + gain * 0.5 / (10**-16.4 * 1e6))
+    bits = 2 * 2 * 8 * 128 * 64 * 16  # two cuts, activations and gradients at each
+    dev_t, srv_t = 0.050331648, 402_653_184 / (1e9 * 8)
+    dev_e, srv_e = 0.0050331648, 1e-28 * 1e18 * 402_653_184 / 8
+    energy, delay, stab = cost_components(sc, [1], [0], [1e6], [0.5], [1e9], [1e9])
+    np.testing.assert_allclose(energy, 3 * dev_e + bits * 0.5 / rate + 3 * srv_e, rtol=1e-12)
+    np.testing.assert_allclose(delay, 3 * dev_t + bits / rate + 3 * srv_t, rtol=1e-12)
+    np.testing.assert_allclose(stab, 2.0 / (500 * (1 - 3 / 6)), rtol=1e-12)
+    with pytest.raises(ValueError, match="fewer than 2 layers"):
+        ModelCost(layers=4, hidden_size=8, batch_size=1, seq_len=8, device_tail_layers=3)
