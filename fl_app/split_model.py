@@ -1,7 +1,9 @@
 """A causal LM with LoRA that runs as head (device) + tail (server), exactly like the unsplit model.
 
 `head(x, k)` = embeddings + decoder layers [0, k); `tail(h, k)` = layers [k, L) + final norm +
-LM head (+ loss). Only the hidden states and the 2-D attention mask cross the split: each side
+LM head (+ loss); `body(h, k1, k2)` = layers [k1, k2), the server's part of a U-shaped split
+(device head [0, k1) -> server body [k1, k2) -> device tail [k2, L), so labels stay on the
+device). Only the hidden states and the 2-D attention mask cross the split: each side
 derives positions and 4-D masks from the mask itself. LoRA comes from peft; its per-layer state is
 exchanged as a plain dict in peft's own key format (`get_peft_model_state_dict`), so head and tail
 adapters merge by key and the aggregate saves as a normal peft adapter.
@@ -228,6 +230,13 @@ class SplitModel:
         position_ids = positions_from_mask(attention_mask)
         hidden = self.family.embed(self._backbone, input_ids, position_ids)
         return self._run_layers(hidden, attention_mask, range(split))
+
+    def body(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
+             stop: int) -> torch.Tensor:
+        """Decoder layers [start, stop) (the server's part of a U-shaped split)."""
+        if not 0 <= start <= stop <= self.loaded_layers:
+            raise ValueError(f"body layers [{start}, {stop}) outside [0, {self.loaded_layers}]")
+        return self._run_layers(hidden, attention_mask, range(start, stop))
 
     def tail(self, hidden: torch.Tensor, attention_mask: torch.Tensor, split: int,
              labels: torch.Tensor | None = None) -> CausalLMOutput:
