@@ -18,17 +18,18 @@ from fl_app.split_model import SplitModel, trainable_copy
 
 
 class DeviceSession:
-    """One client's head training for one round.
+    """One client's head (and, in a U-shaped split, tail) training for one round.
 
     Parameters
     ----------
     model : SplitModel
-        A (possibly shared, process-cached) model holding at least `task.split` layers.
+        A (possibly shared, process-cached) model holding at least `task.split` layers, or the
+        whole model for a U-shaped split.
     data : TokenBlocks
         The client's training blocks.
     task : RoundTask
     lora : mapping of str to tensor
-        Head adapter of layers [0, split) to start from.
+        Adapter of the device's layers (`task.device_layers`) to start from.
     optim_state : mapping of str to tensor, optional
         Optimizer state saved by `export` (continuing a round across messages).
     """
@@ -41,6 +42,7 @@ class DeviceSession:
         self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
         if optim_state:
             load_optimizer_state(self.optimizer, list(self.params), optim_state)
+        self.losses: list[float] = []  # U-shaped: the loss is computed here, not on the server
 
     def _batch(self, step: int) -> dict[str, torch.Tensor]:
         return self.data.batch(self.task.batch_index(step), self.task.batch_size, self.task.seed)
@@ -53,15 +55,31 @@ class DeviceSession:
             return self.model.head(batch["input_ids"], batch["attention_mask"], self.task.split)
 
     def activations(self, step: int) -> dict[str, torch.Tensor]:
-        """What crosses the split at `step`: hidden states, padding mask and labels."""
+        """What crosses the split at `step`: hidden states, padding mask and (unless the split
+        is U-shaped) labels."""
         batch = self._batch(step)
         with torch.no_grad():
             hidden = self._head(batch, step)
-        return {"hidden": hidden, "attention_mask": batch["attention_mask"],
-                "labels": batch["labels"]}
+        sent = {"hidden": hidden, "attention_mask": batch["attention_mask"]}
+        if not self.task.u_shaped:
+            sent["labels"] = batch["labels"]
+        return sent
+
+    def tail_backward(self, step: int, body_output: torch.Tensor) -> torch.Tensor:
+        """U-shaped: run the device's tail and loss on the server's body output; return the
+        gradient at that output. The tail's LoRA gradients wait for `apply_gradient`."""
+        batch = self._batch(step)
+        hidden = body_output.detach().requires_grad_()
+        with self.model.training(), self.model.using_lora(self.params):
+            loss = self.model.tail(hidden, batch["attention_mask"], self.task.tail_from,
+                                   batch["labels"]).loss
+        loss.backward()
+        self.losses.append(loss.item())
+        return hidden.grad
 
     def apply_gradient(self, step: int, grad: torch.Tensor) -> None:
-        """Recompute step `step`'s head forward, backpropagate the server's gradient, update."""
+        """Recompute step `step`'s head forward, backpropagate the server's gradient, update
+        (head and, U-shaped, tail together, as the unsplit model would)."""
         self._head(self._batch(step), step).backward(grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

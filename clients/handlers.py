@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from clients import faults
 from clients.device import DeviceSession, validation_activations
 from clients.profile import device_profile
 from fl_app.config import Settings
@@ -23,10 +24,11 @@ from fl_app.protocol import (
     METRICS,
     PROFILE,
     RoundTask,
+    device_layers,
     gradient_spec,
 )
 from fl_app.records import from_record, lora_spec, to_record
-from fl_app.resources import federated_text, head_model
+from fl_app.resources import HEAD_LOCK, federated_text, head_model
 from fl_app.split_model import SplitModel
 
 # Names of this device's records in context.state while a round is in progress.
@@ -45,16 +47,24 @@ class Device:
     def shard(self) -> ClientShard:
         return federated_text(self.settings, self.num_partitions).client(self.partition_id)
 
-    def model(self, split: int) -> SplitModel:
-        return head_model(self.settings.model_name, self.settings.lora, split)
+    def model(self, split: int, tail_from: int = 0) -> SplitModel:
+        """The frozen model this device trains on: a head of `split` layers, or the whole
+        model when it also runs a U-shaped split's tail from layer `tail_from`."""
+        return head_model(self.settings.model_name, self.settings.lora, split,
+                          whole=tail_from > 0)
 
-    def received_lora(self, record: ArrayRecord, split: int) -> dict[str, torch.Tensor]:
-        """The head adapter the server sent, checked against layers [0, split) of the model."""
-        model = self.model(split)
-        if not 1 <= split < model.num_layers:
-            raise ValueError(f"split {split} outside [1, {model.num_layers - 1}]")
+    def received_lora(self, record: ArrayRecord, split: int,
+                      tail_from: int = 0) -> dict[str, torch.Tensor]:
+        """The adapter the server sent, checked against this device's layers: [0, split), and
+        [tail_from, L) in a U-shaped split."""
+        model = self.model(split, tail_from)
+        top = tail_from or model.num_layers
+        if not 1 <= split < top or top > model.num_layers:
+            raise ValueError(f"split {split} (tail from {tail_from}) outside [1, "
+                             f"{model.num_layers - 1}]")
+        layers = device_layers(split, tail_from, model.num_layers)
         # Only the keys and shapes matter: no need to copy the weights on every message.
-        return from_record(record, lora_spec(model.lora_parameters(range(split))))
+        return from_record(record, lora_spec(model.lora_parameters(layers)))
 
 
 def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
@@ -68,6 +78,8 @@ def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> R
 def train_start(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
     """Begin a round: take the head adapter, reply with the activations of step 0."""
     task = RoundTask.from_record(content[CONFIG])
+    if task.u_shaped:
+        raise ValueError("a U-shaped split runs on the stream transport only")
     session = DeviceSession(device.model(task.split), device.shard().train, task,
                             device.received_lora(content[LORA], task.split))
     _save(state, task, session, step=0)
@@ -83,6 +95,7 @@ def train_step(content: RecordDict, state: RecordDict, device: Device) -> Record
     step = int(state[_TASK]["step"])
     if int(content[CONFIG]["step"]) != step:
         raise ValueError(f"gradient for step {content[CONFIG]['step']}, expected step {step}")
+    faults.at_step(device, step + 1, task.local_steps)  # before step + 1's activations
     model, data = device.model(task.split), device.shard().train
     session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
                             state[_OPTIM].to_torch_state_dict())
@@ -101,9 +114,10 @@ def evaluate(content: RecordDict, _state: RecordDict, device: Device) -> RecordD
     """Head activations of this device's validation blocks under the global adapter."""
     config = content[CONFIG]
     split = int(config["split"])
-    lora = device.received_lora(content[LORA], split)
-    acts = validation_activations(device.model(split), device.shard().val, split, lora,
-                                  int(config["max-blocks"]))
+    with HEAD_LOCK:
+        lora = device.received_lora(content[LORA], split)
+        acts = validation_activations(device.model(split), device.shard().val, split, lora,
+                                      int(config["max-blocks"]))
     return RecordDict({ACTIVATIONS: to_record(acts)})
 
 

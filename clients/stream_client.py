@@ -10,22 +10,30 @@ trained head adapter and num-examples, like the final reply of the Flower-messag
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
+from clients import faults
 from clients.device import DeviceSession
 from clients.handlers import Device
 from fl_app import framing
-from fl_app.protocol import CONFIG, LORA, METRICS, RoundTask, activation_spec, gradient_spec
+from fl_app.protocol import (
+    BODY,
+    BODY_GRAD,
+    CONFIG,
+    LORA,
+    METRICS,
+    RoundTask,
+    activation_spec,
+    gradient_spec,
+    step_exchanges,
+)
 from fl_app.records import PayloadError, check_tensors, to_record
-
-# The head model is a process-level cache whose LoRA slots a session binds in place: devices that
-# share a process (the in-process test grid) take turns; one device per process never waits.
-_HEAD_LOCK = threading.Lock()
+from fl_app.resources import HEAD_LOCK
 
 
 @dataclass(frozen=True)
@@ -60,20 +68,26 @@ class StreamLink:
 
 
 def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
-    """Run every local step of the round over the stream; reply with the trained head adapter."""
+    """Run every local step of the round over the stream; reply with the trained adapter.
+
+    Head/tail: send activations, apply the gradient. U-shaped: send activations without labels,
+    run the device's tail and loss on the body output that comes back, send the gradient at the
+    body output, then apply the gradient that reaches the head.
+    """
     task = RoundTask.from_record(content[CONFIG])
     link = StreamLink.from_record(content[framing.STREAM])
     wire = framing.WIRE_DTYPES[link.wire_dtype]
-    with _HEAD_LOCK:
-        model, data = device.model(task.split), device.shard().train
-        session = DeviceSession(model, data, task, device.received_lora(content[LORA], task.split))
-        grad_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
-                                  model.config.hidden_size)
-        acts_spec = framing.with_batch(activation_spec(model.config.hidden_size,
-                                                       data.input_ids.shape[1]), task.batch_size)
+    with HEAD_LOCK:
+        model, data = device.model(task.split, task.tail_from), device.shard().train
+        session = DeviceSession(model, data, task, device.received_lora(
+            content[LORA], task.split, task.tail_from))
+        hidden_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
+                                    model.config.hidden_size)
+        sent_specs = [spec for _, spec, _ in step_exchanges(framing.with_batch(activation_spec(
+            model.config.hidden_size, data.input_ids.shape[1]), task.batch_size), task.u_shaped)]
         acts = session.activations(0)
-    grad_limit = framing.max_frame_bytes(grad_spec, wire)
-    max_bytes = max(grad_limit, framing.max_frame_bytes(acts_spec, wire))
+    reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
+    max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
     outbox: queue.Queue[bytes | None] = queue.Queue()
     outbox.put(framing.encode({"kind": framing.HELLO, "node": link.node_id,
                                "secret": link.secret}))
@@ -83,21 +97,30 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     with link.channel(max_bytes) as channel:
         call = channel.stream_stream(framing.METHOD_PATH)
         responses = call(requests, timeout=deadline)
+
+        def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
+            outbox.put(framing.encode({"kind": kind, "step": step}, tensors, wire))
+            raw = next(responses, None)
+            if raw is None:
+                raise PayloadError(f"the server ended the stream before step {step}'s {expected}")
+            frame = framing.decode(raw, reply_limit, wire)
+            if frame.meta.get("kind") != expected or frame.meta.get("step") != step:
+                raise PayloadError(f"expected the {expected} of step {step}, got {frame.meta}")
+            return check_tensors(frame.tensors, hidden_spec, framing.decoded_dtype(wire))["hidden"]
+
         try:
             for step in range(task.local_steps):
-                outbox.put(framing.encode({"kind": framing.ACTIVATIONS, "step": step}, acts,
-                                          wire))
-                raw = next(responses, None)
-                if raw is None:
-                    raise PayloadError(f"the server ended the stream before step {step}'s "
-                                       "gradient")
-                frame = framing.decode(raw, grad_limit)
-                if frame.meta.get("kind") != framing.GRADIENT or frame.meta.get("step") != step:
-                    raise PayloadError(f"expected the gradient of step {step}, got {frame.meta}")
-                grad = check_tensors(frame.tensors, grad_spec, wire)["hidden"]
+                faults.at_step(device, step, task.local_steps, responses)
+                if task.u_shaped:
+                    body = exchange(framing.ACTIVATIONS, step, acts, BODY)
+                    with HEAD_LOCK:
+                        tail_grad = session.tail_backward(step, body)
+                    grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, framing.GRADIENT)
+                else:
+                    grad = exchange(framing.ACTIVATIONS, step, acts, framing.GRADIENT)
                 if step + 1 == task.local_steps:
                     outbox.put(None)
-                with _HEAD_LOCK:
+                with HEAD_LOCK:
                     session.apply_gradient(step, grad)
                     if step + 1 < task.local_steps:
                         acts = session.activations(step + 1)
@@ -109,5 +132,6 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         finally:
             outbox.put(None)  # releases gRPC's request thread on any exit
     metrics = MetricRecord({"num-examples": len(data)})
+    if session.losses:  # U-shaped: only the device knows its loss
+        metrics["train-losses"] = session.losses
     return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})
-

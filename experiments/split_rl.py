@@ -4,10 +4,11 @@ Trains, on one shared real evaluator (each agent charged for the evaluations it 
 PPO against the surrogate (the method), A2C and DQN against their own surrogates (baselines),
 and PPO against real evaluations (the costly reference). Then, per held-out channel state, the
 exact oracle (every split evaluated) and the reward of each policy and baseline, on a channel
-realisation (seed) none of them trained on. Writes ``split_rl.json`` and the learned policy
-(``policy/``, loadable with ``SplitPolicy.load``) to ``--out``. Usage::
+realisation (seed) none of them trained on. Writes ``split_rl.json``, the learned policy
+(``policy/``, loadable with ``SplitPolicy.load``) and four figures (``split_rl_*.png``) to
+``--out``; ``--plot-only`` redraws the figures from an existing ``split_rl.json``. Usage::
 
-    python -m experiments.split_rl [--fast] [--model NAME] [--out DIR]
+    python -m experiments.split_rl [--fast] [--model NAME] [--out DIR] [--plot-only]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from allocation.split_rl import (
     real_ratio,
     train_agent,
 )
+from experiments.plotting import save, subplots
 from fl_app.config import Settings
 from fl_app.resources import federated_text
 from fl_app.split_model import SplitModel
@@ -70,6 +72,28 @@ FULL = Budget(n_blocks=4, grid_q=7, seeds=(0,), timesteps=50_000, fit_epochs=150
               refresh_every=10_000, refresh_states=6, n_test=8)
 
 
+class RewardCurve:
+    """A ratio function that records the reward of every training step it answers, in order.
+
+    Agents only see rewards through their ratio function, so wrapping it yields the training
+    curve of any agent without a callback.
+    """
+
+    def __init__(self, problem: SplitProblem, ratio: Callable[[float, int], float]) -> None:
+        self.problem, self.ratio, self.rewards = problem, ratio, []
+
+    def __call__(self, loss_rate: float, split: int) -> float:
+        value = self.ratio(loss_rate, split)
+        self.rewards.append(self.problem.reward(value, 1.0, split))
+        return value
+
+    def binned(self, n_bins: int = 50) -> dict:
+        """Mean reward per bin of consecutive steps, with the step count at each bin's end."""
+        bins = np.array_split(np.asarray(self.rewards), min(n_bins, len(self.rewards)))
+        return {"timesteps": np.cumsum([len(b) for b in bins]).tolist(),
+                "mean_reward": [float(b.mean()) for b in bins]}
+
+
 def held_out_states(problem: SplitProblem, n: int) -> list[float]:
     """Centres of `n` equal bins over [q_low, q_high], rounded as the evaluator rounds."""
     edges = np.linspace(problem.q_low, problem.q_high, n + 1)
@@ -77,7 +101,8 @@ def held_out_states(problem: SplitProblem, n: int) -> list[float]:
 
 
 def surrogate_agent(algorithm: str, problem: SplitProblem, evaluator: SplitEvaluator,
-                    budget: Budget, seed: int) -> tuple[SplitPolicy, Surrogate, Tally, float]:
+                    budget: Budget, seed: int
+                    ) -> tuple[SplitPolicy, Surrogate, Tally, RewardCurve, float]:
     """Fit a surrogate on the grid, train `algorithm` against it with Dyna refreshes."""
     start = time.perf_counter()
     tally = Tally(evaluator)
@@ -86,8 +111,9 @@ def surrogate_agent(algorithm: str, problem: SplitProblem, evaluator: SplitEvalu
     surrogate.fit(budget.fit_epochs)
     refresh = DynaRefresh(surrogate, budget.refresh_every, budget.refresh_states,
                           epochs=budget.fit_epochs // 3)
-    policy = train_agent(algorithm, problem, surrogate.ratio, budget.timesteps, seed, refresh)
-    return policy, surrogate, tally, time.perf_counter() - start
+    curve = RewardCurve(problem, surrogate.ratio)
+    policy = train_agent(algorithm, problem, curve, budget.timesteps, seed, refresh)
+    return policy, surrogate, tally, curve, time.perf_counter() - start
 
 
 def score(policy_split, choice, problem: SplitProblem) -> dict:
@@ -100,27 +126,28 @@ def score(policy_split, choice, problem: SplitProblem) -> dict:
 def train_agents(
     problem: SplitProblem, evaluator: SplitEvaluator, budget: Budget, seed: int,
     progress: Callable[[str], None],
-) -> tuple[dict, dict, dict, SplitPolicy, Surrogate]:
+) -> tuple[dict, dict, dict, dict, SplitPolicy, Surrogate]:
     """Train PPO, A2C and DQN on surrogates and PPO on real evaluations.
 
-    Returns the split rules by name, the tallies of real evaluations, the wall times, the
-    learned policy (PPO on the surrogate) and its surrogate.
+    Returns the split rules by name, the tallies of real evaluations, the training reward
+    curves, the wall times, the learned policy (PPO on the surrogate) and its surrogate.
     """
-    rules, tallies, wall = {}, {}, {}
-    ppo, surrogate, tallies["ppo-surrogate"], wall["ppo-surrogate_s"] = surrogate_agent(
-        "ppo", problem, evaluator, budget, seed)
+    rules, tallies, curves, wall = {}, {}, {}, {}
+    ppo, surrogate, tallies["ppo-surrogate"], curves["ppo-surrogate"], \
+        wall["ppo-surrogate_s"] = surrogate_agent("ppo", problem, evaluator, budget, seed)
     rules["ppo-surrogate"] = ppo.split_for
     progress("ppo against the surrogate trained")
     for name in ("a2c", "dqn"):
-        policy, _, tallies[f"{name}-surrogate"], wall[f"{name}-surrogate_s"] = surrogate_agent(
+        agent = f"{name}-surrogate"
+        policy, _, tallies[agent], curves[agent], wall[f"{agent}_s"] = surrogate_agent(
             name, problem, evaluator, budget, seed)
-        rules[f"{name}-surrogate"] = policy.split_for
+        rules[agent] = policy.split_for
         progress(f"{name} against the surrogate trained")
 
     begin = time.perf_counter()
     tallies["ppo-real"] = Tally(evaluator)
-    ppo_real = train_agent("ppo", problem, real_ratio(tallies["ppo-real"], budget.seeds, seed),
-                           budget.timesteps, seed)
+    curves["ppo-real"] = RewardCurve(problem, real_ratio(tallies["ppo-real"], budget.seeds, seed))
+    ppo_real = train_agent("ppo", problem, curves["ppo-real"], budget.timesteps, seed)
     rules["ppo-real"] = ppo_real.split_for
     wall["ppo-real_s"] = time.perf_counter() - begin
     progress("ppo against real evaluations trained")
@@ -131,7 +158,7 @@ def train_agents(
 
     rules |= {"surrogate-argmax": surrogate_argmax,
               "fixed-shallow": lambda q, s: 1, "fixed-deep": lambda q, s: problem.p_max}
-    return rules, tallies, wall, ppo, surrogate
+    return rules, tallies, curves, wall, ppo, surrogate
 
 
 def score_held_out(problem: SplitProblem, source: Tally, rules: dict,
@@ -163,8 +190,8 @@ def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
               "evaluations so far", flush=True)
 
     progress(f"loaded {model_name}, clean perplexity {clean:.2f}")
-    agents, tallies, wall, ppo, surrogate = train_agents(problem, evaluator, budget, seed,
-                                                         progress)
+    agents, tallies, curves, wall, ppo, surrogate = train_agents(problem, evaluator, budget,
+                                                                 seed, progress)
     wall["load_s"] = load_s
     begin = time.perf_counter()
     tallies["oracle"] = Tally(evaluator)
@@ -193,6 +220,8 @@ def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
         "policy_shape": {"loss_rate": qs.tolist(),
                          "split_from_shallowest": [ppo.split_for(q, 1) for q in qs],
                          "split_from_deepest": [ppo.split_for(q, problem.p_max) for q in qs]},
+        # Mean reward per step seen in training (from the agent's own surrogate, or real).
+        "reward_curves": {name: curve.binned() for name, curve in curves.items()},
         "real_evaluations": {name: t.evaluations for name, t in tallies.items()},
         "real_queries": {name: t.requests for name, t in tallies.items()},
         "evaluations_ratio_real_over_surrogate":
@@ -214,6 +243,84 @@ def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
     return report
 
 
+def perplexity_table(report: dict) -> tuple[list[float], list[int], np.ndarray]:
+    """Held-out loss rates, splits and PPL / PPL_ref per (rate, split), from the rewards.
+
+    The reward is affine in PPL / PPL_ref, so the report's rewards give the ratios exactly.
+    """
+    problem = SplitProblem(**report["problem"])
+    rates = [state["loss_rate"] for state in report["held_out"]]
+    splits = list(problem.splits)
+    load = np.array([problem.beta * (problem.p_max - p) / problem.p_max for p in splits])
+    rewards = np.array([[state["rewards_by_split"][str(p)] for p in splits]
+                        for state in report["held_out"]])
+    return rates, splits, 1.0 - (rewards - load) / problem.alpha
+
+
+def plot(report: dict, out: Path) -> list[Path]:
+    """Draw the seed-B figures of a report (as read back from ``split_rl.json``) into `out`."""
+    rates, splits, ratio = perplexity_table(report)
+    oracle_split = [state["oracle"]["split"] for state in report["held_out"]]
+    paths = []
+
+    fig, axes = subplots(panel=(4.2, 3.0))
+    ax = axes[0, 0]
+    image = ax.imshow(np.log10(ratio), aspect="auto", origin="lower", cmap="magma",
+                      extent=(splits[0] - 0.5, splits[-1] + 0.5, -0.5, len(rates) - 0.5))
+    ax.plot(oracle_split, range(len(rates)), "c*", markersize=8, label="oracle split")
+    ax.set(xlabel="split p (decoder layers on the device)", ylabel="loss rate q", xticks=splits,
+           yticks=range(len(rates)), yticklabels=[f"{q:.2f}" for q in rates],
+           title=f"{report['model']}: perplexity / clean (clean {report['clean_perplexity']:.1f})")
+    ax.grid(False)
+    ax.legend(loc="upper right")
+    fig.colorbar(image, ax=ax, label="log10(PPL / PPL_clean)")
+    paths.append(save(fig, out / "split_rl_perplexity.png"))
+
+    fig, axes = subplots(panel=(4.2, 3.0))
+    ax, shape = axes[0, 0], report["policy_shape"]
+    ax.step(shape["loss_rate"], shape["split_from_shallowest"], where="mid", color="C0",
+            label="PPO (surrogate), from p=1")
+    ax.step(shape["loss_rate"], shape["split_from_deepest"], where="mid", color="C0",
+            linestyle="--", label="PPO (surrogate), from p_max")
+    for i, name in enumerate(("ppo-real", "a2c-surrogate", "dqn-surrogate", "surrogate-argmax")):
+        offset = 0.1 * (i - 1.5)  # side by side where they agree
+        ax.plot(rates, [state[name]["split"] + offset for state in report["held_out"]],
+                linestyle="none", marker="o^vs"[i], color=f"C{i + 1}", label=name)
+    ax.plot(rates, oracle_split, "k*", markersize=9, label="oracle")
+    ax.set(xlabel="loss rate q", ylabel="split p", ylim=(0.5, splits[-1] + 0.5), yticks=splits,
+           title="learned split against the oracle (held-out states)")
+    ax.legend(fontsize=7, ncol=2)
+    paths.append(save(fig, out / "split_rl_policy.png"))
+
+    if "reward_curves" in report:  # absent from reports written before the curves were kept
+        fig, axes = subplots(panel=(4.2, 3.0))
+        ax = axes[0, 0]
+        for i, (name, curve) in enumerate(report["reward_curves"].items()):
+            ax.plot(curve["timesteps"], curve["mean_reward"], color=f"C{i}", label=name)
+        ax.axhline(report["mean_reward"]["oracle"], color="k", linestyle=":",
+                   label="oracle (held-out mean)")
+        ax.set(xlabel="environment steps", ylabel="mean reward per step",
+               title="training reward (each agent's own reward model)")
+        ax.legend()
+        paths.append(save(fig, out / "split_rl_rewards.png"))
+
+    fig, axes = subplots(panel=(4.2, 3.0))
+    ax = axes[0, 0]
+    names = list(report["real_evaluations"])
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [report["real_queries"][n] for n in names], 0.4, color="0.7",
+           label="queries")
+    ax.bar(x + 0.2, [report["real_evaluations"][n] for n in names], 0.4, color="C0",
+           label="distinct real evaluations")
+    ax.set(yscale="log", ylabel="count", xticks=x,
+           title=f"real evaluations: {report['evaluations_ratio_real_over_surrogate']:.1f}x "
+                 "fewer with the surrogate")
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.legend()
+    paths.append(save(fig, out / "split_rl_evaluations.png"))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true",
@@ -226,10 +333,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="agent and environment seed")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: small tensors gain nothing from more)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw the figures from DIR/split_rl.json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        report = json.loads((args.out / "split_rl.json").read_text())
+        print("wrote", ", ".join(str(p) for p in plot(report, args.out)))
+        return report
     torch.set_num_threads(args.threads)
     model = args.model or ("tiny-llama" if args.fast else "smollm2-135m")
     report = run(model, FAST if args.fast else FULL, args.out, args.seed)
+    plot(json.loads((args.out / "split_rl.json").read_text()), args.out)
     print(f"mean reward: oracle {report['mean_reward']['oracle']:.3f}, policy "
           f"{report['mean_reward']['ppo-surrogate']:.3f} (gap {report['gap_to_oracle']:.1%}); "
           f"real evaluations: surrogate agent {report['real_evaluations']['ppo-surrogate']}, "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from allocation.allocators import ALLOCATORS
+from clients.faults import parse as parse_faults
 from fl_app.channel import CHANNELS
 from fl_app.split_model import LoraSettings
 
@@ -20,7 +21,7 @@ OPTIMIZERS = ("adamw", "sgd")
 PARTITIONINGS = ("natural", "iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 TRANSPORTS = ("flower", "stream")
-STREAM_DTYPES = ("float32", "float16", "bfloat16")  # activations/gradients on the stream
+STREAM_DTYPES = ("float32", "float16", "bfloat16", "int8")  # activations/gradients on the stream
 
 
 def _key(name: str) -> str:
@@ -69,6 +70,7 @@ class Settings:
     tls_keyfile: str = ""
     tls_ca_certfile: str = ""  # the CA devices verify the server with; empty = the cert itself
     step_timeout_s: float = 300.0
+    reply_timeout_s: float = 600.0  # profile and evaluation requests (cold starts included)
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     eval_batches: int = 2
@@ -116,6 +118,8 @@ class Settings:
             ("aggregation", self.aggregation in AGGREGATIONS, f"one of {AGGREGATIONS}"),
             ("trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
             ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
+            ("device-tail-layers", not self.device_tail_layers or self.transport == "stream",
+             "a U-shaped split needs transport = \"stream\""),
             ("allocator", self.allocator in ALLOCATORS, f"one of {ALLOCATORS}"),
             ("split", self.split >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
@@ -133,12 +137,14 @@ class Settings:
             ("tls-ca-certfile", not self.tls_ca_certfile or bool(self.tls_certfile),
              "needs tls-certfile and tls-keyfile"),
             ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
+            ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
         ]
         for key, ok, rule in checks:
             if not ok:
                 raise ValueError(f"config {key} = {getattr(self, _attr(key))!r}: {rule}")
+        parse_faults(self.inject_faults)  # its own errors say what is wrong with it
 
     @property
     def lora(self) -> LoraSettings:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, Message
 
 Spec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -71,6 +71,13 @@ def check_tensors(tensors: Mapping[str, torch.Tensor], spec: Spec,
             raise PayloadError(f"{key}: non-finite values")
         out[key] = tensor.to(dtype)
     return out
+
+
+def client_error(reply: Message) -> str:
+    """A client's error reply in one line: its code and the last line of its reason (Ray
+    simulation wraps the device's exception in a multi-line traceback)."""
+    lines = [line.strip() for line in reply.error.reason.splitlines() if line.strip()]
+    return f"client error {reply.error.code}: {lines[-1][-300:] if lines else '(no reason)'}"
 
 
 def lora_spec(state: Mapping[str, torch.Tensor]) -> Spec:

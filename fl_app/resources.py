@@ -7,6 +7,7 @@ client state lives in `context.state`).
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -17,14 +18,21 @@ from fl_app.presets import quiet_transformers, resolve_checkpoint
 from fl_app.split_model import LoraSettings, SplitModel
 
 _HEADS: dict[tuple[str, LoraSettings], SplitModel] = {}
+# Sessions bind their LoRA tensors into the cached model in place: devices that share a process
+# (the in-process test grid runs them in threads) take turns; one device per process never waits.
+HEAD_LOCK = threading.Lock()
 
 
-def head_model(model_name: str, lora: LoraSettings, split: int) -> SplitModel:
-    """A frozen head with at least `split` layers; grows (reloads) only when a deeper split
-    comes, so a worker never holds more than one copy of the base weights."""
+def head_model(model_name: str, lora: LoraSettings, split: int,
+               whole: bool = False) -> SplitModel:
+    """A frozen head with at least `split` layers (or the whole model with its LM head, for a
+    U-shaped split); grows (reloads) only when more is needed, so a worker never holds more
+    than one copy of the base weights."""
     cached = _HEADS.get((model_name, lora))
-    if cached is None or cached.loaded_layers < split:
-        cached = SplitModel(model_name, lora, head_layers=split)
+    too_small = cached is None or cached.loaded_layers < split or (
+        whole and not cached.has_lm_head)
+    if too_small:
+        cached = SplitModel(model_name, lora, head_layers=None if whole else split)
         _HEADS[(model_name, lora)] = cached
     return cached
 

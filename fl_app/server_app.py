@@ -14,7 +14,7 @@ from fl_app.config import Settings
 from fl_app.protocol import Spec, activation_spec
 from fl_app.resources import federated_text
 from fl_app.split_model import SplitModel
-from strategies.aggregation import fedavg
+from strategies.aggregation import make_aggregator
 from strategies.outputs import RunRecorder, load_checkpoint
 from strategies.split_fed import SplitFedStrategy
 from strategies.stream_transport import StreamTransport, TlsFiles
@@ -26,7 +26,11 @@ app = ServerApp()
 def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     """Wire the pieces a run needs from its settings (raises ValueError on a bad config)."""
     model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
-    check_split(settings.split, model.num_layers)
+    if settings.device_tail_layers > model.num_layers - 2:
+        raise ValueError(f"config device-tail-layers = {settings.device_tail_layers}: at most "
+                         f"{model.num_layers - 2} for a {model.num_layers}-layer model (the "
+                         "head and the server's body need a layer each)")
+    check_split(settings.split, model.num_layers - settings.device_tail_layers)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
@@ -35,7 +39,8 @@ def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
     heldout = federated_text(settings, num_partitions=1).heldout
     return SplitFedStrategy(settings, model, allocator, build_transport(settings, grid, spec),
-                            fedavg, recorder, heldout, spec)
+                            make_aggregator(settings.aggregation, settings.trim_fraction),
+                            recorder, heldout, spec)
 
 
 def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:
@@ -63,7 +68,7 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
     strategy = build_strategy(settings, grid)
     first_round = (strategy.resume(load_checkpoint(settings.resume_from))
                    if settings.resume_from else 1)
-    wait_for_nodes(grid, settings.min_train_clients, settings.step_timeout_s)
+    wait_for_nodes(grid, settings.min_train_clients, settings.reply_timeout_s)
     started = time.perf_counter()
     final = strategy.run(grid, first_round)
     adapter = strategy.recorder.folder / "adapter"

@@ -81,6 +81,7 @@ class SplitModel:
         if head_layers is not None and not 0 <= head_layers <= self.num_layers:
             raise ValueError(f"head_layers must be in [0, {self.num_layers}], got {head_layers}")
         self.loaded_layers = self.num_layers if head_layers is None else head_layers
+        self.has_lm_head = head_layers is None  # final norm and LM head too (tail, full)
 
         overrides = {}
         if head_layers is not None:
@@ -200,7 +201,7 @@ class SplitModel:
         top = self.num_layers if need_tail else self.loaded_layers
         if not 0 <= split <= top:
             raise ValueError(f"split must be in [0, {top}], got {split}")
-        if need_tail and self.loaded_layers < self.num_layers:
+        if need_tail and not self.has_lm_head:
             raise ValueError("this instance holds only a head; the tail runs on the server")
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor,

@@ -42,7 +42,8 @@ class RunRecorder:
         self.folder = Path(output_dir) / name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
-        atomic_write(self.folder / "config.json", json.dumps(dict(config), indent=2).encode())
+        self.config = dict(config)
+        atomic_write(self.folder / "config.json", json.dumps(self.config, indent=2).encode())
 
     def log_round(self, row: Mapping[str, Any]) -> None:
         """Append one round's metrics to metrics.jsonl and rewrite metrics.csv."""
@@ -67,10 +68,12 @@ class RunRecorder:
         atomic_write(self.folder / "metrics.csv", buffer.getvalue().encode())
 
     def checkpoint(self, server_round: int, global_lora: Mapping[str, torch.Tensor]) -> Path:
-        """Save the global adapter and the metrics so far after `server_round`."""
+        """Save everything a resumed run needs after `server_round`: the global adapter, the
+        metrics so far and the run config. No RNG or allocator state is needed: every random
+        draw of a round (sampling, fading, batches) is derived from (seed, round)."""
         buffer = io.BytesIO()
-        torch.save({"round": server_round, "lora": dict(global_lora), "metrics": self.rows},
-                   buffer)
+        torch.save({"round": server_round, "lora": dict(global_lora), "metrics": self.rows,
+                    "config": self.config}, buffer)
         path = self.folder / "checkpoints" / f"round-{server_round:04d}.pt"
         atomic_write(path, buffer.getvalue())
         return path

@@ -34,12 +34,13 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fl_app import framing
-from fl_app.protocol import CONFIG, LORA, Spec
-from fl_app.records import PayloadError, check_tensors, to_record
+from fl_app.protocol import CONFIG, LORA, Spec, step_exchanges
+from fl_app.records import PayloadError, check_tensors, client_error, to_record
 from strategies.transport import TailStep, TrainJob, TrainOutcome, read_final_reply
 
 _SPARE_WORKERS = 2  # threads beyond one per client: to refuse stray connections promptly
 _HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
+_REPLY_GRACE_S = 10.0  # how long a dropped client's Flower reply may still come to say why
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,19 @@ class _Session:
     job: TrainJob
     secret: str
     outcome: TrainOutcome
-    spec: Spec  # its activations, batch axis fixed
-    max_bytes: int  # its largest legitimate activation frame
+    exchanges: list[tuple[str, Spec, str]]  # of one step (protocol.step_exchanges), batch fixed
+    max_bytes: int  # its largest legitimate frame
     state: str = "waiting"  # waiting -> streaming -> streamed -> done | failed
     deadline: float = math.inf  # streaming/streamed: when silence becomes a stall
     context: grpc.ServicerContext | None = None
     stream_ok: bool = False  # the client half-closed after the last step
     sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
+    failed_at: float = -math.inf
 
     def fail(self, reason: str) -> None:
         if self.state not in ("done", "failed"):
             self.state, self.outcome.failure = "failed", reason
+            self.failed_at = time.monotonic()
             if self.context is not None:
                 self.context.cancel()  # wakes the stream's thread if it waits for a frame
 
@@ -115,7 +118,8 @@ class StreamTransport:
     public_host : str (default: "")
         Host devices dial (must match the TLS certificate); empty = `host`.
     wire_dtype : str (default: "float32")
-        Floating dtype of activations and gradients on the wire (`framing.WIRE_DTYPES`).
+        Floating dtype of activations and gradients on the wire (`framing.WIRE_DTYPES`; int8
+        is quantised per token and arrives as float32).
     tls : TlsFiles, optional
         Without it the stream is plaintext (loopback and tests only).
     poll_s, max_poll_s : float (default: 0.005, 0.1)
@@ -168,8 +172,9 @@ class StreamTransport:
 
     def _session(self, job: TrainJob) -> _Session:
         spec = framing.with_batch(self.spec, job.task.batch_size)
-        return _Session(job, secrets.token_hex(32), TrainOutcome(job.node_id), spec,
-                        framing.max_frame_bytes(spec, self.wire_dtype))
+        exchanges = step_exchanges(spec, job.task.u_shaped)
+        limit = max(framing.max_frame_bytes(s, self.wire_dtype) for _, s, _ in exchanges)
+        return _Session(job, secrets.token_hex(32), TrainOutcome(job.node_id), exchanges, limit)
 
     def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
                                                                  str]:
@@ -223,8 +228,13 @@ class StreamTransport:
             with self._cond:
                 for reply in replies:
                     self._finish(pending.pop(reply.metadata.reply_to_message_id), reply)
-                self._watchdog(time.monotonic())
-                if all(s.state in ("done", "failed") for s in self._sessions.values()):
+                now = time.monotonic()
+                self._watchdog(now)
+                # A device that raised cuts its stream before its error reply comes: give the
+                # reply of a client dropped moments ago a short grace to say why.
+                grace = min(self.step_timeout_s, _REPLY_GRACE_S)
+                if all(s.state in ("done", "failed") for s in self._sessions.values()) and \
+                        all(now - s.failed_at > grace for s in pending.values()):
                     return
                 if replies or self._cond.wait(idle):
                     idle = self.poll_s
@@ -236,21 +246,24 @@ class StreamTransport:
         self._last_event = time.monotonic()
         job, outcome = session.job, session.outcome
         if session.state == "failed":
+            if reply.has_error():  # why its stream broke, as the client tells it
+                outcome.failure += f"; {client_error(reply)}"
             return
         try:
             if reply.has_error():
-                raise PayloadError(f"client error {reply.error.code}: {reply.error.reason}")
+                raise PayloadError(client_error(reply))
             if outcome.steps_done < job.task.local_steps:
                 raise PayloadError(f"replied after {outcome.steps_done} of "
                                    f"{job.task.local_steps} steps")
             content = reply.content
             outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
-            head_lora, num_examples = read_final_reply(content, job)
+            head_lora, num_examples, losses = read_final_reply(content, job)
         except PayloadError as exc:
             session.fail(f"reply: {exc}")
             return
         outcome.transport_s += time.monotonic() - session.sent_at
         outcome.head_lora, outcome.num_examples = head_lora, num_examples
+        outcome.device_losses = losses
         session.state = "done"
 
     def _watchdog(self, now: float) -> None:
@@ -278,7 +291,7 @@ class StreamTransport:
             timer.cancel()
         try:
             yield from self._steps(session, requests)
-        except (PayloadError, grpc.RpcError, _Refused) as exc:
+        except Exception as exc:  # a client fault, or a tail failure on its data
             with self._cond:
                 session.fail(f"step {session.outcome.steps_done}: {type(exc).__name__}: {exc}")
                 self._cond.notify_all()
@@ -333,40 +346,44 @@ class StreamTransport:
             raise
 
     def _steps(self, session: _Session, requests: Iterator[bytes]) -> Iterator[bytes]:
+        """Answer each of the step's exchanges (one, or two in a U-shaped split) in order."""
         job, outcome = session.job, session.outcome
         node, steps = job.node_id, job.task.local_steps
         for step in range(steps):
-            raw = next(requests, None)
-            arrived = time.monotonic()
-            if raw is None:
-                raise PayloadError(f"stream closed after {step} of {steps} steps")
-            with self._cond:
-                outcome.transport_s += arrived - session.sent_at
-                outcome.bytes_up += len(raw)
-                session.deadline = math.inf  # our own tail step is not the client's silence
-            frame = framing.decode(raw, session.max_bytes)
-            if frame.meta.get("kind") != framing.ACTIVATIONS or frame.meta.get("step") != step:
-                raise PayloadError(f"expected activations of step {step}, got {frame.meta}")
-            activations = check_tensors(frame.tensors, session.spec, self.wire_dtype)
-            with self._tail_lock:
-                if self._closed or session.state != "streaming":
-                    raise _Refused("the round is over for this client")
-                started = time.perf_counter()
-                grad = self._tail_step(node, activations)
-                outcome.step_times.append(time.perf_counter() - started)
-            out = framing.encode({"kind": framing.GRADIENT, "step": step}, {"hidden": grad},
-                                 self.wire_dtype)
-            with self._cond:
-                outcome.bytes_down += len(out)
-                outcome.steps_done = step + 1
-                # The client's turn starts now: it has the timeout to send the next frame (or,
-                # after the last step, to reply through Flower).
-                session.sent_at = self._last_event = time.monotonic()
-                session.deadline = session.sent_at + self.step_timeout_s
-                if step + 1 == steps and session.state == "streaming":
-                    session.state = "streamed"
-                    self._cond.notify_all()
-            yield out
+            for index, (request, spec, reply) in enumerate(session.exchanges):
+                last = index + 1 == len(session.exchanges)
+                raw = next(requests, None)
+                arrived = time.monotonic()
+                if raw is None:
+                    raise PayloadError(f"stream closed after {step} of {steps} steps")
+                with self._cond:
+                    outcome.transport_s += arrived - session.sent_at
+                    outcome.bytes_up += len(raw)
+                    session.deadline = math.inf  # our own tail step is not the client's silence
+                frame = framing.decode(raw, session.max_bytes, self.wire_dtype)
+                if frame.meta.get("kind") != request or frame.meta.get("step") != step:
+                    raise PayloadError(f"expected {request} of step {step}, got {frame.meta}")
+                tensors = check_tensors(frame.tensors, spec,
+                                        framing.decoded_dtype(self.wire_dtype))
+                with self._tail_lock:
+                    if self._closed or session.state != "streaming":
+                        raise _Refused("the round is over for this client")
+                    started = time.perf_counter()
+                    answer = self._tail_step(node, tensors)
+                    outcome.step_times.append(time.perf_counter() - started)
+                out = framing.encode({"kind": reply, "step": step}, {"hidden": answer},
+                                     self.wire_dtype)
+                with self._cond:
+                    outcome.bytes_down += len(out)
+                    outcome.steps_done = step + last
+                    # The client's turn starts now: it has the timeout to send the next frame
+                    # (or, after the last step, to reply through Flower).
+                    session.sent_at = self._last_event = time.monotonic()
+                    session.deadline = session.sent_at + self.step_timeout_s
+                    if last and step + 1 == steps and session.state == "streaming":
+                        session.state = "streamed"
+                        self._cond.notify_all()
+                yield out
         if next(requests, None) is not None:
             raise PayloadError(f"a frame after the last of {steps} steps")
         with self._cond:

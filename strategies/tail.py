@@ -1,4 +1,9 @@
-"""The server's half of one client's round: a private copy of the tail LoRA and its optimizer."""
+"""The server's part of one client's round: a private copy of its LoRA layers and optimizer.
+
+Head/tail split: `TailSession` trains layers [split, L) and computes the loss. U-shaped split:
+`BodySession` trains layers [split, tail_from) and never sees labels; the device computes the
+loss. Both answer the data plane's requests through `step`, one call per exchange.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,38 @@ import torch
 
 from fl_app.optim import make_optimizer
 from fl_app.protocol import RoundTask
+from fl_app.records import PayloadError
 from fl_app.split_model import SplitModel, trainable_copy
 
 
-class TailSession:
+class _ServerPart:
+    """A client's server-side LoRA copy and its optimizer (the frozen base is shared)."""
+
+    def __init__(self, model: SplitModel, lora: Mapping[str, torch.Tensor],
+                 task: RoundTask) -> None:
+        self.model, self.task = model, task
+        self.params = trainable_copy(lora)
+        self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
+        self.losses: list[float] = []  # the training loss, where this part computes it
+
+    def _update(self) -> None:
+        _refuse_non_finite(*(p.grad for p in self.params.values()))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lora(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach() for k, p in self.params.items()}
+
+
+def _refuse_non_finite(*tensors: torch.Tensor | None) -> None:
+    """Finite but extreme activations (or labels that predict no token) can make the loss or
+    a gradient non-finite: stop before they reach the client's LoRA copy and, through it, the
+    global adapter."""
+    if not all(t is None or bool(torch.isfinite(t).all()) for t in tensors):
+        raise PayloadError("non-finite loss or gradient on this client's activations")
+
+
+class TailSession(_ServerPart):
     """Trains layers [split, L) of one client's adapter on the activations it streams in.
 
     Parameters
@@ -24,24 +57,42 @@ class TailSession:
         The client's round settings (split, optimizer, learning rate).
     """
 
-    def __init__(self, model: SplitModel, lora: Mapping[str, torch.Tensor],
-                 task: RoundTask) -> None:
-        self.model, self.task = model, task
-        self.params = trainable_copy(lora)
-        self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
-        self.losses: list[float] = []
-
     def step(self, activations: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Tail forward + backward + optimizer step; returns d loss / d activations."""
         hidden = activations["hidden"].detach().requires_grad_()
         with self.model.training(), self.model.using_lora(self.params):
             out = self.model.tail(hidden, activations["attention_mask"], self.task.split,
                                   activations["labels"])
+        _refuse_non_finite(out.loss)
         out.loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._update()
         self.losses.append(out.loss.item())
         return hidden.grad
 
-    def lora(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach() for k, p in self.params.items()}
+
+class BodySession(_ServerPart):
+    """Trains layers [split, tail_from) of one client's adapter in a U-shaped split.
+
+    Each step takes two exchanges: the head's activations (hidden states and padding mask, no
+    labels) -> the body's output; then the gradient at that output -> the gradient at the
+    body's input, after the optimizer step. The forward graph waits in between.
+    """
+
+    def __init__(self, model: SplitModel, lora: Mapping[str, torch.Tensor],
+                 task: RoundTask) -> None:
+        super().__init__(model, lora, task)
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, output)
+
+    def step(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self._pending is None:
+            hidden = tensors["hidden"].detach().requires_grad_()
+            with self.model.training(), self.model.using_lora(self.params):
+                out = self.model.body(hidden, tensors["attention_mask"], self.task.split,
+                                      self.task.tail_from)
+            self._pending = (hidden, out)
+            return out.detach()
+        hidden, out = self._pending
+        self._pending = None
+        out.backward(tensors["hidden"])
+        self._update()
+        return hidden.grad

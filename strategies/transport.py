@@ -8,6 +8,7 @@ transport can replace the Flower-message one without touching the round loop.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from fl_app.protocol import (
     RoundTask,
     Spec,
 )
-from fl_app.records import PayloadError, from_record, lora_spec, to_record
+from fl_app.records import PayloadError, client_error, from_record, lora_spec, to_record
 
 TailStep = Callable[[int, Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -55,18 +56,26 @@ class TrainOutcome:
     bytes_down: int = 0
     transport_s: float = 0.0  # wall time spent waiting for this client's replies
     step_times: list[float] = field(default_factory=list)
+    device_losses: list[float] = field(default_factory=list)  # U-shaped: the device's losses
 
 
-def read_final_reply(content: RecordDict, job: TrainJob) -> tuple[dict[str, torch.Tensor], int]:
-    """A client's last reply of the round: its trained head adapter (exactly the layers it was
-    sent) and the positive number of examples it weighs in aggregation with."""
+def read_final_reply(content: RecordDict, job: TrainJob
+                     ) -> tuple[dict[str, torch.Tensor], int, list[float]]:
+    """A client's last reply of the round: its trained adapter (exactly the layers it was
+    sent), the positive number of examples it weighs in aggregation with, and in a U-shaped
+    split its loss at every local step (empty otherwise)."""
     if LORA not in content.array_records or METRICS not in content.metric_records:
         raise PayloadError("final reply lacks the head adapter or its metrics")
     head_lora = from_record(content[LORA], lora_spec(job.head_lora))
-    num_examples = content[METRICS].get("num-examples", 0)
+    num_examples = content[METRICS].get("num-examples")  # None when missing
     if not isinstance(num_examples, int) or num_examples <= 0:
         raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
-    return head_lora, num_examples
+    losses = content[METRICS].get("train-losses", []) if job.task.u_shaped else []
+    if job.task.u_shaped and not (
+            isinstance(losses, list) and len(losses) == job.task.local_steps
+            and all(isinstance(x, float) and math.isfinite(x) for x in losses)):
+        raise PayloadError(f"train-losses must be {job.task.local_steps} finite floats")
+    return head_lora, num_examples, list(losses)
 
 
 class Transport(Protocol):
@@ -143,7 +152,7 @@ class FlowerTransport:
                 tail_step: TailStep) -> RecordDict | None:
         """Process one reply; return the next message's content, or None when the job is done."""
         if reply.has_error():
-            raise PayloadError(f"client error {reply.error.code}: {reply.error.reason}")
+            raise PayloadError(client_error(reply))
         content = reply.content
         outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
         if step < job.task.local_steps:
@@ -158,6 +167,7 @@ class FlowerTransport:
             outcome.step_times.append(time.perf_counter() - started)
             return RecordDict({CONFIG: ConfigRecord({"step": step}),
                                GRADIENT: to_record({"hidden": grad})})
-        outcome.head_lora, outcome.num_examples = read_final_reply(content, job)
+        outcome.head_lora, outcome.num_examples, outcome.device_losses = read_final_reply(
+            content, job)
         outcome.steps_done = job.task.local_steps
         return None

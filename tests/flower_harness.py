@@ -353,3 +353,57 @@ def run_status(harness: FlowerHarness, connection: str, run_id: int) -> str:
             break
         time.sleep(2)
     return row["status"]
+
+
+# ---- fault-injection runs ----------------------------------------------------------------------
+# One round, 7 clients, 5 of them faulty (one of each kind); the Dirichlet split gives every
+# partition a different number of training blocks, which is how a node id in the metrics is
+# traced back to its partition.
+FAULT_CLIENTS = 7
+FAULTS = {0: "raise", 1: "silent", 2: "crash", 3: "disconnect", 4: "straggle"}
+FAULT_RUN_CONFIG = ('model-name="tiny-llama" corpus="synthetic" partitioning="dirichlet" '
+                    'num-server-rounds=1 split=3 local-steps=2 block-size=16 eval-every=0 '
+                    'min-train-clients=2 transport="stream" inject-faults="'
+                    + ",".join(f"{p}:{k}" for p, k in FAULTS.items()) + '"')
+# What the server records for each kind (stream transport; every fault hits local step 1).
+FAULT_REASONS = {
+    "raise": r"^step 1: .*client error \d+: .*injected fault: raise \(partition 0, step 1\)",
+    "silent": r"^step 1: no activations within \d+ s$",
+    "straggle": r"^step 1: no activations within \d+ s$",
+    # The process dies: its stream is lost, and Flower may report the dead ClientApp.
+    "crash": r"^step 1: (stream cancelled or lost|PayloadError: stream closed)",
+    "disconnect": r"^step 1: (stream cancelled or lost|PayloadError: stream closed)",
+}
+
+
+def check_fault_round(run_dir: Path, server_log: str) -> dict[int, str]:
+    """Assert the round of a FAULT_RUN_CONFIG run: each faulty partition dropped with a reason
+    of its kind (and logged), the healthy ones trained, a checkpoint written. Returns
+    {partition: recorded reason}."""
+    import json
+    import math
+    import re
+
+    from fl_app.config import Settings
+    from fl_app.resources import federated_text
+
+    (row,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    settings = Settings(model_name="tiny-llama", corpus="synthetic", partitioning="dirichlet",
+                        block_size=16)
+    text = federated_text(settings, FAULT_CLIENTS)
+    sizes = [len(text.client(p).train) for p in range(FAULT_CLIENTS)]
+    assert len(set(sizes)) == FAULT_CLIENTS, sizes  # else nodes cannot be told apart
+    partition_of = {str(c["node"]): sizes.index(c["examples"]) for c in row["clients"]}
+    assert sorted(partition_of.values()) == list(range(FAULT_CLIENTS)), row["clients"]
+    reasons = {partition_of[node]: reason for node, reason in row["failures"].items()}
+    assert sorted(reasons) == sorted(FAULTS), row["failures"]
+    for partition, kind in FAULTS.items():
+        assert re.search(FAULT_REASONS[kind], reasons[partition]), (kind, reasons[partition])
+        node = next(n for n, p in partition_of.items() if p == partition)
+        assert f"client {node} dropped: step 1" in server_log, f"drop of {node} not logged"
+    assert "injected fault" not in reasons[3]  # a cut stream, not an error the client raised
+    assert row["sampled"] == FAULT_CLIENTS and row["completed"] == FAULT_CLIENTS - len(FAULTS)
+    assert "skipped" not in row and math.isfinite(row["train_loss"]), row
+    assert (run_dir / "checkpoints" / "round-0001.pt").is_file()
+    assert (run_dir / "adapter").is_dir()
+    return reasons

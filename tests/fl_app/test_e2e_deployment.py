@@ -1,9 +1,10 @@
-"""End to end through the real Flower runtime: local deployment on 127.0.0.1, insecure.
+"""End to end through the real Flower runtime: local deployment on 127.0.0.1, plaintext or TLS.
 
 One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), all started by the
 test with a temporary FLWR_HOME and OS-chosen ports, and `flwr run . <connection>` against them.
 Deployment starts a fresh ClientApp process per message (~7-9 s per round trip, see
-shared/design/flower-facts.md), so this runs 1 round of 1 local step. tests/flower_harness.py
+shared/design/flower-facts.md), so this runs 1 round of 2 local steps; the fault-injection run
+has 7 SuperNodes, 5 of them faulty. tests/flower_harness.py
 explains how every process started here (SuperExecs and ClientApp/ServerApp processes included)
 is stopped.
 """
@@ -11,10 +12,20 @@ is stopped.
 from __future__ import annotations
 
 import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import grpc
 import pytest
 
+from fl_app import framing
 from tests.flower_harness import (
+    FAULT_CLIENTS,
+    FAULT_RUN_CONFIG,
+    check_fault_round,
     check_run_outputs,
     flwr_bin,
     free_ports,
@@ -26,19 +37,18 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 1, 2
 RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine; leave room
+FAULT_TIMEOUT_S = 30  # step-timeout-s of the fault run: 7 cold ClientApp processes answer the
+# profile query at once, and under load that takes over a minute
 
 
-@pytest.fixture(params=["insecure", "tls"])
-def deployment(request, harness, tls_files):
-    """SuperLink + 2 SuperNodes, in plaintext or with TLS from a test CA; returns the `flwr`
-    connection name and the run-config text that puts the data-plane stream under the same TLS.
-    """
-    tls = request.param == "tls"
-    ca = tls_files["tls-ca-certfile"]
+def start_deployment(harness, clients, tls_files=None):
+    """SuperLink + `clients` SuperNodes (partition i of `clients`), TLS from the test CA when
+    `tls_files` is given; returns the `flwr` connection name."""
+    ca = tls_files["tls-ca-certfile"] if tls_files else ""
     link_security = (["--ssl-certfile", tls_files["tls-certfile"], "--ssl-keyfile",
-                      tls_files["tls-keyfile"], "--ssl-ca-certfile", ca] if tls else ["--insecure"])
-    node_security = ["--root-certificates", ca] if tls else ["--insecure"]
-    http_port, control_port, *node_ports = free_ports(2 + CLIENTS)
+                      tls_files["tls-keyfile"], "--ssl-ca-certfile", ca] if ca else ["--insecure"])
+    node_security = ["--root-certificates", ca] if ca else ["--insecure"]
+    http_port, control_port, *node_ports = free_ports(2 + clients)
     link = harness.start("superlink", [
         flwr_bin("flower-superlink"), *link_security,
         "--isolation", "subprocess", "--disable-runtime-dependency-installation",
@@ -48,30 +58,68 @@ def deployment(request, harness, tls_files):
         "--host", "127.0.0.1", "--port", str(http_port),
         "--database", str(harness.home / "state.db"),
     ])
-    harness.wait_healthy(http_port, link, ca_file=ca if tls else "")
+    harness.wait_healthy(http_port, link, ca_file=ca)
     for partition, port in enumerate(node_ports):
         harness.start(f"supernode-{partition}", [
             flwr_bin("flower-supernode"), *node_security,
             "--superlink", f"127.0.0.1:{http_port}",
             "--port", str(port),  # this SuperNode's own runtime API (its ClientApps connect here)
-            "--node-config", f"partition-id={partition} num-partitions={CLIENTS}",
+            "--node-config", f"partition-id={partition} num-partitions={clients}",
         ])
-    harness.write_connection("e2e-deploy", f"127.0.0.1:{http_port}", ca if tls else "")
-    stream_tls = " ".join(f'{k}="{v}"' for k, v in tls_files.items()) if tls else ""
-    return "e2e-deploy", stream_tls
+    harness.write_connection("e2e-deploy", f"127.0.0.1:{http_port}", ca)
+    return "e2e-deploy"
+
+
+@pytest.fixture(params=["insecure", "tls"])
+def deployment(request, harness, tls_files):
+    """SuperLink + 2 SuperNodes, in plaintext or with TLS from a test CA; returns the `flwr`
+    connection name and the TLS files (None in plaintext) that also protect the data plane."""
+    tls = tls_files if request.param == "tls" else None
+    return start_deployment(harness, CLIENTS, tls), tls
+
+
+def dial_with_a_bogus_hello(port, ca_file, stop):
+    """Dial the round's stream (TLS, verified against the test CA) until it is open, with a
+    hello that claims node 1 and a made-up secret; return the status codes it answered."""
+    hello = framing.encode({"kind": framing.HELLO, "node": 1, "secret": "0" * 64})
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+    codes = []
+    while not stop.is_set() and (not codes or codes[-1] == grpc.StatusCode.UNAVAILABLE):
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            try:
+                list(channel.stream_stream(framing.METHOD_PATH)(iter([hello]), timeout=10))
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+        time.sleep(0.5)
+    return codes
 
 
 def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
-    """One round over the stream data plane (the default transport) between real processes."""
-    deployment, stream_tls = deployment
+    """One round over the stream data plane (the default transport) between real processes;
+    with TLS, a stranger dialling the round's stream with a wrong secret is refused."""
+    deployment, tls = deployment
     out = tmp_path / "outputs"
-    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
-                  f'split=3 local-steps=2 block-size=16 min-train-clients={CLIENTS} '
-                  f'eval-every=1 transport="stream" output-dir="{out}" run-name="e2e" '
-                  f'{stream_tls}')
-    rc, log = harness.run("flwr-run", [
-        flwr_bin("flwr"), "run", ".", deployment, "--run-config", run_config, "--stream",
-    ], timeout_s=RUN_TIMEOUT_S)
+    stream_tls = ""
+    if tls:
+        (stream_port,) = free_ports(1)
+        stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream-port={stream_port}"
+        with ThreadPoolExecutor(1) as pool:  # dials while the round runs
+            stop = threading.Event()
+            dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["tls-ca-certfile"],
+                                  stop)
+            try:
+                rc, log = run_one_round(harness, deployment, out, stream_tls)
+            finally:
+                stop.set()
+        codes = dialled.result()
+        assert codes and codes[-1] == grpc.StatusCode.PERMISSION_DENIED, codes
+        refusal = re.search(r"stream round 1: refused ipv4:127\.0\.0\.1:\d+ \(node 1\): "
+                            r"node not selected this round", log)
+        assert refusal, log[-6000:]
+        print("bogus hello:", [c.name for c in codes], "| ServerApp log:", refusal.group(0))
+    else:
+        rc, log = run_one_round(harness, deployment, out, stream_tls)
     assert rc == 0, log[-6000:]
     run_id = started_run_id(log)
     assert run_status(harness, deployment, run_id) == "finished:completed", log[-6000:]
@@ -86,3 +134,33 @@ def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
     timings = {k: rows[0][k] for k in ("time_round_s", "time_allocate_s", "time_train_s",
                                         "time_eval_s", "client_exchange_s", "server_tail_step_s")}
     print("deployment round timings:", json.dumps(timings))
+
+
+def run_one_round(harness, deployment, out, stream_tls):
+    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
+                  f'split=3 local-steps=2 block-size=16 min-train-clients={CLIENTS} '
+                  f'eval-every=1 transport="stream" output-dir="{out}" run-name="e2e" '
+                  f'{stream_tls}')
+    return harness.run("flwr-run", [
+        flwr_bin("flwr"), "run", ".", deployment, "--run-config", run_config, "--stream",
+    ], timeout_s=RUN_TIMEOUT_S)
+
+
+def test_deployment_drops_every_kind_of_faulty_client_and_completes_the_round(harness,
+                                                                              tmp_path):
+    """Five faulty SuperNodes (raise, silent, crash, disconnect, straggle) and two healthy
+    ones. A crash kills the ClientApp process the SuperNode started for the round's message;
+    the SuperNode lives on, and the server goes on without that client."""
+    deployment = start_deployment(harness, FAULT_CLIENTS)
+    out = tmp_path / "outputs"
+    rc, log = harness.run("flwr-run", [
+        flwr_bin("flwr"), "run", ".", deployment, "--run-config",
+        f'{FAULT_RUN_CONFIG} step-timeout-s={FAULT_TIMEOUT_S} output-dir="{out}" '
+        'run-name="faults"', "--stream",
+    ], timeout_s=RUN_TIMEOUT_S)
+    assert rc == 0, log[-6000:]
+    assert run_status(harness, deployment, started_run_id(log)) == "finished:completed", \
+        log[-6000:]
+    assert (out / "faults" / "metrics.jsonl").is_file(), log[-6000:]
+    reasons = check_fault_round(out / "faults", log)
+    print("deployment fault reasons:", reasons)

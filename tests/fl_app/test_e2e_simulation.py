@@ -10,6 +10,9 @@ from __future__ import annotations
 import pytest
 
 from tests.flower_harness import (
+    FAULT_CLIENTS,
+    FAULT_RUN_CONFIG,
+    check_fault_round,
     check_run_outputs,
     flwr_bin,
     free_ports,
@@ -21,6 +24,8 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 2, 4
 RUN_TIMEOUT_S = 300  # ~90-130 s seen on a loaded 2-core machine
+FAULT_TIMEOUT_S = 20  # step-timeout-s; cold Ray actors answer the profile query within
+# reply-timeout-s (its default, 600 s)
 
 
 @pytest.fixture
@@ -63,3 +68,25 @@ def test_simulation_two_rounds_through_flwr_run(harness, superlink, tmp_path, tr
     rows = check_run_outputs(run_dir, ROUNDS, CLIENTS)
     for r in rows:  # every split is a valid cut of the 4-layer tiny-llama
         assert all(1 <= c["split"] <= 3 for c in r["clients"]), r["clients"]
+
+
+def test_simulation_drops_every_kind_of_faulty_client_and_completes_the_round(
+        harness, superlink, tmp_path):
+    """Five faulty clients (raise, silent, crash, disconnect, straggle) and two healthy ones:
+    the round trains with the two and records why each other one was dropped. One Ray actor per
+    client: sleeping faulty clients must not hold up the healthy ones, and Flower 1.41 fails every
+    message queued on an actor that dies with that actor's ActorDiedError (seen with 4 actors)."""
+    out = tmp_path / "outputs"
+    rc, log = harness.run("flwr-run", [
+        flwr_bin("flwr"), "run", ".", superlink, "--run-config",
+        f'{FAULT_RUN_CONFIG} step-timeout-s={FAULT_TIMEOUT_S} output-dir="{out}" '
+        'run-name="faults"',
+        "--federation-config", f"num-supernodes={FAULT_CLIENTS} client-resources-num-cpus=1 "
+        f"init-args-num-cpus={FAULT_CLIENTS}", "--stream",
+    ], timeout_s=RUN_TIMEOUT_S + 120)
+    assert rc == 0, log[-6000:]
+    assert run_status(harness, superlink, started_run_id(log)) == "finished:completed", \
+        log[-6000:]
+    assert (out / "faults" / "metrics.jsonl").is_file(), log[-6000:]
+    reasons = check_fault_round(out / "faults", log)
+    print("simulation fault reasons:", reasons)

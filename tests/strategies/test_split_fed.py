@@ -144,3 +144,6 @@ def test_resuming_from_a_missing_or_foreign_checkpoint_fails_clearly(tmp_path):
     run(tmp_path, name="gpt2", **{"model-name": "tiny-gpt2", "num-server-rounds": 1})
     with pytest.raises(ValueError, match="does not match this model"):
         run(tmp_path, name="llama", **{"resume-from": str(tmp_path / "gpt2")})
+    with pytest.raises(ValueError, match=r"config changed.*seed 0 -> 1"):
+        run(tmp_path, name="reseeded", **{"model-name": "tiny-gpt2", "seed": 1,
+                                          "resume-from": str(tmp_path / "gpt2")})

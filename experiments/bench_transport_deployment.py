@@ -1,0 +1,133 @@
+"""Benchmark: seconds per split step of each transport in a real deployment on loopback.
+
+`experiments.bench_transport` times the transports in one process (no SuperLink); this starts a
+SuperLink and one SuperNode on 127.0.0.1 (plaintext, a temporary FLWR_HOME, with the e2e tests'
+process helpers from `tests/flower_harness.py`) and runs one round of tiny-llama per
+(transport, local steps) with `flwr run`. A round's training time is a fixed cost (the Flower
+messages that start and end it: a fresh ClientApp process each) plus one cost per step, so
+the per-step figure is the slope between two step counts:
+(time_train_s(more steps) - time_train_s(fewer steps)) / (difference in steps). The metrics'
+`client_exchange_s` (mean wait per exchange, fixed costs included) is reported beside it, and the
+in-process figures of `results/bench_transport_summary.csv` next to both.
+
+    python -m experiments.bench_transport_deployment [--flower-steps 1 3] [--stream-steps 2 22]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+from tests.flower_harness import FlowerHarness, flwr_bin, free_ports, started_run_id
+
+ROUND_TIMEOUT_S = 480
+
+
+def start(harness: FlowerHarness) -> str:
+    """SuperLink + one SuperNode (partition 0 of 1) on loopback; the `flwr` connection name."""
+    http_port, control_port, node_port = free_ports(3)
+    link = harness.start("superlink", [
+        flwr_bin("flower-superlink"), "--insecure", "--isolation", "subprocess",
+        "--disable-runtime-dependency-installation",
+        "--control-api-address", f"127.0.0.1:{control_port}",  # deprecated, pinned
+        "--host", "127.0.0.1", "--port", str(http_port),
+        "--database", str(harness.home / "state.db")])
+    harness.wait_healthy(http_port, link)
+    harness.start("supernode", [
+        flwr_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{http_port}",
+        "--port", str(node_port), "--node-config", "partition-id=0 num-partitions=1"])
+    harness.write_connection("bench", f"127.0.0.1:{http_port}")
+    return "bench"
+
+
+def one_round(harness: FlowerHarness, connection: str, transport: str, steps: int,
+              out: Path) -> dict:
+    """Run one round; return its metrics row (timings of the round's phases)."""
+    name = f"{transport}-{steps}"
+    config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds=1 split=2 '
+              f'allocator="fixed" local-steps={steps} batch-size=4 block-size=64 '
+              f'min-train-clients=1 eval-every=0 transport="{transport}" '
+              f'step-timeout-s=120 output-dir="{out}" run-name="{name}"')
+    rc, log = harness.run(f"flwr-run-{name}", [
+        flwr_bin("flwr"), "run", ".", connection, "--run-config", config, "--stream"],
+        timeout_s=ROUND_TIMEOUT_S)
+    started_run_id(log)
+    metrics = out / name / "metrics.jsonl"
+    if rc != 0 or not metrics.is_file():
+        raise RuntimeError(f"{name}: the run failed:\n{log[-4000:]}")
+    row = json.loads(metrics.read_text().splitlines()[0])
+    if row["completed"] != 1:
+        raise RuntimeError(f"{name}: the client did not complete: {row['failures']}")
+    return {"transport": transport, "steps": steps, "time_train_s": row["time_train_s"],
+            "time_round_s": row["time_round_s"], "client_exchange_s": row["client_exchange_s"],
+            "server_tail_step_s": row["server_tail_step_s"]}
+
+
+def summarise(rounds: list[dict], inprocess_csv: Path) -> list[dict]:
+    """Per transport: the slope of training time over steps, beside the in-process figure."""
+    inprocess = {}
+    if inprocess_csv.is_file():
+        with inprocess_csv.open() as f:
+            inprocess = {r["variant"]: float(r["s_per_step"]) for r in csv.DictReader(f)
+                         if r["model"] == "tiny-llama"}
+    out = []
+    for transport in dict.fromkeys(r["transport"] for r in rounds):
+        few, many = sorted((r for r in rounds if r["transport"] == transport),
+                           key=lambda r: r["steps"])
+        slope = (many["time_train_s"] - few["time_train_s"]) / (many["steps"] - few["steps"])
+        out.append({"transport": transport, "steps": f"{few['steps']}->{many['steps']}",
+                    "deployment_s_per_step": slope,
+                    "deployment_fixed_s": few["time_train_s"] - few["steps"] * slope,
+                    "deployment_client_exchange_s": many["client_exchange_s"],
+                    "inprocess_s_per_step": inprocess.get(transport, float("nan"))})
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flower-steps", type=int, nargs=2, default=[1, 3])
+    parser.add_argument("--stream-steps", type=int, nargs=2, default=[2, 22])
+    parser.add_argument("--out", type=Path, default=Path("results"), help="CSV folder")
+    parser.add_argument("--inprocess", type=Path,
+                        default=Path("results") / "bench_transport_summary.csv",
+                        help="experiments.bench_transport's summary, shown alongside")
+    args = parser.parse_args(argv)
+
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="edgesplit-bench-") as tmp:
+        harness = FlowerHarness(Path(tmp) / "flwr-home")
+        try:
+            connection = start(harness)
+            for transport, counts in (("stream", args.stream_steps),
+                                      ("flower", args.flower_steps)):
+                for steps in counts:
+                    rounds.append(one_round(harness, connection, transport, steps,
+                                            Path(tmp) / "outputs"))
+                    print(json.dumps(rounds[-1]), flush=True)
+        finally:
+            survivors = harness.stop()
+            if survivors:
+                print(f"warning: processes survived the cleanup: {survivors}")
+    summary = summarise(rounds, args.inprocess)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path, table in ((args.out / "bench_transport_deployment_rounds.csv", rounds),
+                        (args.out / "bench_transport_deployment_summary.csv", summary)):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+        print(f"wrote {path}")
+    print(f"{'transport':>10} {'steps':>7} {'deployment s/step':>17} {'fixed s':>8} "
+          f"{'exchange s':>10} {'in-process s/step':>17}")
+    for r in summary:
+        print(f"{r['transport']:>10} {r['steps']:>7} {r['deployment_s_per_step']:>17.4f} "
+              f"{r['deployment_fixed_s']:>8.1f} {r['deployment_client_exchange_s']:>10.3f} "
+              f"{r['inprocess_s_per_step']:>17.4f}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

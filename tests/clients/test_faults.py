@@ -1,0 +1,170 @@
+"""Fault injection: the `inject-faults` spec, each fault's device-side behaviour, and the round
+going on without the faulty clients (in-process, both transports; the Flower runtimes are in
+tests/fl_app/test_e2e_*.py)."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from clients import faults
+from fl_app.client_app import app as client_app
+from fl_app.config import Settings
+from fl_app.inprocess import InProcessGrid
+from fl_app.server_app import train
+
+BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 2,
+        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16, "eval-every": 0,
+        "min-train-clients": 2, "num-server-rounds": 1}
+
+
+def device(spec, partition=0, step_timeout_s=0.05):
+    return SimpleNamespace(settings=Settings(inject_faults=spec, step_timeout_s=step_timeout_s),
+                           partition_id=partition)
+
+
+# ---- the spec ----------------------------------------------------------------------------------
+def test_parse_reads_partitions_and_kinds():
+    assert faults.parse("") == {}
+    assert faults.parse(" 0:raise, 3:crash ,12:straggle,") == {0: "raise", 3: "crash",
+                                                               12: "straggle"}
+    assert set(faults.parse(",".join(f"{i}:{k}" for i, k in enumerate(faults.KINDS))).values()) \
+        == set(faults.KINDS)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("1:explode", "unknown kind 'explode'"),
+    ("1", "is not 'partition:kind'"),
+    ("one:raise", "is not 'partition:kind'"),
+    ("-1:raise", "is not 'partition:kind'"),
+    ("2:raise,2:silent", "partition 2 twice"),
+])
+def test_a_bad_spec_stops_the_run_at_start_naming_the_key(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        Settings.from_run_config({"inject-faults": spec})
+    assert str(info.value).startswith("config inject-faults = ")
+
+
+# ---- one device --------------------------------------------------------------------------------
+def test_only_the_named_partition_misbehaves_and_only_at_the_fault_step():
+    faults.at_step(device("0:raise", partition=1), faults.FAULT_STEP, 4)  # another partition
+    for step in (0, faults.FAULT_STEP + 1):
+        faults.at_step(device("0:raise"), step, 4)
+    faults.at_step(device("0:raise"), faults.FAULT_STEP, faults.FAULT_STEP)  # no such step
+    with pytest.raises(faults.InjectedFault, match="injected fault: raise"):
+        faults.at_step(device("0:raise"), faults.FAULT_STEP, 4)
+
+
+def test_silent_gives_up_but_a_straggler_carries_on():
+    with pytest.raises(faults.InjectedFault, match="silent .* without answering"):
+        faults.at_step(device("0:silent"), faults.FAULT_STEP, 4)
+    faults.at_step(device("0:straggle"), faults.FAULT_STEP, 4)
+
+
+def test_disconnect_cuts_the_stream_or_behaves_as_a_lost_message():
+    class Call:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    call = Call()
+    faults.at_step(device("0:disconnect"), faults.FAULT_STEP, 4, call)
+    assert call.cancelled
+    with pytest.raises(faults.InjectedFault, match="disconnect .* without answering"):
+        faults.at_step(device("0:disconnect"), faults.FAULT_STEP, 4)  # Flower transport
+
+
+def test_crash_kills_the_process():
+    code = ("from types import SimpleNamespace\n"
+            "from clients import faults\n"
+            "from fl_app.config import Settings\n"
+            "d = SimpleNamespace(settings=Settings(inject_faults='0:crash'), partition_id=0)\n"
+            "faults.at_step(d, 0, 4)\n"
+            "print('step 0 passed', flush=True)\n"
+            f"faults.at_step(d, {faults.FAULT_STEP}, 4)\n"
+            "print('survived')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout == "step 0 passed\n"
+
+
+# ---- a round with faulty clients, in-process ---------------------------------------------------
+class TakingTurns:
+    """The ClientApp for handlers in threads of one process: Flower-message handlers share the
+    process's head model without a lock (Flower runs one per process), so they take turns here;
+    a device sleeping in a fault lets the others run meanwhile."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, msg, context):
+        with self.lock:
+            return client_app(msg, context)
+
+    def sleep(self, seconds):
+        self.lock.release()
+        try:
+            time.sleep(seconds)
+        finally:
+            self.lock.acquire()
+
+
+# Partition p is node p + 1; nodes 5 and 6 are healthy. Every fault hits local step 1.
+SPEC = "0:raise,1:silent,2:disconnect,3:straggle"
+REASONS = {
+    "stream": {
+        "1": r"client error 2: .*injected fault: raise",
+        "2": r"step 1: no activations within 2 s",
+        "3": r"step 1: .*(cancelled|closed)",
+        "4": r"step 1: no activations within 2 s",
+    },
+    "flower": {
+        "1": r"step 1: PayloadError: client error 2: .*injected fault: raise",
+        "2": r"step 1: no reply within 5 s",
+        "3": r"step 1: no reply within 5 s",  # a lost message
+        "4": r"step 1: no reply within 5 s",
+    },
+}
+
+
+@pytest.mark.parametrize("transport, step_timeout_s", [("stream", 2.0), ("flower", 5.0)])
+def test_faulty_clients_are_dropped_with_their_reason_and_the_round_completes(
+        tmp_path, monkeypatch, transport, step_timeout_s):
+    config = {**BASE, "transport": transport, "inject-faults": SPEC,
+              "step-timeout-s": step_timeout_s, "output-dir": str(tmp_path),
+              "run-name": transport}
+    app = client_app
+    if transport == "flower":
+        app = TakingTurns()
+        monkeypatch.setattr(faults, "time", SimpleNamespace(sleep=app.sleep))
+    # Concurrent: a silent or straggling handler must not hold up the server (as in Flower).
+    grid = InProcessGrid(app, config, 6, concurrent=True)
+    train(grid, Settings.from_run_config(config))
+    (row,) = [json.loads(line) for line in (tmp_path / transport / "metrics.jsonl").open()]
+    assert row["sampled"] == 6 and row["completed"] == 2 and "skipped" not in row
+    assert sorted(row["failures"]) == sorted(REASONS[transport])
+    for node, reason in REASONS[transport].items():
+        assert re.search(reason, row["failures"][node]), (node, row["failures"][node])
+    assert "injected fault: raise" not in row["failures"]["3"]
+    assert row["train_loss"] > 0
+    assert (tmp_path / transport / "checkpoints" / "round-0001.pt").is_file()
+
+
+def test_below_the_minimum_the_round_is_skipped_cleanly(tmp_path):
+    config = {**BASE, "transport": "stream", "inject-faults": "0:raise,1:disconnect",
+              "min-train-clients": 3, "step-timeout-s": 2.0, "output-dir": str(tmp_path),
+              "run-name": "skip"}
+    grid = InProcessGrid(client_app, config, 3, concurrent=True)
+    strategy = train(grid, Settings.from_run_config(config))
+    (row,) = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").open()]
+    assert row["completed"] == 1 and sorted(row["failures"]) == ["1", "2"]
+    assert row["skipped"] == "1 clients completed, 3 needed" and "train_loss" not in row
+    assert all(v.abs().sum() == 0 for k, v in strategy.global_lora.items() if "lora_B" in k)
