@@ -524,7 +524,7 @@ CASES: list[Case] = [
          overrides={"resume-from": "/absent"}),
     Case(C, "more clients required than exist", "min-train-clients = 5 with 3 nodes",
          "fewer than 5 nodes connected", overrides={"min-train-clients": 5,
-                                                    "step-timeout-s": 1.0}),
+                                                    "reply-timeout-s": 1.0}),
 ]
 
 

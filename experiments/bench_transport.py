@@ -81,16 +81,17 @@ class Bench:
         tail = TailSession(self.model, tail_lora, task)
         calls: list[float] = []
 
-        def tail_step(_node: int, acts: dict) -> torch.Tensor:
+        def tail_step(requests: dict) -> dict:
             calls.append(time.perf_counter())
-            return tail.step(acts)
+            return {node: tail.step(acts) for node, acts in requests.items()}
 
         started = time.perf_counter()
         if variant == "inprocess":
             session = DeviceSession(self.device.model(self.split), self.device.shard().train,
                                     task, head)
             for step in range(steps):
-                session.apply_gradient(step, tail_step(NODE, session.activations(step)))
+                grad = tail_step({NODE: session.activations(step)})[NODE]
+                session.apply_gradient(step, grad)
             session.lora()
         else:
             outcome = self.transports[variant].train_round([TrainJob(NODE, task, head)],

@@ -50,6 +50,7 @@ class Settings:
     batch_size: int = 4
     learning_rate: float = 2e-3
     optimizer: str = "adamw"
+    batch_tails: bool = False  # stream: serve same-split tails waiting together in one pass
     aggregation: str = "fedavg"  # fedavg | median | trimmed-mean (robust to outlier clients)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients cut at each end, per coordinate
     allocator: str = "fp"

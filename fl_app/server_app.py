@@ -49,7 +49,8 @@ def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:
         return FlowerTransport(grid, spec, settings.step_timeout_s)
     tls = (TlsFiles(settings.tls_certfile, settings.tls_keyfile, settings.tls_ca_certfile)
            if settings.tls_certfile else None)
-    return StreamTransport(grid, spec, settings.step_timeout_s, host=settings.stream_host,
+    return StreamTransport(grid, spec, settings.step_timeout_s,
+                           connect_timeout_s=settings.reply_timeout_s, host=settings.stream_host,
                            port=settings.stream_port, public_host=settings.stream_public_host,
                            wire_dtype=settings.stream_dtype, tls=tls)
 

@@ -40,6 +40,7 @@ from fl_app.protocol import (
 from fl_app.records import PayloadError, client_error, from_record, to_record
 from fl_app.split_model import SplitModel
 from strategies.aggregation import Aggregator
+from strategies.batched_tail import serve_requests
 from strategies.outputs import RunRecorder
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
@@ -166,7 +167,8 @@ class SplitFedStrategy:
             jobs.append(TrainJob(node, task, device))
             part = BodySession if task.u_shaped else TailSession
             parts[node] = part(self.model, server, task)
-        outcomes = self.transport.train_round(jobs, lambda n, acts: parts[n].step(acts))
+        outcomes = self.transport.train_round(
+            jobs, lambda requests: serve_requests(parts, requests, self.settings.batch_tails))
         return outcomes, parts
 
     def eval_channel(self) -> Channel | None:

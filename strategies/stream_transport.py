@@ -9,8 +9,10 @@ head adapter in the Flower reply, exactly like the last reply of the Flower-mess
 
 Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
 clients), so clients progress independently and never in lockstep (Ray simulation runs only as
-many ClientApps at once as it has actors). `tail_step` calls are serialised by one lock because
-the server's model is shared. The calling thread pulls the Flower replies and runs the watchdog
+many ClientApps at once as it has actors). The server's model is shared, so one thread at a
+time calls `tail_step`, with every request that arrived meanwhile (the strategy may serve those
+of one split in one batched pass): no waiting window, so a lone client never waits for company.
+The calling thread pulls the Flower replies and runs the watchdog
 that drops stalled clients, so a round always ends.
 """
 
@@ -29,6 +31,7 @@ from logging import WARNING
 from pathlib import Path
 
 import grpc
+import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -109,8 +112,11 @@ class StreamTransport:
         What activations must look like (the batch axis is fixed to the task's batch size).
     step_timeout_s : float
         A connected client silent this long (no next frame, or no final reply after the last
-        gradient) is dropped. Clients that have not connected yet are dropped when no client
-        made progress for this long (in simulation, a message waits for a free actor).
+        gradient) is dropped.
+    connect_timeout_s : float, optional
+        Clients that have not connected yet are dropped when no client made progress for this
+        long: starting a device takes control-plane time (a cold ClientApp process in
+        deployment, a free actor in simulation). Default: `step_timeout_s`.
     host : str (default: "127.0.0.1")
         Address the server binds.
     port : int (default: 0)
@@ -127,10 +133,12 @@ class StreamTransport:
     """
 
     def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float, *,
-                 host: str = "127.0.0.1", port: int = 0, public_host: str = "",
+                 connect_timeout_s: float | None = None, host: str = "127.0.0.1",
+                 port: int = 0, public_host: str = "",
                  wire_dtype: str = "float32", tls: TlsFiles | None = None,
                  poll_s: float = 0.005, max_poll_s: float = 0.1) -> None:
         self.grid, self.spec, self.step_timeout_s = grid, activation_spec, step_timeout_s
+        self.connect_timeout_s = connect_timeout_s or step_timeout_s
         self.host, self.port, self.public_host = host, port, public_host or host
         self.wire_name, self.wire_dtype = wire_dtype, framing.WIRE_DTYPES[wire_dtype]
         self.tls, self.poll_s, self.max_poll_s = tls, poll_s, max_poll_s
@@ -147,6 +155,9 @@ class StreamTransport:
         self._last_event = time.monotonic()
         self._hello_timeout_s = min(step_timeout_s, _HELLO_TIMEOUT_S)
         self._tail_step: TailStep | None = None
+        self._queue_cond = threading.Condition()  # guards _queue and _serving
+        self._queue: list[_Request] = []  # requests waiting for the next tail_step call
+        self._serving = False
 
     # ---- the round (calling thread) ----------------------------------------------------------
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
@@ -198,7 +209,8 @@ class StreamTransport:
     def _push(self, jobs: list[TrainJob], address: str) -> dict[str, _Session]:
         # The reply of a message may not outlive the message's TTL, and in simulation a message
         # can wait for a free actor while others run whole rounds: allow every client's worst case.
-        ttl = len(jobs) * (jobs[0].task.local_steps + 2) * self.step_timeout_s
+        ttl = len(jobs) * ((jobs[0].task.local_steps + 2) * self.step_timeout_s
+                           + self.connect_timeout_s)
         messages, sessions = [], []
         for job in jobs:
             session = self._sessions[job.node_id]
@@ -267,7 +279,7 @@ class StreamTransport:
         session.state = "done"
 
     def _watchdog(self, now: float) -> None:
-        idle = now - self._last_event > self.step_timeout_s
+        idle = now - self._last_event > self.connect_timeout_s
         for session in self._sessions.values():
             if session.state in ("streaming", "streamed") and now > session.deadline:
                 what = ("activations" if session.state == "streaming" else "the final reply")
@@ -276,7 +288,7 @@ class StreamTransport:
                 self._last_event = now  # a dropped client may free a simulation actor
             elif session.state == "waiting" and idle:
                 session.fail(f"did not connect; no client progressed for "
-                             f"{self.step_timeout_s:g} s")
+                             f"{self.connect_timeout_s:g} s")
 
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------
     def _serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -296,6 +308,48 @@ class StreamTransport:
                 session.fail(f"step {session.outcome.steps_done}: {type(exc).__name__}: {exc}")
                 self._cond.notify_all()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    def _answer(self, request: _Request) -> torch.Tensor:
+        """The server's answer to one frame. If another thread is running `tail_step`, wait:
+        whoever finds it idle next serves every request queued by then in one call."""
+        with self._queue_cond:
+            self._queue.append(request)
+            while request.answer is None and self._serving:
+                self._queue_cond.wait()
+            batch = None
+            if request.answer is None:
+                batch, self._queue, self._serving = self._queue, [], True
+        if batch is not None:
+            try:
+                self._serve_batch(batch)
+            finally:
+                with self._queue_cond:
+                    self._serving = False
+                    self._queue_cond.notify_all()
+        if isinstance(request.answer, Exception):
+            raise request.answer
+        return request.answer
+
+    def _serve_batch(self, batch: list[_Request]) -> None:
+        with self._tail_lock:
+            live = []
+            for request in batch:
+                if self._closed or request.session.state != "streaming":
+                    request.answer = _Refused("the round is over for this client")
+                else:
+                    live.append(request)
+            if not live:
+                return
+            started = time.perf_counter()
+            try:
+                answers = self._tail_step({r.session.job.node_id: r.tensors for r in live})
+            except Exception as exc:  # the strategy's fault, not a client's: fail them all
+                answers = {r.session.job.node_id: exc for r in live}
+            share = (time.perf_counter() - started) / len(live)  # per client step
+            for request in live:
+                request.answer = answers.get(request.session.job.node_id,
+                                             RuntimeError("the server gave no answer"))
+                request.session.outcome.step_times.append(share)
 
     def _stream_ended(self, session: _Session) -> None:
         """gRPC's end-of-call callback: a call that ends before the client's half-close was cut
@@ -348,7 +402,7 @@ class StreamTransport:
     def _steps(self, session: _Session, requests: Iterator[bytes]) -> Iterator[bytes]:
         """Answer each of the step's exchanges (one, or two in a U-shaped split) in order."""
         job, outcome = session.job, session.outcome
-        node, steps = job.node_id, job.task.local_steps
+        steps = job.task.local_steps
         for step in range(steps):
             for index, (request, spec, reply) in enumerate(session.exchanges):
                 last = index + 1 == len(session.exchanges)
@@ -365,12 +419,7 @@ class StreamTransport:
                     raise PayloadError(f"expected {request} of step {step}, got {frame.meta}")
                 tensors = check_tensors(frame.tensors, spec,
                                         framing.decoded_dtype(self.wire_dtype))
-                with self._tail_lock:
-                    if self._closed or session.state != "streaming":
-                        raise _Refused("the round is over for this client")
-                    started = time.perf_counter()
-                    answer = self._tail_step(node, tensors)
-                    outcome.step_times.append(time.perf_counter() - started)
+                answer = self._answer(_Request(session, tensors))
                 out = framing.encode({"kind": reply, "step": step}, {"hidden": answer},
                                      self.wire_dtype)
                 with self._cond:
@@ -388,6 +437,15 @@ class StreamTransport:
             raise PayloadError(f"a frame after the last of {steps} steps")
         with self._cond:
             session.stream_ok = True
+
+
+@dataclass
+class _Request:
+    """One client's frame waiting for the server's answer."""
+
+    session: _Session
+    tensors: dict[str, torch.Tensor]
+    answer: torch.Tensor | Exception | None = None
 
 
 def _digest(secret: str) -> bytes:

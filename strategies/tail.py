@@ -28,7 +28,7 @@ class _ServerPart:
         self.losses: list[float] = []  # the training loss, where this part computes it
 
     def _update(self) -> None:
-        _refuse_non_finite(*(p.grad for p in self.params.values()))
+        refuse_non_finite(*(p.grad for p in self.params.values()))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -36,7 +36,7 @@ class _ServerPart:
         return {k: p.detach() for k, p in self.params.items()}
 
 
-def _refuse_non_finite(*tensors: torch.Tensor | None) -> None:
+def refuse_non_finite(*tensors: torch.Tensor | None) -> None:
     """Finite but extreme activations (or labels that predict no token) can make the loss or
     a gradient non-finite: stop before they reach the client's LoRA copy and, through it, the
     global adapter."""
@@ -63,7 +63,7 @@ class TailSession(_ServerPart):
         with self.model.training(), self.model.using_lora(self.params):
             out = self.model.tail(hidden, activations["attention_mask"], self.task.split,
                                   activations["labels"])
-        _refuse_non_finite(out.loss)
+        refuse_non_finite(out.loss)
         out.loss.backward()
         self._update()
         self.losses.append(out.loss.item())

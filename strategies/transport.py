@@ -31,7 +31,19 @@ from fl_app.protocol import (
 )
 from fl_app.records import PayloadError, client_error, from_record, lora_spec, to_record
 
-TailStep = Callable[[int, Mapping[str, torch.Tensor]], torch.Tensor]
+# The server's side of the data plane: the requests waiting now (node -> tensors) -> for each
+# node its answer (the gradient, or the U-shaped body's output) or the error that drops it.
+TailStep = Callable[[Mapping[int, Mapping[str, torch.Tensor]]],
+                    Mapping[int, "torch.Tensor | Exception"]]
+
+
+def answer_one(tail_step: TailStep, node: int, tensors: Mapping[str, torch.Tensor]
+               ) -> torch.Tensor:
+    """One node's request through `tail_step`; its error is raised here."""
+    answer = tail_step({node: tensors})[node]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 @dataclass
@@ -163,7 +175,7 @@ class FlowerTransport:
                 raise PayloadError(f"batch of {activations['hidden'].shape[0]} rows, expected "
                                    f"{job.task.batch_size}")
             started = time.perf_counter()
-            grad = tail_step(job.node_id, activations)
+            grad = answer_one(tail_step, job.node_id, activations)
             outcome.step_times.append(time.perf_counter() - started)
             return RecordDict({CONFIG: ConfigRecord({"step": step}),
                                GRADIENT: to_record({"hidden": grad})})

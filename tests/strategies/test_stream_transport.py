@@ -268,6 +268,30 @@ def test_a_client_that_never_connects_is_dropped(tmp_path):
     def silent(msg):
         return DROP if (msg.metadata.dst_node_id == 3
                         and msg.metadata.message_type == framing.TRAIN_STREAM) else None
-    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 0.5,
+                                                  "reply-timeout-s": 1.0})
     assert row["completed"] == 3 and list(row["failures"]) == ["3"]
     assert "did not connect" in row["failures"]["3"]
+
+
+def test_batched_tails_train_like_sequential_ones(tmp_path, monkeypatch):
+    """batch-tails: requests that wait together are served in one call, batched per split, and
+    training ends where the one-by-one server ends (oracle 5's runs are sequential)."""
+    import strategies.split_fed as split_fed
+
+    sizes, real = [], split_fed.serve_requests
+
+    def recording(parts, requests, batch=True):
+        sizes.append(len(requests))
+        return real(parts, requests, batch)
+
+    monkeypatch.setattr(split_fed, "serve_requests", recording)
+    common = {"num-server-rounds": 2, "allocator": "fixed", "split": 2}
+    _, one_by_one, rows = run(tmp_path / "s", **common)
+    _, batched, batched_rows = run(tmp_path / "b", **common, **{"batch-tails": True})
+    assert max(sizes) > 1  # some steps really were served together
+    assert all(r["completed"] == 4 for r in batched_rows)
+    for key in one_by_one:
+        torch.testing.assert_close(batched[key], one_by_one[key], rtol=0, atol=1e-5)
+    assert [r["train_loss"] for r in batched_rows] == pytest.approx(
+        [r["train_loss"] for r in rows], abs=1e-6)
