@@ -70,12 +70,12 @@ def start_deployment(harness, clients, tls_files=None):
     return "e2e-deploy"
 
 
-@pytest.fixture(params=["insecure", "tls"])
-def deployment(request, harness, tls_files):
-    """SuperLink + 2 SuperNodes, in plaintext or with TLS from a test CA; returns the `flwr`
-    connection name and the TLS files (None in plaintext) that also protect the data plane."""
-    tls = tls_files if request.param == "tls" else None
-    return start_deployment(harness, CLIENTS, tls), tls
+@pytest.fixture
+def deployment(harness, tls_files):
+    """SuperLink + 2 SuperNodes with TLS from a test CA; returns the `flwr` connection name and
+    the TLS files that also protect the data plane. (Plaintext deployment is covered by the
+    fault test below.)"""
+    return start_deployment(harness, CLIENTS, tls_files), tls_files
 
 
 def dial_with_a_bogus_hello(port, ca_file, stop):
@@ -96,30 +96,27 @@ def dial_with_a_bogus_hello(port, ca_file, stop):
 
 
 def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
-    """One round over the stream data plane (the default transport) between real processes;
-    with TLS, a stranger dialling the round's stream with a wrong secret is refused."""
+    """One round over the TLS-protected stream data plane between real processes; a stranger
+    dialling the round's stream with a made-up secret is refused (it claims node 1, which is
+    never a selected node id: the wrong-secret and stale-secret cases of a selected node are
+    tested in-process, tests/strategies/test_stream_transport.py)."""
     deployment, tls = deployment
     out = tmp_path / "outputs"
-    stream_tls = ""
-    if tls:
-        (stream_port,) = free_ports(1)
-        stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream-port={stream_port}"
-        with ThreadPoolExecutor(1) as pool:  # dials while the round runs
-            stop = threading.Event()
-            dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["tls-ca-certfile"],
-                                  stop)
-            try:
-                rc, log = run_one_round(harness, deployment, out, stream_tls)
-            finally:
-                stop.set()
-        codes = dialled.result()
-        assert codes and codes[-1] == grpc.StatusCode.PERMISSION_DENIED, codes
-        refusal = re.search(r"stream round 1: refused ipv4:127\.0\.0\.1:\d+ \(node 1\): "
-                            r"node not selected this round", log)
-        assert refusal, log[-6000:]
-        print("bogus hello:", [c.name for c in codes], "| ServerApp log:", refusal.group(0))
-    else:
-        rc, log = run_one_round(harness, deployment, out, stream_tls)
+    (stream_port,) = free_ports(1)
+    stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream-port={stream_port}"
+    with ThreadPoolExecutor(1) as pool:  # dials while the round runs
+        stop = threading.Event()
+        dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["tls-ca-certfile"], stop)
+        try:
+            rc, log = run_one_round(harness, deployment, out, stream_tls)
+        finally:
+            stop.set()
+    codes = dialled.result()
+    assert codes and codes[-1] == grpc.StatusCode.PERMISSION_DENIED, codes
+    refusal = re.search(r"stream round 1: refused ipv4:127\.0\.0\.1:\d+ \(node 1\): "
+                        r"node not selected this round", log)
+    assert refusal, log[-6000:]
+    print("bogus hello:", [c.name for c in codes], "| ServerApp log:", refusal.group(0))
     assert rc == 0, log[-6000:]
     run_id = started_run_id(log)
     assert run_status(harness, deployment, run_id) == "finished:completed", log[-6000:]
