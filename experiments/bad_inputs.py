@@ -14,7 +14,6 @@ runs the same `CASES`.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import queue
@@ -29,6 +28,7 @@ import torch
 from flwr.app import Array, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from clients.stream_client import StreamLink
+from experiments.plotting import write_csv
 from fl_app import framing
 from fl_app.client_app import app as client_app
 from fl_app.config import Settings
@@ -588,10 +588,7 @@ def write_table(results: list[Result], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"plane": r.case.plane, "kind": r.case.kind, "sent": r.case.sent,
              "reason": r.reason or r.error, "outcome": r.outcome()} for r in results]
-    with (out / "bad_inputs.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "bad_inputs.csv")
     handled = sum(not r.problems() for r in results)
     crashes = sum(bool(r.error) for r in results)
     lines = [f"# Bad inputs: {len(results)} kinds tried, {handled} handled, {crashes} crashes",

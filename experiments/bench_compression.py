@@ -26,12 +26,13 @@ synthetic corpus for a fast check of the pipeline (its numbers mean nothing).
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
 import matplotlib
+
+from experiments.plotting import write_csv
 
 matplotlib.use("Agg")  # files only, no display
 
@@ -161,10 +162,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     relative_to_fp32(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, table in (("summary.csv", summary), ("rounds.csv", rounds)):
-        with (args.out / name).open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
+        write_csv(table, args.out / name)
     plot(summary, rounds, args.out / "bench_compression.png")
     print(f"wrote {args.out}/summary.csv, rounds.csv, bench_compression.png")
     print(f"{'mode':>9} {'bits':>6} {'frame B/step':>12} {'ratio':>6} {'wire B/step':>11} "

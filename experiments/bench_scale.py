@@ -16,7 +16,6 @@ comes from tests/flower_harness.py, shared with the e2e tests.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -24,8 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.plotting import save, subplots
-from tests.flower_harness import FlowerHarness, flwr_bin, free_ports, run_status, started_run_id
+from experiments.plotting import save, subplots, write_csv
+from tests.flower_harness import (
+    FlowerHarness,
+    flwr_bin,
+    run_status,
+    start_simulation_superlink,
+    started_run_id,
+)
 
 SAMPLED = 10
 
@@ -36,15 +41,7 @@ def run_once(total: int, sampled: int, rounds: int, model: str, out: Path,
     with tempfile.TemporaryDirectory(prefix="edgesplit-scale-") as home:
         harness = FlowerHarness(Path(home))
         try:
-            http_port, control_port = free_ports(2)
-            link = harness.start("superlink", [
-                flwr_bin("flower-superlink"), "--insecure", "--simulation",
-                "--isolation", "subprocess", "--disable-runtime-dependency-installation",
-                "--control-api-address", f"127.0.0.1:{control_port}",
-                "--host", "127.0.0.1", "--port", str(http_port),
-                "--database", str(harness.home / "state.db")])
-            harness.wait_healthy(http_port, link)
-            harness.write_connection("scale", f"127.0.0.1:{http_port}")
+            start_simulation_superlink(harness, "scale")
             name = f"clients-{total}"
             run_config = (f'model-name="{model}" num-server-rounds={rounds} '
                           f'fraction-train={sampled / total} min-train-clients=2 '
@@ -93,10 +90,7 @@ def main() -> None:
     base = rows[0]["server_peak_rss_mb"]
     for row in rows:
         row["rss_vs_smallest"] = round(row["server_peak_rss_mb"] / base, 3)
-    with (args.out / "bench_scale.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, args.out / "bench_scale.csv")
 
     fig, axes = subplots(1, 2)
     totals = [r["total_clients"] for r in rows]

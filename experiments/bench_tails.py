@@ -13,14 +13,13 @@ bit-identical). Writes results/bench_tails/bench_tails.csv and bench_tails.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from experiments.plotting import save, subplots
+from experiments.plotting import save, subplots, write_csv
 from fl_app.config import Settings
 from fl_app.protocol import RoundTask
 from fl_app.resources import federated_text
@@ -123,10 +122,7 @@ def main() -> None:
                   flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "bench_tails.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "bench_tails.csv")
     plot(rows, out / "bench_tails.png")
 
 

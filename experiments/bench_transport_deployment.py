@@ -21,6 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from experiments.plotting import write_csv
 from tests.flower_harness import FlowerHarness, flwr_bin, free_ports, started_run_id
 
 ROUND_TIMEOUT_S = 480
@@ -115,11 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     for path, table in ((args.out / "bench_transport_deployment_rounds.csv", rounds),
                         (args.out / "bench_transport_deployment_summary.csv", summary)):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
-        print(f"wrote {path}")
+        print(f"wrote {write_csv(table, path)}")
     print(f"{'transport':>10} {'steps':>7} {'deployment s/step':>17} {'fixed s':>8} "
           f"{'exchange s':>10} {'in-process s/step':>17}")
     for r in summary:

@@ -1,7 +1,9 @@
-"""Shared matplotlib helpers for the experiment figures: headless backend, one style, one save."""
+"""Shared output helpers of the experiment scripts: matplotlib figures (headless backend, one
+style, one save) and CSV tables."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import matplotlib
@@ -56,4 +58,13 @@ def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+    return path
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """Write dict rows (all with the same keys) as a CSV."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     return path

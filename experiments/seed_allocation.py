@@ -25,7 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # must precede the numpy import to take effect
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -37,7 +36,7 @@ from allocation.fp import split_step  # noqa: E402
 from allocation.result import make_allocation  # noqa: E402
 from allocation.system_model import Scenario  # noqa: E402
 from allocation.terms import Terms  # noqa: E402
-from experiments.plotting import method_kwargs, save, subplots  # noqa: E402
+from experiments.plotting import method_kwargs, save, subplots, write_csv  # noqa: E402
 
 #: Cost-model variants: overrides of ``random_scenario``.
 VARIANTS: dict[str, dict] = {"paper": {"bits_mode": "paper", "include_tx_delay": False},
@@ -305,15 +304,6 @@ def plot(name: str, rows: list[dict], variant: str, path: Path) -> Path:
                  f"{len({r['seed'] for r in rows})} scenarios, N={n if name != 'users' else '*'}, "
                  f"M={rows[0]['n_servers'] if name != 'convergence' else '*'}")
     return save(fig, path)
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    """Write dict rows (all with the same keys) as a CSV."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def run(cfg: Config, out: Path, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:

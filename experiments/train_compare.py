@@ -23,7 +23,6 @@ Expect identical learning curves for every allocator with the same seed: split t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plotting import save, subplots
+from experiments.plotting import save, subplots, write_csv
 from fl_app.client_app import app as client_app
 from fl_app.config import Settings
 from fl_app.inprocess import InProcessGrid
@@ -91,13 +90,6 @@ def flatten(rows: list[dict], **keys) -> list[dict]:
 def stability_bound(split: float, layers: int, samples: float) -> float:
     """The seed-A penalty per client, 2 L^2 / (k (1 - a / Y)) with L = 1."""
     return 2.0 / (samples * (1.0 - split / layers))
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_allocators(rows: list[dict], path: Path) -> None:

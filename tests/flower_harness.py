@@ -266,6 +266,24 @@ class FlowerHarness:
         return [f"{pid} {_cmdline(pid)}" for pid in sorted(self.owned_pids())]
 
 
+def start_simulation_superlink(harness: FlowerHarness, connection: str) -> str:
+    """A private SuperLink in simulation mode on OS-chosen ports, made the `flwr` default under
+    `connection`; returns the connection name."""
+    http_port, control_port = free_ports(2)
+    proc = harness.start("superlink", [
+        flwr_bin("flower-superlink"), "--insecure", "--simulation",
+        "--isolation", "subprocess", "--disable-runtime-dependency-installation",
+        # 1.41 serves the Runtime, Control and Fleet APIs over HTTP on --host/--port; the
+        # gRPC Control API address is deprecated (not opened) but pinned so no default is used.
+        "--control-api-address", f"127.0.0.1:{control_port}",
+        "--host", "127.0.0.1", "--port", str(http_port),
+        "--database", str(harness.home / "state.db"),
+    ])
+    harness.wait_healthy(http_port, proc)
+    harness.write_connection(connection, f"127.0.0.1:{http_port}")
+    return connection
+
+
 def flower_processes_of(harness: FlowerHarness) -> list[str]:
     """Live Flower/Ray processes that belong to `harness` (for the final assertion)."""
     return [f"{pid} {_cmdline(pid)}" for pid in sorted(harness.owned_pids())

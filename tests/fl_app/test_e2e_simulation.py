@@ -15,8 +15,8 @@ from tests.flower_harness import (
     check_fault_round,
     check_run_outputs,
     flwr_bin,
-    free_ports,
     run_status,
+    start_simulation_superlink,
     started_run_id,
 )
 
@@ -29,20 +29,8 @@ FAULT_TIMEOUT_S = 20  # step-timeout-s; cold Ray actors answer the profile query
 
 
 @pytest.fixture
-def superlink(harness, tmp_path):
-    http_port, control_port = free_ports(2)
-    proc = harness.start("superlink", [
-        flwr_bin("flower-superlink"), "--insecure", "--simulation",
-        "--isolation", "subprocess", "--disable-runtime-dependency-installation",
-        # 1.41 serves the Runtime, Control and Fleet APIs over HTTP on --host/--port; the
-        # gRPC Control API address is deprecated (not opened) but pinned so no default is used.
-        "--control-api-address", f"127.0.0.1:{control_port}",
-        "--host", "127.0.0.1", "--port", str(http_port),
-        "--database", str(harness.home / "state.db"),
-    ])
-    harness.wait_healthy(http_port, proc)
-    harness.write_connection("e2e-sim", f"127.0.0.1:{http_port}")
-    return "e2e-sim"
+def superlink(harness):
+    return start_simulation_superlink(harness, "e2e-sim")
 
 
 @pytest.mark.parametrize("transport", ["stream", "flower"])
