@@ -16,19 +16,36 @@ from typing import Protocol
 
 import numpy as np
 
+from edgesplit.splits import check_split
+
 from .api import METHODS, solve
 from .result import Allocation, evaluate
 from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles
 
-#: Policies the strategy accepts: the optimiser's methods (exhaustive is for small instances
-#: only) plus a split chosen from each device's capability.
-POLICIES = tuple(sorted(set(METHODS) - {"exhaustive"})) + ("heterogeneous-fixed",)
 
-#: Policies that also need a trained split policy (`SystemAllocator(split_policy=...)`).
-LEARNED = ("rl-split",)
+@dataclass(frozen=True)
+class Policy:
+    """What an allocator needs from the run config besides the round's profiles.
 
-#: Every allocator a run may name (the run config's `allocator` choices).
-ALLOCATORS = POLICIES + LEARNED
+    uses_split : bool
+        Reads `split` (fixed: everyone's split; heterogeneous-fixed: the deepest).
+    learned : bool
+        Needs a trained split policy (`rl-policy`).
+    """
+
+    uses_split: bool = False
+    learned: bool = False
+
+
+#: Every allocator a run may name (the run config's `allocator`): the optimiser's methods
+#: (exhaustive is for small instances only), a split chosen from each device's capability, and
+#: the learned split policy.
+ALLOCATORS: dict[str, Policy] = {
+    **{name: Policy() for name in sorted(METHODS) if name != "exhaustive"},
+    "fixed": Policy(uses_split=True),
+    "heterogeneous-fixed": Policy(uses_split=True),
+    "rl-split": Policy(learned=True),
+}
 
 
 class SplitRule(Protocol):
@@ -77,7 +94,8 @@ class SystemAllocator:
         The split for "fixed", and the deepest split for "heterogeneous-fixed".
     seed : int
         Seeds the per-round fading and any randomised method.
-    server_bandwidth_hz : float (default: 20e6)
+    server_bandwidth_hz : float
+        The uplink bandwidth shared among the round's clients.
     weights : Weights, optional
     split_policy : str, Path or SplitRule, optional
         "rl-split" only (and then required): a folder written by `SplitPolicy.save` (e.g.
@@ -87,16 +105,16 @@ class SystemAllocator:
         "rl-split": Nakagami shape of the SNR -> loss-rate mapping (1 = Rayleigh).
     """
 
-    def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float = 20e6,
+    def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float,
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
                  fading_m: float = 1.0) -> None:
         if policy not in ALLOCATORS:
-            raise ValueError(f"unknown allocator {policy!r}; choose from {ALLOCATORS}")
+            raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
         self.policy, self.split, self.seed = policy, split, seed
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
         self.fading_m = fading_m
         self.split_policy: SplitRule | None = None
-        if policy == "rl-split":
+        if ALLOCATORS[policy].learned:
             if split_policy is None or split_policy == "":
                 raise ValueError("allocator rl-split needs a trained split policy: train one with "
                                  "`python -m experiments.split_rl --out DIR`, then pass "
@@ -119,7 +137,8 @@ class SystemAllocator:
 
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost) -> RoundAllocation:
-        check_split(self.split, model.split_layers)
+        if ALLOCATORS[self.policy].uses_split:
+            check_split(self.split, model.layers, model.device_tail_layers)
         scenario = self.scenario(server_round, profiles, model)
         loss_rates = None
         if self.policy == "heterogeneous-fixed":
@@ -132,9 +151,8 @@ class SystemAllocator:
             result = replace(result, split=np.array(splits), method="rl-split")
         else:
             options = {"split": self.split} if self.policy == "fixed" else {}
-            if self.policy not in ("greedy",):
-                options["seed"] = self.seed * 100_003 + server_round
-            result = solve(scenario, self.policy, **options)
+            result = solve(scenario, self.policy, seed=self.seed * 100_003 + server_round,
+                           **options)
         costs = evaluate(scenario, result)
         clients = [ClientAllocation(int(s), float(b), float(p), float(f)) for s, b, p, f in
                    zip(result.split, result.bandwidth, result.power, result.user_freq,
@@ -149,10 +167,10 @@ class SystemAllocator:
         """Each client's channel loss rate q_n under `result`'s resources ("rl-split").
 
         SNR_n = p_n g_n / (N0 b_n) on its server (this round's faded gain), mapped to the
-        Nakagami-m outage probability q = gammainc(m, m / SNR) (`fl_app.channel.nakagami_outage`,
+        Nakagami-m outage probability q = gammainc(m, m / SNR) (`edgesplit.channel.nakagami_outage`,
         Omega = 1, g_th = 1) and clipped to the range the policy was trained on.
         """
-        from fl_app.channel import nakagami_outage  # torch-side module: rl-split only
+        from edgesplit.channel import nakagami_outage  # torch-side module: rl-split only
 
         users = np.arange(scenario.n_users)
         gain = scenario.gain[users, np.asarray(result.association, int)]
@@ -161,12 +179,6 @@ class SystemAllocator:
         problem = self.split_policy.problem
         q = [nakagami_outage(10.0 * np.log10(s), self.fading_m) for s in snr]
         return np.clip(q, problem.q_low, problem.q_high)
-
-
-def check_split(split: int, num_layers: int) -> None:
-    if not 1 <= split <= num_layers - 1:
-        raise ValueError(f"split {split} outside [1, {num_layers - 1}] for a "
-                         f"{num_layers}-layer model")
 
 
 def _by_capability(scenario: Scenario, profiles: Sequence[Mapping[str, float]],

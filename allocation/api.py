@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+from edgesplit.splits import check_split
+
 from . import baselines
 from .exhaustive import exhaustive
 from .fp import optimise, split_step
@@ -28,9 +30,7 @@ def _ao(terms: Terms, *, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
 
 def _fixed(terms: Terms, *, split: int, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
            tol: float = 1e-4):
-    y = terms.layers
-    if not 1 <= split <= y - 1:
-        raise ValueError(f"split must be in 1..{y - 1}, got {split}")
+    check_split(split, terms.layers)
     best, history, iterations = optimise(
         terms, "fixed", split=[split] * terms.scenario.n_users, seed=seed, n_starts=n_starts,
         max_outer=max_outer, tol=tol)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resources import best_integer_split
 from .terms import Terms
+from .waterfilling import best_integer_split
 
 
 def greedy_association(terms: Terms) -> np.ndarray:

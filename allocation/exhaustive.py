@@ -13,8 +13,8 @@ import itertools
 
 import numpy as np
 
-from .resources import server_freq_hz, solve_uplink
 from .terms import Candidate, Terms
+from .waterfilling import server_freq_hz, solve_uplink
 
 #: Largest number of (server, subset, split vector) combinations searched.
 MAX_COMBINATIONS = 2_000_000

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resources import (
+from .terms import Candidate, Terms
+from .waterfilling import (
     kkt_server_freq,
     surrogate_server_freq_hz,
     surrogate_split,
     uplink_at_price,
 )
-from .terms import Candidate, Terms
 
 
 def fp_relaxed(terms: Terms, association: np.ndarray, split0, *, solver: str = "fast",

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgesplit.splits import split_range
+
 from .system_model import Costs, Scenario, cost_components, weighted_objective
 
 #: Relative slack allowed on budgets and bounds (water-filling ends at float precision).
@@ -68,8 +70,11 @@ def check_feasible(scenario: Scenario, alloc: Allocation) -> None:
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{name}: not finite")
     split, assoc = np.asarray(alloc.split), np.asarray(alloc.association)
-    if np.any(split != np.round(split)) or np.any(split < 1) or np.any(split > y - 1):
-        raise ValueError(f"split: every split must be an integer in 1..{y - 1}")
+    valid = split_range(y)
+    if np.any(split != np.round(split)) or np.any(split < valid.start) or np.any(
+            split >= valid.stop):
+        raise ValueError(f"split: every split must be an integer in "
+                         f"{valid.start}..{valid.stop - 1}")
     if np.any(assoc != np.round(assoc)) or np.any(assoc < 0) or np.any(assoc >= m):
         raise ValueError(f"association: every user needs a server index in 0..{m - 1}")
     for name in ("bandwidth", "power", "user_freq", "server_freq"):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .resources import best_integer_split, device_freq_hz, server_freq_hz, solve_uplink
 from .system_model import Scenario, compute_delay_s, compute_energy_j
+from .waterfilling import best_integer_split, device_freq_hz, server_freq_hz, solve_uplink
 
 
 @dataclass

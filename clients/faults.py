@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 if TYPE_CHECKING:
-    from clients.handlers import Device
+    from clients.device import Device
 
 KINDS = ("raise", "silent", "crash", "disconnect", "straggle")
 FAULT_STEP = 1  # mid-round: step 0 went through, so the server has state for this client
@@ -59,7 +59,7 @@ def at_step(device: Device, step: int, local_steps: int,
     """Misbehave here if this device is faulty and `step` is the fault step; call it once per
     local step, before the step's activations are computed. `stream` is the stream transport's
     call (None on the Flower-message transport)."""
-    kind = parse(device.settings.inject_faults).get(device.partition_id)
+    kind = device.fault
     if kind is None or step != FAULT_STEP or step >= local_steps:
         return
     where = f"partition {device.partition_id}, step {step}"
@@ -70,6 +70,6 @@ def at_step(device: Device, step: int, local_steps: int,
     if kind == "disconnect" and stream is not None:
         stream.cancel()  # the caller's next read fails: the stream is gone
         return
-    time.sleep(OVERRUN * device.settings.step_timeout_s)
+    time.sleep(OVERRUN * device.step_timeout_s)
     if kind != "straggle":
         raise InjectedFault(f"injected fault: {kind} ({where}) gave up without answering")

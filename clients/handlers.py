@@ -6,17 +6,13 @@ simulation, under a deployed SuperNode, and in-process in tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from clients import faults
-from clients.device import DeviceSession, validation_activations
-from clients.profile import device_profile
-from fl_app.config import Settings
-from fl_app.data import ClientShard
-from fl_app.protocol import (
+from clients.cache import HEAD_LOCK
+from clients.device import Device
+from clients.session import DeviceSession, validation_activations
+from edgesplit.protocol import (
     ACTIVATIONS,
     CONFIG,
     GRADIENT,
@@ -24,53 +20,17 @@ from fl_app.protocol import (
     METRICS,
     PROFILE,
     RoundTask,
-    device_layers,
     gradient_spec,
 )
-from fl_app.records import from_record, lora_spec, to_record
-from fl_app.resources import HEAD_LOCK, federated_text, head_model
-from fl_app.split_model import SplitModel
+from edgesplit.records import from_record, to_record
 
 # Names of this device's records in context.state while a round is in progress.
 _TASK, _LORA, _OPTIM = "round.task", "round.lora", "round.optim"
 
 
-@dataclass(frozen=True)
-class Device:
-    """Who this device is: run settings plus its partition (from the node config)."""
-
-    settings: Settings
-    partition_id: int
-    num_partitions: int
-    node_config: dict
-
-    def shard(self) -> ClientShard:
-        return federated_text(self.settings, self.num_partitions).client(self.partition_id)
-
-    def model(self, split: int, tail_from: int = 0) -> SplitModel:
-        """The frozen model this device trains on: a head of `split` layers, or the whole
-        model when it also runs a U-shaped split's tail from layer `tail_from`."""
-        return head_model(self.settings.model_name, self.settings.lora, split,
-                          whole=tail_from > 0)
-
-    def received_lora(self, record: ArrayRecord, split: int,
-                      tail_from: int = 0) -> dict[str, torch.Tensor]:
-        """The adapter the server sent, checked against this device's layers: [0, split), and
-        [tail_from, L) in a U-shaped split."""
-        model = self.model(split, tail_from)
-        top = tail_from or model.num_layers
-        if not 1 <= split < top or top > model.num_layers:
-            raise ValueError(f"split {split} (tail from {tail_from}) outside [1, "
-                             f"{model.num_layers - 1}]")
-        layers = device_layers(split, tail_from, model.num_layers)
-        # Only the keys and shapes matter: no need to copy the weights on every message.
-        return from_record(record, lora_spec(model.lora_parameters(layers)))
-
-
 def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
     """Report the device profile and how much training data this device holds."""
-    profile = device_profile(device.node_config, device.partition_id, device.settings.seed)
-    record = ConfigRecord(profile.as_dict())
+    record = ConfigRecord(device.profile().as_dict())
     record["num-examples"] = len(device.shard().train)
     return RecordDict({PROFILE: record})
 

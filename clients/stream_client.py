@@ -18,22 +18,27 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from clients import faults
-from clients.device import DeviceSession
-from clients.handlers import Device
-from fl_app import framing
-from fl_app.protocol import (
+from clients.cache import HEAD_LOCK
+from clients.device import Device
+from clients.session import DeviceSession
+from edgesplit import framing
+from edgesplit.protocol import (
+    ACTIVATIONS,
     BODY,
     BODY_GRAD,
     CONFIG,
+    GRADIENT,
+    HELLO,
     LORA,
+    METHOD_PATH,
     METRICS,
+    STREAM,
     RoundTask,
     activation_spec,
     gradient_spec,
     step_exchanges,
 )
-from fl_app.records import PayloadError, check_tensors, to_record
-from fl_app.resources import HEAD_LOCK
+from edgesplit.records import PayloadError, check_tensors, to_record
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,12 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     body output, then apply the gradient that reaches the head.
     """
     task = RoundTask.from_record(content[CONFIG])
-    link = StreamLink.from_record(content[framing.STREAM])
+    link = StreamLink.from_record(content[STREAM])
     wire = framing.WIRE_DTYPES[link.wire_dtype]
     with HEAD_LOCK:
-        model, data = device.model(task.split, task.tail_from), device.shard().train
+        model, data = device.model(task.split, task.device_tail_layers), device.shard().train
         session = DeviceSession(model, data, task, device.received_lora(
-            content[LORA], task.split, task.tail_from))
+            content[LORA], task.split, task.device_tail_layers))
         hidden_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
                                     model.config.hidden_size)
         sent_specs = [spec for _, spec, _ in step_exchanges(framing.with_batch(activation_spec(
@@ -89,13 +94,13 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
     outbox: queue.Queue[bytes | None] = queue.Queue()
-    outbox.put(framing.encode({"kind": framing.HELLO, "node": link.node_id,
+    outbox.put(framing.encode({"kind": HELLO, "node": link.node_id,
                                "secret": link.secret}))
     requests: Iterator[bytes] = iter(outbox.get, None)  # None half-closes the stream
     # Bounds the whole call, so a vanished server cannot hold the device forever.
-    deadline = device.settings.step_timeout_s * (task.local_steps + 1)
+    deadline = device.step_timeout_s * (task.local_steps + 1)
     with link.channel(max_bytes) as channel:
-        call = channel.stream_stream(framing.METHOD_PATH)
+        call = channel.stream_stream(METHOD_PATH)
         responses = call(requests, timeout=deadline)
 
         def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
@@ -112,12 +117,12 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
             for step in range(task.local_steps):
                 faults.at_step(device, step, task.local_steps, responses)
                 if task.u_shaped:
-                    body = exchange(framing.ACTIVATIONS, step, acts, BODY)
+                    body = exchange(ACTIVATIONS, step, acts, BODY)
                     with HEAD_LOCK:
                         tail_grad = session.tail_backward(step, body)
-                    grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, framing.GRADIENT)
+                    grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, GRADIENT)
                 else:
-                    grad = exchange(framing.ACTIVATIONS, step, acts, framing.GRADIENT)
+                    grad = exchange(ACTIVATIONS, step, acts, GRADIENT)
                 if step + 1 == task.local_steps:
                     outbox.put(None)
                 with HEAD_LOCK:

@@ -2,7 +2,7 @@
 
 Trains the default job (smollm2-135m on Shakespeare, 8 clients, 3 rounds of 4 local steps, batch
 4 x 32 tokens, the `fp` allocator) once per wire format of the stream data plane: float32,
-float16, bfloat16 and int8 (absmax per token, `fl_app.framing.quantise`), in one process over
+float16, bfloat16 and int8 (absmax per token, `edgesplit.framing.quantise`), in one process over
 the in-process grid with concurrent clients, every mode with the same seeds. Per mode it reports
 
 - bytes per step measured on the wire (`TrainOutcome.bytes_up` / `bytes_down`): the data plane's
@@ -39,11 +39,13 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from edgesplit.framing import WIRE_DTYPES  # noqa: E402
+from edgesplit.records import to_record  # noqa: E402
+from edgesplit.settings import Settings  # noqa: E402
 from fl_app.client_app import app as client_app  # noqa: E402
-from fl_app.config import STREAM_DTYPES, Settings  # noqa: E402
-from fl_app.inprocess import InProcessGrid  # noqa: E402
-from fl_app.records import to_record  # noqa: E402
+from fl_app.run_config import parse  # noqa: E402
 from fl_app.server_app import build_strategy  # noqa: E402
+from harness.inprocess import InProcessGrid  # noqa: E402
 from strategies.transport import TailStep, TrainJob, TrainOutcome, Transport  # noqa: E402
 
 NUM_CLIENTS = 8  # the default federation's num-supernodes
@@ -74,7 +76,7 @@ def train(mode: str, overrides: dict, folder: Path) -> tuple[list[dict], dict]:
     """One training run with `stream-dtype = mode`: its metrics rows and its summary row."""
     config = {**Settings().as_dict(), **overrides, "transport": "stream", "stream-dtype": mode,
               "output-dir": str(folder), "run-name": mode}
-    settings = Settings.from_run_config(config)
+    settings = parse(config)
     grid = InProcessGrid(client_app, config, NUM_CLIENTS, concurrent=True)
     strategy = build_strategy(settings, grid)
     counter = CountingTransport(strategy.transport)
@@ -140,7 +142,7 @@ def plot(summary: list[dict], rounds: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", nargs="+", default=list(STREAM_DTYPES), choices=STREAM_DTYPES)
+    parser.add_argument("--modes", nargs="+", default=list(WIRE_DTYPES), choices=list(WIRE_DTYPES))
     parser.add_argument("--quick", action="store_true", help="tiny-llama, synthetic, 2 rounds")
     parser.add_argument("--out", type=Path, default=Path("results/bench_compression"))
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ the peak should not grow with N. Results: CSV + PNG in the output folder.
     python -m experiments.bench_scale --quick     # tiny-llama, 4 and 8 clients (about 2 min)
 
 The private runtime (temporary FLWR_HOME, OS-chosen ports, every process stopped afterwards)
-comes from tests/flower_harness.py, shared with the e2e tests.
+comes from harness/runtime.py, shared with the e2e tests.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from experiments.plotting import save, subplots, write_csv
-from tests.flower_harness import (
+from harness.runtime import (
     FlowerHarness,
     flwr_bin,
     run_status,

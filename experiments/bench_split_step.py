@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from fl_app.config import Settings
-from fl_app.optim import make_optimizer
-from fl_app.resources import federated_text
-from fl_app.split_model import SplitModel, trainable_copy
+from edgesplit.data import federated_text
+from edgesplit.optim import make_optimizer
+from edgesplit.settings import Settings
+from edgesplit.split_model import SplitModel, trainable_copy
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
     settings = Settings(model_name=args.model, corpus=args.corpus, block_size=args.block_size)
     model = SplitModel(args.model, settings.lora)
-    data = federated_text(settings, 1).client(0).train
+    data = federated_text(settings.data, settings.model_name, 1).client(0).train
     batches = [data.batch(i, args.batch_size) for i in range(args.steps + 2)]
     start = model.lora_state()
 

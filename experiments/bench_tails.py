@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
+from edgesplit.data import federated_text
+from edgesplit.protocol import RoundTask
+from edgesplit.settings import Settings
+from edgesplit.split_model import SplitModel
 from experiments.plotting import save, subplots, write_csv
-from fl_app.config import Settings
-from fl_app.protocol import RoundTask
-from fl_app.resources import federated_text
-from fl_app.split_model import SplitModel
-from strategies.batched_tail import batched_tail_step
+from strategies.batched_tail import serve_requests
 from strategies.tail import TailSession
 
 SPLITS = {"smollm2-135m": 4}  # as in the main job; tiny models (4 layers) split at 1
@@ -34,7 +34,7 @@ def bench_group(model: SplitModel, settings: Settings, split: int, clients: int,
                 repeats: int, budget_s: float) -> dict:
     """Median seconds per step of both variants for `clients` clients; at least 2 repeats, more
     up to `repeats` while the group has used less than `budget_s`."""
-    data = federated_text(settings, 1).client(0).train
+    data = federated_text(settings.data, settings.model_name, 1).client(0).train
     with torch.no_grad():
         acts = {}
         for node in range(clients):
@@ -49,7 +49,7 @@ def bench_group(model: SplitModel, settings: Settings, split: int, clients: int,
     sessions = {v: {n: TailSession(model, start, task) for n in range(clients)}
                 for v in ("sequential", "batched")}
     steps = {"sequential": lambda: [s.step(acts[n]) for n, s in sessions["sequential"].items()],
-             "batched": lambda: batched_tail_step(sessions["batched"], acts)}
+             "batched": lambda: serve_requests(sessions["batched"], acts)}
     times: dict[str, list[float]] = {v: [] for v in steps}
     began = time.perf_counter()
     for i in range(repeats):

@@ -32,16 +32,17 @@ from pathlib import Path
 
 import torch
 
-from clients.device import DeviceSession
 from clients.handlers import Device
+from clients.session import DeviceSession
+from edgesplit.protocol import RoundTask, activation_spec
+from edgesplit.settings import Settings
+from edgesplit.split_model import SplitModel
 from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
-from fl_app.protocol import RoundTask, activation_spec
-from fl_app.split_model import SplitModel
+from harness.inprocess import InProcessGrid
+from strategies.flower_transport import FlowerTransport
 from strategies.stream_transport import StreamTransport
 from strategies.tail import TailSession
-from strategies.transport import FlowerTransport, TrainJob
+from strategies.transport import TrainJob
 
 VARIANTS = ("inprocess", "flower", "stream", "stream-fp16")
 NODE = 1  # the in-process grid's first node (partition 0)

@@ -2,7 +2,7 @@
 
 `experiments.bench_transport` times the transports in one process (no SuperLink); this starts a
 SuperLink and one SuperNode on 127.0.0.1 (plaintext, a temporary FLWR_HOME, with the e2e tests'
-process helpers from `tests/flower_harness.py`) and runs one round of tiny-llama per
+process helpers from `harness/runtime.py`) and runs one round of tiny-llama per
 (transport, local steps) with `flwr run`. A round's training time is a fixed cost (the Flower
 messages that start and end it: a fresh ClientApp process each) plus one cost per step, so
 the per-step figure is the slope between two step counts:
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from experiments.plotting import write_csv
-from tests.flower_harness import FlowerHarness, flwr_bin, free_ports, started_run_id
+from harness.runtime import FlowerHarness, flwr_bin, free_ports, started_run_id
 
 ROUND_TIMEOUT_S = 480
 

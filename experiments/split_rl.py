@@ -35,10 +35,10 @@ from allocation.split_rl import (
     real_ratio,
     train_agent,
 )
+from edgesplit.data import federated_text
+from edgesplit.settings import DataSettings
+from edgesplit.split_model import SplitModel
 from experiments.plotting import save, subplots
-from fl_app.config import Settings
-from fl_app.resources import federated_text
-from fl_app.split_model import SplitModel
 
 TEST_SEED = 1000  # channel realisation of the held-out states; training uses seeds 0..
 
@@ -178,7 +178,7 @@ def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
     """Train every agent, score them on held-out states, write the report; return it."""
     start = time.perf_counter()
     model = SplitModel(model_name)
-    data = federated_text(Settings(model_name=model_name), num_partitions=4)
+    data = federated_text(DataSettings(), model_name, num_partitions=4)
     batches = [next(data.heldout.eval_batches(budget.n_blocks))]
     problem = SplitProblem(p_max=min(10, model.num_layers - 1))
     evaluator = SplitEvaluator(model, batches)

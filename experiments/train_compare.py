@@ -1,7 +1,7 @@
 """Training with the real apps under different allocators, and instability against split depth.
 
 Every run is the ServerApp's `train` with the real ClientApp handlers and the stream transport,
-driven in-process by `fl_app.inprocess.InProcessGrid` (one thread per device, no Ray: runs are
+driven in-process by `harness.inprocess.InProcessGrid` (one thread per device, no Ray: runs are
 then bit-reproducible and fit 2 cores; the Flower runtime itself is covered by the e2e tests).
 
 Two studies, same seeds for every configuration:
@@ -30,17 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesplit.split_model import SplitModel
 from experiments.plotting import save, subplots, write_csv
-from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
-from fl_app.server_app import train
-from fl_app.split_model import SplitModel
+from harness.configs import tiny_run_config
+from harness.inprocess import run_in_process
 
 FULL = {"model-name": "smollm2-135m", "num-server-rounds": 3, "local-steps": 2, "batch-size": 4,
         "block-size": 32, "eval-batches": 1}
-QUICK = {"model-name": "tiny-llama", "corpus": "synthetic", "num-server-rounds": 2, "split": 3,
-         "local-steps": 2, "batch-size": 4, "block-size": 16, "eval-batches": 1}
+QUICK = tiny_run_config(num_server_rounds=2, local_steps=2, eval_batches=1, eval_every=1)
 
 
 _RUNS: dict[str, list[dict]] = {}  # config -> rows: both studies share the fixed-split runs
@@ -57,9 +54,7 @@ def run_once(config: dict, clients: int) -> list[dict]:
 def _train(config: dict, clients: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="edgesplit-compare-") as out:
         full = {**config, "output-dir": out, "run-name": "run", "min-train-clients": 2}
-        grid = InProcessGrid(client_app, full, clients, concurrent=True)
-        train(grid, Settings.from_run_config(full))
-        return [json.loads(line) for line in (Path(out) / "run" / "metrics.jsonl").open()]
+        return run_in_process(full, clients)[2]
 
 
 def configurations(layers: int, policy: str) -> dict[str, dict]:

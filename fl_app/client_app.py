@@ -8,47 +8,49 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import handlers, stream_client
-from fl_app.config import Settings
+from clients import faults, handlers, stream_client
+from clients.device import Device
+from edgesplit.protocol import QUERY_PROFILE, TRAIN_START, TRAIN_STEP, TRAIN_STREAM, action
+from fl_app.run_config import parse
 
 app = ClientApp()
 
-Handler = Callable[[RecordDict, RecordDict, handlers.Device], RecordDict]
+Handler = Callable[[RecordDict, RecordDict, Device], RecordDict]
 
 
-def _device(context: Context) -> handlers.Device:
-    node = context.node_config
-    return handlers.Device(
-        settings=Settings.from_run_config(context.run_config),
-        partition_id=int(node.get("partition-id", 0)),
-        num_partitions=int(node.get("num-partitions", 1)),
-        node_config=dict(node),
-    )
+def device(context: Context) -> Device:
+    """This node's device, handed only the settings a device uses."""
+    settings, node = parse(context.run_config), context.node_config
+    partition_id = int(node.get("partition-id", 0))
+    return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
+                  partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
+                  node_config=dict(node), step_timeout_s=settings.step_timeout_s,
+                  fault=faults.parse(settings.inject_faults).get(partition_id))
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:
     # Deployment starts a process per message: default intra-op threading made small steps
     # 5-20x slower there (flower-facts.md).
     torch.set_num_threads(1)
-    return Message(handler(msg.content, context.state, _device(context)), reply_to=msg)
+    return Message(handler(msg.content, context.state, device(context)), reply_to=msg)
 
 
-@app.query("profile")
+@app.query(action(QUERY_PROFILE))
 def query_profile(msg: Message, context: Context) -> Message:
     return _serve(handlers.query_profile, msg, context)
 
 
-@app.train("start")
+@app.train(action(TRAIN_START))
 def train_start(msg: Message, context: Context) -> Message:
     return _serve(handlers.train_start, msg, context)
 
 
-@app.train("step")
+@app.train(action(TRAIN_STEP))
 def train_step(msg: Message, context: Context) -> Message:
     return _serve(handlers.train_step, msg, context)
 
 
-@app.train("stream")
+@app.train(action(TRAIN_STREAM))
 def train_stream(msg: Message, context: Context) -> Message:
     return _serve(stream_client.train_stream, msg, context)
 

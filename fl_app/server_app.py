@@ -9,16 +9,20 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from allocation.allocators import SystemAllocator, check_split
-from fl_app.config import Settings
-from fl_app.protocol import Spec, activation_spec
-from fl_app.resources import federated_text
-from fl_app.split_model import SplitModel
+from allocation.allocators import SystemAllocator
+from edgesplit.data import federated_text
+from edgesplit.protocol import activation_spec
+from edgesplit.records import Spec
+from edgesplit.settings import Settings
+from edgesplit.split_model import SplitModel
+from fl_app.run_config import check_against_model, parse
 from strategies.aggregation import make_aggregator
+from strategies.evaluation import Evaluator, evaluation_channel
+from strategies.flower_transport import FlowerTransport
 from strategies.outputs import RunRecorder, load_checkpoint
 from strategies.split_fed import SplitFedStrategy
 from strategies.stream_transport import StreamTransport, TlsFiles
-from strategies.transport import FlowerTransport, Transport
+from strategies.transport import Transport
 
 app = ServerApp()
 
@@ -26,21 +30,22 @@ app = ServerApp()
 def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     """Wire the pieces a run needs from its settings (raises ValueError on a bad config)."""
     model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
-    if settings.device_tail_layers > model.num_layers - 2:
-        raise ValueError(f"config device-tail-layers = {settings.device_tail_layers}: at most "
-                         f"{model.num_layers - 2} for a {model.num_layers}-layer model (the "
-                         "head and the server's body need a layer each)")
-    check_split(settings.split, model.num_layers - settings.device_tail_layers)
+    check_against_model(settings, model.num_layers)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
                                 fading_m=settings.nakagami_m)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
-    heldout = federated_text(settings, num_partitions=1).heldout
+    evaluator = Evaluator(
+        model, federated_text(settings.data, settings.model_name, num_partitions=1).heldout,
+        spec, batch_size=settings.batch_size, eval_batches=settings.eval_batches,
+        reply_timeout_s=settings.reply_timeout_s, seed=settings.seed,
+        channel=evaluation_channel(settings.channel, settings.channel_snr_db,
+                                   settings.nakagami_m, settings.channel_bits))
     return SplitFedStrategy(settings, model, allocator, build_transport(settings, grid, spec),
                             make_aggregator(settings.aggregation, settings.trim_fraction),
-                            recorder, heldout, spec)
+                            recorder, evaluator)
 
 
 def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:
@@ -81,4 +86,4 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    train(grid, Settings.from_run_config(context.run_config))
+    train(grid, parse(context.run_config))

@@ -64,6 +64,9 @@ def trimmed_mean(adapters: Sequence[Adapter], weights: Sequence[float], trim_fra
                            adapters, weights)
 
 
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
+
+
 def make_aggregator(name: str, trim_fraction: float = 0.1) -> Aggregator:
     """The aggregator named by the run config's `aggregation` (`trim-fraction` for
     trimmed-mean)."""
@@ -75,4 +78,4 @@ def make_aggregator(name: str, trim_fraction: float = 0.1) -> Aggregator:
         if not 0 <= trim_fraction < 0.5:
             raise ValueError(f"trim fraction {trim_fraction} outside [0, 0.5)")
         return partial(trimmed_mean, trim_fraction=trim_fraction)
-    raise ValueError(f"unknown aggregation {name!r}: fedavg, median or trimmed-mean")
+    raise ValueError(f"unknown aggregation {name!r}: one of {AGGREGATIONS}")

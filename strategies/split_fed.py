@@ -8,40 +8,29 @@ every layer's LoRA over all clients -> evaluate -> record metrics and a checkpoi
 from __future__ import annotations
 
 import math
-import resource
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from allocation import ModelCost
-from allocation.allocators import ClientAllocation, RoundAllocation, SystemAllocator
-from fl_app import framing
-from fl_app.channel import Channel, make_channel
-from fl_app.config import Settings
-from fl_app.data import TokenBlocks
-from fl_app.protocol import (
-    ACTIVATIONS,
-    CONFIG,
-    EVALUATE,
-    LORA,
-    PROFILE,
-    QUERY_PROFILE,
-    RoundTask,
-    Spec,
-    device_layers,
-)
-from fl_app.records import PayloadError, client_error, from_record, to_record
-from fl_app.split_model import SplitModel
+from allocation.allocators import ClientAllocation, SystemAllocator
+from edgesplit import framing
+from edgesplit.protocol import PROFILE, QUERY_PROFILE, RoundTask
+from edgesplit.records import client_error
+from edgesplit.settings import Settings
+from edgesplit.split_model import SplitModel
+from edgesplit.splits import device_layers
 from strategies.aggregation import Aggregator
 from strategies.batched_tail import serve_requests
+from strategies.evaluation import Evaluator
 from strategies.outputs import RunRecorder
+from strategies.round_metrics import peak_rss_mb, progress_line, round_costs
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
@@ -59,23 +48,6 @@ PROFILE_BOUNDS = {"cpu_freq_hz": (1e6, 1e11), "cores": (1, 1024), "flops_per_cyc
                   "distance_m": (1.0, 1e5), "num-examples": (1, 1e12)}
 
 
-@dataclass
-class TokenLoss:
-    """Summed next-token negative log-likelihood and the number of predicted tokens."""
-
-    nll: float = 0.0
-    tokens: int = 0
-
-    def add(self, mean_loss: torch.Tensor, labels: torch.Tensor) -> None:
-        count = int((labels[:, 1:] != -100).sum())
-        self.nll += float(mean_loss) * count
-        self.tokens += count
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nll / self.tokens) if self.tokens else float("nan")
-
-
 class SplitFedStrategy:
     """Owns the round loop of split-federated training.
 
@@ -88,18 +60,15 @@ class SplitFedStrategy:
     transport : Transport
     aggregate : Aggregator
     recorder : RunRecorder
-    heldout : TokenBlocks
-        The server's global held-out set.
-    activation_spec : Spec
-        What a client's evaluation activations must look like.
+    evaluator : Evaluator
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
                  transport: Transport, aggregate: Aggregator, recorder: RunRecorder,
-                 heldout: TokenBlocks, activation_spec: Spec) -> None:
+                 evaluator: Evaluator) -> None:
         self.settings, self.model, self.allocator = settings, model, allocator
         self.transport, self.aggregate, self.recorder = transport, aggregate, recorder
-        self.heldout, self.activation_spec = heldout, activation_spec
+        self.evaluator = evaluator
         self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
         self.costs = ModelCost(layers=model.num_layers, hidden_size=model.config.hidden_size,
                                batch_size=settings.batch_size, seq_len=settings.block_size,
@@ -107,9 +76,6 @@ class SplitFedStrategy:
                                    settings.stream_dtype if settings.transport == "stream"
                                    else "float32", model.config.hidden_size),
                                device_tail_layers=settings.device_tail_layers)
-        # U-shaped split: the device's tail starts here (0 = head/tail split).
-        self.tail_from = (model.num_layers - settings.device_tail_layers
-                          if settings.device_tail_layers else 0)
 
     # ---- one round, step by step -------------------------------------------------------------
     def sample(self, node_ids: list[int], server_round: int) -> list[int]:
@@ -144,105 +110,30 @@ class SplitFedStrategy:
                 failures[node] = f"profile: {type(exc).__name__}: {exc}"
         return profiles, failures
 
-    def split_global(self, split: int, tail_from: int = 0) -> tuple[dict, dict]:
+    def split_global(self, split: int) -> tuple[dict, dict]:
         """The global adapter cut for one client: (the device's layers, the server's)."""
-        mine = set(device_layers(split, tail_from, self.model.num_layers))
-        device = {k: v for k, v in self.global_lora.items() if self.model.layer_of(k) in mine}
-        server = {k: v for k, v in self.global_lora.items() if k not in device}
-        return device, server
+        t, layers = self.settings.device_tail_layers, self.model.num_layers
+        return self.model.split_state(self.global_lora, device_layers(split, layers, t))
 
     def task(self, server_round: int, allocation: ClientAllocation) -> RoundTask:
         s = self.settings
         return RoundTask(server_round=server_round, split=allocation.split,
                          local_steps=s.local_steps, batch_size=s.batch_size,
                          learning_rate=s.learning_rate, optimizer=s.optimizer, seed=s.seed,
-                         tail_from=self.tail_from)
+                         device_tail_layers=s.device_tail_layers)
 
     def train(self, server_round: int, allocations: Mapping[int, ClientAllocation]
               ) -> tuple[dict[int, TrainOutcome], dict[int, TailSession | BodySession]]:
         jobs, parts = [], {}
         for node, alloc in allocations.items():
             task = self.task(server_round, alloc)
-            device, server = self.split_global(task.split, task.tail_from)
+            device, server = self.split_global(task.split)
             jobs.append(TrainJob(node, task, device))
             part = BodySession if task.u_shaped else TailSession
             parts[node] = part(self.model, server, task)
         outcomes = self.transport.train_round(
             jobs, lambda requests: serve_requests(parts, requests, self.settings.batch_tails))
         return outcomes, parts
-
-    def eval_channel(self) -> Channel | None:
-        """The link validation activations cross (run config `channel`), or None for a clean
-        one; training never crosses it."""
-        s = self.settings
-        if s.channel == "none":
-            return None
-        params = {"erasure": {"m": s.nakagami_m}, "noise": {"fading_m": s.nakagami_m},
-                  "quantise-flip": {"bits": s.channel_bits}}[s.channel]
-        return make_channel(s.channel, snr_db=s.channel_snr_db, **params)
-
-    def evaluate_clients(self, grid: Grid, allocations: Mapping[int, ClientAllocation],
-                         server_round: int = 0, failures: dict[int, str] | None = None
-                         ) -> tuple[TokenLoss, TokenLoss | None]:
-        """Federated validation perplexity through each client's split.
-
-        Returns (perplexity as the server receives the activations, clean perplexity). With a
-        `channel` configured, each client's activations cross it before the tail (seeded by
-        seed, round and node) and the clean loss of the same activations comes second;
-        without one the second is None. A client whose reply is missing or invalid is left
-        out, with its reason in `failures`.
-        """
-        channel = self.eval_channel()
-        failures = {} if failures is None else failures
-        max_blocks = self.settings.eval_batches * self.settings.batch_size
-        msgs = []
-        for node, alloc in allocations.items():
-            head, _ = self.split_global(alloc.split)
-            config = ConfigRecord({"split": alloc.split, "max-blocks": max_blocks})
-            msgs.append(Message(RecordDict({CONFIG: config, LORA: to_record(head)}),
-                                dst_node_id=node, message_type=EVALUATE))
-        total, clean = TokenLoss(), TokenLoss() if channel else None
-        replies = grid.send_and_receive(msgs, timeout=self.settings.reply_timeout_s)
-        failures.update({n: "evaluate: no reply" for n in
-                         set(allocations) - {r.metadata.src_node_id for r in replies}})
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            try:
-                if reply.has_error():
-                    raise PayloadError(client_error(reply))
-                acts = from_record(reply.content[ACTIVATIONS], self.activation_spec)
-                if not 1 <= len(acts["hidden"]) <= max_blocks:
-                    raise PayloadError(f"{len(acts['hidden'])} validation rows, asked for 1 to "
-                                       f"{max_blocks}")
-                received = [acts["hidden"]]
-                if channel:
-                    seed = np.random.SeedSequence([self.settings.seed, server_round, node])
-                    generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
-                    received.insert(0, channel(acts["hidden"], generator))
-                with torch.no_grad(), self.model.using_lora(self.global_lora):
-                    losses = [self.model.tail(h, acts["attention_mask"], allocations[node].split,
-                                              acts["labels"]).loss for h in received]
-                if not all(torch.isfinite(loss) for loss in losses):
-                    raise PayloadError("non-finite validation loss")
-                for acc, loss in zip((total, clean), losses, strict=False):
-                    acc.add(loss, acts["labels"])
-            except Exception as exc:  # a bad reply leaves the client out, never the server
-                failures[node] = f"evaluate: {type(exc).__name__}: {exc}"
-                log(WARNING, "evaluation: client %s dropped: %s", node, failures[node])
-        return total, clean
-
-    @torch.no_grad()
-    def evaluate_heldout(self) -> TokenLoss:
-        """Server-side perplexity of the global adapter on the held-out set (unsplit)."""
-        total = TokenLoss()
-        limit = self.settings.eval_batches * self.settings.batch_size * 4
-        data = TokenBlocks(self.heldout.input_ids[:limit], self.heldout.attention_mask[:limit])
-        with self.model.using_lora(self.global_lora):
-            for batch in data.eval_batches(self.settings.batch_size):
-                out = self.model.full(batch["input_ids"], batch["attention_mask"],
-                                      batch["labels"])
-                total.add(out.loss, batch["labels"])
-        return total
 
     # ---- the loop ----------------------------------------------------------------------------
     def resume(self, checkpoint: Mapping) -> int:
@@ -291,60 +182,30 @@ class SplitFedStrategy:
             for node, reason in failures.items():
                 log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
             if s.eval_every and server_round % s.eval_every == 0:
-                if not self.tail_from:  # U-shaped: validation labels never leave the device
-                    eval_failures: dict[int, str] = {}
-                    val, val_clean = self.evaluate_clients(grid, allocs, server_round,
-                                                           eval_failures)
-                    row["eval_failures"] = {str(n): r for n, r in eval_failures.items()}
-                    row["val_ppl"] = val.perplexity
-                    if val_clean is not None:
-                        row["val_ppl_clean"] = val_clean.perplexity
-                row["heldout_ppl"] = self.evaluate_heldout().perplexity
+                row.update(self.evaluate(grid, allocs, server_round))
             t_eval = time.perf_counter()
-            row.update(self._round_costs(allocs, outcomes, failures, profiles, plan))
+            row.update(round_costs(allocs, outcomes, failures, profiles, plan))
             row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,
                         "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started,
-                        "server_peak_rss_mb": _peak_rss_mb()})
+                        "server_peak_rss_mb": peak_rss_mb()})
             self.recorder.log_round(row)
             self.recorder.checkpoint(server_round, self.global_lora)
-            log(INFO, _progress_line(row, s.num_server_rounds))
+            log(INFO, progress_line(row, s.num_server_rounds))
         return self.global_lora
 
-    def _round_costs(self, allocs, outcomes, failures, profiles,
-                     plan: RoundAllocation | None) -> dict:
-        steps = [t for o in outcomes.values() for t in o.step_times]
-        per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
-                         if o.failure is None]
-        return {
-            "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
-                         "power_w": a.power_w, "user_freq_hz": a.user_freq_hz,
-                         "examples": int(profiles[n]["num-examples"]),
-                         **({} if a.loss_rate is None else {"loss_rate": a.loss_rate})}
-                        for n, a in allocs.items()],
-            "modelled_objective": plan.objective if plan else None,
-            "modelled_energy_j": plan.energy_j if plan else None,
-            "modelled_delay_s": plan.delay_s if plan else None,
-            "modelled_stability": plan.stability if plan else None,
-            "failures": {str(n): r for n, r in failures.items()},
-            "bytes_up": sum(o.bytes_up for o in outcomes.values()),
-            "bytes_down": sum(o.bytes_down for o in outcomes.values()),
-            "server_tail_step_s": float(np.mean(steps)) if steps else None,
-            "client_exchange_s": float(np.mean(per_step_wait)) if per_step_wait else None,
-        }
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of the process hosting the ServerApp so far (Linux: KiB units)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _progress_line(row: Mapping, rounds: int) -> str:
-    parts = [f"round {row['round']}/{rounds}", f"clients {row['completed']}/{row['sampled']}"]
-    for key, fmt in (("train_loss", "loss {:.4f}"), ("val_ppl", "val ppl {:.2f}"),
-                     ("heldout_ppl", "held-out ppl {:.2f}")):
-        if row.get(key) is not None:
-            parts.append(fmt.format(row[key]))
-    splits = sorted(c["split"] for c in row["clients"])
-    parts.append(f"splits {splits}")
-    parts.append(f"{row['time_round_s']:.1f} s")
-    return " | ".join(parts)
+    def evaluate(self, grid: Grid, allocations: Mapping[int, ClientAllocation],
+                 server_round: int) -> dict:
+        """The round's evaluation metrics: federated validation perplexity (not in a U-shaped
+        split, whose validation labels never leave the devices) and held-out perplexity."""
+        row: dict = {}
+        if not self.settings.device_tail_layers:
+            failures: dict[int, str] = {}
+            val, val_clean = self.evaluator.clients(
+                grid, self.global_lora, {n: a.split for n, a in allocations.items()},
+                server_round, failures)
+            row["eval_failures"] = {str(n): r for n, r in failures.items()}
+            row["val_ppl"] = val.perplexity
+            if val_clean is not None:
+                row["val_ppl_clean"] = val_clean.perplexity
+        row["heldout_ppl"] = self.evaluator.heldout(self.global_lora).perplexity
+        return row

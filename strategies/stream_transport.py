@@ -1,49 +1,58 @@
 """The streaming data plane: per-step activations and gradients over a gRPC stream.
 
 Flower stays the control plane. For each round the transport opens a gRPC server (generic
-handlers, raw-bytes frames from `fl_app.framing`, no protoc step), and sends every selected client
-a `train.stream` Flower message with its task, head adapter, the stream's address and a fresh
-secret for this client and round. The device dials in, authenticates with its first frame (node
-id + secret), streams one activation frame per step and receives the gradient, then returns its
-head adapter in the Flower reply, exactly like the last reply of the Flower-message transport.
+handlers, raw-bytes frames from `edgesplit.framing`, no protoc step), and sends every selected
+client a `train.stream` Flower message with its task, head adapter, the stream's address and a
+fresh secret for this client and round. The device dials in, authenticates with its first frame
+(node id + secret), streams one activation frame per step and receives the gradient, then returns
+its head adapter in the Flower reply, exactly like the last reply of the Flower-message transport.
 
 Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
 clients), so clients progress independently and never in lockstep (Ray simulation runs only as
-many ClientApps at once as it has actors). The server's model is shared, so one thread at a
-time calls `tail_step`, with every request that arrived meanwhile (the strategy may serve those
-of one split in one batched pass): no waiting window, so a lone client never waits for company.
-The calling thread pulls the Flower replies and runs the watchdog
-that drops stalled clients, so a round always ends.
+many ClientApps at once as it has actors). The server's model is shared: the streams' requests go
+through a `TailQueue`. Where each client stands is a `StreamSession` of `RoundSessions`. The
+calling thread pulls the Flower replies and runs the watchdog that drops stalled clients, so a
+round always ends.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from logging import WARNING
 from pathlib import Path
 
 import grpc
-import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from fl_app import framing
-from fl_app.protocol import CONFIG, LORA, Spec, step_exchanges
-from fl_app.records import PayloadError, check_tensors, client_error, to_record
+from edgesplit import framing
+from edgesplit.protocol import (
+    CONFIG,
+    HELLO,
+    LORA,
+    METHOD,
+    SERVICE,
+    STREAM,
+    TRAIN_STREAM,
+    step_exchanges,
+)
+from edgesplit.records import PayloadError, Spec, check_tensors, client_error, to_record
+from strategies.stream_sessions import Refusal, Refused, RoundSessions, StreamSession
+from strategies.tail_queue import TailQueue
 from strategies.transport import TailStep, TrainJob, TrainOutcome, read_final_reply
 
 _SPARE_WORKERS = 2  # threads beyond one per client: to refuse stray connections promptly
 _HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
 _REPLY_GRACE_S = 10.0  # how long a dropped client's Flower reply may still come to say why
+
+__all__ = ["Refusal", "StreamTransport", "TlsFiles"]
 
 
 @dataclass(frozen=True)
@@ -61,44 +70,6 @@ class TlsFiles:
 
     def root_certificates(self) -> bytes:
         return Path(self.ca_certfile or self.certfile).read_bytes()
-
-
-@dataclass
-class Refusal:
-    """A connection the stream refused (also logged)."""
-
-    server_round: int
-    node_id: object  # as claimed by the peer: may be anything
-    peer: str
-    reason: str
-
-
-@dataclass
-class _Session:
-    """One selected client's progress through the round (guarded by the transport's lock)."""
-
-    job: TrainJob
-    secret: str
-    outcome: TrainOutcome
-    exchanges: list[tuple[str, Spec, str]]  # of one step (protocol.step_exchanges), batch fixed
-    max_bytes: int  # its largest legitimate frame
-    state: str = "waiting"  # waiting -> streaming -> streamed -> done | failed
-    deadline: float = math.inf  # streaming/streamed: when silence becomes a stall
-    context: grpc.ServicerContext | None = None
-    stream_ok: bool = False  # the client half-closed after the last step
-    sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
-    failed_at: float = -math.inf
-
-    def fail(self, reason: str) -> None:
-        if self.state not in ("done", "failed"):
-            self.state, self.outcome.failure = "failed", reason
-            self.failed_at = time.monotonic()
-            if self.context is not None:
-                self.context.cancel()  # wakes the stream's thread if it waits for a frame
-
-
-class _Refused(Exception):
-    """A connection that may not take part in this round (its reason is logged)."""
 
 
 class StreamTransport:
@@ -145,54 +116,48 @@ class StreamTransport:
         self._root_certificates = tls.root_certificates() if tls else b""
         if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
             log(WARNING, "stream transport on %s without TLS: activations travel in clear", host)
-        self.refusals: list[Refusal] = []
-        self._cond = threading.Condition()  # guards sessions, refusals, _last_event
-        self._tail_lock = threading.Lock()  # the server model is shared by every tail
-        self._sessions: dict[int, _Session] = {}
-        self._retired: set[bytes] = set()  # digests of earlier rounds' secrets
-        self._round = 0
-        self._closed = False  # set (under _tail_lock) when a round ends: no tail step after it
-        self._last_event = time.monotonic()
         self._hello_timeout_s = min(step_timeout_s, _HELLO_TIMEOUT_S)
-        self._tail_step: TailStep | None = None
-        self._queue_cond = threading.Condition()  # guards _queue and _serving
-        self._queue: list[_Request] = []  # requests waiting for the next tail_step call
-        self._serving = False
+        self._rounds = RoundSessions()
+        self._tails = TailQueue()
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        """Every connection refused so far, all rounds."""
+        return self._rounds.refusals
 
     # ---- the round (calling thread) ----------------------------------------------------------
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
         if not jobs:
             return {}
-        self._round = jobs[0].task.server_round
-        with self._cond:
-            self._sessions = {job.node_id: self._session(job) for job in jobs}
-        self._tail_step, self._closed = tail_step, False
-        limit = max(s.max_bytes for s in self._sessions.values())
-        server, executor, address = self._start_server(len(jobs), limit)
+        sessions = [self._session(job) for job in jobs]
+        self._rounds.open(jobs[0].task.server_round, sessions)
+        self._tails.open(tail_step)
+        server, executor, address = self._start_server(len(jobs),
+                                                       max(s.max_bytes for s in sessions))
         try:
-            pending = self._push(jobs, address)
-            self._last_event = time.monotonic()
+            pending = self._push(sessions, address)
+            self._rounds.last_event = time.monotonic()
             self._wait(pending)
         finally:
-            with self._tail_lock:
-                self._closed = True
+            self._tails.close()
             server.stop(grace=None)
             executor.shutdown(wait=False)
-            self._retired.update(_digest(s.secret) for s in self._sessions.values())
-        return {node: s.outcome for node, s in self._sessions.items()}
+            self._rounds.close()
+        return {s.job.node_id: s.outcome for s in sessions}
 
-    def _session(self, job: TrainJob) -> _Session:
+    def _session(self, job: TrainJob) -> StreamSession:
         spec = framing.with_batch(self.spec, job.task.batch_size)
         exchanges = step_exchanges(spec, job.task.u_shaped)
         limit = max(framing.max_frame_bytes(s, self.wire_dtype) for _, s, _ in exchanges)
-        return _Session(job, secrets.token_hex(32), TrainOutcome(job.node_id), exchanges, limit)
+        return StreamSession(job, secrets.token_hex(32), TrainOutcome(job.node_id), exchanges,
+                             limit)
 
     def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
                                                                  str]:
         workers = clients + _SPARE_WORKERS
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream")
-        handler = grpc.method_handlers_generic_handler(framing.SERVICE, {
-            framing.METHOD: grpc.stream_stream_rpc_method_handler(self._serve)})
+        handler = grpc.method_handlers_generic_handler(SERVICE, {
+            METHOD: grpc.stream_stream_rpc_method_handler(self._serve)})
         server = grpc.server(executor, handlers=[handler], maximum_concurrent_rpcs=workers,
                              options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
@@ -206,56 +171,56 @@ class StreamTransport:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
         return server, executor, f"{host}:{port}"
 
-    def _push(self, jobs: list[TrainJob], address: str) -> dict[str, _Session]:
+    def _push(self, sessions: list[StreamSession], address: str) -> dict[str, StreamSession]:
         # The reply of a message may not outlive the message's TTL, and in simulation a message
         # can wait for a free actor while others run whole rounds: allow every client's worst case.
-        ttl = len(jobs) * ((jobs[0].task.local_steps + 2) * self.step_timeout_s
-                           + self.connect_timeout_s)
-        messages, sessions = [], []
-        for job in jobs:
-            session = self._sessions[job.node_id]
+        task = sessions[0].job.task
+        ttl = len(sessions) * ((task.local_steps + 2) * self.step_timeout_s
+                               + self.connect_timeout_s)
+        messages = []
+        for session in sessions:
+            job = session.job
             link = ConfigRecord({"address": address, "node-id": str(job.node_id),
                                  "secret": session.secret, "dtype": self.wire_name,
                                  "root-certificates": self._root_certificates})
             lora = to_record(job.head_lora)
             session.outcome.bytes_down += lora.count_bytes()
-            content = RecordDict({CONFIG: job.task.to_record(), LORA: lora, framing.STREAM: link})
+            content = RecordDict({CONFIG: job.task.to_record(), LORA: lora, STREAM: link})
             messages.append(Message(content, dst_node_id=job.node_id,
-                                    message_type=framing.TRAIN_STREAM, ttl=ttl))
-            sessions.append(session)
+                                    message_type=TRAIN_STREAM, ttl=ttl))
         for session in sessions:
             session.sent_at = time.monotonic()
         return dict(zip(self.grid.push_messages(messages), sessions, strict=True))
 
-    def _wait(self, pending: dict[str, _Session]) -> None:
+    def _wait(self, pending: dict[str, StreamSession]) -> None:
         """Collect the Flower replies and enforce the deadlines until every client is settled.
 
         Polls back off while nothing happens (each pull is a request to the SuperLink, and a
         busy poll competes with the streams for the GIL); a stream that finishes its last step
         wakes the loop, as its Flower reply is due.
         """
-        idle = self.poll_s
+        rounds, idle = self._rounds, self.poll_s
         while True:
             replies = list(self.grid.pull_messages(list(pending))) if pending else []
-            with self._cond:
+            with rounds.cond:
                 for reply in replies:
                     self._finish(pending.pop(reply.metadata.reply_to_message_id), reply)
                 now = time.monotonic()
-                self._watchdog(now)
+                rounds.watchdog(now, self.step_timeout_s, self.connect_timeout_s)
                 # A device that raised cuts its stream before its error reply comes: give the
                 # reply of a client dropped moments ago a short grace to say why.
                 grace = min(self.step_timeout_s, _REPLY_GRACE_S)
-                if all(s.state in ("done", "failed") for s in self._sessions.values()) and \
+                if all(s.settled for s in rounds.by_node.values()) and \
                         all(now - s.failed_at > grace for s in pending.values()):
                     return
-                if replies or self._cond.wait(idle):
+                if replies or rounds.cond.wait(idle):
                     idle = self.poll_s
                 else:
                     idle = min(self.max_poll_s, 2 * idle)
 
-    def _finish(self, session: _Session, reply: Message) -> None:
+    def _finish(self, session: StreamSession, reply: Message) -> None:
         """A client's Flower reply: its trained head adapter, valid only after every step."""
-        self._last_event = time.monotonic()
+        self._rounds.last_event = time.monotonic()
         job, outcome = session.job, session.outcome
         if session.state == "failed":
             if reply.has_error():  # why its stream broke, as the client tells it
@@ -278,18 +243,6 @@ class StreamTransport:
         outcome.device_losses = losses
         session.state = "done"
 
-    def _watchdog(self, now: float) -> None:
-        idle = now - self._last_event > self.connect_timeout_s
-        for session in self._sessions.values():
-            if session.state in ("streaming", "streamed") and now > session.deadline:
-                what = ("activations" if session.state == "streaming" else "the final reply")
-                session.fail(f"step {session.outcome.steps_done}: no {what} within "
-                             f"{self.step_timeout_s:g} s")
-                self._last_event = now  # a dropped client may free a simulation actor
-            elif session.state == "waiting" and idle:
-                session.fail(f"did not connect; no client progressed for "
-                             f"{self.connect_timeout_s:g} s")
-
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------
     def _serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """Authenticate, then answer each activation frame with its gradient."""
@@ -297,69 +250,27 @@ class StreamTransport:
         timer.start()
         try:
             session = self._admit(requests, context)
-        except _Refused as exc:
+        except Refused as exc:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         finally:
             timer.cancel()
         try:
             yield from self._steps(session, requests)
         except Exception as exc:  # a client fault, or a tail failure on its data
-            with self._cond:
+            with self._rounds.cond:
                 session.fail(f"step {session.outcome.steps_done}: {type(exc).__name__}: {exc}")
-                self._cond.notify_all()
+                self._rounds.cond.notify_all()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    def _answer(self, request: _Request) -> torch.Tensor:
-        """The server's answer to one frame. If another thread is running `tail_step`, wait:
-        whoever finds it idle next serves every request queued by then in one call."""
-        with self._queue_cond:
-            self._queue.append(request)
-            while request.answer is None and self._serving:
-                self._queue_cond.wait()
-            batch = None
-            if request.answer is None:
-                batch, self._queue, self._serving = self._queue, [], True
-        if batch is not None:
-            try:
-                self._serve_batch(batch)
-            finally:
-                with self._queue_cond:
-                    self._serving = False
-                    self._queue_cond.notify_all()
-        if isinstance(request.answer, Exception):
-            raise request.answer
-        return request.answer
-
-    def _serve_batch(self, batch: list[_Request]) -> None:
-        with self._tail_lock:
-            live = []
-            for request in batch:
-                if self._closed or request.session.state != "streaming":
-                    request.answer = _Refused("the round is over for this client")
-                else:
-                    live.append(request)
-            if not live:
-                return
-            started = time.perf_counter()
-            try:
-                answers = self._tail_step({r.session.job.node_id: r.tensors for r in live})
-            except Exception as exc:  # the strategy's fault, not a client's: fail them all
-                answers = {r.session.job.node_id: exc for r in live}
-            share = (time.perf_counter() - started) / len(live)  # per client step
-            for request in live:
-                request.answer = answers.get(request.session.job.node_id,
-                                             RuntimeError("the server gave no answer"))
-                request.session.outcome.step_times.append(share)
-
-    def _stream_ended(self, session: _Session) -> None:
+    def _stream_ended(self, session: StreamSession) -> None:
         """gRPC's end-of-call callback: a call that ends before the client's half-close was cut
         (gRPC may drop a suspended handler without resuming it)."""
-        with self._cond:
+        with self._rounds.cond:
             if not session.stream_ok:
                 session.fail(f"step {session.outcome.steps_done}: stream cancelled or lost")
-                self._cond.notify_all()
+                self._rounds.cond.notify_all()
 
-    def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> _Session:
+    def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> StreamSession:
         """The hello frame must name a node selected this round and carry its secret."""
         node: object = None
         peer = context.peer()  # read now: a cancelled call no longer knows it
@@ -369,37 +280,23 @@ class StreamTransport:
             except grpc.RpcError:  # cancelled by the timer
                 raw = None
             if raw is None:
-                raise _Refused(f"no hello frame within {self._hello_timeout_s:g} s")
+                raise Refused(f"no hello frame within {self._hello_timeout_s:g} s")
             try:
                 meta = framing.decode(raw, framing.max_frame_bytes({})).meta
             except PayloadError as exc:
-                raise _Refused(f"bad hello frame: {exc}") from exc
-            node, offered = meta.get("node"), meta.get("secret")
-            if meta.get("kind") != framing.HELLO or not isinstance(offered, str):
-                raise _Refused("first frame is not a hello with a secret")
-            with self._cond:
-                session = self._sessions.get(node) if type(node) is int else None
-                if session is None:
-                    raise _Refused("node not selected this round")
-                if not hmac.compare_digest(offered.encode(), session.secret.encode()):
-                    stale = _digest(offered) in self._retired
-                    raise _Refused("stale secret (an earlier round's)" if stale
-                                   else "wrong secret")
-                if session.state != "waiting":
-                    raise _Refused(f"already {session.state}")
-                now = time.monotonic()
-                session.state, session.context = "streaming", context
-                context.add_callback(lambda: self._stream_ended(session))
-                session.deadline, self._last_event = now + self.step_timeout_s, now
-                return session
-        except _Refused as exc:
-            with self._cond:
-                self.refusals.append(Refusal(self._round, node, peer, str(exc)))
-            log(WARNING, "stream round %d: refused %s (node %s): %s", self._round, peer, node,
-                exc)
+                raise Refused(f"bad hello frame: {exc}") from exc
+            if meta.get("kind") != HELLO:
+                raise Refused("first frame is not a hello with a secret")
+            node = meta.get("node")
+            session = self._rounds.admit(node, meta.get("secret"), context, self.step_timeout_s)
+            if not context.add_callback(lambda: self._stream_ended(session)):
+                self._stream_ended(session)  # the call ended already
+            return session
+        except Refused as exc:
+            self._rounds.refuse(node, peer, str(exc))
             raise
 
-    def _steps(self, session: _Session, requests: Iterator[bytes]) -> Iterator[bytes]:
+    def _steps(self, session: StreamSession, requests: Iterator[bytes]) -> Iterator[bytes]:
         """Answer each of the step's exchanges (one, or two in a U-shaped split) in order."""
         job, outcome = session.job, session.outcome
         steps = job.task.local_steps
@@ -410,7 +307,7 @@ class StreamTransport:
                 arrived = time.monotonic()
                 if raw is None:
                     raise PayloadError(f"stream closed after {step} of {steps} steps")
-                with self._cond:
+                with self._rounds.cond:
                     outcome.transport_s += arrived - session.sent_at
                     outcome.bytes_up += len(raw)
                     session.deadline = math.inf  # our own tail step is not the client's silence
@@ -419,34 +316,21 @@ class StreamTransport:
                     raise PayloadError(f"expected {request} of step {step}, got {frame.meta}")
                 tensors = check_tensors(frame.tensors, spec,
                                         framing.decoded_dtype(self.wire_dtype))
-                answer = self._answer(_Request(session, tensors))
+                answer = self._tails.answer(session, tensors)
                 out = framing.encode({"kind": reply, "step": step}, {"hidden": answer},
                                      self.wire_dtype)
-                with self._cond:
+                with self._rounds.cond:
                     outcome.bytes_down += len(out)
                     outcome.steps_done = step + last
                     # The client's turn starts now: it has the timeout to send the next frame
                     # (or, after the last step, to reply through Flower).
-                    session.sent_at = self._last_event = time.monotonic()
+                    session.sent_at = self._rounds.last_event = time.monotonic()
                     session.deadline = session.sent_at + self.step_timeout_s
                     if last and step + 1 == steps and session.state == "streaming":
                         session.state = "streamed"
-                        self._cond.notify_all()
+                        self._rounds.cond.notify_all()
                 yield out
         if next(requests, None) is not None:
             raise PayloadError(f"a frame after the last of {steps} steps")
-        with self._cond:
+        with self._rounds.cond:
             session.stream_ok = True
-
-
-@dataclass
-class _Request:
-    """One client's frame waiting for the server's answer."""
-
-    session: _Session
-    tensors: dict[str, torch.Tensor]
-    answer: torch.Tensor | Exception | None = None
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()

@@ -1,7 +1,7 @@
 """The server's part of one client's round: a private copy of its LoRA layers and optimizer.
 
 Head/tail split: `TailSession` trains layers [split, L) and computes the loss. U-shaped split:
-`BodySession` trains layers [split, tail_from) and never sees labels; the device computes the
+`BodySession` trains layers [split, L - t) and never sees labels; the device computes the
 loss. Both answer the data plane's requests through `step`, one call per exchange.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Mapping
 
 import torch
 
-from fl_app.optim import make_optimizer
-from fl_app.protocol import RoundTask
-from fl_app.records import PayloadError
-from fl_app.split_model import SplitModel, trainable_copy
+from edgesplit.optim import make_optimizer
+from edgesplit.protocol import RoundTask
+from edgesplit.records import PayloadError
+from edgesplit.split_model import SplitModel, trainable_copy
 
 
 class _ServerPart:
@@ -71,7 +71,7 @@ class TailSession(_ServerPart):
 
 
 class BodySession(_ServerPart):
-    """Trains layers [split, tail_from) of one client's adapter in a U-shaped split.
+    """Trains layers [split, L - t) of one client's adapter in a U-shaped split.
 
     Each step takes two exchanges: the head's activations (hidden states and padding mask, no
     labels) -> the body's output; then the gradient at that output -> the gradient at the
@@ -88,7 +88,7 @@ class BodySession(_ServerPart):
             hidden = tensors["hidden"].detach().requires_grad_()
             with self.model.training(), self.model.using_lora(self.params):
                 out = self.model.body(hidden, tensors["attention_mask"], self.task.split,
-                                      self.task.tail_from)
+                                      self.model.num_layers - self.task.device_tail_layers)
             self._pending = (hidden, out)
             return out.detach()
         hidden, out = self._pending

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import torch
 
-from fl_app.channel import Channel, Erasure
-from fl_app.split_model import SplitModel
+from edgesplit.channel import Channel, Erasure
+from edgesplit.split_model import SplitModel
 
 Batch = Mapping[str, torch.Tensor]
 

@@ -5,9 +5,9 @@ import pytest
 
 from allocation import METHODS, evaluate, random_scenario, solve
 from allocation.fp import fp_relaxed
-from allocation.resources import surrogate_server_freq_hz, surrogate_split
 from allocation.result import Allocation
 from allocation.terms import Terms
+from allocation.waterfilling import surrogate_server_freq_hz, surrogate_split
 
 
 def small_scenario(seed: int):

@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 
 from allocation import ModelCost, evaluate, solve
-from allocation.allocators import ALLOCATORS, POLICIES, SystemAllocator
+from allocation.allocators import ALLOCATORS, SystemAllocator
 from clients.profile import simulated_profile
-from fl_app.config import Settings
+from fl_app.run_config import parse
+from harness.configs import tiny_run_config
+from harness.inprocess import run_in_process
 
 MODEL = ModelCost(layers=4, hidden_size=64, batch_size=4, seq_len=16, activation_bits=32)
+
+CELL = {"seed": 0, "server_bandwidth_hz": 20e6}  # one cell: the seed-A bandwidth
 
 
 def profiles(n):
@@ -61,7 +65,8 @@ def expected_loss_rates(scenario, plan, m):
 
 
 def test_allocator_choices_and_import_stays_torch_free():
-    assert "rl-split" in ALLOCATORS and set(POLICIES) < set(ALLOCATORS)
+    assert ALLOCATORS["rl-split"].learned
+    assert [name for name, spec in ALLOCATORS.items() if spec.learned] == ["rl-split"]
     code = "import allocation, allocation.allocators, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -70,7 +75,7 @@ def test_allocator_choices_and_import_stays_torch_free():
 @pytest.mark.parametrize("m", [1.0, 2.0])
 def test_each_client_gets_the_rule_split_for_its_channel_loss_rate(m):
     rule, ps = ThresholdRule(), profiles(8)
-    allocator = SystemAllocator("rl-split", split=3, seed=0, split_policy=rule, fading_m=m)
+    allocator = SystemAllocator("rl-split", split=3, **CELL, split_policy=rule, fading_m=m)
     seen = set()
     for server_round in (1, 2, 3):
         plan = allocator.allocate(server_round, ps, MODEL)
@@ -97,7 +102,7 @@ def test_loss_rate_is_clipped_to_the_trained_range():
     rule = ThresholdRule()
     far = [{**p, "distance_m": 5000.0} for p in profiles(3)]
     near = [{**p, "distance_m": 1.0} for p in profiles(3)]
-    allocator = SystemAllocator("rl-split", split=3, seed=0, split_policy=rule)
+    allocator = SystemAllocator("rl-split", split=3, **CELL, split_policy=rule)
     assert {c.loss_rate for c in allocator.allocate(1, far, MODEL).clients} == {0.30}
     assert {c.loss_rate for c in allocator.allocate(1, near, MODEL).clients} == {0.01}
 
@@ -107,7 +112,7 @@ def test_the_trained_policy_chooses_the_splits(policy_folder):
 
     policy = SplitPolicy.load(policy_folder)
     problem = json.loads((policy_folder / "problem.json").read_text())["problem"]
-    allocator = SystemAllocator("rl-split", split=3, seed=0, split_policy=str(policy_folder))
+    allocator = SystemAllocator("rl-split", split=3, **CELL, split_policy=str(policy_folder))
     ps = profiles(6)
     for server_round in (1, 2):
         plan = allocator.allocate(server_round, ps, MODEL)
@@ -120,28 +125,22 @@ def test_the_trained_policy_chooses_the_splits(policy_folder):
 def test_rl_split_without_a_policy_is_a_config_error():
     hint = 'python -m experiments.split_rl --out DIR`, then set rl-policy="DIR/policy"'
     with pytest.raises(ValueError, match=r"config rl-policy = '': .*" + re.escape(hint)):
-        Settings.from_run_config({"allocator": "rl-split"})
+        parse({"allocator": "rl-split"})
     with pytest.raises(ValueError, match="rl-split needs a trained split policy"):
-        SystemAllocator("rl-split", split=3, seed=0)
-    Settings.from_run_config({"allocator": "rl-split", "rl-policy": "somewhere/policy"})
-    Settings.from_run_config({"allocator": "fp"})  # no policy needed elsewhere
+        SystemAllocator("rl-split", split=3, **CELL)
+    parse({"allocator": "rl-split", "rl-policy": "somewhere/policy"})
+    parse({"allocator": "fp"})  # no policy needed elsewhere
     with pytest.raises(ValueError, match=r"config nakagami-m = 0.1: must be >= 0.5"):
-        Settings.from_run_config({"nakagami-m": 0.1})
+        parse({"nakagami-m": 0.1})
 
 
 def test_in_process_run_records_loss_rate_and_policy_split(tmp_path, policy_folder):
     from allocation.split_rl import SplitPolicy
-    from fl_app.client_app import app as client_app
-    from fl_app.inprocess import InProcessGrid
-    from fl_app.server_app import train
 
-    config = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 2,
-              "transport": "flower",
-              "allocator": "rl-split", "rl-policy": str(policy_folder), "batch-size": 4,
-              "block-size": 16, "eval-every": 0, "min-train-clients": 2,
-              "num-server-rounds": 2, "output-dir": str(tmp_path), "run-name": "rl"}
-    train(InProcessGrid(client_app, config, 4), Settings.from_run_config(config))
-    rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").open()]
+    config = tiny_run_config(local_steps=2, transport="flower", allocator="rl-split",
+                             rl_policy=str(policy_folder), num_server_rounds=2,
+                             output_dir=str(tmp_path), run_name="rl")
+    _, _, rows = run_in_process(config, 4)
     policy = SplitPolicy.load(policy_folder)
     assert [r["completed"] for r in rows] == [4, 4]
     for row in rows:

@@ -18,8 +18,8 @@ from allocation.split_rl import (
     oracle,
     train_agent,
 )
+from edgesplit.split_model import SplitModel
 from experiments import split_rl as experiment
-from fl_app.split_model import SplitModel
 
 
 class TableSource:

@@ -5,18 +5,18 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from clients import handlers
-from fl_app.config import Settings
-from fl_app.protocol import CONFIG, GRADIENT, LORA, RoundTask
-from fl_app.records import to_record
-from fl_app.split_model import SplitModel
-
-SETTINGS = Settings(model_name="tiny-llama", corpus="synthetic", block_size=16, batch_size=2)
+from clients.device import Device
+from edgesplit.protocol import CONFIG, GRADIENT, LORA, RoundTask
+from edgesplit.records import to_record
+from edgesplit.settings import DataSettings, LoraSettings
+from edgesplit.split_model import SplitModel
 
 
 def test_state_holds_the_head_adapter_and_adam_moments_then_empties():
     split, steps = 2, 2
-    device = handlers.Device(SETTINGS, partition_id=0, num_partitions=4, node_config={})
-    head = SplitModel("tiny-llama", SETTINGS.lora).lora_state(range(split))
+    device = Device("tiny-llama", LoraSettings(), DataSettings(corpus="synthetic", block_size=16),
+                    partition_id=0, num_partitions=4, node_config={}, step_timeout_s=60.0)
+    head = SplitModel("tiny-llama", device.lora).lora_state(range(split))
     task = RoundTask(server_round=1, split=split, local_steps=steps, batch_size=2,
                      learning_rate=1e-3, optimizer="adamw", seed=0)
     state = RecordDict()

@@ -15,18 +15,18 @@ import pytest
 
 from clients import faults
 from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
+from fl_app.run_config import parse
 from fl_app.server_app import train
+from harness.configs import tiny_run_config
+from harness.inprocess import InProcessGrid
 
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 2,
-        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16, "eval-every": 0,
-        "min-train-clients": 2, "num-server-rounds": 1}
+BASE = tiny_run_config(local_steps=2)
 
 
 def device(spec, partition=0, step_timeout_s=0.05):
-    return SimpleNamespace(settings=Settings(inject_faults=spec, step_timeout_s=step_timeout_s),
-                           partition_id=partition)
+    """What `faults.at_step` reads of a `clients.device.Device`."""
+    return SimpleNamespace(fault=faults.parse(spec).get(partition), partition_id=partition,
+                           step_timeout_s=step_timeout_s)
 
 
 # ---- the spec ----------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def test_parse_reads_partitions_and_kinds():
 ])
 def test_a_bad_spec_stops_the_run_at_start_naming_the_key(spec, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:
-        Settings.from_run_config({"inject-faults": spec})
+        parse({"inject-faults": spec})
     assert str(info.value).startswith("config inject-faults = ")
 
 
@@ -84,8 +84,7 @@ def test_disconnect_cuts_the_stream_or_behaves_as_a_lost_message():
 def test_crash_kills_the_process():
     code = ("from types import SimpleNamespace\n"
             "from clients import faults\n"
-            "from fl_app.config import Settings\n"
-            "d = SimpleNamespace(settings=Settings(inject_faults='0:crash'), partition_id=0)\n"
+            "d = SimpleNamespace(fault='crash', partition_id=0, step_timeout_s=1.0)\n"
             "faults.at_step(d, 0, 4)\n"
             "print('step 0 passed', flush=True)\n"
             f"faults.at_step(d, {faults.FAULT_STEP}, 4)\n"
@@ -147,7 +146,7 @@ def test_faulty_clients_are_dropped_with_their_reason_and_the_round_completes(
         monkeypatch.setattr(faults, "time", SimpleNamespace(sleep=app.sleep))
     # Concurrent: a silent or straggling handler must not hold up the server (as in Flower).
     grid = InProcessGrid(app, config, 6, concurrent=True)
-    train(grid, Settings.from_run_config(config))
+    train(grid, parse(config))
     (row,) = [json.loads(line) for line in (tmp_path / transport / "metrics.jsonl").open()]
     assert row["sampled"] == 6 and row["completed"] == 2 and "skipped" not in row
     assert sorted(row["failures"]) == sorted(REASONS[transport])
@@ -163,7 +162,7 @@ def test_below_the_minimum_the_round_is_skipped_cleanly(tmp_path):
               "min-train-clients": 3, "step-timeout-s": 2.0, "output-dir": str(tmp_path),
               "run-name": "skip"}
     grid = InProcessGrid(client_app, config, 3, concurrent=True)
-    strategy = train(grid, Settings.from_run_config(config))
+    strategy = train(grid, parse(config))
     (row,) = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").open()]
     assert row["completed"] == 1 and sorted(row["failures"]) == ["1", "2"]
     assert row["skipped"] == "1 clients completed, 3 needed" and "train_loss" not in row

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.flower_harness import FlowerHarness, flower_processes_of
+from harness.runtime import FlowerHarness, flower_processes_of
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), all
 test with a temporary FLWR_HOME and OS-chosen ports, and `flwr run . <connection>` against them.
 Deployment starts a fresh ClientApp process per message (~7-9 s per round trip, see
 shared/design/flower-facts.md), so this runs 1 round of 2 local steps; the fault-injection run
-has 7 SuperNodes, 5 of them faulty. tests/flower_harness.py
+has 7 SuperNodes, 5 of them faulty. harness/runtime.py
 explains how every process started here (SuperExecs and ClientApp/ServerApp processes included)
 is stopped.
 """
@@ -21,16 +21,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fl_app import framing
-from tests.flower_harness import (
-    FAULT_CLIENTS,
-    FAULT_RUN_CONFIG,
-    check_fault_round,
-    check_run_outputs,
+from edgesplit import framing, protocol
+from harness.runtime import (
     flwr_bin,
     free_ports,
     run_status,
     started_run_id,
+)
+from tests.fl_app.e2e_checks import (
+    FAULT_CLIENTS,
+    FAULT_RUN_CONFIG,
+    check_fault_round,
+    check_run_outputs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -81,13 +83,13 @@ def deployment(harness, tls_files):
 def dial_with_a_bogus_hello(port, ca_file, stop):
     """Dial the round's stream (TLS, verified against the test CA) until it is open, with a
     hello that claims node 1 and a made-up secret; return the status codes it answered."""
-    hello = framing.encode({"kind": framing.HELLO, "node": 1, "secret": "0" * 64})
+    hello = framing.encode({"kind": protocol.HELLO, "node": 1, "secret": "0" * 64})
     credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
     codes = []
     while not stop.is_set() and (not codes or codes[-1] == grpc.StatusCode.UNAVAILABLE):
         with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
             try:
-                list(channel.stream_stream(framing.METHOD_PATH)(iter([hello]), timeout=10))
+                list(channel.stream_stream(protocol.METHOD_PATH)(iter([hello]), timeout=10))
                 codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as exc:
                 codes.append(exc.code())

@@ -1,7 +1,7 @@
 """End to end through the real Flower runtime: Ray simulation driven by `flwr run`.
 
 The test starts its own SuperLink (simulation mode, temporary FLWR_HOME, OS-chosen ports) and
-never touches the user's local one (127.0.0.1:39091/39093); see tests/flower_harness.py for how
+never touches the user's local one (127.0.0.1:39091/39093); see harness/runtime.py for how
 every process it starts, including the SuperExec / flwr-simulation / Ray tree, is stopped.
 """
 
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.flower_harness import (
-    FAULT_CLIENTS,
-    FAULT_RUN_CONFIG,
-    check_fault_round,
-    check_run_outputs,
+from harness.runtime import (
     flwr_bin,
     run_status,
     start_simulation_superlink,
     started_run_id,
+)
+from tests.fl_app.e2e_checks import (
+    FAULT_CLIENTS,
+    FAULT_RUN_CONFIG,
+    check_fault_round,
+    check_run_outputs,
 )
 
 pytestmark = pytest.mark.e2e

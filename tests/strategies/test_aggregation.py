@@ -6,11 +6,12 @@ import torch
 from flwr.app import Array, ArrayRecord
 from scipy import stats
 
+from edgesplit.protocol import LORA, TRAIN_STEP
 from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
-from fl_app.protocol import LORA, TRAIN_STEP
+from fl_app.run_config import parse
 from fl_app.server_app import build_strategy
+from harness.configs import tiny_run_config
+from harness.inprocess import InProcessGrid
 from strategies.aggregation import fedavg, make_aggregator, median, trimmed_mean
 
 SHAPES = {"layers.0.q.lora_A": (4, 8), "layers.0.q.lora_B": (8, 4), "layers.1.v.lora_A": (3,)}
@@ -71,16 +72,14 @@ def test_make_aggregator_names_and_refusals():
 
 
 # ---- through the strategy ----------------------------------------------------------------------
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 2,
-        "transport": "flower", "allocator": "heterogeneous-fixed", "batch-size": 4,
-        "block-size": 16, "eval-every": 0, "min-train-clients": 2, "num-server-rounds": 1}
 BYZANTINE = 2
 
 
 def run(tmp_path, aggregation, attack):
     """One round with 4 clients; with `attack`, node 2 returns its head adapter scaled by 1e4."""
-    config = {**BASE, "aggregation": aggregation, "trim-fraction": 0.25,
-              "output-dir": str(tmp_path), "run-name": f"{aggregation}-{attack}"}
+    config = tiny_run_config(local_steps=2, transport="flower", aggregation=aggregation,
+                             trim_fraction=0.25, output_dir=str(tmp_path),
+                             run_name=f"{aggregation}-{attack}")
     grid = InProcessGrid(client_app, config, 4)
 
     def scale_final_adapter(msg):
@@ -93,7 +92,7 @@ def run(tmp_path, aggregation, attack):
         return reply
 
     grid.fault = scale_final_adapter if attack else None
-    strategy = build_strategy(Settings.from_run_config(config), grid)
+    strategy = build_strategy(parse(config), grid)
     start = dict(strategy.global_lora)
     final = strategy.run(grid)
     assert strategy.recorder.rows[0]["completed"] == 4  # the attack passes validation

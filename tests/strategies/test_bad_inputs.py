@@ -1,4 +1,4 @@
-"""Every malformed payload and configuration of `experiments.bad_inputs` is refused clearly.
+"""Every malformed payload and configuration of `harness.bad_inputs` is refused clearly.
 
 For each case: the server does not raise; the bad client is dropped from the round with a
 reason naming the problem (or the run stops at start with an error naming the bad value); the
@@ -7,7 +7,8 @@ other clients complete; the global adapter is finite and equals the honest clien
 
 import pytest
 
-from experiments.bad_inputs import CASES, Bench, Result, write_table
+from experiments.bad_inputs import write_table
+from harness.bad_inputs import CASES, Bench, Result
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fl_app.protocol import RoundTask
-from fl_app.split_model import SplitModel
-from strategies.batched_tail import batched_tail_step
+from edgesplit.protocol import RoundTask
+from edgesplit.split_model import SplitModel
+from strategies.batched_tail import serve_requests
 from strategies.tail import TailSession
 
 SPLIT, SEQ, STEPS = 1, 12, 3
@@ -54,7 +54,7 @@ def test_batched_steps_equal_sequential_steps(model, batch_sizes, max_tokens):
     for acts in steps:
         # Execute
         expected = {n: sequential[n].step(acts[n]) for n in nodes}
-        grads = batched_tail_step(batched, acts, max_tokens)
+        grads = serve_requests(batched, acts, max_tokens=max_tokens)
         # Assert: the gradients each device gets back
         assert grads.keys() == expected.keys()
         for n in nodes:
@@ -82,20 +82,34 @@ def test_model_is_restored_afterwards(model):
     modules = list(model.peft_model.modules())
     before = model.tail(acts["hidden"], acts["attention_mask"], SPLIT, acts["labels"]).loss
     # Execute: a batched step, and one that fails inside the pass (hidden size one too small)
-    batched_tail_step(sessions(model, [1, 2]), {1: acts, 2: acts})
+    assert all(isinstance(g, torch.Tensor) for g in
+               serve_requests(sessions(model, [1, 2]), {1: acts, 2: acts}).values())
     broken = {**acts, "hidden": acts["hidden"][..., :-1]}
-    with pytest.raises(RuntimeError):
-        batched_tail_step(sessions(model, [1, 2]), {1: broken, 2: broken})
-    # Assert: the same modules, the same loss bit for bit
+    answers = serve_requests(sessions(model, [1, 2]), {1: broken, 2: broken})
+    # Assert: each client gets its own error; the same modules, the same loss bit for bit
+    assert all(isinstance(a, RuntimeError) for a in answers.values()), answers
     assert all(a is b for a, b in zip(model.peft_model.modules(), modules, strict=True))
     after = model.tail(acts["hidden"], acts["attention_mask"], SPLIT, acts["labels"]).loss
     assert after.item() == before.item()
 
 
-def test_mismatched_groups_are_refused(model):
-    acts = client_batch(model, 0, 2)
-    with pytest.raises(ValueError, match="activations for"):
-        batched_tail_step(sessions(model, [1, 2]), {1: acts})
-    mixed = {**sessions(model, [1]), **sessions(model, [2], split=SPLIT + 1)}
-    with pytest.raises(ValueError, match="share the model and the split"):
-        batched_tail_step(mixed, {1: acts, 2: acts})
+def test_clients_at_two_splits_are_served_in_their_own_passes(model):
+    # Prepare: two clients at each of two splits, twins stepped one by one
+    acts = {n: client_batch(model, n, 2) for n in (1, 2, 3, 4)}
+    def mixed():
+        return {**sessions(model, [1, 2]), **sessions(model, [3, 4], split=SPLIT + 1)}
+    batched, sequential = mixed(), mixed()
+    # Execute
+    grads = serve_requests(batched, acts)
+    # Assert
+    for n, session in sequential.items():
+        torch.testing.assert_close(grads[n], session.step(acts[n]), **TOL)
+
+
+def test_a_client_with_bad_activations_fails_alone(model):
+    """A pass that fails is redone client by client: only the culprit gets an error."""
+    acts = {n: client_batch(model, n, 2) for n in (1, 2, 3)}
+    acts[2] = {**acts[2], "hidden": acts[2]["hidden"] * float("inf")}
+    answers = serve_requests(sessions(model, [1, 2, 3]), acts)
+    assert isinstance(answers[2], Exception) and "non-finite" in str(answers[2])
+    assert all(isinstance(answers[n], torch.Tensor) for n in (1, 3))

@@ -1,28 +1,22 @@
 """Split-inference evaluation under a channel: val_ppl crosses it, val_ppl_clean does not, and
 training never sees it (in-process runs of the real ClientApp, tiny-llama, synthetic corpus)."""
 
-import json
 import math
 
 import pytest
 
-from fl_app.channel import nakagami_outage
-from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
-from fl_app.server_app import train
+from edgesplit.channel import nakagami_outage
+from fl_app.run_config import parse
+from harness.configs import tiny_run_config
+from harness.inprocess import run_in_process
 
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
-        "transport": "flower",  # the in-process grid runs handlers synchronously
-        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16,
-        "eval-every": 1, "min-train-clients": 2, "num-server-rounds": 2}
 SNR_DB_Q30 = 10 * math.log10(-1 / math.log(0.7))  # Rayleigh outage 1 - exp(-1/SNR) = 0.3
 
 
 def run(tmp_path, name, **overrides):
-    config = {**BASE, "output-dir": str(tmp_path), "run-name": name, **overrides}
-    train(InProcessGrid(client_app, config, 4), Settings.from_run_config(config))
-    return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    config = tiny_run_config(transport="flower", eval_every=1, num_server_rounds=2,
+                             output_dir=str(tmp_path), run_name=name, keys=overrides)
+    return run_in_process(config, 4)[2]
 
 
 @pytest.fixture(scope="module")
@@ -68,4 +62,4 @@ def test_other_channels_corrupt_at_low_snr(tmp_path, kind):
 
 def test_an_unknown_channel_is_a_config_error():
     with pytest.raises(ValueError, match=r"config channel = 'fog': one of"):
-        Settings.from_run_config({"channel": "fog"})
+        parse({"channel": "fog"})

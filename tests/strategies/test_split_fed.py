@@ -1,63 +1,23 @@
 """Oracle 2 and the round loop's failure handling, run in-process against the real ClientApp."""
 
-import json
-
 import pytest
 import torch
 from flwr.app import ArrayRecord, Error, Message, RecordDict
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import DROP, InProcessGrid
-from fl_app.protocol import ACTIVATIONS, TRAIN_STEP
-from fl_app.resources import federated_text
-from fl_app.server_app import train
-from fl_app.split_model import SplitModel, trainable_copy
-
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
-        "transport": "flower",  # the in-process grid runs handlers synchronously
-        "allocator": "heterogeneous-fixed",
-        "batch-size": 4, "block-size": 16, "eval-every": 0, "min-train-clients": 2}
+from edgesplit.protocol import ACTIVATIONS, TRAIN_STEP
+from edgesplit.split_model import SplitModel
+from harness.configs import tiny_run_config
+from harness.inprocess import DROP, run_in_process
+from tests.strategies.oracles import fedavg_of_full_model_training
 
 
 def run(tmp_path, num_nodes=4, fault=None, name="run", **overrides):
-    config = {**BASE, "output-dir": str(tmp_path), "run-name": name, **overrides}
-    grid = InProcessGrid(client_app, config, num_nodes, fault=fault)
-    strategy = train(grid, Settings.from_run_config(config))
-    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
-    return strategy, strategy.global_lora, rows
-
-
-def fedavg_of_full_model_training(settings: Settings, num_clients: int, rounds: int):
-    """The reference: every client trains full-model LoRA locally on the same batches, then a
-    FedAvg weighted by training blocks; written independently of the split code path."""
-    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
-    data = federated_text(settings, num_clients)
-    global_state = model.lora_state()
-    for server_round in range(1, rounds + 1):
-        trained, weights = [], []
-        for client in range(num_clients):
-            shard = data.client(client).train
-            params = trainable_copy(global_state)
-            opt = torch.optim.AdamW([params[k] for k in sorted(params)],
-                                    lr=settings.learning_rate, weight_decay=0.0)
-            for step in range(settings.local_steps):
-                batch = shard.batch((server_round - 1) * settings.local_steps + step,
-                                    settings.batch_size, settings.seed)
-                with model.using_lora(params):
-                    loss = model.full(batch["input_ids"], batch["attention_mask"],
-                                      batch["labels"]).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-            trained.append({k: p.detach() for k, p in params.items()})
-            weights.append(len(shard))
-        total = sum(weights)
-        global_state = {k: sum(t[k] * (w / total) for t, w in zip(trained, weights, strict=True))
-                        for k in global_state}
-    return global_state
+    # The Flower-message transport: the in-process grid then runs handlers synchronously.
+    config = tiny_run_config(transport="flower", output_dir=str(tmp_path), run_name=name,
+                             keys=overrides)
+    return run_in_process(config, num_nodes, fault=fault)
 
 
 @pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-gpt2"])
@@ -87,7 +47,7 @@ def test_metrics_checkpoints_and_exported_adapter(tmp_path):
 
     base = AutoModelForCausalLM.from_pretrained(strategy.model.folder)
     peft_model = PeftModel.from_pretrained(base, folder / "adapter")
-    batch = strategy.heldout.batch(0, 2)
+    batch = strategy.evaluator.heldout_blocks.batch(0, 2)
     with strategy.model.using_lora(final):
         ours = strategy.model.full(batch["input_ids"], batch["attention_mask"]).logits
     theirs = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -6,7 +6,6 @@ Misbehaving devices are injected through the grid's `fault` hook: either the rea
 on a tampered message, or a hand-written client speaks the stream protocol and breaks it.
 """
 
-import json
 import queue
 import re
 import time
@@ -16,31 +15,21 @@ import pytest
 import torch
 
 from clients.stream_client import StreamLink
-from fl_app import framing
-from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import DROP, InProcessGrid
-from fl_app.protocol import CONFIG, RoundTask
-from fl_app.records import to_record
-from fl_app.server_app import build_strategy
-from fl_app.split_model import SplitModel
+from edgesplit import framing, protocol
+from edgesplit.protocol import CONFIG, RoundTask
+from edgesplit.records import to_record
+from edgesplit.split_model import SplitModel
+from harness.configs import tiny_run_config
+from harness.inprocess import DROP, run_in_process
 from strategies.stream_transport import StreamTransport
 
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 3, "local-steps": 3,
-        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16, "eval-every": 0,
-        "min-train-clients": 2}
 HIDDEN = 64  # tiny-llama's hidden size (checked in the rogue client below)
 
 
 def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
-    config = {**BASE, "output-dir": str(tmp_path), "run-name": transport,
-              "transport": transport, **overrides}
-    grid = InProcessGrid(client_app, config, num_nodes, fault=fault,
-                         concurrent=transport == "stream")
-    strategy = build_strategy(Settings.from_run_config(config), grid)
-    final = strategy.run(grid)
-    rows = [json.loads(line) for line in (tmp_path / transport / "metrics.jsonl").open()]
-    return strategy, final, rows
+    config = tiny_run_config(output_dir=str(tmp_path), run_name=transport, transport=transport,
+                             keys=overrides)
+    return run_in_process(config, num_nodes, fault=fault)
 
 
 # ---- oracle 5 ----------------------------------------------------------------------------------
@@ -118,14 +107,14 @@ def test_int8_wire_trains_close_to_fp32_with_a_quarter_of_the_bytes(tmp_path, mo
 # ---- security ----------------------------------------------------------------------------------
 def _tamper(node, edit):
     def fault(msg):
-        if msg.metadata.dst_node_id == node and msg.metadata.message_type == framing.TRAIN_STREAM:
+        if msg.metadata.dst_node_id == node and msg.metadata.message_type == protocol.TRAIN_STREAM:
             edit(msg)
         return None
     return fault
 
 
 def _set(key, value):
-    return lambda msg: msg.content[framing.STREAM].__setitem__(key, value)
+    return lambda msg: msg.content[protocol.STREAM].__setitem__(key, value)
 
 
 class _StaleSecret:
@@ -135,9 +124,9 @@ class _StaleSecret:
         self.first = None
 
     def __call__(self, msg):
-        if msg.metadata.dst_node_id != 2 or msg.metadata.message_type != framing.TRAIN_STREAM:
+        if msg.metadata.dst_node_id != 2 or msg.metadata.message_type != protocol.TRAIN_STREAM:
             return None
-        link = msg.content[framing.STREAM]
+        link = msg.content[protocol.STREAM]
         if self.first is None:
             self.first = link["secret"]
         else:
@@ -166,11 +155,11 @@ def test_a_silent_dialler_is_cut_without_harming_the_round(tmp_path):
     codes = []
 
     def mute_then_deliver(msg):
-        if msg.metadata.dst_node_id == 2 and msg.metadata.message_type == framing.TRAIN_STREAM:
-            link = StreamLink.from_record(msg.content[framing.STREAM])
+        if msg.metadata.dst_node_id == 2 and msg.metadata.message_type == protocol.TRAIN_STREAM:
+            link = StreamLink.from_record(msg.content[protocol.STREAM])
             with link.channel(2**20) as channel:  # connects, never says hello
                 try:
-                    list(channel.stream_stream(framing.METHOD_PATH)(iter(queue.Queue().get, None),
+                    list(channel.stream_stream(protocol.METHOD_PATH)(iter(queue.Queue().get, None),
                                                                     timeout=5))
                 except grpc.RpcError as exc:
                     codes.append(exc.code())
@@ -194,10 +183,10 @@ class Rogue:
 
     def __call__(self, msg):
         if msg.metadata.dst_node_id != self.node or \
-                msg.metadata.message_type != framing.TRAIN_STREAM:
+                msg.metadata.message_type != protocol.TRAIN_STREAM:
             return None
         try:
-            self.play(StreamLink.from_record(msg.content[framing.STREAM]),
+            self.play(StreamLink.from_record(msg.content[protocol.STREAM]),
                       RoundTask.from_record(msg.content[CONFIG]))
         except grpc.RpcError as exc:
             self.errors.append(exc.code())
@@ -211,7 +200,7 @@ class Rogue:
         outbox.put(framing.encode({"kind": "hello", "node": link.node_id,
                                    "secret": link.secret}))
         with link.channel(2**26) as channel:
-            responses = channel.stream_stream(framing.METHOD_PATH)(iter(outbox.get, None),
+            responses = channel.stream_stream(protocol.METHOD_PATH)(iter(outbox.get, None),
                                                                    timeout=10)
             for step in range(self.steps):
                 outbox.put(framing.encode({"kind": "activations", "step": step}, acts))
@@ -221,7 +210,7 @@ class Rogue:
                 other.put(framing.encode({"kind": "hello", "node": link.node_id,
                                           "secret": link.secret}))
                 with link.channel(2**20) as second:
-                    list(second.stream_stream(framing.METHOD_PATH)(iter(other.get, None),
+                    list(second.stream_stream(protocol.METHOD_PATH)(iter(other.get, None),
                                                                    timeout=5))
             elif self.way == "stall":
                 time.sleep(self.hold_s)
@@ -267,7 +256,7 @@ def test_a_replayed_secret_is_refused_while_its_stream_runs(tmp_path):
 def test_a_client_that_never_connects_is_dropped(tmp_path):
     def silent(msg):
         return DROP if (msg.metadata.dst_node_id == 3
-                        and msg.metadata.message_type == framing.TRAIN_STREAM) else None
+                        and msg.metadata.message_type == protocol.TRAIN_STREAM) else None
     _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 0.5,
                                                   "reply-timeout-s": 1.0})
     assert row["completed"] == 3 and list(row["failures"]) == ["3"]

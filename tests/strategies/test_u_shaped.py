@@ -4,33 +4,25 @@ Device head [0, k1) -> server body [k1, k2) -> device tail [k2, L) + norm + LM h
 the stream transport, run in-process against the real ClientApp.
 """
 
-import json
 import threading
 
 import pytest
 import torch
 
-from fl_app import framing
+from edgesplit import framing
 from fl_app.client_app import app as client_app
-from fl_app.config import Settings
-from fl_app.inprocess import InProcessGrid
+from fl_app.run_config import parse
 from fl_app.server_app import build_strategy
-from tests.strategies.test_split_fed import fedavg_of_full_model_training
+from harness.configs import tiny_run_config
+from harness.inprocess import InProcessGrid, run_in_process
+from tests.strategies.oracles import fedavg_of_full_model_training
 
-BASE = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 2, "local-steps": 3,
-        "allocator": "heterogeneous-fixed", "batch-size": 4, "block-size": 16, "eval-every": 1,
-        "min-train-clients": 2, "num-server-rounds": 2, "transport": "stream"}
+BASE = tiny_run_config(split=2, eval_every=1, num_server_rounds=2, transport="stream")
 
 
 def run(tmp_path, name, grid_hook=None, num_nodes=4, **overrides):
     config = {**BASE, "output-dir": str(tmp_path), "run-name": name, **overrides}
-    grid = InProcessGrid(client_app, config, num_nodes, concurrent=True)
-    if grid_hook:
-        grid_hook(grid)
-    strategy = build_strategy(Settings.from_run_config(config), grid)
-    final = strategy.run(grid)
-    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
-    return strategy, final, rows
+    return run_in_process(config, num_nodes, grid_hook=grid_hook)
 
 
 @pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-gpt2"])
@@ -109,8 +101,8 @@ def _recording_send_and_receive(send_and_receive, replies):
 
 def test_u_shaped_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="device-tail-layers.*stream"):
-        Settings.from_run_config({**BASE, "transport": "flower", "device-tail-layers": 1})
+        parse({**BASE, "transport": "flower", "device-tail-layers": 1})
     config = {**BASE, "output-dir": str(tmp_path), "device-tail-layers": 3}
     grid = InProcessGrid(client_app, config, 2, concurrent=True)
     with pytest.raises(ValueError, match="device-tail-layers = 3: at most 2"):
-        build_strategy(Settings.from_run_config(config), grid)
+        build_strategy(parse(config), grid)

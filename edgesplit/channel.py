@@ -72,14 +72,6 @@ def _uniform(hidden: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Clean:
-    """A perfect link: the hidden state arrives unchanged."""
-
-    def __call__(self, hidden: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return hidden
-
-
-@dataclass(frozen=True)
 class Erasure:
     """Each element is zeroed independently with probability `loss_rate`.
 
@@ -144,7 +136,7 @@ class AdditiveNoise:
         return gain.sqrt()
 
 
-def quantise(hidden: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
+def uniform_codes(hidden: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
     """Uniform `bits`-bit codes over the tensor's range, with the (offset, step) to decode.
 
     The offset and step are side information, assumed to arrive intact.
@@ -190,13 +182,13 @@ class QuantiseFlip:
         return cls(bits, bpsk_bit_error_rate(snr_db))
 
     def __call__(self, hidden: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        codes, low, step = quantise(hidden.detach(), self.bits)
+        codes, low, step = uniform_codes(hidden.detach(), self.bits)
         received = flip_bits(codes, self.bits, self.bit_error_rate, generator)
         decoded = received.to(hidden.dtype) * step + low
         return hidden + (decoded - hidden).detach()  # straight-through estimator
 
 
-CHANNELS = ("none", "erasure", "noise", "quantise-flip")
+CHANNELS = ("erasure", "noise", "quantise-flip")
 
 
 def make_channel(kind: str, **params: float) -> Channel:
@@ -205,7 +197,7 @@ def make_channel(kind: str, **params: float) -> Channel:
     Parameters
     ----------
     kind : str
-        ``"none"``; ``"erasure"`` (``loss_rate``, or ``snr_db`` with optional ``m``, ``omega``,
+        ``"erasure"`` (``loss_rate``, or ``snr_db`` with optional ``m``, ``omega``,
         ``threshold``); ``"noise"`` (``snr_db``, optional ``fading_m``, ``omega``);
         ``"quantise-flip"`` (``bits`` and ``bit_error_rate``, or ``bits`` and ``snr_db``).
     **params
@@ -215,8 +207,6 @@ def make_channel(kind: str, **params: float) -> Channel:
     -------
     Channel
     """
-    if kind == "none":
-        return Clean(**params)
     if kind == "erasure":
         return Erasure.from_snr(**params) if "snr_db" in params else Erasure(**params)
     if kind == "noise":

@@ -1,6 +1,5 @@
-"""What server and devices say to each other: message types, round settings, payload specs.
-
-Both apps import this module, so the two ends cannot drift apart.
+"""What server and devices say to each other: every message, record and frame name, the round
+task and the payload specs. Both apps import this module, so the two ends cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,13 +10,13 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ConfigRecord
 
-from fl_app import framing
-from fl_app.records import Spec
+from edgesplit.records import Spec
 
-# Message types (Flower routes "train.start" to `@app.train("start")`, and so on).
+# Flower message types ("train.start" is served by `@app.train("start")`, see `action`).
 QUERY_PROFILE = "query.profile"
-TRAIN_START = "train.start"  # round settings + head adapter -> activations of step 0
+TRAIN_START = "train.start"  # Flower-message data plane: round task + head adapter -> step 0
 TRAIN_STEP = "train.step"  # gradient of step s-1 -> activations of step s, or the final adapter
+TRAIN_STREAM = "train.stream"  # stream data plane: round task + head adapter + stream address
 EVALUATE = "evaluate"  # head adapter -> activations of validation batches
 
 # Record names inside a message's RecordDict.
@@ -27,7 +26,22 @@ ACTIVATIONS = "activations"
 GRADIENT = "gradient"
 PROFILE = "profile"
 METRICS = "metrics"
+STREAM = "stream"  # the stream's address, secret and wire dtype in a train.stream message
 
+# Stream frame kinds: device -> server "hello", then per step "activations" (and in a U-shaped
+# split "body-grad"); server -> device "gradient" (and "body").
+HELLO = "hello"
+BODY = "body"  # server -> device: the body's output, input of the device's tail
+BODY_GRAD = "body-grad"  # device -> server: d loss / d body output
+
+# gRPC method of the stream, served with generic handlers and raw-bytes (de)serialisers.
+SERVICE, METHOD = "edgesplit.SplitStream", "Train"
+METHOD_PATH = f"/{SERVICE}/{METHOD}"
+
+
+def action(message_type: str) -> str:
+    """The part of a message type a ClientApp decorator names: "train.start" -> "start"."""
+    return message_type.partition(".")[2]
 
 
 @dataclass(frozen=True)
@@ -41,14 +55,11 @@ class RoundTask:
     learning_rate: float
     optimizer: str
     seed: int
-    tail_from: int = 0  # U-shaped split: the device also runs layers [tail_from, L); 0 = none
+    device_tail_layers: int = 0  # U-shaped split: the device also runs the last t layers
 
     @property
     def u_shaped(self) -> bool:
-        return self.tail_from > 0
-
-    def device_layers(self, num_layers: int) -> list[int]:
-        return device_layers(self.split, self.tail_from, num_layers)
+        return self.device_tail_layers > 0
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord(dataclasses.asdict(self))
@@ -66,17 +77,6 @@ class RoundTask:
         return (self.server_round - 1) * self.local_steps + step
 
 
-def device_layers(split: int, tail_from: int, num_layers: int) -> list[int]:
-    """Decoder layers whose LoRA a device trains: its head [0, split), and its tail
-    [tail_from, L) in a U-shaped split (tail_from > 0)."""
-    return [*range(split), *range(tail_from, num_layers if tail_from else 0)]
-
-
-# Frame kinds of a U-shaped step beyond "activations" and "gradient" (see `step_exchanges`).
-BODY = "body"  # server -> device: the body's output, input of the device's tail
-BODY_GRAD = "body-grad"  # device -> server: d loss / d body output
-
-
 def step_exchanges(activation_spec: Spec, u_shaped: bool) -> list[tuple[str, Spec, str]]:
     """The data-plane exchanges of one local step: (request kind, its spec, reply kind).
 
@@ -85,10 +85,10 @@ def step_exchanges(activation_spec: Spec, u_shaped: bool) -> list[tuple[str, Spe
     and so the text, never leave the device.
     """
     if not u_shaped:
-        return [(framing.ACTIVATIONS, activation_spec, framing.GRADIENT)]
+        return [(ACTIVATIONS, activation_spec, GRADIENT)]
     inputs = {k: v for k, v in activation_spec.items() if k != "labels"}
-    return [(framing.ACTIVATIONS, inputs, BODY),
-            (BODY_GRAD, {"hidden": activation_spec["hidden"]}, framing.GRADIENT)]
+    return [(ACTIVATIONS, inputs, BODY), (BODY_GRAD, {"hidden": activation_spec["hidden"]},
+                                          GRADIENT)]
 
 
 def activation_spec(hidden_size: int, block_size: int) -> Spec:

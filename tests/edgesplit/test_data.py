@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fl_app.corpus import INSTALL_HINT, load_corpus, parse_play, shakespeare_dir
-from fl_app.data import PARTITIONINGS, FederatedText, split_records, tokenize_blocks
-from fl_app.tokenizer import byte_level_tokenizer
+from edgesplit.corpus import INSTALL_HINT, load_corpus, parse_play, shakespeare_dir
+from edgesplit.data import PARTITIONINGS, FederatedText, split_records, tokenize_blocks
+from edgesplit.settings import DataSettings
+from edgesplit.tokenizer import byte_level_tokenizer
 
 PLAY = """\
 HAMLET, PRINCE OF DENMARK
@@ -234,22 +235,22 @@ def test_labels_ignore_padding() -> None:
     assert batches[1]["attention_mask"].tolist() == [[1, 1, 0, 0]]
 
 
-def test_federated_text_serves_cached_shards_and_sizes() -> None:
+def test_federated_text_serves_cached_shards() -> None:
     # Prepare
     tokenizer = byte_level_tokenizer()
-    data = FederatedText("synthetic", tokenizer, 4, "dirichlet", block_size=32, alpha=1.0)
+    settings = DataSettings(corpus="synthetic", partitioning="dirichlet", block_size=32,
+                            dirichlet_alpha=1.0)
+    data = FederatedText(settings, tokenizer, 4)
 
     # Execute
     shard = data.client(2)
-    same = FederatedText("synthetic", tokenizer, 4, "dirichlet", block_size=32, alpha=1.0)
-    sizes = data.sizes()
+    same = FederatedText(DataSettings(**vars(settings)), tokenizer, 4)
 
     # Assert
     assert same.client(2).train is shard.train  # equal settings share the cache
     assert len(shard.train) > 0 and len(shard.val) > 0 and len(data.heldout) > 0
-    assert [s["train_blocks"] for s in sizes] == [len(data.client(c).train) for c in range(4)]
-    assert sum(s["train_records"] + s["val_records"] for s in sizes) + len(
-        data.split.heldout
-    ) == len(load_corpus("synthetic"))
+    split = data.split
+    records = sum(len(split.train[c]) + len(split.val[c]) for c in range(4))
+    assert records + len(split.heldout) == len(load_corpus("synthetic"))
     with pytest.raises(IndexError):
         data.client(4)

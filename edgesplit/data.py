@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from fl_app.corpus import load_corpus
+from edgesplit.corpus import load_corpus
+from edgesplit.presets import load_tokenizer
+from edgesplit.settings import DataSettings
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
@@ -259,14 +261,11 @@ def split_records(
 
 
 @lru_cache(maxsize=16)
-def _split(
-    corpus: str, num_partitions: int, partitioning: str, seed: int, alpha: float,
-    val_fraction: float, heldout_fraction: float,
-) -> Split:
-    records = load_corpus(corpus)
+def _split(data: DataSettings, num_partitions: int) -> Split:
+    records = load_corpus(data.corpus)
     return split_records(
-        records.ids, num_partitions, partitioning, seed, alpha, val_fraction, heldout_fraction,
-        sizes=[len(text) for text in records.texts],
+        records.ids, num_partitions, data.partitioning, data.seed, data.dirichlet_alpha,
+        data.val_fraction, data.heldout_fraction, sizes=[len(text) for text in records.texts],
     )
 
 
@@ -279,43 +278,23 @@ class FederatedText:
 
     Parameters
     ----------
-    corpus : str
-        Corpus name, see :func:`fl_app.corpus.load_corpus`.
+    data : DataSettings
+        Corpus, partitioning, block size, fractions and seed.
     tokenizer : PreTrainedTokenizerBase
-        Tokenizer; load it once per process so that the caches are shared.
+        Tokenizer; load it once per process (`edgesplit.presets.load_tokenizer`) so that the
+        caches are shared.
     num_partitions : int
         Number of clients.
-    partitioning : str (default: "natural")
-        ``"natural"``, ``"iid"`` or ``"dirichlet"``, see :func:`split_records`.
-    block_size : int (default: 64)
-        Tokens per block.
-    seed : int (default: 0)
-        Seed of every random split.
-    alpha : float (default: 0.5)
-        Dirichlet concentration.
-    val_fraction : float (default: 0.1)
-        Fraction of each client's records kept for validation.
-    heldout_fraction : float (default: 0.05)
-        Fraction of all records held out for the server.
     """
 
-    corpus: str
+    data: DataSettings
     tokenizer: PreTrainedTokenizerBase
     num_partitions: int
-    partitioning: str = "natural"
-    block_size: int = 64
-    seed: int = 0
-    alpha: float = 0.5
-    val_fraction: float = 0.1
-    heldout_fraction: float = 0.05
 
     @property
     def split(self) -> Split:
         """Record indices of the hold-out and of every client's train and validation sets."""
-        return _split(
-            self.corpus, self.num_partitions, self.partitioning, self.seed, self.alpha,
-            self.val_fraction, self.heldout_fraction,
-        )
+        return _split(self.data, self.num_partitions)
 
     def client(self, partition_id: int) -> ClientShard:
         """Return the train and validation blocks of client ``partition_id``."""
@@ -328,23 +307,15 @@ class FederatedText:
         """The server's held-out blocks."""
         return _blocks(self, "heldout", 0)
 
-    def sizes(self) -> list[dict[str, int]]:
-        """Records and blocks per client (tokenises every client)."""
-        return [
-            {
-                "partition_id": c,
-                "train_records": len(self.split.train[c]),
-                "val_records": len(self.split.val[c]),
-                "train_blocks": len(self.client(c).train),
-                "val_blocks": len(self.client(c).val),
-            }
-            for c in range(self.num_partitions)
-        ]
-
 
 @lru_cache(maxsize=4096)
-def _blocks(data: FederatedText, part: str, partition_id: int) -> TokenBlocks:
-    split = data.split
+def _blocks(text: FederatedText, part: str, partition_id: int) -> TokenBlocks:
+    split = text.split
     indices = split.heldout if part == "heldout" else getattr(split, part)[partition_id]
-    texts = load_corpus(data.corpus).texts
-    return tokenize_blocks([texts[i] for i in indices], data.tokenizer, data.block_size)
+    texts = load_corpus(text.data.corpus).texts
+    return tokenize_blocks([texts[i] for i in indices], text.tokenizer, text.data.block_size)
+
+
+def federated_text(data: DataSettings, model_name: str, num_partitions: int) -> FederatedText:
+    """The run's corpus split with the model's tokenizer (cached per process, shards too)."""
+    return FederatedText(data, load_tokenizer(model_name), num_partitions)

@@ -7,8 +7,8 @@ import struct
 import pytest
 import torch
 
-from fl_app import framing
-from fl_app.records import PayloadError, check_tensors
+from edgesplit import framing
+from edgesplit.records import PayloadError, check_tensors
 
 SPEC = {"hidden": ((-1, 3, 5), torch.float32), "attention_mask": ((-1, 3), torch.int64)}
 FLOAT_WIRES = [torch.float32, torch.float16, torch.bfloat16]  # casts; int8 is a lossy codec

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,33 +25,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_outputs import CausalLMOutput
 
-from fl_app.families import build_masks, family_of, layer_attention_types, positions_from_mask
-from fl_app.presets import quiet_transformers, resolve_checkpoint
+from edgesplit.families import build_masks, family_of, layer_attention_types, positions_from_mask
+from edgesplit.presets import quiet_transformers, resolve_checkpoint
+from edgesplit.settings import LoraSettings
 
 LoraState = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters.
-
-    rank : int (default: 8)
-    alpha : float (default: 16)
-    dropout : float (default: 0.0)
-        Zero keeps split and unsplit training bit-identical (no random numbers consumed).
-    target_modules : tuple of str or None (default: None)
-        Module names to adapt; None takes the family's attention + MLP projections.
-    """
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] | None = field(default=None)
-
-
-def causal_lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Labels for next-token training: the inputs, with padding ignored (-100)."""
-    return input_ids.masked_fill(attention_mask == 0, -100)
 
 
 class SplitModel:
@@ -61,7 +38,7 @@ class SplitModel:
     Parameters
     ----------
     model_name : str
-        A preset name (see `fl_app.presets.PRESETS`) or a local checkpoint folder.
+        A preset name (see `edgesplit.presets.PRESETS`) or a local checkpoint folder.
     lora : LoraSettings (default: LoraSettings())
     head_layers : int or None (default: None)
         Load only the embeddings and decoder layers [0, head_layers) (a device's head); None
@@ -136,6 +113,13 @@ class SplitModel:
     def layer_of(self, key: str) -> int:
         """Decoder layer index of an adapter key."""
         return self._lora[key][0]
+
+    def split_state(self, state: Mapping[str, torch.Tensor], layers: Iterable[int]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Cut an adapter state in two: (the entries of `layers`, the rest)."""
+        wanted = set(layers)
+        inside = {k: v for k, v in state.items() if self.layer_of(k) in wanted}
+        return inside, {k: v for k, v in state.items() if k not in inside}
 
     def lora_keys(self, layers: Iterable[int] | None = None) -> list[str]:
         """Adapter keys of the given layers (all loaded layers when None), in a stable order."""

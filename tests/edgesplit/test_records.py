@@ -5,7 +5,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fl_app.records import PayloadError, from_record, to_record
+from edgesplit.records import PayloadError, from_record, to_record
 
 SPEC = {"hidden": ((-1, 4, 8), torch.float32), "attention_mask": ((-1, 4), torch.int64)}
 

@@ -2,19 +2,27 @@
 
 It runs the real ClientApp handlers with one `Context` (and so one `context.state`) per node,
 without a SuperLink or Ray. Tests use it to check the strategy exactly against an independent
-computation, and benchmarks to time the split step without Flower's polling.
+computation, and benchmarks to time the split step without Flower's polling; `run_in_process`
+runs a whole training (the real ServerApp code) on it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
+
+from fl_app.client_app import app as client_app
+from fl_app.run_config import parse
+from fl_app.server_app import train
 
 DROP = "drop"  # a fault's verdict: the message is lost, no reply ever comes
 Fault = Callable[[Message], "Message | str | None"]
@@ -93,3 +101,20 @@ class InProcessGrid:
         ids = self.push_messages(messages)
         wait([self._running.pop(i) for i in ids if i in self._running], timeout=timeout)
         return self.pull_messages(ids)
+
+
+def run_in_process(config: Mapping[str, Any], num_nodes: int = 4, *, fault: Fault | None = None,
+                   grid_hook: Callable[[InProcessGrid], None] | None = None):
+    """Train with the real ServerApp and ClientApp code on an `InProcessGrid`.
+
+    Handlers run in a thread per node when the transport is the stream (its handler streams the
+    whole round while the server serves it). Returns (strategy, final adapter, metrics rows).
+    """
+    grid = InProcessGrid(client_app, config, num_nodes, fault=fault,
+                         concurrent=config.get("transport", "stream") == "stream")
+    if grid_hook:
+        grid_hook(grid)
+    strategy = train(grid, parse(config))
+    metrics = Path(strategy.recorder.folder) / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return strategy, strategy.global_lora, rows

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from fl_app.families import FAMILIES
-from fl_app.presets import PRESETS
-from fl_app.split_model import LoraSettings, SplitModel, causal_lm_labels, trainable_copy
+from edgesplit.families import FAMILIES
+from edgesplit.presets import PRESETS
+from edgesplit.settings import LoraSettings
+from edgesplit.split_model import SplitModel, trainable_copy
 
 TINY = [p for p in PRESETS if p.startswith("tiny-")]
 
@@ -20,6 +21,11 @@ def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     mask[3, :2] = 0
     mask[3, -3:] = 0
     return ids, mask
+
+
+def labels_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token labels: the inputs, padding ignored (-100)."""
+    return ids.masked_fill(mask == 0, -100)
 
 
 def randomised(model: SplitModel, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -39,7 +45,7 @@ def model(request) -> SplitModel:
 
 def test_every_split_reproduces_full_logits_and_loss(model):
     ids, mask = padded_batch()
-    labels = causal_lm_labels(ids, mask)
+    labels = labels_of(ids, mask)
     reference = model.full(ids, mask, labels)
     for split in range(1, model.num_layers):
         out = model.tail(model.head(ids, mask, split), mask, split, labels)
@@ -49,7 +55,7 @@ def test_every_split_reproduces_full_logits_and_loss(model):
 
 def test_every_split_reproduces_full_lora_gradients(model):
     ids, mask = padded_batch(seed=3)
-    labels = causal_lm_labels(ids, mask)
+    labels = labels_of(ids, mask)
     state = model.lora_state()
     reference = trainable_copy(state)
     with model.using_lora(reference):
@@ -74,7 +80,7 @@ def u_pairs(model: SplitModel) -> list[tuple[int, int]]:
 
 def test_every_u_shaped_split_reproduces_full_logits_and_loss(model):
     ids, mask = padded_batch(seed=5)
-    labels = causal_lm_labels(ids, mask)
+    labels = labels_of(ids, mask)
     reference = model.full(ids, mask, labels)
     assert u_pairs(model)
     for k1, k2 in u_pairs(model):
@@ -87,7 +93,7 @@ def test_every_u_shaped_split_reproduces_full_logits_and_loss(model):
 def test_every_u_shaped_split_reproduces_full_lora_gradients(model):
     """Gradients flow device tail -> server body -> device head through two detached cuts."""
     ids, mask = padded_batch(seed=7)
-    labels = causal_lm_labels(ids, mask)
+    labels = labels_of(ids, mask)
     state = model.lora_state()
     reference = trainable_copy(state)
     with model.using_lora(reference):
@@ -111,7 +117,7 @@ def test_base_weights_are_frozen_and_never_get_gradients(model):
     ids, mask = padded_batch()
     params = trainable_copy(model.lora_state())
     with model.using_lora(params):
-        model.full(ids, mask, causal_lm_labels(ids, mask)).loss.backward()
+        model.full(ids, mask, labels_of(ids, mask)).loss.backward()
     base = [p for n, p in model.peft_model.named_parameters() if "lora_" not in n]
     assert base and all(not p.requires_grad and p.grad is None for p in base)
     assert all(p.grad is not None for p in params.values())

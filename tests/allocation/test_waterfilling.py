@@ -3,7 +3,9 @@
 import numpy as np
 from scipy.optimize import minimize
 
-from allocation.resources import (
+from allocation.system_model import random_scenario
+from allocation.terms import Terms
+from allocation.waterfilling import (
     bandwidth_given_power,
     best_integer_split,
     comm_cost,
@@ -11,8 +13,6 @@ from allocation.resources import (
     solve_uplink,
     surrogate_split,
 )
-from allocation.system_model import random_scenario
-from allocation.terms import Terms
 
 
 def test_best_integer_split_matches_brute_force():

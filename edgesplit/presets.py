@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -31,10 +32,11 @@ from transformers import (
     LlamaConfig,
     MistralConfig,
     PretrainedConfig,
+    PreTrainedTokenizerBase,
     Qwen2Config,
 )
 
-from fl_app.tokenizer import byte_level_tokenizer
+from edgesplit.tokenizer import byte_level_tokenizer
 
 DEFAULT_MODEL = "smollm2-135m"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -112,6 +114,13 @@ def resolve_checkpoint(model_name: str) -> Path:
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ValueError(f"model folder {str(folder)!r} has a config but no weights file")
     return folder
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model_name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a preset or checkpoint folder, loaded once per process."""
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(resolve_checkpoint(model_name))
 
 
 def _materialise(name: str, folder: Path) -> None:

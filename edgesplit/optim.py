@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+OPTIMIZERS = ("adamw", "sgd")
+
 
 def make_optimizer(params: Mapping[str, nn.Parameter], name: str, lr: float
                    ) -> torch.optim.Optimizer:
@@ -21,7 +23,7 @@ def make_optimizer(params: Mapping[str, nn.Parameter], name: str, lr: float
         return torch.optim.AdamW(ordered, lr=lr, weight_decay=0.0)
     if name == "sgd":
         return torch.optim.SGD(ordered, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}: use adamw or sgd")
+    raise ValueError(f"unknown optimizer {name!r}: one of {OPTIMIZERS}")
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer, keys: list[str]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,67 @@
+"""The run config, checked once at the top: each name against the registry of the module that
+implements it, and the rules that span packages (allocator vs split, U-shaped split vs model).
+
+`edgesplit.settings` checks types and numeric ranges; everything that needs a registry of an
+upper floor is here, so no lower module imports one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from allocation.allocators import ALLOCATORS
+from clients.faults import parse as parse_faults
+from edgesplit.channel import CHANNELS
+from edgesplit.data import PARTITIONINGS
+from edgesplit.framing import WIRE_DTYPES
+from edgesplit.optim import OPTIMIZERS
+from edgesplit.settings import Settings
+from edgesplit.splits import check_split
+from strategies.aggregation import AGGREGATIONS
+from strategies.transport import TRANSPORTS
+
+
+def parse(run_config: Mapping[str, Any]) -> Settings:
+    """`context.run_config` -> checked Settings (ValueError naming the key otherwise)."""
+    settings = Settings.from_run_config(run_config)
+    check_names(settings)
+    return settings
+
+
+def check_names(settings: Settings) -> None:
+    """Every name-valued key against its registry, and the allocator's own needs."""
+    s = settings
+    choices = [("partitioning", s.partitioning, PARTITIONINGS),
+               ("optimizer", s.optimizer, OPTIMIZERS),
+               ("aggregation", s.aggregation, AGGREGATIONS),
+               ("allocator", s.allocator, tuple(ALLOCATORS)),
+               ("channel", s.channel, ("none", *CHANNELS)),
+               ("transport", s.transport, TRANSPORTS),
+               ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES))]
+    for key, value, valid in choices:
+        if value not in valid:
+            raise s.error(key, f"one of {valid}")
+    if s.device_tail_layers and s.transport != "stream":
+        raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
+    if ALLOCATORS[s.allocator].learned and not s.rl_policy:
+        raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
+                      "one with `python -m experiments.split_rl --out DIR`, then set "
+                      'rl-policy="DIR/policy"')
+    parse_faults(s.inject_faults)  # its own errors say what is wrong with it
+
+
+def check_against_model(settings: Settings, num_layers: int) -> None:
+    """The rules that need the model's depth: the U-shaped tail and, where the allocator reads
+    it, the fixed split."""
+    t = settings.device_tail_layers
+    if t > num_layers - 2:
+        raise settings.error("device-tail-layers", f"at most {num_layers - 2} for a "
+                             f"{num_layers}-layer model (the head and the server's body need a "
+                             "layer each)")
+    if ALLOCATORS[settings.allocator].uses_split:
+        try:
+            check_split(settings.split, num_layers, t)
+        except ValueError as exc:
+            raise settings.error("split", f"allocator {settings.allocator} uses it: {exc}"
+                                 ) from None
