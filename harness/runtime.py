@@ -20,11 +20,14 @@ SIGTERM first, SIGKILL after a grace period, then it checks that none survived.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -120,6 +123,7 @@ class FlowerHarness:
     home: Path
     marker: str = field(default_factory=lambda: secrets.token_hex(12))
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    scratch: list[Path] = field(default_factory=list)  # folders removed once processes stop
 
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -156,11 +160,14 @@ class FlowerHarness:
         return path
 
     # ---- processes -------------------------------------------------------------------------
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        """Start a long-running process in its own session, output to logs/<name>.log."""
+    def start(self, name: str, argv: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a long-running process in its own session, output to logs/<name>.log; `env`
+        adds variables to the harness's environment."""
         log = open(self.logs / f"{name}.log", "wb")  # the child keeps its own descriptor
         try:
-            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, cwd=REPO, env={**self.env, **(env or {})},
+                                    stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         finally:
@@ -168,9 +175,10 @@ class FlowerHarness:
         self.procs.append((name, proc))
         return proc
 
-    def run(self, name: str, argv: list[str], timeout_s: float) -> tuple[int, str]:
+    def run(self, name: str, argv: list[str], timeout_s: float,
+            env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command to completion (own session, so a timeout can kill its whole group)."""
-        proc = self.start(name, argv)
+        proc = self.start(name, argv, env)
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -264,12 +272,18 @@ class FlowerHarness:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        return [f"{pid} {_cmdline(pid)}" for pid in sorted(self.owned_pids())]
+        survivors = [f"{pid} {_cmdline(pid)}" for pid in sorted(self.owned_pids())]
+        if not survivors:
+            for folder in self.scratch:
+                shutil.rmtree(folder, ignore_errors=True)
+        return survivors
 
 
-def start_simulation_superlink(harness: FlowerHarness, connection: str) -> str:
+def start_simulation_superlink(harness: FlowerHarness, connection: str,
+                               env: dict[str, str] | None = None) -> str:
     """A private SuperLink in simulation mode on OS-chosen ports, made the `flwr` default under
-    `connection`; returns the connection name."""
+    `connection`; returns the connection name. The simulations it starts inherit `env` (e.g.
+    `RAY_ADDRESS`, to run on an existing Ray cluster)."""
     http_port, control_port = free_ports(2)
     proc = harness.start("superlink", [
         flwr_bin("flower-superlink"), "--insecure", "--simulation",
@@ -279,10 +293,39 @@ def start_simulation_superlink(harness: FlowerHarness, connection: str) -> str:
         "--control-api-address", f"127.0.0.1:{control_port}",
         "--host", "127.0.0.1", "--port", str(http_port),
         "--database", str(harness.home / "state.db"),
-    ])
+    ], env)
     harness.wait_healthy(http_port, proc)
     harness.write_connection(connection, f"127.0.0.1:{http_port}")
     return connection
+
+
+def start_ray_cluster(harness: FlowerHarness, head_cpus: int = 0,
+                      worker_cpus: int = 1) -> str:
+    """A Ray cluster of a head and one worker node on this machine, started with `ray start`
+    (their daemons carry the harness's marker, so `stop` ends them); returns its address.
+
+    With `head_cpus = 0` no actor can run on the head: whatever runs, runs on the worker.
+    Ray binds its node address to this host's interface, not to 127.0.0.1 (it resolves loopback
+    to the node IP on purpose), so the traffic stays on this machine.
+    """
+    (port,) = free_ports(1)
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are limited
+    harness.scratch.append(Path(temp))
+    common = ["--disable-usage-stats", "--include-dashboard=false"]
+    rc, out = harness.run("ray-head", [
+        flwr_bin("ray"), "start", "--head", "--port", str(port), f"--num-cpus={head_cpus}",
+        f"--temp-dir={temp}", *common], timeout_s=120)
+    if rc != 0:
+        raise RuntimeError(f"`ray start --head` failed with {rc}:\n{out[-4000:]}")
+    address = re.search(r"ray start --address='([^']+)'", out)
+    if not address:
+        raise RuntimeError(f"`ray start --head` printed no address:\n{out[-4000:]}")
+    rc, out = harness.run("ray-worker", [
+        flwr_bin("ray"), "start", "--address", address.group(1), f"--num-cpus={worker_cpus}",
+        "--disable-usage-stats"], timeout_s=120)
+    if rc != 0:
+        raise RuntimeError(f"`ray start --address` failed with {rc}:\n{out[-4000:]}")
+    return address.group(1)
 
 
 def flower_processes_of(harness: FlowerHarness) -> list[str]:
@@ -301,8 +344,6 @@ def flwr_bin(name: str) -> str:
 
 def started_run_id(flwr_run_output: str) -> int:
     """The run id `flwr run` printed ("Successfully started run <id>")."""
-    import re
-
     found = re.search(r"Successfully started run (\d+)", flwr_run_output)
     if not found:
         raise RuntimeError(f"`flwr run` started no run:\n{flwr_run_output[-6000:]}")
