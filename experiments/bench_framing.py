@@ -5,7 +5,7 @@ For each frame (the activations of one step, and the gradient that comes back, a
 and tiny-llama's hidden sizes) it measures the bytes on the wire and the median time to encode
 and to decode (to tensors the receiver can use), interleaving the two formats.
 
-    python -m experiments.bench_framing [--repeats 200]
+    python -m experiments.bench_framing [--repeats 200] [--out results]   # bench_framing.csv
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from edgesplit import framing
+from experiments.plotting import write_csv
 
 SHAPES = {"smollm2-135m": (4, 32, 576), "tiny-llama": (4, 16, 64)}
 
@@ -63,8 +65,10 @@ def timed(codec, tensors: dict, meta: dict, repeats: int) -> tuple[int, float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     meta = {"kind": "activations", "step": 3}
+    rows = []
     for model, shape in SHAPES.items():
         for kind, tensors in frames(*shape).items():
             _, decoded = theirs(tensors, meta)
@@ -76,6 +80,9 @@ def main() -> None:
                 row.update({f"{name}_bytes": size, f"{name}_encode_us": round(enc * 1e6, 1),
                             f"{name}_decode_us": round(dec * 1e6, 1)})
             print(json.dumps(row))
+            rows.append(row)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "bench_framing.csv")
 
 
 if __name__ == "__main__":

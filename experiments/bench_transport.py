@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from clients.handlers import Device
+from clients.device import Device
 from clients.session import DeviceSession
 from edgesplit.protocol import RoundTask, activation_spec
 from edgesplit.settings import Settings
@@ -56,7 +56,9 @@ class Bench:
         self.model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
         self.lora = self.model.lora_state()
         self.spec = activation_spec(self.model.config.hidden_size, settings.block_size)
-        self.device = Device(settings, partition_id=0, num_partitions=1, node_config={})
+        self.device = Device(settings.model_name, settings.lora, settings.data, partition_id=0,
+                             num_partitions=1, node_config={},
+                             step_timeout_s=settings.step_timeout_s)
         config = settings.as_dict()
         self.transports = {
             "flower": FlowerTransport(InProcessGrid(client_app, config, 1), self.spec, 60.0),
@@ -71,14 +73,10 @@ class Bench:
                          batch_size=s.batch_size, learning_rate=s.learning_rate,
                          optimizer=s.optimizer, seed=s.seed)
 
-    def split_lora(self) -> tuple[dict, dict]:
-        head = {k: v for k, v in self.lora.items() if self.model.layer_of(k) < self.split}
-        return head, {k: v for k, v in self.lora.items() if k not in head}
-
     def round(self, variant: str, steps: int) -> tuple[float, list[float]]:
         """Wall seconds of one round of `steps` steps for one client, and its step intervals."""
         task = self.task(steps)
-        head, tail_lora = self.split_lora()
+        head, tail_lora = self.model.split_state(self.lora, range(self.split))
         tail = TailSession(self.model, tail_lora, task)
         calls: list[float] = []
 

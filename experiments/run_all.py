@@ -37,6 +37,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_compression": (["--out", "{out}/bench_compression"],
                           ["--quick", "--out", "{out}/bench_compression"]),
     "bench_allocation": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
+    "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
