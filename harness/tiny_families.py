@@ -72,6 +72,7 @@ REFUSED: dict[str, tuple[Callable[[], PretrainedConfig], str]] = {
     "gemma3n-text": (_config("gemma3n_text", **_SMALL, num_kv_shared_layers=1),
                      "shares key/value caches"),
     "llama4-text": (_config("llama4_text", **_SMALL), "chunked attention"),
+    "lfm2": (_config("lfm2", **_SMALL, full_attn_idxs=[1]), "short-convolution"),
     "rwkv": (_config("rwkv", hidden_size=32, num_hidden_layers=2, attention_hidden_size=32,
                      intermediate_size=64), "recurrent"),
     "opt": (_config("opt", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from edgesplit import split_model as split_model_module
 from edgesplit.families import UnsupportedModel, describe
@@ -215,6 +216,13 @@ def test_models_that_cannot_split_exactly_are_refused_with_the_reason(tmp_path, 
     folder = save(config(), tmp_path / family)
     with pytest.raises(UnsupportedModel, match=reason):
         SplitModel(str(folder))
+
+
+def test_layers_that_share_weights_are_refused():
+    base = AutoModelForCausalLM.from_config(SUPPORTED["llama"]())
+    base.model.layers[1].mlp = base.model.layers[0].mlp  # one MLP serving two layers
+    with pytest.raises(UnsupportedModel, match="layers 0 and 1 share weights"):
+        describe(base)
 
 
 def test_a_family_that_deviates_unseen_is_refused_at_load(tmp_path, monkeypatch):
