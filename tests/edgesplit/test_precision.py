@@ -54,7 +54,10 @@ def test_bf16_split_training_equals_unsplit_training_with_the_same_base(tmp_path
     reference, reference_grads = train(model, start, split=None)
     for split in range(1, model.num_layers):
         final, grads = train(model, start, split)
-        for step in range(STEPS):  # bfloat16 keeps 8 bits of mantissa: 2^-8 = 0.004
+        # Measured 0.0 on CPU (same kernels in the same order); the bound is bfloat16's own
+        # resolution (8 bits of mantissa, 2^-8 = 0.004), for kernels that round another batch
+        # layout differently.
+        for step in range(STEPS):
             assert relative_gap(grads[step], reference_grads[step]) < 1e-2, (split, step)
         assert relative_gap(final, reference) < 1e-2, split
     # Not vacuous: the float32 base trains measurably differently from the bfloat16 one.
