@@ -63,6 +63,15 @@ class SplitModel:
         loads the whole model (the server).
     seed : int (default: 0)
         Seed for the initial LoRA weights.
+    dtype : torch.dtype (default: torch.float32)
+        The frozen base's precision (LoRA parameters stay float32).
+    device : torch.device or str (default: "cpu")
+        Where the model runs.
+
+    Raises
+    ------
+    UnsupportedModel
+        For a model the split cannot run exactly (see `edgesplit.families`), with the reason.
     """
 
     def __init__(self, model_name: str, lora: LoraSettings | None = None,
