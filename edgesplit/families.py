@@ -279,12 +279,16 @@ def _linear_layers(layers: nn.ModuleList) -> tuple[tuple[str, ...], bool]:
 
 
 def _expert_parameters(layers: nn.ModuleList) -> tuple[str, ...]:
-    """`<module>.<parameter>` of the 3-D weights inside the blocks (fused MoE experts)."""
+    """`<module>.<parameter>` of the 3-D weights inside the blocks that are not convolution
+    kernels: fused MoE experts, one (experts, out, in) stack per projection."""
     found: dict[str, None] = {}
     for layer in layers:
-        for qualified, param in layer.named_parameters():
-            if param.ndim == 3:
-                found.setdefault(".".join(qualified.split(".")[-2:]))
+        for qualified, module in layer.named_modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                continue
+            for attr, param in module.named_parameters(recurse=False):
+                if param.ndim == 3:
+                    found.setdefault(f"{qualified.rpartition('.')[2]}.{attr}")
     return tuple(found)
 
 
