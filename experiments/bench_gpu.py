@@ -75,13 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny-llama on synthetic text, batches 1 and 4, 2 timed steps")
+                        help="tiny-llama on synthetic text, batches 1 and 4, 2 timed steps, "
+                             "one CPU thread")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     if args.quick:
         args.model, args.corpus, args.split, args.block_size = "tiny-llama", "synthetic", 2, 16
         args.batches, args.steps, args.warmup = [1, 4], 2, 1
+        args.threads = args.threads or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device, "device")
     except ValueError as exc:
