@@ -8,8 +8,9 @@ allocator can take `edgesplit.splits` without torch.
     hidden = model.head(input_ids, attention_mask, split=2)          # the device's part
     loss = model.tail(hidden, attention_mask, 2, labels).loss         # the server's part
 
-Modules: `split_model` (head/body/tail with peft LoRA), `families` (how each transformers family
-is driven piecewise), `presets` (built-in models, checkpoint folders, tokenizers), `corpus` and
+Modules: `split_model` (head/body/tail with peft LoRA), `families` (how any decoder-only causal LM
+is driven piecewise, read off the model), `presets` (built-in models, checkpoint folders,
+tokenizers), `hardware` (base dtype and device names), `corpus` and
 `data` (federated text), `framing` (tensor frames of the stream), `records` (tensors in Flower
 records, validated), `protocol` (every message, record and frame name), `channel` (wireless
 channel models), `lora_routing` (per-row LoRA for batched tails), `optim`, `settings`, `splits`.

@@ -62,6 +62,9 @@ class Settings:
     """Every knob of a run (defaults = the built-in main job)."""
 
     model_name: str = "smollm2-135m"
+    base_dtype: str = "float32"  # the frozen base's precision; LoRA and optimizer stay float32
+    server_device: str = "auto"  # the server's model (every tail): auto | cpu | cuda | cuda:<i>
+    client_device: str = "cpu"  # a device's head (simulation): auto | cpu | cuda | cuda:<i>
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0

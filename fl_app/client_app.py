@@ -23,6 +23,7 @@ def device(context: Context) -> Device:
     settings, node = parse(context.run_config), context.node_config
     partition_id = int(node.get("partition-id", 0))
     return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
+                  base_dtype=settings.base_dtype, torch_device=settings.client_device,
                   partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
                   node_config=dict(node), step_timeout_s=settings.step_timeout_s,
                   fault=faults.parse(settings.inject_faults).get(partition_id))

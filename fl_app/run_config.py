@@ -15,6 +15,7 @@ from clients.faults import parse as parse_faults
 from edgesplit.channel import CHANNELS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
+from edgesplit.hardware import BASE_DTYPES, check_device_name
 from edgesplit.optim import OPTIMIZERS
 from edgesplit.settings import Settings
 from edgesplit.splits import check_split
@@ -38,10 +39,13 @@ def check_names(settings: Settings) -> None:
                ("allocator", s.allocator, tuple(ALLOCATORS)),
                ("channel", s.channel, ("none", *CHANNELS)),
                ("transport", s.transport, TRANSPORTS),
-               ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES))]
+               ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES)),
+               ("base-dtype", s.base_dtype, tuple(BASE_DTYPES))]
     for key, value, valid in choices:
         if value not in valid:
             raise s.error(key, f"one of {valid}")
+    check_device_name(s.server_device, "server-device")
+    check_device_name(s.client_device, "client-device")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:

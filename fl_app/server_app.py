@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from allocation.allocators import SystemAllocator
 from edgesplit.data import federated_text
+from edgesplit.hardware import BASE_DTYPES, resolve_device
 from edgesplit.protocol import activation_spec
 from edgesplit.records import Spec
 from edgesplit.settings import Settings
@@ -29,7 +30,11 @@ app = ServerApp()
 
 def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     """Wire the pieces a run needs from its settings (raises ValueError on a bad config)."""
-    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
+    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed,
+                       dtype=BASE_DTYPES[settings.base_dtype],
+                       device=resolve_device(settings.server_device, "server-device"))
+    log(INFO, "server model %s: %d layers, %s base on %s", settings.model_name,
+        model.num_layers, settings.base_dtype, model.device)
     check_against_model(settings, model.num_layers)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,

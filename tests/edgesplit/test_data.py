@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections import Counter
 from importlib.util import find_spec
@@ -199,6 +200,24 @@ def test_blocks_round_trip_the_joined_text() -> None:
     padding = blocks.input_ids.flatten()[n_tokens:]
     assert len(padding) > 0 and (padding == tokenizer.pad_token_id).all()
     assert len(tokenize_blocks([], tokenizer, 4)) == 0
+
+
+def test_a_tokenizer_that_starts_with_bos_gets_bos_first_in_every_block() -> None:
+    # Prepare: a copy of the byte-level tokenizer, made to put BOS first like Gemma's
+    tokenizer = copy.deepcopy(byte_level_tokenizer())
+    plain = tokenize_blocks(["abcdefg"], tokenizer, block_size=4)
+    tokenizer.bos_token = tokenizer.eos_token
+    tokenizer.add_bos_token = True
+    assert tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id
+
+    # Execute
+    blocks = tokenize_blocks(["abcdefg"], tokenizer, block_size=4)  # 8 tokens with the eos
+
+    # Assert: BOS, then 3 tokens of the stream per block, nothing lost
+    assert (blocks.input_ids[:, 0] == tokenizer.bos_token_id).all()
+    assert (blocks.attention_mask[:, 0] == 1).all()
+    assert blocks.input_ids[:, 1:][blocks.attention_mask[:, 1:] == 1].tolist() == \
+        plain.input_ids[plain.attention_mask == 1].tolist()
 
 
 def test_batch_sampler_is_deterministic_and_covers_an_epoch() -> None:
