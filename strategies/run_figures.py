@@ -63,20 +63,25 @@ def _figure(panels: int) -> tuple[Figure, list]:
     return fig, list(axes)
 
 
+def _log_lines(ax, rows: Sequence[Row], lines: Sequence[tuple[str, str]], ylabel: str) -> None:
+    """One line per (metric key, label) that has values, on a log y axis with a legend."""
+    for key, label in lines:
+        rounds, values = _series(rows, key)
+        if rounds:
+            ax.plot(rounds, values, marker="o", label=label)
+    ax.set_ylabel(ylabel)
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.legend()
+
+
 def training_figure(rows: Sequence[Row]) -> Figure:
     """Training loss, and validation and held-out perplexity, per round."""
     fig, (loss, ppl) = _figure(2)
     loss.plot(*_series(rows, "train_loss"), marker="o")
     loss.set_ylabel("training loss")
-    for key, label in (("val_ppl", "federated validation"), ("heldout_ppl", "server held-out"),
-                       ("val_ppl_clean", "validation, clean channel")):
-        rounds, values = _series(rows, key)
-        if rounds:
-            ppl.plot(rounds, values, marker="o", label=label)
-    ppl.set_ylabel("perplexity")
-    if ppl.lines:
-        ppl.set_yscale("log")
-        ppl.legend()
+    _log_lines(ppl, rows, [("val_ppl", "federated validation"), ("heldout_ppl", "server held-out"),
+                           ("val_ppl_clean", "validation, clean channel")], "perplexity")
     return fig
 
 
@@ -101,15 +106,8 @@ def clients_figure(rows: Sequence[Row]) -> Figure:
 def time_figure(rows: Sequence[Row]) -> Figure:
     """The allocator's modelled round delay and the measured training time per round."""
     fig, (ax,) = _figure(1)
-    for key, label in (("modelled_delay_s", "modelled delay (system model)"),
-                       ("time_train_s", "measured training time")):
-        rounds, values = _series(rows, key)
-        if rounds:
-            ax.plot(rounds, values, marker="o", label=label)
-    ax.set_ylabel("seconds")
-    if ax.lines:
-        ax.set_yscale("log")
-        ax.legend()
+    _log_lines(ax, rows, [("modelled_delay_s", "modelled delay (system model)"),
+                          ("time_train_s", "measured training time")], "seconds")
     return fig
 
 
