@@ -187,9 +187,11 @@ class SplitFedStrategy:
             if s.eval_every and server_round % s.eval_every == 0:
                 row.update(self.evaluate(grid, allocs, server_round))
                 if s.prompts:
+                    t_samples = time.perf_counter()
                     self.recorder.log_samples(server_round, sample_generations(
                         self.model, self.global_lora, s.prompts, s.data_format,
                         s.sample_tokens))
+                    row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
             t_eval = time.perf_counter()
             row.update(round_costs(allocs, outcomes, failures, profiles, plan))
             row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,

@@ -50,6 +50,7 @@ def test_a_run_folder_shows_generations_figures_and_status(tmp_path, capsys):
     assert status["runtime"]["versions"]["torch"]
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").open()]
     assert all(c["bytes_up"] > 0 and c["bytes_down"] > 0 for r in rows for c in r["clients"])
+    assert all(0 < r["time_samples_s"] < r["time_eval_s"] for r in rows)
 
     # The command loads the adapter with peft on its own and generates the same text
     for server_round, args in ((2, []), (1, ["--round", "1"])):
