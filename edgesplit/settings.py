@@ -38,9 +38,19 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """How the corpus becomes per-client token blocks (see `edgesplit.data.FederatedText`)."""
+    """How the corpus becomes per-client token blocks (see `edgesplit.data.FederatedText`).
+
+    The field names and defaults are those of `Settings` (its run-config keys).
+    """
 
     corpus: str = "shakespeare"
+    data_format: str = "text"
+    text_field: str = "text"
+    instruction_field: str = "instruction"
+    input_field: str = "input"
+    output_field: str = "output"
+    messages_field: str = "messages"
+    partition_by: str = ""
     partitioning: str = "natural"
     dirichlet_alpha: float = 0.5
     block_size: int = 32
@@ -69,7 +79,14 @@ class Settings:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: str = ""  # comma-separated module names; empty = the family's defaults
-    corpus: str = "shakespeare"
+    corpus: str = "shakespeare"  # a built-in corpus or a local path (file, folder, save_to_disk)
+    data_format: str = "text"  # text (packed) | instruction | chat (loss on responses only)
+    text_field: str = "text"
+    instruction_field: str = "instruction"
+    input_field: str = "input"  # empty = the data has no input column
+    output_field: str = "output"
+    messages_field: str = "messages"
+    partition_by: str = ""  # local data: the column naming each record's group
     partitioning: str = "natural"
     dirichlet_alpha: float = 0.5
     block_size: int = 32
@@ -107,6 +124,9 @@ class Settings:
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     eval_batches: int = 2
+    # Greedy generations from these prompts ("|"-separated) each evaluation round; empty = none.
+    sample_prompts: str = "To be, or not to be|My gracious lord,|Now is the winter of"
+    sample_tokens: int = 32
     seed: int = 0
     output_dir: str = "outputs"
     run_name: str = ""  # empty = a timestamp
@@ -161,7 +181,11 @@ class Settings:
             ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
+            ("sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
         ]
+        fields = [("text-field", self.text_field), ("instruction-field", self.instruction_field),
+                  ("output-field", self.output_field), ("messages-field", self.messages_field)]
+        checks += [(key, bool(value.strip()), "must name a column") for key, value in fields]
         for key, ok, rule in checks:
             if not ok:
                 raise self.error(key, rule)
@@ -178,10 +202,13 @@ class Settings:
 
     @property
     def data(self) -> DataSettings:
-        return DataSettings(corpus=self.corpus, partitioning=self.partitioning,
-                            dirichlet_alpha=self.dirichlet_alpha, block_size=self.block_size,
-                            val_fraction=self.val_fraction,
-                            heldout_fraction=self.heldout_fraction, seed=self.seed)
+        return DataSettings(**{f.name: getattr(self, f.name)
+                               for f in dataclasses.fields(DataSettings)})
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The sample prompts, split at "|" (blanks dropped)."""
+        return tuple(p for p in (p.strip() for p in self.sample_prompts.split("|")) if p)
 
     def as_dict(self) -> dict[str, Any]:
         """Settings under their run-config keys (for the run folder's config snapshot)."""

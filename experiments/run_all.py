@@ -39,6 +39,10 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_allocation": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
     "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
+    "instruction_run": (["--out", "{out}/instruction_run"],
+                        ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
+                         "--block-size", "256", "--tokens", "8",
+                         "--out", "{out}/instruction_run"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
     "bench_transport_deployment": (["--out", "{out}"], []),

@@ -13,6 +13,7 @@ from typing import Any
 from allocation.allocators import ALLOCATORS
 from clients.faults import parse as parse_faults
 from edgesplit.channel import CHANNELS
+from edgesplit.corpus import BUILTIN_CORPORA, DATA_FORMATS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
 from edgesplit.hardware import BASE_DTYPES, check_device_name
@@ -33,7 +34,8 @@ def parse(run_config: Mapping[str, Any]) -> Settings:
 def check_names(settings: Settings) -> None:
     """Every name-valued key against its registry, and the allocator's own needs."""
     s = settings
-    choices = [("partitioning", s.partitioning, PARTITIONINGS),
+    choices = [("data-format", s.data_format, DATA_FORMATS),
+               ("partitioning", s.partitioning, PARTITIONINGS),
                ("optimizer", s.optimizer, OPTIMIZERS),
                ("aggregation", s.aggregation, AGGREGATIONS),
                ("allocator", s.allocator, tuple(ALLOCATORS)),
@@ -46,6 +48,12 @@ def check_names(settings: Settings) -> None:
             raise s.error(key, f"one of {valid}")
     check_device_name(s.server_device, "server-device")
     check_device_name(s.client_device, "client-device")
+    if s.corpus in BUILTIN_CORPORA and s.data_format != "text":
+        raise s.error("data-format", f"the built-in corpus {s.corpus} is plain text; instruction "
+                      "and chat data come from a local path in corpus")
+    if s.corpus in BUILTIN_CORPORA and s.partition_by:
+        raise s.error("partition-by", f"the built-in corpus {s.corpus} is grouped by speaker; "
+                      "partition-by names a column of a local dataset")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:

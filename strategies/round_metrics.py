@@ -23,6 +23,8 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
         "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
                      "power_w": a.power_w, "user_freq_hz": a.user_freq_hz,
                      "examples": int(profiles[n]["num-examples"]),
+                     "bytes_up": outcomes[n].bytes_up if n in outcomes else 0,
+                     "bytes_down": outcomes[n].bytes_down if n in outcomes else 0,
                      **({} if a.loss_rate is None else {"loss_rate": a.loss_rate})}
                     for n, a in allocations.items()],
         "modelled_objective": plan.objective if plan else None,

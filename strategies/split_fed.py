@@ -2,7 +2,8 @@
 
 One round: sample clients -> ask their profiles -> allocate split points and resources -> train
 (each client's head on the device, its private tail copy here, over the transport) -> aggregate
-every layer's LoRA over all clients -> evaluate -> record metrics and a checkpoint.
+every layer's LoRA over all clients -> evaluate (and write sample generations) -> record metrics
+and a checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from strategies.batched_tail import serve_requests
 from strategies.evaluation import Evaluator
 from strategies.outputs import RunRecorder
 from strategies.round_metrics import peak_rss_mb, progress_line, round_costs
+from strategies.samples import sample_generations
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
@@ -39,7 +41,8 @@ RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "
                                "step-timeout-s", "reply-timeout-s", "stream-host",
                                "stream-public-host",
                                "stream-port", "tls-certfile", "tls-keyfile", "tls-ca-certfile",
-                               "eval-every", "inject-faults"})
+                               "eval-every", "inject-faults", "sample-prompts",
+                               "sample-tokens"})
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
@@ -183,6 +186,12 @@ class SplitFedStrategy:
                 log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
             if s.eval_every and server_round % s.eval_every == 0:
                 row.update(self.evaluate(grid, allocs, server_round))
+                if s.prompts:
+                    t_samples = time.perf_counter()
+                    self.recorder.log_samples(server_round, sample_generations(
+                        self.model, self.global_lora, s.prompts, s.data_format,
+                        s.sample_tokens))
+                    row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
             t_eval = time.perf_counter()
             row.update(round_costs(allocs, outcomes, failures, profiles, plan))
             row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,
