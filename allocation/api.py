@@ -119,7 +119,8 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         (``"fast"`` or ``"cvxpy"``, for fp and greedy), ``n_starts``, ``max_outer``, ``tol``
         (fp, ao, fixed, edge-only, local-only), ``split`` (fixed), ``resources``
         (``"equal"`` or ``"random"``, alpha-only); makespan model: ``max_programs`` and
-        ``time_limit_s`` (fp's budget), ``split`` (fixed).
+        ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
+        random-association), ``split`` (fixed).
 
     Returns
     -------

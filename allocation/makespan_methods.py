@@ -31,6 +31,8 @@ from .makespan_solver import (
 def _exact(tables: Tables, association=None, split=None, **budget):
     split, assoc, history, programs, gap = optimal(tables, association=association,
                                                    split=split, **budget)
+    # The history starts, as the paper model's, at the reference allocation.
+    history = (tables.scenario.reference.objective, *history)
     return split, assoc, tables.shares(split, assoc), programs, history, gap
 
 
@@ -51,14 +53,14 @@ def _local_only(tables: Tables, *, seed: int = 0):
     return _exact(tables, split=clip_splits(tables.scenario, tables.scenario.layers - 1))
 
 
-def _greedy(tables: Tables, *, seed: int = 0):
-    return _exact(tables, association=fastest_link(tables.scenario))
+def _greedy(tables: Tables, *, seed: int = 0, time_limit_s: float = 60.0):
+    return _exact(tables, association=fastest_link(tables.scenario), time_limit_s=time_limit_s)
 
 
-def _random_association(tables: Tables, *, seed: int = 0):
+def _random_association(tables: Tables, *, seed: int = 0, time_limit_s: float = 60.0):
     sc = tables.scenario
     assoc = np.random.default_rng(seed).integers(0, sc.n_servers, sc.n_users)
-    return _exact(tables, association=assoc)
+    return _exact(tables, association=assoc, time_limit_s=time_limit_s)
 
 
 def _resource_only(tables: Tables, *, seed: int = 0):

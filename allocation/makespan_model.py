@@ -44,7 +44,8 @@ import numpy as np
 
 from edgesplit.hardware import DEVICES, LINKS, SERVERS, SUSTAINED_FRACTION, Hardware
 
-from .system_model import Costs, ModelCost, Weights, stability_penalty
+from .measurement import Measured
+from .system_model import Costs, ModelCost, Normalised, Weights, stability_penalty
 
 #: Usable share of a device's memory for training (the OS, the runtime and other apps hold the
 #: rest) [D].
@@ -52,7 +53,7 @@ USABLE_MEMORY = 0.5
 
 
 @dataclass
-class MakespanScenario:
+class MakespanScenario(Normalised):
     """N users and M servers for one round of the makespan model.
 
     User arrays have shape (N,), server arrays (M,), ``uplink_bps`` (N, M).
@@ -164,12 +165,6 @@ class MakespanScenario:
         t, e, s = cost_components(self, split, assoc, share)
         w = self.weights
         return Costs(w.energy + w.time + w.stability, e, t, s)
-
-    @cached_property
-    def unit_weights(self) -> tuple[float, float, float]:
-        """(w_e / E_ref, w_t / T_ref, w_s / S_ref): weight per joule, per second, per unit."""
-        ref, w = self.reference, self.weights
-        return w.energy / ref.energy_j, w.time / ref.delay_s, w.stability / ref.stability
 
 
 # --- Physics of one allocation ------------------------------------------------------------
@@ -308,36 +303,6 @@ def catalogue_scenario(n_users: int, model: ModelCost, n_servers: int = 1, seed:
         samples=rng.integers(100, 1001, n_users).astype(float),
         **{k: [f[k] for f in figures] for k in figures[0]}, model=model,
         weights=weights or Weights())
-
-
-@dataclass(frozen=True)
-class Measured:
-    """Seconds of one training step measured on the hardware itself (calibration).
-
-    layer_s : float
-        Seconds per decoder layer (forward and backward, as training runs them).
-    fixed_s : float (default: 0.0)
-        Split-independent seconds per step (devices: embeddings, optimizer; the server: LM
-        head and loss).
-    concurrency : float (default: 1.0)
-        Servers with batched tails: clients' tails run in the time of one (measured).
-    """
-
-    layer_s: float
-    fixed_s: float = 0.0
-    concurrency: float = 1.0
-
-
-def fit_measured(layers: Sequence[int], seconds: Sequence[float],
-                 concurrency: float = 1.0) -> Measured:
-    """Seconds per layer and split-independent seconds from two timed sizes: the line through
-    ``(layers[i], seconds[i])``. A slope that noise made non-positive falls back to the larger
-    size's seconds per layer, with no fixed part."""
-    (k1, k2), (t1, t2) = layers, seconds
-    slope = (t2 - t1) / (k2 - k1)
-    if slope <= 0:
-        return Measured(t2 / k2, 0.0, concurrency)
-    return Measured(slope, max(0.0, t1 - slope * k1), concurrency)
 
 
 def makespan_scenario_from_profiles(

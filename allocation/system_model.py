@@ -180,8 +180,22 @@ class Costs:
     stability: float
 
 
+class Normalised:
+    """The objective's normalisation, the same in both cost models: each component divided by
+    its value at the model's reference allocation (``reference``), times its weight."""
+
+    weights: Weights
+    reference: Costs
+
+    @cached_property
+    def unit_weights(self) -> tuple[float, float, float]:
+        """(w_e / E_ref, w_t / T_ref, w_s / S_ref): weight per joule, per second, per unit."""
+        ref, w = self.reference, self.weights
+        return w.energy / ref.energy_j, w.time / ref.delay_s, w.stability / ref.stability
+
+
 @dataclass
-class Scenario:
+class Scenario(Normalised):
     """N users and M edge servers for one round of allocation.
 
     User arrays have shape (N,), server arrays shape (M,), ``gain`` shape (N, M).
@@ -255,12 +269,6 @@ class Scenario:
         e, t, s = cost_components(self, split, assoc, bw, power, ufreq, sfreq)
         w = self.weights
         return Costs(w.energy + w.time + w.stability, e, t, s)
-
-    @cached_property
-    def unit_weights(self) -> tuple[float, float, float]:
-        """(w_e / E_ref, w_t / T_ref, w_s / S_ref): weight per joule, per second, per unit."""
-        ref, w = self.reference, self.weights
-        return w.energy / ref.energy_j, w.time / ref.delay_s, w.stability / ref.stability
 
 
 # --- Physics ------------------------------------------------------------------------------

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from allocation.allocators import ALLOCATORS
+from allocation.allocators import ALLOCATORS, COST_MODELS
 from clients.faults import parse as parse_faults
 from edgesplit.channel import CHANNELS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
+from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
 from edgesplit.settings import Settings
 from edgesplit.splits import check_split
 from strategies.aggregation import AGGREGATIONS
+from strategies.calibration import CALIBRATIONS
 from strategies.transport import TRANSPORTS
 
 
@@ -36,6 +38,9 @@ def check_names(settings: Settings) -> None:
                ("optimizer", s.optimizer, OPTIMIZERS),
                ("aggregation", s.aggregation, AGGREGATIONS),
                ("allocator", s.allocator, tuple(ALLOCATORS)),
+               ("cost-model", s.cost_model, COST_MODELS),
+               ("server-class", s.server_class, tuple(SERVERS)),
+               ("calibration", s.calibration, CALIBRATIONS),
                ("channel", s.channel, ("none", *CHANNELS)),
                ("transport", s.transport, TRANSPORTS),
                ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES))]
@@ -44,6 +49,9 @@ def check_names(settings: Settings) -> None:
             raise s.error(key, f"one of {valid}")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
+    if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
+        raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
+                      'set cost-model = "paper"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
