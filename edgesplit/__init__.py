@@ -12,7 +12,8 @@ Modules: `split_model` (head/body/tail with peft LoRA), `families` (how each tra
 is driven piecewise), `presets` (built-in models, checkpoint folders, tokenizers), `corpus` and
 `data` (federated text), `framing` (tensor frames of the stream), `records` (tensors in Flower
 records, validated), `protocol` (every message, record and frame name), `channel` (wireless
-channel models), `lora_routing` (per-row LoRA for batched tails), `optim`, `settings`, `splits`.
+channel models), `lora_routing` (per-row LoRA for batched tails), `optim`, `settings`, `splits`,
+`hardware` (edge devices, servers and links from published specifications).
 """
 
 from importlib import import_module
