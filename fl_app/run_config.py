@@ -49,13 +49,13 @@ def check_names(settings: Settings) -> None:
             raise s.error(key, f"one of {valid}")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
-    if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
-        raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
-                      'set cost-model = "paper"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
                       'rl-policy="DIR/policy"')
+    if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
+        raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
+                      'set cost-model = "paper"')
     parse_faults(s.inject_faults)  # its own errors say what is wrong with it
 
 

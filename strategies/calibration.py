@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -116,13 +117,20 @@ class Calibrator:
         (empty after the first call)."""
         if self.server is not None:
             return {}
+        # The stream transport runs tails in fresh gRPC worker threads, and torch's intra-op
+        # threading can differ between threads (in-process, the devices' 1-thread setting
+        # reaches new threads but not this one): time the tail in a fresh thread too.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate") as pool:
+            self.server = pool.submit(self._time_server, model, batch).result()
+        return {"server": {"layer_s": self.server.layer_s, "fixed_s": self.server.fixed_s,
+                           "concurrency": self.server.concurrency}}
+
+    def _time_server(self, model: SplitModel, batch: Mapping[str, torch.Tensor]) -> Measured:
         sizes = (1, model.num_layers - 1)
         steps = [self._tail_step(model, batch, model.num_layers - k) for k in sizes]
         seconds = time_interleaved(steps, self.steps)
         concurrency = self._concurrency(model, batch) if self.batch_tails else 1.0
-        self.server = fit_measured(sizes, seconds, concurrency)
-        return {"server": {"layer_s": self.server.layer_s, "fixed_s": self.server.fixed_s,
-                           "concurrency": concurrency}}
+        return fit_measured(sizes, seconds, concurrency)
 
     def _sessions(self, model: SplitModel, split: int, count: int) -> list[TailSession]:
         task = RoundTask(server_round=1, split=split, local_steps=self.steps + 1,

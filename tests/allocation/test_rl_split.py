@@ -133,8 +133,9 @@ def test_the_trained_policy_chooses_the_splits(policy_folder):
 def test_rl_split_without_a_policy_is_a_config_error():
     hint = 'python -m experiments.split_rl --out DIR`, then set rl-policy="DIR/policy"'
     paper = {"allocator": "rl-split", "cost-model": "paper"}
-    with pytest.raises(ValueError, match=r"config rl-policy = '': .*" + re.escape(hint)):
-        parse(paper)
+    for config in (paper, {"allocator": "rl-split"}):
+        with pytest.raises(ValueError, match=r"config rl-policy = '': .*" + re.escape(hint)):
+            parse(config)
     with pytest.raises(ValueError, match="rl-split needs a trained split policy"):
         SystemAllocator("rl-split", split=3, **CELL)
     parse({**paper, "rl-policy": "somewhere/policy"})
