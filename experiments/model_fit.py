@@ -7,7 +7,9 @@ seconds (device, transfer, server, queueing) against what was measured (its own 
 server's time on it, its round's wall time). In-process every "device" is a thread of the same
 machine and every link is loopback, so the comparison that means something here is of compute:
 devices and server were calibrated on this machine. Writes ``clients.csv`` (one row per client
-and round) and ``summary.csv`` (median ratios per round) to ``--out``. Usage::
+and round), ``summary.csv`` (median ratios per round), ``calibration.json`` (the measured
+speeds) and ``splits_worth.csv``: round 1 rebuilt and costed under every single split for all and
+edge-only beside fp (the split's worth on this job with measured speeds) to ``--out``. Usage::
 
     nice -n 10 python -m experiments.model_fit [--rounds 2] [--clients 8] [--out DIR]
 """
@@ -22,8 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from allocation import solve
+from clients.profile import simulated_profile
+from edgesplit.data import federated_text
 from experiments.plotting import write_csv
 from harness.inprocess import run_in_process
+from strategies.split_fed import SplitFedStrategy
 
 PARTS = ("device", "transfer", "server", "queue")
 
@@ -60,6 +66,32 @@ def summary(rows: list[dict]) -> list[dict]:
             for r in rows]
 
 
+def counterfactual(strategy: SplitFedStrategy, rows: list[dict], clients: int) -> list[dict]:
+    """Round 1 of the run, rebuilt (profiles are deterministic, calibrations are recorded), and
+    costed under every single split for all and edge-only next to fp: the split's worth on the
+    built-in job with measured speeds. The rebuild must give the run's own splits."""
+    settings = strategy.settings
+    shards = federated_text(settings.data, settings.model_name, clients)
+    nodes = sorted(int(n) for n in rows[0]["calibration"]["devices"])
+    profiles = [{**simulated_profile(n - 1, settings.seed).as_dict(),  # node n = partition n-1
+                 "num-examples": len(shards.client(n - 1).train)} for n in nodes]
+    measured = [strategy.calibrator.devices[n] for n in nodes]
+    scenario = strategy.allocator.scenario(1, profiles, strategy.costs, measured,
+                                           strategy.calibrator.server)
+    fp = solve(scenario, "fp")
+    ran = [c["split"] for c in sorted(rows[0]["clients"], key=lambda c: c["node"])]
+    if fp.split.tolist() != ran:
+        raise RuntimeError(f"round 1 rebuilt gives splits {fp.split.tolist()}, the run {ran}")
+    out = [{"method": "fp", "splits": " ".join(map(str, fp.split)), "makespan_s": fp.delay,
+            "objective": fp.objective}]
+    for name, options in [("edge-only", {}), *((f"fixed-{k}", {"split": k})
+                                              for k in range(1, scenario.layers))]:
+        alloc = solve(scenario, "fixed" if options else name, **options)
+        out.append({"method": name, "splits": " ".join(map(str, alloc.split)),
+                    "makespan_s": alloc.delay, "objective": alloc.objective})
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -73,12 +105,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   "eval-every": 0, "output-dir": folder, "run-name": "model_fit"}
         if args.model.startswith("tiny-"):
             config["corpus"] = "synthetic"
-        _, _, rows = run_in_process(config, args.clients)
+        strategy, _, rows = run_in_process(config, args.clients)
     clients = client_rows(rows)
+    splits_worth = counterfactual(strategy, rows, args.clients)
     table = summary(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(clients, args.out / "clients.csv")
     write_csv(table, args.out / "summary.csv")
+    write_csv(splits_worth, args.out / "splits_worth.csv")
     # What calibration measured (round 1): the speeds the model ran on.
     (args.out / "calibration.json").write_text(json.dumps(rows[0].get("calibration"), indent=1))
     ratios = [c["ratio"] for c in clients if c["ratio"]]
@@ -86,6 +120,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     servers = [c["ratio_server"] for c in clients if c["ratio_server"]]
     for t in table:
         print(t)
+    fp, edge = splits_worth[0], splits_worth[1]
+    best = min(splits_worth[2:], key=lambda r: r["makespan_s"])
+    print(f"round 1 rebuilt: fp splits {fp['splits']}, makespan {fp['makespan_s']:.2f} s; best "
+          f"single split {best['method']} {best['makespan_s']:.2f} s; edge-only "
+          f"{edge['makespan_s']:.2f} s")
     print(f"over all rounds: median modelled/measured {np.median(ratios):.3g} (whole round), "
           f"{np.median(devices):.3g} (device compute), {np.median(servers):.3g} (server "
           f"compute); {time.perf_counter() - started:.0f} s; wrote {args.out}")
