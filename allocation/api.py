@@ -9,6 +9,7 @@ import numpy as np
 from edgesplit.splits import check_split
 
 from . import baselines
+from . import makespan_methods as makespan
 from .exhaustive import exhaustive
 from .fp import optimise, split_step
 from .makespan_methods import accepted_options, solve_makespan
@@ -81,20 +82,20 @@ def _exhaustive(terms: Terms, *, seed: int = 0):  # deterministic: seed unused
     return exhaustive(terms).arrays(terms.user_freq), 0, ()
 
 
-#: Method name -> solver of the paper's model. Each takes the ``Terms`` of a scenario and
-#: keyword options; the makespan model has the same names (``makespan_methods``).
+#: Method name -> its solver in the paper's model (each takes the scenario's ``Terms``) and in
+#: the makespan model (``makespan_methods``, each takes its ``Tables``), with keyword options.
 METHODS = {
-    "fp": _fp,
-    "ao": _ao,
-    "alpha-only": _alpha_only,
-    "resource-only": _resource_only,
-    "greedy": _greedy,
-    "random": _random,
-    "random-association": _random_association,
-    "edge-only": _edge_only,
-    "local-only": _local_only,
-    "fixed": _fixed,
-    "exhaustive": _exhaustive,
+    "fp": (_fp, makespan.fp),
+    "ao": (_ao, makespan.ao),
+    "alpha-only": (_alpha_only, makespan.alpha_only),
+    "resource-only": (_resource_only, makespan.resource_only),
+    "greedy": (_greedy, makespan.greedy),
+    "random": (_random, makespan.random_allocation),
+    "random-association": (_random_association, makespan.random_association),
+    "edge-only": (_edge_only, makespan.edge_only),
+    "local-only": (_local_only, makespan.local_only),
+    "fixed": (_fixed, makespan.fixed),
+    "exhaustive": (_exhaustive, makespan.exhaustive),
 }
 
 
@@ -129,12 +130,12 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    func, makespan_func = METHODS[method]
     if isinstance(scenario, MakespanScenario):
-        unknown = set(options) - accepted_options(method)
+        unknown = set(options) - accepted_options(makespan_func)
         if unknown:
             raise TypeError(f"method {method!r} got unknown options {sorted(unknown)}")
-        return solve_makespan(scenario, method, **options)
-    func = METHODS[method]
+        return solve_makespan(scenario, method, makespan_func, **options)
     accepted = set(inspect.signature(func).parameters) - {"terms", "options"}
     if method in ("edge-only", "local-only"):
         accepted = set(inspect.signature(_fixed).parameters) - {"terms", "split"}
