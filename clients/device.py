@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord
 from clients.cache import head_model
 from clients.profile import DeviceProfile, device_profile
 from edgesplit.data import ClientShard, federated_text
-from edgesplit.hardware import BASE_DTYPES, resolve_device
+from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.records import from_record, lora_spec
 from edgesplit.settings import DataSettings, LoraSettings
 from edgesplit.split_model import SplitModel
@@ -38,7 +38,7 @@ class Device:
     fault : str or None (default: None)
         The fault this device injects (`clients.faults.KINDS`), for tests.
     base_dtype : str (default: "float32")
-        The frozen base's precision (`edgesplit.hardware.BASE_DTYPES`).
+        The frozen base's precision (`edgesplit.placement.BASE_DTYPES`).
     torch_device : str (default: "cpu")
         Where the head runs (`client-device`: auto, cpu, cuda, cuda:<i>).
     """

@@ -10,7 +10,8 @@ allocator can take `edgesplit.splits` without torch.
 
 Modules: `split_model` (head/body/tail with peft LoRA), `families` (how any decoder-only causal LM
 is driven piecewise, read off the model), `presets` (built-in models, checkpoint folders,
-tokenizers), `hardware` (base dtype and device names), `corpus` (the built-in corpora),
+tokenizers), `placement` (base dtype and device names), `hardware` (edge devices, servers and links
+from published specifications), `corpus` (the built-in corpora),
 `local_corpus` (the user's own data from a local path), `formats` (records -> token blocks: packed
 text, conversations with the loss on responses), `blocks` (token blocks and their batch sampler),
 `data` (the federated split), `generation` (greedy samples), `framing` (tensor frames of the

@@ -103,6 +103,10 @@ class Settings:
     aggregation: str = "fedavg"  # fedavg | median | trimmed-mean (robust to outlier clients)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients cut at each end, per coordinate
     allocator: str = "fp"
+    cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
+    server_class: str = "l4"  # makespan model: the edge server's catalogue class
+    calibration: str = "measure"  # measure: time devices and server at the start | none
+    calibration_steps: int = 3  # timed training steps per head size (after one warm-up)
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
@@ -169,6 +173,7 @@ class Settings:
             ("trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
             ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
             ("split", self.split >= 1, "must be >= 1"),
+            ("calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
             ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
             ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),

@@ -144,6 +144,14 @@ class SplitModel:
                 index[key] = (int(pattern.search(key).group(1)), module, attr)
         return index
 
+    def parameter_count(self, layer: int | None = None) -> int:
+        """Parameters of decoder layer `layer` (its frozen weights and LoRA), or of the input
+        embeddings when None: what a device holds in memory per layer (cost models)."""
+        if layer is None:
+            return self.base_model.get_input_embeddings().weight.numel()
+        blocks = getattr(self._backbone, self.family.layers_attr)
+        return sum(p.numel() for p in blocks[layer].parameters())
+
     def layer_of(self, key: str) -> int:
         """Decoder layer index of an adapter key."""
         return self._lora[key][0]

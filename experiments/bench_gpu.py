@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from edgesplit.data import federated_text
-from edgesplit.hardware import BASE_DTYPES, resolve_device
 from edgesplit.optim import make_optimizer
+from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
 from experiments.bench_split_step import step_variants

@@ -22,6 +22,10 @@ from pathlib import Path
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "seed_allocation": (["--out", "{out}/seed_allocation"],
                         ["--quick", "--out", "{out}/seed_allocation"]),
+    "allocation_tradeoffs": (["--out", "{out}/allocation_tradeoffs"],
+                             ["--quick", "--out", "{out}/allocation_tradeoffs"]),
+    "model_fit": (["--out", "{out}/model_fit"],
+                  ["--model", "tiny-llama", "--clients", "4", "--out", "{out}/model_fit"]),
     "split_rl": (["--out", "{out}/split_rl"], ["--fast", "--out", "{out}/split_rl"]),
     "train_compare": (["--out", "{out}/train_compare", "--policy", "{out}/split_rl/policy"],
                       ["--quick", "--out", "{out}/train_compare"]),

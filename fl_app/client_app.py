@@ -10,7 +10,14 @@ from flwr.clientapp import ClientApp
 
 from clients import faults, handlers, stream_client
 from clients.device import Device
-from edgesplit.protocol import QUERY_PROFILE, TRAIN_START, TRAIN_STEP, TRAIN_STREAM, action
+from edgesplit.protocol import (
+    QUERY_CALIBRATE,
+    QUERY_PROFILE,
+    TRAIN_START,
+    TRAIN_STEP,
+    TRAIN_STREAM,
+    action,
+)
 from fl_app.run_config import parse
 
 app = ClientApp()
@@ -39,6 +46,11 @@ def _serve(handler: Handler, msg: Message, context: Context) -> Message:
 @app.query(action(QUERY_PROFILE))
 def query_profile(msg: Message, context: Context) -> Message:
     return _serve(handlers.query_profile, msg, context)
+
+
+@app.query(action(QUERY_CALIBRATE))
+def calibrate(msg: Message, context: Context) -> Message:
+    return _serve(handlers.calibrate, msg, context)
 
 
 @app.train(action(TRAIN_START))

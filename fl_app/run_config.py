@@ -10,17 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from allocation.allocators import ALLOCATORS
+from allocation.allocators import ALLOCATORS, COST_MODELS
 from clients.faults import parse as parse_faults
 from edgesplit.channel import CHANNELS
 from edgesplit.corpus import BUILTIN_CORPORA, DATA_FORMATS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
-from edgesplit.hardware import BASE_DTYPES, check_device_name
+from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
+from edgesplit.placement import BASE_DTYPES, check_device_name
 from edgesplit.settings import Settings
 from edgesplit.splits import check_split
 from strategies.aggregation import AGGREGATIONS
+from strategies.calibration import CALIBRATIONS
 from strategies.transport import TRANSPORTS
 
 
@@ -39,6 +41,9 @@ def check_names(settings: Settings) -> None:
                ("optimizer", s.optimizer, OPTIMIZERS),
                ("aggregation", s.aggregation, AGGREGATIONS),
                ("allocator", s.allocator, tuple(ALLOCATORS)),
+               ("cost-model", s.cost_model, COST_MODELS),
+               ("server-class", s.server_class, tuple(SERVERS)),
+               ("calibration", s.calibration, CALIBRATIONS),
                ("channel", s.channel, ("none", *CHANNELS)),
                ("transport", s.transport, TRANSPORTS),
                ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES)),
@@ -60,6 +65,9 @@ def check_names(settings: Settings) -> None:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
                       'rl-policy="DIR/policy"')
+    if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
+        raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
+                      'set cost-model = "paper"')
     parse_faults(s.inject_faults)  # its own errors say what is wrong with it
 
 

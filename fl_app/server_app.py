@@ -12,7 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from allocation.allocators import SystemAllocator
 from edgesplit.data import federated_text
-from edgesplit.hardware import BASE_DTYPES, resolve_device
+from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.protocol import activation_spec
 from edgesplit.records import Spec
 from edgesplit.settings import Settings
@@ -20,6 +20,7 @@ from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, parse
 from strategies.aggregation import make_aggregator
+from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
 from strategies.flower_transport import FlowerTransport
 from strategies.outputs import RunRecorder, load_checkpoint
@@ -47,7 +48,15 @@ def build_strategy(settings: Settings, grid: Grid,
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
-                                fading_m=settings.nakagami_m)
+                                fading_m=settings.nakagami_m, cost_model=settings.cost_model,
+                                server=settings.server_class, batch_tails=settings.batch_tails)
+    calibrator = None
+    if settings.calibration == "measure":
+        calibrator = Calibrator(
+            layers=min(4, model.num_layers - 1), batch_size=settings.batch_size,
+            optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+            steps=settings.calibration_steps, reply_timeout_s=settings.reply_timeout_s,
+            batch_tails=settings.batch_tails)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
     recorder = recorder or RunRecorder(settings.output_dir, settings.run_name,
                                        settings.as_dict())
@@ -59,7 +68,7 @@ def build_strategy(settings: Settings, grid: Grid,
                                    settings.nakagami_m, settings.channel_bits))
     return SplitFedStrategy(settings, model, allocator, build_transport(settings, grid, spec),
                             make_aggregator(settings.aggregation, settings.trim_fraction),
-                            recorder, evaluator)
+                            recorder, evaluator, calibrator)
 
 
 def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:

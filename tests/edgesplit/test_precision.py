@@ -4,7 +4,7 @@ base, and LoRA parameters and optimizer state stay float32; devices resolve with
 import pytest
 import torch
 
-from edgesplit.hardware import resolve_device
+from edgesplit.placement import resolve_device
 from edgesplit.split_model import SplitModel, trainable_copy
 from harness.tiny_families import SUPPORTED, save_tiny
 from tests.edgesplit.test_split_model import labels_of, padded_batch, randomised

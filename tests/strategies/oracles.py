@@ -3,7 +3,7 @@
 import torch
 
 from edgesplit.data import federated_text
-from edgesplit.hardware import BASE_DTYPES
+from edgesplit.placement import BASE_DTYPES
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
 
