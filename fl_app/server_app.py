@@ -76,7 +76,10 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
                    if settings.resume_from else 1)
     wait_for_nodes(grid, settings.min_train_clients, settings.reply_timeout_s)
     started = time.perf_counter()
-    final = strategy.run(grid, first_round)
+    try:
+        final = strategy.run(grid, first_round)
+    finally:
+        strategy.transport.close()
     adapter = strategy.recorder.folder / "adapter"
     strategy.model.save_adapter(final, adapter)
     log(INFO, "done in %.1f s; adapter: %s (PeftModel.from_pretrained(base, folder); base: %s)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,11 +34,6 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
         "server_tail_step_s": float(np.mean(steps)) if steps else None,
         "client_exchange_s": float(np.mean(per_step_wait)) if per_step_wait else None,
     }
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of the process hosting the ServerApp so far (Linux: KiB units)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def progress_line(row: Mapping, rounds: int) -> str:

@@ -87,9 +87,11 @@ class RoundSessions:
             self.by_node = {s.job.node_id: s for s in sessions}
 
     def close(self) -> None:
-        """Retire the round's secrets: a later hello with one is refused as stale."""
+        """Retire the round's secrets (a later hello with one is refused as stale) and let go
+        of the round's sessions (their adapters and outcomes belong to the strategy now)."""
         with self.cond:
             self._retired.update(digest(s.secret) for s in self.by_node.values())
+            self.by_node = {}
 
     def admit(self, node: object, offered: object, context: grpc.ServicerContext,
               step_timeout_s: float) -> StreamSession:

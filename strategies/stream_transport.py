@@ -10,9 +10,9 @@ its head adapter in the Flower reply, exactly like the last reply of the Flower-
 Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
 clients), so clients progress independently and never in lockstep (Ray simulation runs only as
 many ClientApps at once as it has actors). The server's model is shared: the streams' requests go
-through a `TailQueue`. Where each client stands is a `StreamSession` of `RoundSessions`. The
-calling thread pulls the Flower replies and runs the watchdog that drops stalled clients, so a
-round always ends.
+through a `TailQueue`, whose one worker thread runs every tail step. Where each client stands
+is a `StreamSession` of `RoundSessions`. The calling thread pulls the Flower replies and runs the
+watchdog that drops stalled clients, so a round always ends.
 """
 
 from __future__ import annotations
@@ -119,6 +119,10 @@ class StreamTransport:
         self._hello_timeout_s = min(step_timeout_s, _HELLO_TIMEOUT_S)
         self._rounds = RoundSessions()
         self._tails = TailQueue()
+
+    def close(self) -> None:
+        """Stop the thread that runs the tails (at the end of the run)."""
+        self._tails.shutdown()
 
     @property
     def refusals(self) -> list[Refusal]:
