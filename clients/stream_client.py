@@ -115,7 +115,7 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
 
         try:
             for step in range(task.local_steps):
-                faults.at_step(device, step, task.local_steps, responses)
+                faults.at_step(device, task.server_round, step, task.local_steps, responses)
                 if task.u_shaped:
                     body = exchange(ACTIVATIONS, step, acts, BODY)
                     with HEAD_LOCK:

@@ -12,6 +12,7 @@ from typing import Any
 
 from allocation.allocators import ALLOCATORS
 from clients.faults import parse as parse_faults
+from clients.faults import parse_kinds as parse_fault_kinds
 from edgesplit.channel import CHANNELS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
@@ -48,7 +49,8 @@ def check_names(settings: Settings) -> None:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
                       'rl-policy="DIR/policy"')
-    parse_faults(s.inject_faults)  # its own errors say what is wrong with it
+    parse_faults(s.inject_faults)  # their own errors say what is wrong with them
+    parse_fault_kinds(s.fault_kinds)
 
 
 def check_against_model(settings: Settings, num_layers: int) -> None:

@@ -40,7 +40,7 @@ RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "
                                "step-timeout-s", "reply-timeout-s", "stream-host",
                                "stream-public-host",
                                "stream-port", "tls-certfile", "tls-keyfile", "tls-ca-certfile",
-                               "eval-every", "inject-faults"})
+                               "eval-every", "inject-faults", "fault-rate", "fault-kinds"})
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
