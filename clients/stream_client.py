@@ -10,6 +10,7 @@ trained head adapter and num-examples, like the final reply of the Flower-messag
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,13 +83,17 @@ class StreamCall:
 
     The first exchange redials while the server turns the call away as busy
     (RESOURCE_EXHAUSTED: a handshake limit under a flood, `strategies.stream_admission`;
-    UNAVAILABLE: not reachable), backing off from 50 ms to 1 s, for up to `patience_s`.
+    UNAVAILABLE: not reachable), backing off from 50 ms to 1 s, for up to `patience_s`. The
+    server has `turn_s` to answer each frame, so a vanished server cannot hold the device
+    forever; the device's own compute between frames does not count (a whole-call deadline
+    did, and cut slow but healthy devices: cold Ray actors on a loaded machine in the soak).
     """
 
-    def __init__(self, link: StreamLink, max_bytes: int, timeout_s: float,
+    def __init__(self, link: StreamLink, max_bytes: int, turn_s: float,
                  patience_s: float) -> None:
         self.link, self.max_bytes = link, max_bytes
-        self.timeout_s, self.patience_s = timeout_s, patience_s
+        self.turn_s, self.patience_s = turn_s, patience_s
+        self.timed_out = False  # the server let a turn pass without answering
         self._hello = framing.encode({"kind": HELLO, "node": link.node_id,
                                       "secret": link.secret})
         self._channel: grpc.Channel | None = None
@@ -102,8 +107,7 @@ class StreamCall:
         self._outbox = queue.Queue()
         self._outbox.put(self._hello)
         requests: Iterator[bytes] = iter(self._outbox.get, None)  # None half-closes the stream
-        self._responses = self._channel.stream_stream(METHOD_PATH)(requests,
-                                                                   timeout=self.timeout_s)
+        self._responses = self._channel.stream_stream(METHOD_PATH)(requests)
 
     def exchange(self, frame: bytes) -> bytes | None:
         """Send `frame`; return the server's next frame (None if it ended the stream)."""
@@ -126,7 +130,19 @@ class StreamCall:
             return raw
 
     def next_frame(self) -> bytes | None:
-        return next(self._responses, None) if self._responses is not None else None
+        """The server's next frame within `turn_s` (None if it ended the stream)."""
+        if self._responses is None:
+            return None
+        timer = threading.Timer(self.turn_s, self._time_out)
+        timer.start()
+        try:
+            return next(self._responses, None)
+        finally:
+            timer.cancel()
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.cancel()
 
     def half_close(self) -> None:
         self._outbox.put(None)
@@ -164,8 +180,7 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         acts = session.activations(0)
     reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
-    # Bounds each dial of the call, so a vanished server cannot hold the device forever.
-    call = StreamCall(link, max_bytes, timeout_s=device.step_timeout_s * (task.local_steps + 1),
+    call = StreamCall(link, max_bytes, turn_s=device.step_timeout_s,
                       patience_s=device.step_timeout_s)
 
     def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
@@ -196,6 +211,9 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         if call.next_frame() is not None:  # the server ends the call on our half-close
             raise PayloadError("a frame after the last gradient")
     except grpc.RpcError as exc:
+        if call.timed_out:
+            raise TimeoutError(f"stream to {link.address}: no answer within "
+                               f"{call.turn_s:g} s") from exc
         raise ConnectionError(f"stream to {link.address}: {exc.code().name}: "
                               f"{exc.details()}") from exc
     finally:
