@@ -12,6 +12,8 @@ Kinds (taken in turn):
     python -m harness.flood --address 127.0.0.1:PORT --attempts 1000 [--rate 50] [--tls-ca CA]
 
 Run it as its own process when it should not share the server's interpreter (the benchmark).
+With `--address -` it imports everything, prints "ready", and waits for the address on stdin,
+so that its start-up does not fall into the round it floods.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -103,7 +106,7 @@ def flood(address: str, attempts: int, *, rate: float = 0.0, concurrency: int = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--address", required=True)
+    parser.add_argument("--address", required=True, help='host:port, or "-" to read it')
     parser.add_argument("--attempts", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.0, help="attempts per second, 0 = max")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -111,12 +114,16 @@ def main() -> None:
     parser.add_argument("--tls-ca", default="", help="CA file when the stream uses TLS")
     args = parser.parse_args()
     roots = Path(args.tls_ca).read_bytes() if args.tls_ca else None
-    started = time.perf_counter()
-    outcomes = flood(args.address, args.attempts, rate=args.rate, concurrency=args.concurrency,
+    address = args.address
+    if address == "-":
+        print("ready", flush=True)
+        address = sys.stdin.readline().strip()
+    started = time.time()
+    outcomes = flood(address, args.attempts, rate=args.rate, concurrency=args.concurrency,
                      root_certificates=roots, silent_hold_s=args.silent_hold_s)
-    print(json.dumps({"attempts": sum(outcomes.values()),
-                      "seconds": round(time.perf_counter() - started, 2),
-                      "outcomes": dict(sorted(outcomes.items()))}), flush=True)
+    print(json.dumps({"attempts": sum(outcomes.values()), "started": started,
+                      "ended": time.time(), "outcomes": dict(sorted(outcomes.items()))}),
+          flush=True)
 
 
 if __name__ == "__main__":
