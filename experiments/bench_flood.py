@@ -6,14 +6,15 @@ real ServerApp and ClientApp code, `harness.inprocess`), in alternating order. I
 round, as soon as the round's stream opens, a separate flooder process (`python -m
 harness.flood`, as an attacker would be: it shares the CPU but not the server's interpreter)
 makes `--attempts` bogus connections of five kinds (TCP only, garbage, bad hello, wrong secret,
-silent), paced over half of an undisturbed round's training time (a round run first to set the
+silent), paced over a quarter of an undisturbed round's training time (a round run first to set the
 pace), and reports whether it ended before the round did. `--flood-from other` dials from
 another address than the clients (the server listens on [::], the clients dial 127.0.0.1, the
 flooder [::1]); `--flood-from same` dials 127.0.0.1 too, where the per-address handshake limit
 also throttles the clients (they retry). Writes `<out>/bench_flood_<model>_<from>.csv` (one row
 per round: wall time, CPU seconds of this process, i.e. the server and the in-process clients,
 and of the flooder, refusals by reason) and prints the ratio of flooded to undisturbed wall time
-and CPU time per repeat pair, and their medians. On a machine shared with other jobs the wall
+and CPU time per repeat pair, and their medians. A companion process that wakes every
+millisecond runs through all rounds (see `main`). On a machine shared with other jobs the wall
 times swing more than the flood moves them; the CPU seconds are the steadier measure.
 
     python -m experiments.bench_flood                       # smollm2-135m, 4 clients x 4 steps
@@ -37,8 +38,12 @@ from edgesplit import protocol
 from experiments.plotting import write_csv
 from harness.inprocess import run_in_process
 
-PACE = 0.5  # the flood's attempts are spread over this share of an undisturbed round (rounds
-# on a shared machine vary: the flood must end inside the round it measures)
+# The flooder's threads: a silent call holds one for up to 10 s, so 16 threads managed 8 attempts
+# a second; with 64 the pace holds (the server turns most silent calls away at once: 16 may wait
+# per address).
+FLOOD_THREADS = 64
+PACE = 0.25  # the flood's attempts are spread over this share of an undisturbed round (rounds
+# on a shared machine vary by 2x: the flood must end inside the round it measures)
 
 
 def cpu_s(who: int) -> float:
@@ -61,7 +66,7 @@ def round_once(args: argparse.Namespace, out: Path, name: str, flood_s: float | 
         flooder = subprocess.Popen(
             [sys.executable, "-m", "harness.flood", "--address", "-",
              "--attempts", str(args.attempts), "--rate", str(args.attempts / flood_s),
-             "--concurrency", "16", "--silent-hold-s", "10"],
+             "--concurrency", str(FLOOD_THREADS), "--silent-hold-s", "10"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert flooder.stdout.readline().strip() == "ready"
     sent = []
@@ -111,14 +116,23 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / "runs"
-    round_once(args, runs, "warm-up", None)  # model conversion, caches, first-touch pages
-    pace = PACE * round_once(args, runs, "pace", None)["time_train_s"]
-    rows = []
-    for i in range(args.repeats):  # alternate the order in a pair: the load of a shared
-        order = ("quiet", "flood") if i % 2 == 0 else ("flood", "quiet")  # machine drifts
-        pair = {kind: round_once(args, runs, f"{kind}-{i}", pace if kind == "flood" else None)
-                for kind in order}
-        rows += [pair["quiet"], pair["flood"]]
+    # Keeps the CPUs from idling through every round, quiet or flooded: on the 2-vCPU machine
+    # this was measured on, a process that only wakes every millisecond made a SmolLM2 round
+    # 1.4-1.8x faster at equal CPU time (64 and 49 s -> 35 s), and the flooder's wake-ups did
+    # the same, so flooded rounds came out faster than quiet ones.
+    waker = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.001)"])
+    try:
+        round_once(args, runs, "warm-up", None)  # model conversion, caches, first-touch pages
+        pace = PACE * round_once(args, runs, "pace", None)["time_train_s"]
+        rows = []
+        for i in range(args.repeats):  # alternate the order in a pair: the load of a shared
+            order = ("quiet", "flood") if i % 2 == 0 else ("flood", "quiet")  # machine drifts
+            pair = {kind: round_once(args, runs, f"{kind}-{i}",
+                                     pace if kind == "flood" else None) for kind in order}
+            rows += [pair["quiet"], pair["flood"]]
+    finally:
+        waker.kill()
+        waker.wait()
     keys = list(dict.fromkeys(k for r in rows for k in r))  # flooded rows have more columns
     write_csv([{k: r.get(k, "") for k in keys} for r in rows],
               args.out / f"bench_flood_{args.model}_{args.flood_from}.csv")
