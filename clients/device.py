@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ArrayRecord
 
+from clients import faults
 from clients.cache import head_model
 from clients.profile import DeviceProfile, device_profile
 from edgesplit.data import ClientShard, federated_text
@@ -36,7 +37,11 @@ class Device:
     step_timeout_s : float
         The server's patience per exchange (bounds a stream call, paces injected faults).
     fault : str or None (default: None)
-        The fault this device injects (`clients.faults.KINDS`), for tests.
+        The fault this device injects in every round (`clients.faults.KINDS`), for tests.
+    fault_rate : float (default: 0.0)
+        Otherwise, the chance it injects one in a round, of a kind drawn from `fault_kinds`.
+    fault_kinds : tuple of str (default: every kind)
+        The kinds a random fault is drawn from.
     base_dtype : str (default: "float32")
         The frozen base's precision (`edgesplit.placement.BASE_DTYPES`).
     torch_device : str (default: "cpu")
@@ -53,6 +58,13 @@ class Device:
     fault: str | None = None
     base_dtype: str = "float32"
     torch_device: str = "cpu"
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = faults.KINDS
+
+    def fault_in(self, server_round: int) -> str | None:
+        """The fault this device injects in `server_round`, if any."""
+        return self.fault or faults.drawn(self.fault_rate, self.fault_kinds, self.data.seed,
+                                          server_round, self.partition_id)
 
     def shard(self) -> ClientShard:
         return federated_text(self.data, self.model_name, self.num_partitions).client(

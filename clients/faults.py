@@ -1,9 +1,12 @@
 """Fault injection: chosen devices misbehave mid-round, so tests can prove the server copes.
 
 The run config's `inject-faults = "partition:kind,..."` (e.g. `"2:raise,5:crash"`) names which
-partitions misbehave and how. Each faulty device trains step 0 normally; at the start of local
-step `FAULT_STEP`, before that step's activations leave (so rounds of one local step have no
-fault point), it:
+partitions misbehave, in every round. `fault-rate = p` instead makes every device misbehave in a
+round with probability p, with a kind drawn from `fault-kinds`; the draw is seeded by (seed,
+round, partition), so the same devices fail in the same rounds in every run of a config (and in
+a resumed one). Each faulty device trains step 0 normally; at the start of local step
+`FAULT_STEP`, before that step's activations leave (so rounds of one local step have no fault
+point), it:
 
 - ``raise``: the handler raises `InjectedFault` (Flower turns it into an error reply);
 - ``silent``: it never answers: it sleeps past the step timeout, then gives up (raises), so the
@@ -20,16 +23,29 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import grpc
-
-if TYPE_CHECKING:
-    from clients.device import Device
+import numpy as np
 
 KINDS = ("raise", "silent", "crash", "disconnect", "straggle")
 FAULT_STEP = 1  # mid-round: step 0 went through, so the server has state for this client
 OVERRUN = 1.5  # silent and straggling devices sleep this many step timeouts
+_DRAW = 0xFA17  # a fourth seed word: the fault draws are their own random stream
+
+
+class FaultyDevice(Protocol):
+    """What `at_step` reads of a `clients.device.Device`."""
+
+    partition_id: int
+    step_timeout_s: float
+
+    def fault_in(self, server_round: int) -> str | None: ...
+
+
+class Call(Protocol):
+    """What a disconnect needs of the stream transport's call."""
+
+    def cancel(self) -> object: ...
 
 
 class InjectedFault(RuntimeError):
@@ -54,12 +70,31 @@ def parse(spec: str) -> dict[int, str]:
     return faults
 
 
-def at_step(device: Device, step: int, local_steps: int,
-            stream: grpc.RpcContext | None = None) -> None:
-    """Misbehave here if this device is faulty and `step` is the fault step; call it once per
-    local step, before the step's activations are computed. `stream` is the stream transport's
-    call (None on the Flower-message transport)."""
-    kind = device.fault
+def parse_kinds(spec: str) -> tuple[str, ...]:
+    """`"kind,..."` -> the kinds a random fault is drawn from; ValueError naming the key."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in spec.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in KINDS]
+    if not kinds or unknown:
+        raise ValueError(f"config fault-kinds = {spec!r}: a comma-separated list of {KINDS}")
+    return kinds
+
+
+def drawn(rate: float, kinds: tuple[str, ...], seed: int, server_round: int,
+          partition: int) -> str | None:
+    """The random fault of one partition in one round: a kind of `kinds` with probability
+    `rate`, else None; the same for every message of that round."""
+    if rate <= 0:
+        return None
+    rng = np.random.default_rng([seed, server_round, partition, _DRAW])
+    return str(kinds[rng.integers(len(kinds))]) if rng.random() < rate else None
+
+
+def at_step(device: FaultyDevice, server_round: int, step: int, local_steps: int,
+            stream: Call | None = None) -> None:
+    """Misbehave here if this device is faulty in `server_round` and `step` is the fault step;
+    call it once per local step, before the step's activations are computed. `stream` is the
+    stream transport's call (None on the Flower-message transport)."""
+    kind = device.fault_in(server_round)
     if kind is None or step != FAULT_STEP or step >= local_steps:
         return
     where = f"partition {device.partition_id}, step {step}"

@@ -72,7 +72,8 @@ def train_step(content: RecordDict, state: RecordDict, device: Device) -> Record
     step = int(state[_TASK]["step"])
     if int(content[CONFIG]["step"]) != step:
         raise ValueError(f"gradient for step {content[CONFIG]['step']}, expected step {step}")
-    faults.at_step(device, step + 1, task.local_steps)  # before step + 1's activations
+    # Before step + 1's activations.
+    faults.at_step(device, task.server_round, step + 1, task.local_steps)
     model, data = device.model(task.split), device.shard().train
     session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
                             state[_OPTIM].to_torch_state_dict())

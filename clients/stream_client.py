@@ -10,6 +10,7 @@ trained head adapter and num-examples, like the final reply of the Flower-messag
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ from edgesplit.protocol import (
     step_exchanges,
 )
 from edgesplit.records import PayloadError, check_tensors, to_record
+
+# A server refusing a call as busy (handshake limits) or not reachable yet: dial again.
+_BUSY = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.05, 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,87 @@ class StreamLink:
         return grpc.secure_channel(self.address, credentials, options=options)
 
 
+class StreamCall:
+    """The device's call on the round's stream: the hello, then one exchange per frame.
+
+    The first exchange redials while the server turns the call away as busy
+    (RESOURCE_EXHAUSTED: a handshake limit under a flood, `strategies.stream_admission`;
+    UNAVAILABLE: not reachable), backing off from 50 ms to 1 s, for up to `patience_s`. The
+    server has `turn_s` to answer each frame, so a vanished server cannot hold the device
+    forever; the device's own compute between frames does not count (a whole-call deadline
+    did, and cut slow but healthy devices: cold Ray actors on a loaded machine in the soak).
+    """
+
+    def __init__(self, link: StreamLink, max_bytes: int, turn_s: float,
+                 patience_s: float) -> None:
+        self.link, self.max_bytes = link, max_bytes
+        self.turn_s, self.patience_s = turn_s, patience_s
+        self.timed_out = False  # the server let a turn pass without answering
+        self._hello = framing.encode({"kind": HELLO, "node": link.node_id,
+                                      "secret": link.secret})
+        self._channel: grpc.Channel | None = None
+        self._outbox: queue.Queue[bytes | None] = queue.Queue()
+        self._responses: Iterator[bytes] | None = None
+        self._admitted = False
+
+    def _dial(self) -> None:
+        self.close()
+        self._channel = self.link.channel(self.max_bytes)
+        self._outbox = queue.Queue()
+        self._outbox.put(self._hello)
+        requests: Iterator[bytes] = iter(self._outbox.get, None)  # None half-closes the stream
+        self._responses = self._channel.stream_stream(METHOD_PATH)(requests)
+
+    def exchange(self, frame: bytes) -> bytes | None:
+        """Send `frame`; return the server's next frame (None if it ended the stream)."""
+        if self._admitted:
+            self._outbox.put(frame)
+            return self.next_frame()
+        give_up, wait = time.monotonic() + self.patience_s, _RETRY_FIRST_S
+        while True:
+            self._dial()
+            self._outbox.put(frame)
+            try:
+                raw = self.next_frame()
+            except grpc.RpcError as exc:
+                if exc.code() not in _BUSY or time.monotonic() + wait > give_up:
+                    raise
+                time.sleep(wait)
+                wait = min(_RETRY_MAX_S, 2 * wait)
+                continue
+            self._admitted = True
+            return raw
+
+    def next_frame(self) -> bytes | None:
+        """The server's next frame within `turn_s` (None if it ended the stream)."""
+        if self._responses is None:
+            return None
+        timer = threading.Timer(self.turn_s, self._time_out)
+        timer.start()
+        try:
+            return next(self._responses, None)
+        finally:
+            timer.cancel()
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.cancel()
+
+    def half_close(self) -> None:
+        self._outbox.put(None)
+
+    def cancel(self) -> None:
+        """Cut the call (the next read fails), as a device that drops its link."""
+        if self._responses is not None:
+            self._responses.cancel()
+
+    def close(self) -> None:
+        self._outbox.put(None)  # releases gRPC's request thread on any exit
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
 def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
     """Run every local step of the round over the stream; reply with the trained adapter.
 
@@ -97,53 +183,48 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         compute_s = time.perf_counter() - started  # the device's own work, for the metrics
     reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
-    outbox: queue.Queue[bytes | None] = queue.Queue()
-    outbox.put(framing.encode({"kind": HELLO, "node": link.node_id,
-                               "secret": link.secret}))
-    requests: Iterator[bytes] = iter(outbox.get, None)  # None half-closes the stream
-    # Bounds the whole call, so a vanished server cannot hold the device forever.
-    deadline = device.step_timeout_s * (task.local_steps + 1)
-    with link.channel(max_bytes) as channel:
-        call = channel.stream_stream(METHOD_PATH)
-        responses = call(requests, timeout=deadline)
+    call = StreamCall(link, max_bytes, turn_s=device.step_timeout_s,
+                      patience_s=device.step_timeout_s)
 
-        def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
-            outbox.put(framing.encode({"kind": kind, "step": step}, tensors, wire))
-            raw = next(responses, None)
-            if raw is None:
-                raise PayloadError(f"the server ended the stream before step {step}'s {expected}")
-            frame = framing.decode(raw, reply_limit, wire)
-            if frame.meta.get("kind") != expected or frame.meta.get("step") != step:
-                raise PayloadError(f"expected the {expected} of step {step}, got {frame.meta}")
-            return check_tensors(frame.tensors, hidden_spec, framing.decoded_dtype(wire))["hidden"]
+    def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
+        raw = call.exchange(framing.encode({"kind": kind, "step": step}, tensors, wire))
+        if raw is None:
+            raise PayloadError(f"the server ended the stream before step {step}'s {expected}")
+        frame = framing.decode(raw, reply_limit, wire)
+        if frame.meta.get("kind") != expected or frame.meta.get("step") != step:
+            raise PayloadError(f"expected the {expected} of step {step}, got {frame.meta}")
+        return check_tensors(frame.tensors, hidden_spec, framing.decoded_dtype(wire))["hidden"]
 
-        try:
-            for step in range(task.local_steps):
-                faults.at_step(device, step, task.local_steps, responses)
-                if task.u_shaped:
-                    body = exchange(ACTIVATIONS, step, acts, BODY)
-                    with HEAD_LOCK:
-                        started = time.perf_counter()
-                        tail_grad = session.tail_backward(step, body)
-                        compute_s += time.perf_counter() - started
-                    grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, GRADIENT)
-                else:
-                    grad = exchange(ACTIVATIONS, step, acts, GRADIENT)
-                if step + 1 == task.local_steps:
-                    outbox.put(None)
+    try:
+        for step in range(task.local_steps):
+            faults.at_step(device, task.server_round, step, task.local_steps, call)
+            if task.u_shaped:
+                body = exchange(ACTIVATIONS, step, acts, BODY)
                 with HEAD_LOCK:
                     started = time.perf_counter()
-                    session.apply_gradient(step, grad)
-                    if step + 1 < task.local_steps:
-                        acts = session.activations(step + 1)
+                    tail_grad = session.tail_backward(step, body)
                     compute_s += time.perf_counter() - started
-            if next(responses, None) is not None:  # the server ends the call on our half-close
-                raise PayloadError("a frame after the last gradient")
-        except grpc.RpcError as exc:
-            raise ConnectionError(f"stream to {link.address}: {exc.code().name}: "
-                                  f"{exc.details()}") from exc
-        finally:
-            outbox.put(None)  # releases gRPC's request thread on any exit
+                grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, GRADIENT)
+            else:
+                grad = exchange(ACTIVATIONS, step, acts, GRADIENT)
+            if step + 1 == task.local_steps:
+                call.half_close()
+            with HEAD_LOCK:
+                started = time.perf_counter()
+                session.apply_gradient(step, grad)
+                if step + 1 < task.local_steps:
+                    acts = session.activations(step + 1)
+                compute_s += time.perf_counter() - started
+        if call.next_frame() is not None:  # the server ends the call on our half-close
+            raise PayloadError("a frame after the last gradient")
+    except grpc.RpcError as exc:
+        if call.timed_out:
+            raise TimeoutError(f"stream to {link.address}: no answer within "
+                               f"{call.turn_s:g} s") from exc
+        raise ConnectionError(f"stream to {link.address}: {exc.code().name}: "
+                              f"{exc.details()}") from exc
+    finally:
+        call.close()
     metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s})
     if session.losses:  # U-shaped: only the device knows its loss
         metrics["train-losses"] = session.losses

@@ -127,6 +127,8 @@ class Settings:
     reply_timeout_s: float = 600.0  # profile and evaluation requests (cold starts included)
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
+    fault_rate: float = 0.0  # testing: each client misbehaves in a round with this probability
+    fault_kinds: str = "raise,silent,crash,disconnect,straggle"  # what fault-rate draws from
     eval_batches: int = 2
     # Greedy generations from these prompts ("|"-separated) each evaluation round; empty = none.
     sample_prompts: str = "To be, or not to be|My gracious lord,|Now is the winter of"
@@ -185,6 +187,7 @@ class Settings:
             ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
             ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
+            ("fault-rate", 0 <= self.fault_rate <= 1, "must be in [0, 1]"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
             ("sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
         ]

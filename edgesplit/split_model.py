@@ -149,8 +149,11 @@ class SplitModel:
         embeddings when None: what a device holds in memory per layer (cost models)."""
         if layer is None:
             return self.base_model.get_input_embeddings().weight.numel()
-        blocks = getattr(self._backbone, self.family.layers_attr)
-        return sum(p.numel() for p in blocks[layer].parameters())
+        return sum(p.numel() for p in self._blocks[layer].parameters())
+
+    @property
+    def _blocks(self) -> nn.ModuleList:
+        return getattr(self.architecture.backbone(self.base_model), self.architecture.layers_attr)
 
     def layer_of(self, key: str) -> int:
         """Decoder layer index of an adapter key."""
@@ -246,8 +249,7 @@ class SplitModel:
         masks = build_masks(self.config, hidden, attention_mask, position_ids, kinds)
         rotary = self.architecture.position_embeddings(self.base_model, hidden, position_ids,
                                                        kinds)
-        blocks = getattr(self.architecture.backbone(self.base_model),
-                         self.architecture.layers_attr)
+        blocks = self._blocks
         for i in layers:  # layer kinds by ABSOLUTE index, on either side of the cut
             kind = self.layer_types[i]
             extra = {} if rotary[kind] is None else {"position_embeddings": rotary[kind]}

@@ -1,8 +1,8 @@
 """Benchmark: seconds per split step of each transport in a real deployment on loopback.
 
 `experiments.bench_transport` times the transports in one process (no SuperLink); this starts a
-SuperLink and one SuperNode on 127.0.0.1 (plaintext, a temporary FLWR_HOME, with the e2e tests'
-process helpers from `harness/runtime.py`) and runs one round of tiny-llama per
+SuperLink and one SuperNode on 127.0.0.1 (plaintext, a temporary FLWR_HOME, started by
+`harness.deployment` as in the e2e tests) and runs one round of tiny-llama per
 (transport, local steps) with `flwr run`. A round's training time is a fixed cost (the Flower
 messages that start and end it: a fresh ClientApp process each) plus one cost per step, so
 the per-step figure is the slope between two step counts:
@@ -22,26 +22,10 @@ import tempfile
 from pathlib import Path
 
 from experiments.plotting import write_csv
-from harness.runtime import FlowerHarness, flwr_bin, free_ports, started_run_id
+from harness.deployment import start_deployment
+from harness.runtime import FlowerHarness, flwr_bin, started_run_id
 
 ROUND_TIMEOUT_S = 480
-
-
-def start(harness: FlowerHarness) -> str:
-    """SuperLink + one SuperNode (partition 0 of 1) on loopback; the `flwr` connection name."""
-    http_port, control_port, node_port = free_ports(3)
-    link = harness.start("superlink", [
-        flwr_bin("flower-superlink"), "--insecure", "--isolation", "subprocess",
-        "--disable-runtime-dependency-installation",
-        "--control-api-address", f"127.0.0.1:{control_port}",  # deprecated, pinned
-        "--host", "127.0.0.1", "--port", str(http_port),
-        "--database", str(harness.home / "state.db")])
-    harness.wait_healthy(http_port, link)
-    harness.start("supernode", [
-        flwr_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{http_port}",
-        "--port", str(node_port), "--node-config", "partition-id=0 num-partitions=1"])
-    harness.write_connection("bench", f"127.0.0.1:{http_port}")
-    return "bench"
 
 
 def one_round(harness: FlowerHarness, connection: str, transport: str, steps: int,
@@ -101,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="edgesplit-bench-") as tmp:
         harness = FlowerHarness(Path(tmp) / "flwr-home")
         try:
-            connection = start(harness)
+            connection = start_deployment(harness, 1).connection
             for transport, counts in (("stream", args.stream_steps),
                                       ("flower", args.flower_steps)):
                 for steps in counts:

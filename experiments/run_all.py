@@ -47,9 +47,13 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                         ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
                          "--block-size", "256", "--tokens", "8",
                          "--out", "{out}/instruction_run"]),
+    "bench_flood": (["--out", "{out}/bench_flood"],
+                    ["--model", "tiny-llama", "--local-steps", "20", "--attempts", "200",
+                     "--repeats", "1", "--out", "{out}/bench_flood"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
     "bench_transport_deployment": (["--out", "{out}"], []),
+    "soak": (["--rounds", "200", "--fault-rate", "0.1", "--out", "{out}/soak/tiny-llama"], []),
 }
 
 

@@ -33,7 +33,9 @@ def device(context: Context) -> Device:
                   base_dtype=settings.base_dtype, torch_device=settings.client_device,
                   partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
                   node_config=dict(node), step_timeout_s=settings.step_timeout_s,
-                  fault=faults.parse(settings.inject_faults).get(partition_id))
+                  fault=faults.parse(settings.inject_faults).get(partition_id),
+                  fault_rate=settings.fault_rate,
+                  fault_kinds=faults.parse_kinds(settings.fault_kinds))
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:

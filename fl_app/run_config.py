@@ -12,6 +12,7 @@ from typing import Any
 
 from allocation.allocators import ALLOCATORS, COST_MODELS
 from clients.faults import parse as parse_faults
+from clients.faults import parse_kinds as parse_fault_kinds
 from edgesplit.channel import CHANNELS
 from edgesplit.corpus import BUILTIN_CORPORA, DATA_FORMATS
 from edgesplit.data import PARTITIONINGS
@@ -68,7 +69,8 @@ def check_names(settings: Settings) -> None:
     if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
         raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
                       'set cost-model = "paper"')
-    parse_faults(s.inject_faults)  # its own errors say what is wrong with it
+    parse_faults(s.inject_faults)  # their own errors say what is wrong with them
+    parse_fault_kinds(s.fault_kinds)
 
 
 def check_against_model(settings: Settings, num_layers: int) -> None:

@@ -109,7 +109,10 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
         federated_text(settings.data, settings.model_name,
                        num_partitions=len(list(grid.get_node_ids()))).check()
         started = time.perf_counter()
-        final = strategy.run(grid, first_round)
+        try:
+            final = strategy.run(grid, first_round)
+        finally:
+            strategy.transport.close()
         adapter = recorder.folder / "adapter"
         strategy.model.save_adapter(final, adapter)
     except Exception as exc:

@@ -19,6 +19,7 @@ SIGTERM first, SIGKILL after a grace period, then it checks that none survived.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -30,8 +31,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]  # the Flower app `flwr run` is pointed at
 MARKER_KEY = "EDGESPLIT_E2E_MARKER"
@@ -328,6 +331,50 @@ def start_ray_cluster(harness: FlowerHarness, head_cpus: int = 0,
     return address.group(1)
 
 
+def processes_named(harness: FlowerHarness, name: str) -> list[int]:
+    """Live processes of `harness` whose command line contains `name` (e.g. the ServerApp's
+    `flwr-simulation` or `flwr-serverapp`)."""
+    return sorted(pid for pid in harness.owned_pids() if name in _cmdline(pid))
+
+
+def kill_and_wait(pids: list[int], timeout_s: float = 30.0) -> None:
+    """SIGKILL `pids` and wait until none is alive (a crash, not a shutdown)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout_s, f"{pids} to die")
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
+             poll_s: float = 0.05) -> None:
+    """Poll `condition` until it is true; TimeoutError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(poll_s)
+
+
+def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:port (a bare TCP connect, closed at once)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def run_config_arg(config: Mapping[str, Any]) -> str:
+    """A run config as `flwr run --run-config` takes it: `key=value` pairs, strings quoted."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+    return " ".join(f"{k}={value(v)}" for k, v in config.items())
+
+
 def flower_processes_of(harness: FlowerHarness) -> list[str]:
     """Live Flower/Ray processes that belong to `harness` (for the final assertion)."""
     return [f"{pid} {_cmdline(pid)}" for pid in sorted(harness.owned_pids())
@@ -352,8 +399,6 @@ def started_run_id(flwr_run_output: str) -> int:
 
 def run_status(harness: FlowerHarness, connection: str, run_id: int) -> str:
     """The run's status from `flwr ls` (e.g. "finished:completed")."""
-    import json
-
     for attempt in range(3):  # the stream ends with the run; allow its status a moment
         rc, out = harness.run(f"flwr-ls-{attempt}", [
             flwr_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json",

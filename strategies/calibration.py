@@ -117,9 +117,9 @@ class Calibrator:
         (empty after the first call)."""
         if self.server is not None:
             return {}
-        # The stream transport runs tails in fresh gRPC worker threads, and torch's intra-op
+        # The stream transport runs tails on a worker thread of its own, and torch's intra-op
         # threading can differ between threads (in-process, the devices' 1-thread setting
-        # reaches new threads but not this one): time the tail in a fresh thread too.
+        # reaches new threads but not this one): time the tail in a thread other than this too.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate") as pool:
             self.server = pool.submit(self._time_server, model, batch).result()
         return {"server": {"layer_s": self.server.layer_s, "fixed_s": self.server.fixed_s,

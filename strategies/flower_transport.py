@@ -37,6 +37,9 @@ class FlowerTransport:
         self.grid, self.spec = grid, activation_spec
         self.step_timeout_s, self.poll_s, self.max_poll_s = step_timeout_s, poll_s, max_poll_s
 
+    def close(self) -> None:
+        """Nothing outlives a round here."""
+
     def _push(self, job: TrainJob, outcome: TrainOutcome, content: RecordDict,
               message_type: str) -> str:
         msg = Message(content, dst_node_id=job.node_id, message_type=message_type,

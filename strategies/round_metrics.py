@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Mapping
 
 import numpy as np
@@ -78,11 +77,6 @@ def model_fit(clients: list[dict]) -> dict:
         fit[f"modelled_over_measured_{part}median"] = (float(np.median(ratios)) if ratios
                                                        else None)
     return fit
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of the process hosting the ServerApp so far (Linux: KiB units)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def progress_line(row: Mapping, rounds: int) -> str:

@@ -32,8 +32,9 @@ from strategies.batched_tail import serve_requests
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator
 from strategies.outputs import RunRecorder
-from strategies.round_metrics import peak_rss_mb, progress_line, round_costs
+from strategies.round_metrics import progress_line, round_costs
 from strategies.samples import sample_generations
+from strategies.server_memory import peak_rss_mb, release_free_memory, rss_mb
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
@@ -43,7 +44,7 @@ RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "
                                "stream-public-host",
                                "stream-port", "tls-certfile", "tls-keyfile", "tls-ca-certfile",
                                "eval-every", "inject-faults", "sample-prompts",
-                               "sample-tokens"})
+                               "sample-tokens", "fault-rate", "fault-kinds"})
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
@@ -192,56 +193,64 @@ class SplitFedStrategy:
     def run(self, grid: Grid, first_round: int = 1) -> dict[str, torch.Tensor]:
         s = self.settings
         for server_round in range(first_round, s.num_server_rounds + 1):
-            started = time.perf_counter()
-            nodes = self.sample(list(grid.get_node_ids()), server_round)
-            profiles, failures = self.query_profiles(grid, nodes)
-            ordered = sorted(profiles)
-            calibration = self.calibrate(grid, ordered)
-            t_calibrate = time.perf_counter()
-            plan = self.allocator.allocate(
-                server_round, [profiles[n] for n in ordered], self.costs,
-                *((self.calibrator.measured(ordered), self.calibrator.server)
-                  if self.calibrator else ())) if ordered else None
-            excluded = plan.excluded if plan else {}
-            failures.update({ordered[i]: f"allocation: {r}" for i, r in excluded.items()})
-            allocs = dict(zip([n for i, n in enumerate(ordered) if i not in excluded],
-                              plan.clients if plan else [], strict=True))
-            t_alloc = time.perf_counter()
-            outcomes, tails = self.train(server_round, allocs)
-            t_train = time.perf_counter()
-            done = [o for o in outcomes.values() if o.failure is None]
-            failures.update({o.node_id: o.failure for o in outcomes.values() if o.failure})
-            row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
-            if len(done) >= s.min_train_clients:
-                adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
-                self.global_lora = self.aggregate(adapters, [o.num_examples for o in done])
-                losses = [x for o in done for x in tails[o.node_id].losses + o.device_losses]
-                row["train_loss"] = float(np.mean(losses))
-            else:
-                row["skipped"] = f"{len(done)} clients completed, {s.min_train_clients} needed"
-                log(WARNING, "round %d skipped: %s", server_round, row["skipped"])
-            for node, reason in failures.items():
-                log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
-            if s.eval_every and server_round % s.eval_every == 0:
-                row.update(self.evaluate(grid, allocs, server_round))
-                if s.prompts:
-                    t_samples = time.perf_counter()
-                    self.recorder.log_samples(server_round, sample_generations(
-                        self.model, self.global_lora, s.prompts, s.data_format,
-                        s.sample_tokens))
-                    row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
-            t_eval = time.perf_counter()
-            row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
-            if calibration:
-                row["calibration"] = calibration
-            row.update({"time_calibrate_s": t_calibrate - started,
-                        "time_allocate_s": t_alloc - t_calibrate, "time_train_s": t_train - t_alloc,
-                        "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started,
-                        "server_peak_rss_mb": peak_rss_mb()})
+            row = self.play_round(grid, server_round)
+            # The round's sessions, adapters and optimizer states died with play_round: hand
+            # their pages back to the OS, then record what the process really holds.
+            release_free_memory()
+            row.update({"server_rss_mb": rss_mb(), "server_peak_rss_mb": peak_rss_mb()})
             self.recorder.log_round(row)
             self.recorder.checkpoint(server_round, self.global_lora)
             log(INFO, progress_line(row, s.num_server_rounds))
         return self.global_lora
+
+    def play_round(self, grid: Grid, server_round: int) -> dict:
+        """One round, from sampling to evaluation; returns its metrics row."""
+        s = self.settings
+        started = time.perf_counter()
+        nodes = self.sample(list(grid.get_node_ids()), server_round)
+        profiles, failures = self.query_profiles(grid, nodes)
+        ordered = sorted(profiles)
+        calibration = self.calibrate(grid, ordered)
+        t_calibrate = time.perf_counter()
+        plan = self.allocator.allocate(
+            server_round, [profiles[n] for n in ordered], self.costs,
+            *((self.calibrator.measured(ordered), self.calibrator.server)
+              if self.calibrator else ())) if ordered else None
+        excluded = plan.excluded if plan else {}
+        failures.update({ordered[i]: f"allocation: {r}" for i, r in excluded.items()})
+        allocs = dict(zip([n for i, n in enumerate(ordered) if i not in excluded],
+                          plan.clients if plan else [], strict=True))
+        t_alloc = time.perf_counter()
+        outcomes, tails = self.train(server_round, allocs)
+        t_train = time.perf_counter()
+        done = [o for o in outcomes.values() if o.failure is None]
+        failures.update({o.node_id: o.failure for o in outcomes.values() if o.failure})
+        row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
+        if len(done) >= s.min_train_clients:
+            adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
+            self.global_lora = self.aggregate(adapters, [o.num_examples for o in done])
+            losses = [x for o in done for x in tails[o.node_id].losses + o.device_losses]
+            row["train_loss"] = float(np.mean(losses))
+        else:
+            row["skipped"] = f"{len(done)} clients completed, {s.min_train_clients} needed"
+            log(WARNING, "round %d skipped: %s", server_round, row["skipped"])
+        for node, reason in failures.items():
+            log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
+        if s.eval_every and server_round % s.eval_every == 0:
+            row.update(self.evaluate(grid, allocs, server_round))
+            if s.prompts:
+                t_samples = time.perf_counter()
+                self.recorder.log_samples(server_round, sample_generations(
+                    self.model, self.global_lora, s.prompts, s.data_format, s.sample_tokens))
+                row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
+        t_eval = time.perf_counter()
+        row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
+        if calibration:
+            row["calibration"] = calibration
+        row.update({"time_calibrate_s": t_calibrate - started,
+                    "time_allocate_s": t_alloc - t_calibrate, "time_train_s": t_train - t_alloc,
+                    "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started})
+        return row
 
     def evaluate(self, grid: Grid, allocations: Mapping[int, ClientAllocation],
                  server_round: int) -> dict:

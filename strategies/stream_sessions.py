@@ -14,6 +14,7 @@ import hmac
 import math
 import threading
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from logging import WARNING
 
@@ -22,6 +23,9 @@ from flwr.common.logger import log
 
 from edgesplit.records import Spec
 from strategies.transport import TrainJob, TrainOutcome
+
+KEPT_REFUSALS = 1000  # refusals remembered (all rounds): a flood must not fill the memory
+LOGGED_REFUSALS = 10  # refusals logged one by one per round; the rest in the round's summary
 
 
 @dataclass
@@ -77,7 +81,9 @@ class RoundSessions:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.by_node: dict[int, StreamSession] = {}
-        self.refusals: list[Refusal] = []
+        self.refusals: deque[Refusal] = deque(maxlen=KEPT_REFUSALS)  # the latest
+        self.refused: Counter = Counter()  # this round's refusals by reason, busy ones included
+        self._logged = 0  # of this round's refusals, those logged one by one
         self.server_round = 0
         self.last_event = time.monotonic()  # the last progress of any client
         self._retired: set[bytes] = set()  # digests of earlier rounds' secrets
@@ -86,11 +92,18 @@ class RoundSessions:
         with self.cond:
             self.server_round = server_round
             self.by_node = {s.job.node_id: s for s in sessions}
+            self.refused, self._logged = Counter(), 0
 
     def close(self) -> None:
-        """Retire the round's secrets: a later hello with one is refused as stale."""
+        """Retire the round's secrets (a later hello with one is refused as stale) and let go
+        of the round's sessions (their adapters and outcomes belong to the strategy now)."""
         with self.cond:
             self._retired.update(digest(s.secret) for s in self.by_node.values())
+            self.by_node = {}
+            refused, logged = self.refused, self._logged
+        if sum(refused.values()) > logged:
+            log(WARNING, "stream round %d: refused %d connections in all: %s", self.server_round,
+                sum(refused.values()), "; ".join(f"{n} x {r}" for r, n in refused.most_common()))
 
     def admit(self, node: object, offered: object, context: grpc.ServicerContext,
               step_timeout_s: float) -> StreamSession:
@@ -112,10 +125,21 @@ class RoundSessions:
             return session
 
     def refuse(self, node: object, peer: str, reason: str) -> None:
+        """Record (and log, the first few of a round) a connection refused at its hello."""
         with self.cond:
             self.refusals.append(Refusal(self.server_round, node, peer, reason))
-        log(WARNING, "stream round %d: refused %s (node %s): %s", self.server_round, peer, node,
-            reason)
+            self.refused[reason] += 1
+            shown = self._logged < LOGGED_REFUSALS
+            self._logged += shown
+        if shown:
+            log(WARNING, "stream round %d: refused %s (node %s): %s", self.server_round, peer,
+                node, reason)
+
+    def busy(self, peer: str, reason: str) -> None:
+        """Count a connection turned away by a handshake limit (only the round's summary
+        reports these: a flood would fill the log)."""
+        with self.cond:
+            self.refused[f"busy: {reason}"] += 1
 
     def watchdog(self, now: float, step_timeout_s: float, connect_timeout_s: float) -> None:
         """Fail sessions silent past their deadline, and (once nobody progressed for

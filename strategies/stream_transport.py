@@ -8,19 +8,20 @@ fresh secret for this client and round. The device dials in, authenticates with 
 its head adapter in the Flower reply, exactly like the last reply of the Flower-message transport.
 
 Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
-clients), so clients progress independently and never in lockstep (Ray simulation runs only as
-many ClientApps at once as it has actors). The server's model is shared: the streams' requests go
-through a `TailQueue`. Where each client stands is a `StreamSession` of `RoundSessions`. The
-calling thread pulls the Flower replies and runs the watchdog that drops stalled clients, so a
-round always ends.
+clients plus the handshakes `stream_admission` lets wait at once), so clients progress
+independently and never in lockstep (Ray simulation runs only as many ClientApps at once as it
+has actors). The server's model is shared: the streams' requests go through a `TailQueue`, whose
+one worker thread runs every tail step. Where each client stands is a `StreamSession` of
+`RoundSessions`. The calling thread pulls the Flower replies, runs the watchdog that drops
+stalled clients (so a round always ends) and cancels handshakes past their deadline.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,11 +45,12 @@ from edgesplit.protocol import (
     step_exchanges,
 )
 from edgesplit.records import PayloadError, Spec, check_tensors, client_error, to_record
+from strategies.stream_admission import Busy, Handshakes, Ticket
 from strategies.stream_sessions import Refusal, Refused, RoundSessions, StreamSession
 from strategies.tail_queue import TailQueue
 from strategies.transport import TailStep, TrainJob, TrainOutcome, read_final_reply
 
-_SPARE_WORKERS = 2  # threads beyond one per client: to refuse stray connections promptly
+_SPARE_WORKERS = 2  # threads beyond one per client and per pending handshake
 _HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
 _REPLY_GRACE_S = 10.0  # how long a dropped client's Flower reply may still come to say why
 
@@ -117,13 +119,23 @@ class StreamTransport:
         if tls is None and host not in ("127.0.0.1", "localhost", "::1"):
             log(WARNING, "stream transport on %s without TLS: activations travel in clear", host)
         self._hello_timeout_s = min(step_timeout_s, _HELLO_TIMEOUT_S)
+        self._handshakes = Handshakes(self._hello_timeout_s)
         self._rounds = RoundSessions()
         self._tails = TailQueue()
 
+    def close(self) -> None:
+        """Stop the thread that runs the tails (at the end of the run)."""
+        self._tails.shutdown()
+
     @property
     def refusals(self) -> list[Refusal]:
-        """Every connection refused so far, all rounds."""
-        return self._rounds.refusals
+        """The latest connections refused at their hello (up to `KEPT_REFUSALS`, all rounds)."""
+        return list(self._rounds.refusals)
+
+    @property
+    def refused(self) -> Counter:
+        """The connections refused in the latest round, by reason (handshake limits too)."""
+        return Counter(self._rounds.refused)
 
     # ---- the round (calling thread) ----------------------------------------------------------
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
@@ -154,13 +166,16 @@ class StreamTransport:
 
     def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
                                                                  str]:
-        workers = clients + _SPARE_WORKERS
+        workers = clients + self._handshakes.max_pending + _SPARE_WORKERS
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stream")
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             METHOD: grpc.stream_stream_rpc_method_handler(self._serve)})
+        # Calls beyond `workers` are refused by gRPC (RESOURCE_EXHAUSTED) without a thread.
         server = grpc.server(executor, handlers=[handler], maximum_concurrent_rpcs=workers,
                              options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit),
+                                      ("grpc.server_handshake_timeout_ms",
+                                       int(1000 * _HELLO_TIMEOUT_S)),
                                       ("grpc.so_reuseport", 0)])  # a taken port must fail
         bind = f"{self.host}:{self.port}"
         port = (server.add_secure_port(bind, self.tls.server_credentials()) if self.tls
@@ -202,6 +217,7 @@ class StreamTransport:
         rounds, idle = self._rounds, self.poll_s
         while True:
             replies = list(self.grid.pull_messages(list(pending))) if pending else []
+            self._handshakes.expire(time.monotonic())
             with rounds.cond:
                 for reply in replies:
                     self._finish(pending.pop(reply.metadata.reply_to_message_id), reply)
@@ -248,14 +264,18 @@ class StreamTransport:
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------
     def _serve(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """Authenticate, then answer each activation frame with its gradient."""
-        timer = threading.Timer(self._hello_timeout_s, context.cancel)
-        timer.start()
+        peer = context.peer()  # read now: a cancelled call no longer knows it
         try:
-            session = self._admit(requests, context)
+            ticket = self._handshakes.enter(peer, context.cancel)
+        except Busy as exc:
+            self._rounds.busy(peer, str(exc))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        try:
+            session = self._admit(requests, context, peer, ticket)
         except Refused as exc:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         finally:
-            timer.cancel()
+            self._handshakes.leave(ticket)
         try:
             yield from self._steps(session, requests)
         except Exception as exc:  # a client fault, or a tail failure on its data
@@ -272,17 +292,18 @@ class StreamTransport:
                 session.fail(f"step {session.outcome.steps_done}: stream cancelled or lost")
                 self._rounds.cond.notify_all()
 
-    def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> StreamSession:
+    def _admit(self, requests: Iterator[bytes], context: grpc.ServicerContext, peer: str,
+               ticket: Ticket) -> StreamSession:
         """The hello frame must name a node selected this round and carry its secret."""
         node: object = None
-        peer = context.peer()  # read now: a cancelled call no longer knows it
         try:
             try:
                 raw = next(requests, None)
-            except grpc.RpcError:  # cancelled by the timer
+            except grpc.RpcError:  # cancelled: at the handshake deadline, or by the caller
                 raw = None
             if raw is None:
-                raise Refused(f"no hello frame within {self._hello_timeout_s:g} s")
+                raise Refused(f"no hello frame within {self._hello_timeout_s:g} s"
+                              if ticket.expired else "the caller left before its hello")
             try:
                 meta = framing.decode(raw, framing.max_frame_bytes({})).meta
             except PayloadError as exc:

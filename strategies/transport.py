@@ -95,3 +95,7 @@ class Transport(Protocol):
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
         """Run every job to completion or failure; never raise for a client's fault."""
         ...
+
+    def close(self) -> None:
+        """Release what the transport holds across rounds (at the end of the run)."""
+        ...

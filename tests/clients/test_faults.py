@@ -25,7 +25,8 @@ BASE = tiny_run_config(local_steps=2)
 
 def device(spec, partition=0, step_timeout_s=0.05):
     """What `faults.at_step` reads of a `clients.device.Device`."""
-    return SimpleNamespace(fault=faults.parse(spec).get(partition), partition_id=partition,
+    kind = faults.parse(spec).get(partition)
+    return SimpleNamespace(fault_in=lambda _round: kind, partition_id=partition,
                            step_timeout_s=step_timeout_s)
 
 
@@ -51,20 +52,58 @@ def test_a_bad_spec_stops_the_run_at_start_naming_the_key(spec, message):
     assert str(info.value).startswith("config inject-faults = ")
 
 
+def test_random_faults_hit_at_the_rate_the_same_in_every_run():
+    kinds = ("raise", "straggle")
+    draws = {(r, p): faults.drawn(0.1, kinds, 0, r, p) for r in range(1, 201) for p in range(8)}
+    assert draws == {(r, p): faults.drawn(0.1, kinds, 0, r, p) for r, p in draws}  # seeded
+    hits = [k for k in draws.values() if k is not None]
+    assert 0.07 < len(hits) / len(draws) < 0.13  # 1600 draws: 3.8 standard deviations
+    assert set(hits) == set(kinds)
+    assert draws != {(r, p): faults.drawn(0.1, kinds, 1, r, p) for r, p in draws}  # other seed
+    assert all(faults.drawn(1.0, kinds, 0, r, 0) in kinds for r in range(1, 50))
+    assert faults.drawn(0.0, kinds, 0, 1, 0) is None
+
+
+def test_a_device_without_a_fixed_fault_draws_one_per_round():
+    from clients.device import Device
+    from edgesplit.settings import DataSettings, LoraSettings
+
+    device = Device("tiny-llama", LoraSettings(), DataSettings(seed=3), partition_id=2,
+                    num_partitions=4, node_config={}, step_timeout_s=1.0, fault_rate=0.5,
+                    fault_kinds=("raise",))
+    assert [device.fault_in(r) for r in range(1, 40)] == [
+        faults.drawn(0.5, ("raise",), 3, r, 2) for r in range(1, 40)]
+    assert {device.fault_in(r) for r in range(1, 40)} == {None, "raise"}
+    fixed = Device("tiny-llama", LoraSettings(), DataSettings(), 0, 1, {}, 1.0, fault="crash",
+                   fault_rate=0.5)
+    assert {fixed.fault_in(r) for r in range(1, 20)} == {"crash"}
+
+
+@pytest.mark.parametrize("spec", ["", "raise,explode", " , "])
+def test_bad_fault_kinds_stop_the_run_at_start_naming_the_key(spec):
+    with pytest.raises(ValueError, match=re.escape(f"config fault-kinds = {spec!r}")):
+        parse({"fault-kinds": spec})
+
+
+def test_a_fault_rate_outside_zero_one_names_the_key():
+    with pytest.raises(ValueError, match=re.escape("config fault-rate = 1.5: must be in [0, 1]")):
+        parse({"fault-rate": 1.5})
+
+
 # ---- one device --------------------------------------------------------------------------------
 def test_only_the_named_partition_misbehaves_and_only_at_the_fault_step():
-    faults.at_step(device("0:raise", partition=1), faults.FAULT_STEP, 4)  # another partition
+    faults.at_step(device("0:raise", partition=1), 1, faults.FAULT_STEP, 4)  # another partition
     for step in (0, faults.FAULT_STEP + 1):
-        faults.at_step(device("0:raise"), step, 4)
-    faults.at_step(device("0:raise"), faults.FAULT_STEP, faults.FAULT_STEP)  # no such step
+        faults.at_step(device("0:raise"), 1, step, 4)
+    faults.at_step(device("0:raise"), 1, faults.FAULT_STEP, faults.FAULT_STEP)  # no such step
     with pytest.raises(faults.InjectedFault, match="injected fault: raise"):
-        faults.at_step(device("0:raise"), faults.FAULT_STEP, 4)
+        faults.at_step(device("0:raise"), 1, faults.FAULT_STEP, 4)
 
 
 def test_silent_gives_up_but_a_straggler_carries_on():
     with pytest.raises(faults.InjectedFault, match="silent .* without answering"):
-        faults.at_step(device("0:silent"), faults.FAULT_STEP, 4)
-    faults.at_step(device("0:straggle"), faults.FAULT_STEP, 4)
+        faults.at_step(device("0:silent"), 1, faults.FAULT_STEP, 4)
+    faults.at_step(device("0:straggle"), 1, faults.FAULT_STEP, 4)
 
 
 def test_disconnect_cuts_the_stream_or_behaves_as_a_lost_message():
@@ -75,19 +114,20 @@ def test_disconnect_cuts_the_stream_or_behaves_as_a_lost_message():
             self.cancelled = True
 
     call = Call()
-    faults.at_step(device("0:disconnect"), faults.FAULT_STEP, 4, call)
+    faults.at_step(device("0:disconnect"), 1, faults.FAULT_STEP, 4, call)
     assert call.cancelled
     with pytest.raises(faults.InjectedFault, match="disconnect .* without answering"):
-        faults.at_step(device("0:disconnect"), faults.FAULT_STEP, 4)  # Flower transport
+        faults.at_step(device("0:disconnect"), 1, faults.FAULT_STEP, 4)  # Flower transport
 
 
 def test_crash_kills_the_process():
     code = ("from types import SimpleNamespace\n"
             "from clients import faults\n"
-            "d = SimpleNamespace(fault='crash', partition_id=0, step_timeout_s=1.0)\n"
-            "faults.at_step(d, 0, 4)\n"
+            "d = SimpleNamespace(fault_in=lambda r: 'crash', partition_id=0, "
+            "step_timeout_s=1.0)\n"
+            "faults.at_step(d, 1, 0, 4)\n"
             "print('step 0 passed', flush=True)\n"
-            f"faults.at_step(d, {faults.FAULT_STEP}, 4)\n"
+            f"faults.at_step(d, 1, {faults.FAULT_STEP}, 4)\n"
             "print('survived')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
@@ -167,3 +207,17 @@ def test_below_the_minimum_the_round_is_skipped_cleanly(tmp_path):
     assert row["completed"] == 1 and sorted(row["failures"]) == ["1", "2"]
     assert row["skipped"] == "1 clients completed, 3 needed" and "train_loss" not in row
     assert all(v.abs().sum() == 0 for k, v in strategy.global_lora.items() if "lora_B" in k)
+
+
+def test_random_faults_drop_exactly_the_drawn_clients_round_after_round(tmp_path):
+    """fault-rate in a run: the clients dropped in each round are those whose partition drew a
+    fault for that round (in-process node n is partition n - 1)."""
+    config = {**BASE, "transport": "stream", "fault-rate": 0.3, "fault-kinds": "raise,disconnect",
+              "num-server-rounds": 3, "step-timeout-s": 5.0, "output-dir": str(tmp_path),
+              "run-name": "rate"}
+    train(InProcessGrid(client_app, config, 6, concurrent=True), parse(config))
+    rows = [json.loads(line) for line in (tmp_path / "rate" / "metrics.jsonl").open()]
+    expected = [{str(p + 1) for p in range(6)
+                 if faults.drawn(0.3, ("raise", "disconnect"), 0, r, p)} for r in (1, 2, 3)]
+    assert [set(row["failures"]) for row in rows] == expected
+    assert 0 < sum(map(len, expected)) < 18  # some clients failed, others did not

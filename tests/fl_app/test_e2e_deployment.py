@@ -1,7 +1,9 @@
 """End to end through the real Flower runtime: local deployment on 127.0.0.1, plaintext or TLS.
 
 One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), all started by the
-test with a temporary FLWR_HOME and OS-chosen ports, and `flwr run . <connection>` against them.
+test (`harness.deployment`) with a temporary FLWR_HOME and OS-chosen ports, and
+`flwr run . <connection>` against them. The TLS run also authenticates SuperNodes: their keys
+are generated and registered by the test, and two strangers are turned away.
 Deployment starts a fresh ClientApp process per message (~7-9 s per round trip, see
 shared/design/flower-facts.md), so this runs 1 round of 2 local steps; the fault-injection run
 has 7 SuperNodes, 5 of them faulty. harness/runtime.py
@@ -22,6 +24,7 @@ import grpc
 import pytest
 
 from edgesplit import framing, protocol
+from harness.deployment import LocalDeployment, start_deployment, supernode_key_pair
 from harness.runtime import (
     flwr_bin,
     free_ports,
@@ -43,41 +46,24 @@ FAULT_TIMEOUT_S = 20  # step-timeout-s of the fault run; starting 7 cold ClientA
 # once falls under reply-timeout-s (default 600 s), which covers profile queries and connecting
 
 
-def start_deployment(harness, clients, tls_files=None):
-    """SuperLink + `clients` SuperNodes (partition i of `clients`), TLS from the test CA when
-    `tls_files` is given; returns the `flwr` connection name."""
-    ca = tls_files["tls-ca-certfile"] if tls_files else ""
-    link_security = (["--ssl-certfile", tls_files["tls-certfile"], "--ssl-keyfile",
-                      tls_files["tls-keyfile"], "--ssl-ca-certfile", ca] if ca else ["--insecure"])
-    node_security = ["--root-certificates", ca] if ca else ["--insecure"]
-    http_port, control_port, *node_ports = free_ports(2 + clients)
-    link = harness.start("superlink", [
-        flwr_bin("flower-superlink"), *link_security,
-        "--isolation", "subprocess", "--disable-runtime-dependency-installation",
-        # 1.41: one HTTP port (--host/--port) serves the Runtime, Control and Fleet APIs. The
-        # gRPC Control API address is deprecated (not opened) but pinned so no default is used.
-        "--control-api-address", f"127.0.0.1:{control_port}",
-        "--host", "127.0.0.1", "--port", str(http_port),
-        "--database", str(harness.home / "state.db"),
-    ])
-    harness.wait_healthy(http_port, link, ca_file=ca)
-    for partition, port in enumerate(node_ports):
-        harness.start(f"supernode-{partition}", [
-            flwr_bin("flower-supernode"), *node_security,
-            "--superlink", f"127.0.0.1:{http_port}",
-            "--port", str(port),  # this SuperNode's own runtime API (its ClientApps connect here)
-            "--node-config", f"partition-id={partition} num-partitions={clients}",
-        ])
-    harness.write_connection("e2e-deploy", f"127.0.0.1:{http_port}", ca)
-    return "e2e-deploy"
-
-
 @pytest.fixture
-def deployment(harness, tls_files):
-    """SuperLink + 2 SuperNodes with TLS from a test CA; returns the `flwr` connection name and
-    the TLS files that also protect the data plane. (Plaintext deployment is covered by the
-    fault test below.)"""
-    return start_deployment(harness, CLIENTS, tls_files), tls_files
+def deployment(harness, tls_files, tmp_path):
+    """SuperLink with TLS from a test CA and SuperNode authentication; two SuperNodes whose
+    keys the operator registered, and two strangers: one with a key nobody registered, one
+    with no key. Returns the deployment, the registered node ids and the strangers."""
+    deployment = LocalDeployment(harness, tls_files, supernode_auth=True)
+    deployment.start_superlink()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    registered = []
+    for partition in range(CLIENTS):
+        private, public = supernode_key_pair(keys, f"supernode-{partition}")
+        registered.append(deployment.register(public))
+        deployment.start_supernode(partition, CLIENTS, private)
+    unregistered, _ = supernode_key_pair(keys, "stranger")
+    strangers = {name: deployment.start_supernode(0, CLIENTS, key, name=name)
+                 for name, key in (("stranger-key", unregistered), ("stranger-no-key", None))}
+    return deployment, registered, strangers
 
 
 def dial_with_a_bogus_hello(port, ca_file, stop):
@@ -97,12 +83,16 @@ def dial_with_a_bogus_hello(port, ca_file, stop):
     return codes
 
 
-def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
-    """One round over the TLS-protected stream data plane between real processes; a stranger
-    dialling the round's stream with a made-up secret is refused (it claims node 1, which is
-    never a selected node id: the wrong-secret and stale-secret cases of a selected node are
-    tested in-process, tests/strategies/test_stream_transport.py)."""
-    deployment, tls = deployment
+def test_deployment_one_round_two_authenticated_supernodes(harness, deployment, tls_files,
+                                                          tmp_path):
+    """One round over the TLS-protected stream data plane between real processes, with
+    SuperNode authentication: SuperNodes whose key is not registered are refused by the
+    SuperLink and the round trains with the registered ones. A stranger dialling the round's
+    stream with a made-up secret is refused too (it claims node 1, which is never a selected
+    node id: the wrong-secret and stale-secret cases of a selected node are tested in-process,
+    tests/strategies/test_stream_transport.py)."""
+    deployment, registered, strangers = deployment
+    tls = tls_files
     out = tmp_path / "outputs"
     (stream_port,) = free_ports(1)
     stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream-port={stream_port}"
@@ -110,7 +100,7 @@ def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
         stop = threading.Event()
         dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["tls-ca-certfile"], stop)
         try:
-            rc, log = run_one_round(harness, deployment, out, stream_tls)
+            rc, log = run_one_round(harness, deployment.connection, out, stream_tls)
         finally:
             stop.set()
     codes = dialled.result()
@@ -121,15 +111,26 @@ def test_deployment_one_round_two_supernodes(harness, deployment, tmp_path):
     print("bogus hello:", [c.name for c in codes], "| ServerApp log:", refusal.group(0))
     assert rc == 0, log[-6000:]
     run_id = started_run_id(log)
-    assert run_status(harness, deployment, run_id) == "finished:completed", log[-6000:]
+    assert run_status(harness, deployment.connection, run_id) == "finished:completed", \
+        log[-6000:]
     run_dir = out / "e2e"
     assert (run_dir / "adapter").is_dir(), (
         f"no adapter: the run did not finish.\nflwr run:\n{log[-6000:]}\n"
         f"superlink:\n{harness.log('superlink')[-3000:]}\n"
         f"supernode-0:\n{harness.log('supernode-0')[-3000:]}")
     rows = check_run_outputs(run_dir, ROUNDS, CLIENTS)
-    # Both partitions took part: each SuperNode is one client.
-    assert len({c["node"] for c in rows[0]["clients"]}) == CLIENTS
+    # The registered SuperNodes, and only they, took part.
+    assert sorted(c["node"] for c in rows[0]["clients"]) == sorted(registered)
+    # The SuperLink turned the strangers away; each gave up (Flower's exit code 305).
+    for name, stranger in strangers.items():
+        assert stranger.wait(timeout=120) != 0, harness.log(name)[-3000:]
+        assert "Exit Code: 305" in harness.log(name), harness.log(name)[-3000:]
+    assert "[code: 2004] Failed to activate SuperNode" in harness.log("stranger-key")
+    assert ("[code: 2001] SuperNode authentication is enabled. All SuperNodes must be "
+            "registered") in harness.log("stranger-no-key")
+    link_log = harness.log("superlink")
+    assert "No SuperNode found with the given public key" in link_log
+    assert link_log.count("[Fleet.ActivateNode] Activated node_id=") == CLIENTS
     timings = {k: rows[0][k] for k in ("time_round_s", "time_allocate_s", "time_train_s",
                                         "time_eval_s", "client_exchange_s", "server_tail_step_s")}
     print("deployment round timings:", json.dumps(timings))
@@ -150,7 +151,7 @@ def test_deployment_drops_every_kind_of_faulty_client_and_completes_the_round(ha
     """Five faulty SuperNodes (raise, silent, crash, disconnect, straggle) and two healthy
     ones. A crash kills the ClientApp process the SuperNode started for the round's message;
     the SuperNode lives on, and the server goes on without that client."""
-    deployment = start_deployment(harness, FAULT_CLIENTS)
+    deployment = start_deployment(harness, FAULT_CLIENTS).connection
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", deployment, "--run-config",
