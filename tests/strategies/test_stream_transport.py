@@ -166,10 +166,10 @@ def test_a_silent_dialler_is_cut_without_harming_the_round(tmp_path):
         return None  # then the real device runs its round
 
     strategy, _, (row,) = run(tmp_path, fault=mute_then_deliver,
-                              **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+                              **{"num-server-rounds": 1, "step-timeout-s": 3.0})
     assert row["completed"] == 4 and not row["failures"]
     (refusal,) = strategy.transport.refusals
-    assert "no hello frame within 0.5 s" in refusal.reason and refusal.peer.startswith("ipv4:")
+    assert "no hello frame within 3 s" in refusal.reason and refusal.peer.startswith("ipv4:")
     assert codes == [grpc.StatusCode.CANCELLED]  # cut by the server's hello timer
 
 
@@ -246,7 +246,7 @@ def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, w
 def test_a_replayed_secret_is_refused_while_its_stream_runs(tmp_path):
     rogue = Rogue(2, "replay", steps=3)
     strategy, _, rows = run(tmp_path, fault=rogue,
-                            **{"num-server-rounds": 1, "step-timeout-s": 0.5})
+                            **{"num-server-rounds": 1, "step-timeout-s": 3.0})
     assert rogue.errors == [grpc.StatusCode.PERMISSION_DENIED]
     (refusal,) = strategy.transport.refusals
     assert refusal.node_id == 2 and "already" in refusal.reason
@@ -257,8 +257,8 @@ def test_a_client_that_never_connects_is_dropped(tmp_path):
     def silent(msg):
         return DROP if (msg.metadata.dst_node_id == 3
                         and msg.metadata.message_type == protocol.TRAIN_STREAM) else None
-    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 0.5,
-                                                  "reply-timeout-s": 1.0})
+    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 3.0,
+                                                  "reply-timeout-s": 2.0})
     assert row["completed"] == 3 and list(row["failures"]) == ["3"]
     assert "did not connect" in row["failures"]["3"]
 
