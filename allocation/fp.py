@@ -201,12 +201,13 @@ def optimise(terms: Terms, mode: str = "fp", *, seed: int = 0, split=None, solve
     init : (association, split), optional
         Warm start [D], e.g. the previous round's solution for the same users: its splits are
         polished for this scenario and, if that beats the cold first step (each user on its
-        strongest server, FP splits), it becomes the incumbent and the association step runs
-        ``warm_starts`` starts (the incumbent first) instead of ``n_starts``; otherwise the
-        search is exactly the cold one. The result is never worse than ``init`` with its
-        resources solved on this scenario (every step only accepts improvements). On small
-        instances (``N * max(M - 1, 1) <= move_limit``) the cold search also runs in full and
-        the better result wins, so it is never worse than a cold start's there.
+        strongest server, FP splits), it becomes the incumbent; either way the association
+        step runs ``warm_starts`` starts (the incumbent first) instead of ``n_starts``, the
+        previous rounds having explored already. The result is never worse than ``init``
+        with its resources solved on this scenario, nor than the cold first step (every step
+        only accepts improvements). On small instances (``N * max(M - 1, 1) <= move_limit``)
+        the cold search also runs in full and the better result wins, so it is never worse
+        than a cold start's there.
     warm_starts : int (default: 1)
         Association starts with ``init`` (1: the incumbent only).
 
@@ -244,12 +245,12 @@ def _descend(terms: Terms, mode: str, *, seed: int, split, solver: str, n_starts
     history = [sc.reference.objective]
     best = split_step(terms, assoc, split0, mode, solver)
     if init is not None:
-        # The warm point replaces the cold one only if it is better; then the association
-        # step starts from it alone (``warm_starts``), else the search is the cold one.
+        # The warm point replaces the cold one if it is better; either way the association
+        # step runs ``warm_starts`` starts (the previous rounds explored already).
         warm = evaluate(np.asarray(init[0], int), np.clip(np.asarray(init[1], int), 1,
                                                           terms.layers - 1))
-        if warm.objective < best.objective:
-            best, n_starts = warm, warm_starts
+        best = min(best, warm, key=lambda c: c.objective)
+        n_starts = warm_starts
     history.append(best.objective)
     iterations = 1
     while iterations < max_outer:

@@ -34,6 +34,7 @@ SIZES = (100, 1000, 10_000, 50_000)
 QUICK_SIZES = (100, 1000)
 N_SERVERS = 10
 DRIFT_DB = 0.1  # std of each link's gain change between the two rounds
+LARGE = 50_000  # from here on, one scenario per size
 
 
 def drifted(scenario, seed: int, db: float = DRIFT_DB):
@@ -61,9 +62,10 @@ def peak_mb(scenario, seed: int, **options) -> float:
 
 
 def bench(n_users: int, repeats: int) -> list[dict]:
-    """Cold and warm rows for ``repeats`` seeded scenarios of ``n_users`` users."""
+    """Cold and warm rows for ``repeats`` seeded scenarios of ``n_users`` users (one from
+    ``LARGE`` users on: each solve there takes seconds)."""
     rows = []
-    for rep in range(repeats):
+    for rep in range(1 if n_users >= LARGE else repeats):
         first = random_scenario(n_users, N_SERVERS, seed=rep)
         first.reference  # noqa: B018  (built once, outside the timings: the scenario's own cost)
         previous, *_ = timed(first, rep)
