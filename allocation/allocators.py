@@ -155,6 +155,8 @@ class SystemAllocator:
         self.fading_m, self.cost_model = fading_m, cost_model
         self.server, self.batch_tails = server_class(server), batch_tails
         self.split_policy: SplitRule | None = None
+        #: Warm start of "fp" (paper model): each client's last (server, split), by client id.
+        self.previous: dict[int, tuple[int, int]] = {}
         if ALLOCATORS[policy].learned:
             if split_policy is None or split_policy == "":
                 raise ValueError("allocator rl-split needs a trained split policy: train one with "
@@ -185,11 +187,15 @@ class SystemAllocator:
 
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost, measured: Sequence[Measured | None] | None = None,
-                 server_measured: Measured | None = None) -> RoundAllocation:
+                 server_measured: Measured | None = None, *,
+                 client_ids: Sequence[int] | None = None) -> RoundAllocation:
         """Each client's split and resources, and their modelled costs.
 
         ``measured`` (aligned with ``profiles``) and ``server_measured`` are calibrations the
-        makespan model uses instead of catalogue figures."""
+        makespan model uses instead of catalogue figures. ``client_ids`` (aligned with
+        ``profiles``) lets "fp" under the paper model start from each returning client's last
+        server and split (`fp.optimise`'s warm start; new clients start on their strongest
+        server at split 1); without them every round starts cold."""
         if ALLOCATORS[self.policy].uses_split:
             check_split(self.split, model.layers, model.device_tail_layers)
         scenario = self.scenario(server_round, profiles, model, measured, server_measured)
@@ -204,6 +210,11 @@ class SystemAllocator:
             splits = [int(np.clip(self.split_policy.split_for(q), 1, model.split_layers - 1))
                       for q in loss_rates]
             result = replace(result, split=np.array(splits), method="rl-split")
+        elif self.policy == "fp" and client_ids is not None:
+            result = self._solve(scenario, server_round,
+                                 warm_start=self._warm_start(scenario, client_ids))
+            last = zip(result.association.tolist(), result.split.tolist(), strict=True)
+            self.previous.update(zip((int(c) for c in client_ids), last, strict=True))
         else:
             result = self._solve(scenario, server_round)
         costs = evaluate(scenario, result)
@@ -224,10 +235,26 @@ class SystemAllocator:
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability)
 
-    def _solve(self, scenario: Scenario | MakespanScenario, server_round: int
+    def _solve(self, scenario: Scenario | MakespanScenario, server_round: int, **options
                ) -> Allocation | MakespanAllocation:
-        options = {"split": self.split} if self.policy == "fixed" else {}
+        if self.policy == "fixed":
+            options["split"] = self.split
         return solve(scenario, self.policy, seed=self.seed * 100_003 + server_round, **options)
+
+    def _warm_start(self, scenario: Scenario, client_ids: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(association, split) from each returning client's last round; None if none
+        returns. Newcomers: strongest server, split 1."""
+        if len(client_ids) != scenario.n_users:
+            raise ValueError(f"{len(client_ids)} client ids for {scenario.n_users} profiles")
+        known = [self.previous.get(int(c)) for c in client_ids]
+        if all(k is None for k in known):
+            return None
+        strongest = np.argmax(scenario.gain, axis=1)
+        assoc = np.array([k[0] if k and k[0] < scenario.n_servers else s
+                          for k, s in zip(known, strongest, strict=True)])
+        split = np.array([k[1] if k else 1 for k in known])
+        return assoc, split
 
     def _allocate_makespan(self, server_round: int, scenario: MakespanScenario,
                            profiles: Sequence[Mapping[str, float]]) -> RoundAllocation:

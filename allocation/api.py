@@ -21,9 +21,23 @@ from .terms import Terms
 
 
 def _fp(terms: Terms, *, seed: int = 0, solver: str = "fast", n_starts: int = 3,
-        max_outer: int = 20, tol: float = 1e-4):
+        max_outer: int = 20, tol: float = 1e-4,
+        warm_start: Allocation | tuple[np.ndarray, np.ndarray] | None = None,
+        warm_starts: int = 1):
+    init = None
+    if warm_start is not None:
+        if isinstance(warm_start, Allocation):
+            warm_start = (warm_start.association, warm_start.split)
+        init = tuple(np.asarray(x, int) for x in warm_start)
+        n = terms.scenario.n_users
+        if init[0].shape != (n,) or init[1].shape != (n,):
+            raise ValueError(f"warm_start must give the association and split of the same {n} "
+                             "users")
+        if np.any((init[0] < 0) | (init[0] >= terms.scenario.n_servers)):
+            raise ValueError("warm_start associates a user with a server this scenario lacks")
     best, history, iterations = optimise(terms, "fp", seed=seed, solver=solver,
-                                         n_starts=n_starts, max_outer=max_outer, tol=tol)
+                                         n_starts=n_starts, max_outer=max_outer, tol=tol,
+                                         init=init, warm_starts=warm_starts)
     return best.arrays(terms.user_freq), iterations, history
 
 
@@ -118,8 +132,11 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         ``seed`` (int, default 0; every method accepts it and is deterministic given it);
         per method: ``solver``
         (``"fast"`` or ``"cvxpy"``, for fp and greedy), ``n_starts``, ``max_outer``, ``tol``
-        (fp, ao, fixed, edge-only, local-only), ``split`` (fixed), ``resources``
-        (``"equal"`` or ``"random"``, alpha-only); makespan model: ``max_programs`` and
+        (fp, ao, fixed, edge-only, local-only), ``warm_start`` (fp: an ``Allocation`` of the
+        same users, e.g. the previous round's, or an (association, split) pair, that starts the
+        search; see ``fp.optimise``) and ``warm_starts`` (fp: association starts when warm,
+        default 1), ``split`` (fixed), ``resources`` (``"equal"`` or ``"random"``,
+        alpha-only); makespan model: ``max_programs`` and
         ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
         random-association), ``split`` (fixed).
 
@@ -144,4 +161,5 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         raise TypeError(f"method {method!r} got unknown options {sorted(unknown)}")
     terms = Terms(scenario)
     arrays, iterations, history = func(terms, **options)
-    return make_allocation(scenario, method, *arrays, iterations=iterations, history=history)
+    return make_allocation(scenario, method, *arrays, iterations=iterations, history=history,
+                           evaluations=terms.evaluations)

@@ -184,7 +184,8 @@ def move_search(terms: Terms, cur: Candidate, evaluate, max_rounds: int = 20) ->
 
 
 def optimise(terms: Terms, mode: str = "fp", *, seed: int = 0, split=None, solver: str = "fast",
-             n_starts: int = 3, max_outer: int = 20, tol: float = 1e-4, move_limit: int = 32):
+             n_starts: int = 3, max_outer: int = 20, tol: float = 1e-4, move_limit: int = 32,
+             init: tuple[np.ndarray, np.ndarray] | None = None, warm_starts: int = 1):
     """Alternate the split/resource step and the association step (seed note step 4).
 
     Parameters
@@ -197,12 +198,41 @@ def optimise(terms: Terms, mode: str = "fp", *, seed: int = 0, split=None, solve
         After the LP iterations, try every single-user server change when there are at most
         this many (N * (M - 1)) [D]: cheap on small instances, where it closes most of the gap
         to the exhaustive search.
+    init : (association, split), optional
+        Warm start [D], e.g. the previous round's solution for the same users: its splits are
+        polished for this scenario and, if that beats the cold first step (each user on its
+        strongest server, FP splits), it becomes the incumbent; either way the association
+        step runs ``warm_starts`` starts (the incumbent first) instead of ``n_starts``, the
+        previous rounds having explored already. The result is never worse than ``init``
+        with its resources solved on this scenario, nor than the cold first step (every step
+        only accepts improvements). On small instances (``N * max(M - 1, 1) <= move_limit``)
+        the cold search also runs in full and the better result wins, so it is never worse
+        than a cold start's there.
+    warm_starts : int (default: 1)
+        Association starts with ``init`` (1: the incumbent only).
 
     Returns
     -------
     (Candidate, history, iterations) : the best allocation, the incumbent objective at the
         start (reference allocation) and after each outer iteration, and the outer iterations.
     """
+    sc = terms.scenario
+    options = {"seed": seed, "split": split, "solver": solver, "n_starts": n_starts,
+               "max_outer": max_outer, "tol": tol, "move_limit": move_limit}
+    if init is not None and sc.n_users * max(sc.n_servers - 1, 1) <= move_limit:
+        # Small instance: the warm start adds to the cold search instead of replacing it, so
+        # the result stays at least as good as a cold start (exact on exhaustive-sized cases).
+        cold = optimise(terms, mode, **options)
+        warm = _descend(terms, mode, **options, init=init, warm_starts=warm_starts)
+        best = min(cold, warm, key=lambda r: r[0].objective)
+        return best[0], best[1], cold[2] + warm[2]
+    return _descend(terms, mode, init=init, warm_starts=warm_starts, **options)
+
+
+def _descend(terms: Terms, mode: str, *, seed: int, split, solver: str, n_starts: int,
+             max_outer: int, tol: float, move_limit: int,
+             init: tuple[np.ndarray, np.ndarray] | None, warm_starts: int):
+    """``optimise`` from one starting point (the cold one, or ``init``)."""
     sc = terms.scenario
     rng = np.random.default_rng(seed)
     assoc = np.argmax(sc.gain, axis=1)
@@ -214,6 +244,13 @@ def optimise(terms: Terms, mode: str = "fp", *, seed: int = 0, split=None, solve
 
     history = [sc.reference.objective]
     best = split_step(terms, assoc, split0, mode, solver)
+    if init is not None:
+        # The warm point replaces the cold one if it is better; either way the association
+        # step runs ``warm_starts`` starts (the previous rounds explored already).
+        warm = evaluate(np.asarray(init[0], int), np.clip(np.asarray(init[1], int), 1,
+                                                          terms.layers - 1))
+        best = min(best, warm, key=lambda c: c.objective)
+        n_starts = warm_starts
     history.append(best.objective)
     iterations = 1
     while iterations < max_outer:

@@ -41,6 +41,8 @@ class Allocation:
         Objective of the incumbent after each iteration, from the reference allocation on.
     method : str
         The method that produced it.
+    evaluations : int
+        Integer allocations whose resources the optimiser solved (its work; 0 if not counted).
     """
 
     split: np.ndarray
@@ -56,6 +58,7 @@ class Allocation:
     iterations: int = 0
     history: tuple = field(default_factory=tuple)
     method: str = ""
+    evaluations: int = 0
 
 
 def check_feasible(scenario: Scenario, alloc: Allocation) -> None:
@@ -111,7 +114,8 @@ def evaluate(scenario: Scenario | MakespanScenario,
 
 
 def make_allocation(scenario: Scenario, method: str, split, association, bandwidth, power,
-                    user_freq, server_freq, iterations: int = 0, history=()) -> Allocation:
+                    user_freq, server_freq, iterations: int = 0, history=(),
+                    evaluations: int = 0) -> Allocation:
     """An ``Allocation`` whose costs come from ``evaluate`` (so they are checked)."""
     alloc = Allocation(np.asarray(split, int), np.asarray(association, int),
                        np.asarray(bandwidth, float), np.asarray(power, float),
@@ -121,4 +125,4 @@ def make_allocation(scenario: Scenario, method: str, split, association, bandwid
     c = evaluate(scenario, alloc)
     return Allocation(alloc.split, alloc.association, alloc.bandwidth, alloc.power,
                       alloc.user_freq, alloc.server_freq, c.objective, c.energy_j, c.delay_s,
-                      c.stability, iterations, alloc.history, method)
+                      c.stability, iterations, alloc.history, method, evaluations)

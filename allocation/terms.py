@@ -63,6 +63,8 @@ class Terms:
         self.pmin = np.full(sc.n_users, w.min_power_w)
         self.users = np.arange(sc.n_users)
         self._uplink: dict[bytes, tuple] = {}
+        #: Integer allocations whose resources were solved (``candidate`` calls): the work done.
+        self.evaluations = 0
 
     # --- pieces of the objective ---------------------------------------------------------
 
@@ -106,6 +108,7 @@ class Terms:
 
     def candidate(self, split, association) -> Candidate:
         """Resources solved exactly for a fixed integer split and association."""
+        self.evaluations += 1
         freq, price = self.shares(split, association)
         bw, power, up_cost, mu = self.uplink(association)
         obj = float(self.compute_cost(split, freq, association).sum() + up_cost.sum())
