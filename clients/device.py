@@ -36,6 +36,9 @@ class Device:
         The server's patience per exchange (bounds a stream call, paces injected faults).
     fault : str or None (default: None)
         The fault this device injects (`clients.faults.KINDS`), for tests.
+    activation_noise_std : float (default: 0.0)
+        Gaussian noise this device adds to every activation it sends, relative to each token's
+        RMS (`edgesplit.activation_noise`); 0 = none.
     """
 
     model_name: str
@@ -46,6 +49,7 @@ class Device:
     node_config: Mapping[str, object]
     step_timeout_s: float
     fault: str | None = None
+    activation_noise_std: float = 0.0
 
     def shard(self) -> ClientShard:
         return federated_text(self.data, self.model_name, self.num_partitions).client(

@@ -41,7 +41,8 @@ def train_start(content: RecordDict, state: RecordDict, device: Device) -> Recor
     if task.u_shaped:
         raise ValueError("a U-shaped split runs on the stream transport only")
     session = DeviceSession(device.model(task.split), device.shard().train, task,
-                            device.received_lora(content[LORA], task.split))
+                            device.received_lora(content[LORA], task.split),
+                            noise_std=device.activation_noise_std)
     _save(state, task, session, step=0)
     return RecordDict({ACTIVATIONS: to_record(session.activations(0))})
 
@@ -58,7 +59,7 @@ def train_step(content: RecordDict, state: RecordDict, device: Device) -> Record
     faults.at_step(device, step + 1, task.local_steps)  # before step + 1's activations
     model, data = device.model(task.split), device.shard().train
     session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
-                            state[_OPTIM].to_torch_state_dict())
+                            state[_OPTIM].to_torch_state_dict(), device.activation_noise_std)
     spec = gradient_spec(task.batch_size, data.input_ids.shape[1], model.config.hidden_size)
     session.apply_gradient(step, from_record(content[GRADIENT], spec)["hidden"])
     if step + 1 < task.local_steps:
@@ -77,7 +78,7 @@ def evaluate(content: RecordDict, _state: RecordDict, device: Device) -> RecordD
     with HEAD_LOCK:
         lora = device.received_lora(content[LORA], split)
         acts = validation_activations(device.model(split), device.shard().val, split, lora,
-                                      int(config["max-blocks"]))
+                                      int(config["max-blocks"]), device.activation_noise_std)
     return RecordDict({ACTIVATIONS: to_record(acts)})
 
 

@@ -87,6 +87,7 @@ class Settings:
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
+    activation_noise_std: float = 0.0  # device: noise on sent activations, x each token's RMS
     nakagami_m: float = 1.0  # fading shape of the SNR -> loss-rate mapping and the channel
     channel: str = "none"  # evaluation only: the link the validation activations cross
     channel_snr_db: float = 10.0
@@ -147,6 +148,7 @@ class Settings:
             ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
             ("split", self.split >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
+            ("activation-noise-std", self.activation_noise_std >= 0, "must be >= 0 (0 = off)"),
             ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
             ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
             ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),

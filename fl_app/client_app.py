@@ -25,7 +25,8 @@ def device(context: Context) -> Device:
     return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
                   partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
                   node_config=dict(node), step_timeout_s=settings.step_timeout_s,
-                  fault=faults.parse(settings.inject_faults).get(partition_id))
+                  fault=faults.parse(settings.inject_faults).get(partition_id),
+                  activation_noise_std=settings.activation_noise_std)
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:
