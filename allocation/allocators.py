@@ -31,20 +31,25 @@ class Policy:
         Reads `split` (fixed: everyone's split; heterogeneous-fixed: the deepest).
     learned : bool
         Needs a trained split policy (`rl-policy`).
+    solves_resources : bool
+        Optimises the resources for its splits, so they are solved again when a split floor
+        moves a split (the others keep their equal, random or fp-given shares).
     """
 
     uses_split: bool = False
     learned: bool = False
+    solves_resources: bool = True
 
 
 #: Every allocator a run may name (the run config's `allocator`): the optimiser's methods
 #: (exhaustive is for small instances only), a split chosen from each device's capability, and
 #: the learned split policy.
 ALLOCATORS: dict[str, Policy] = {
-    **{name: Policy() for name in sorted(METHODS) if name != "exhaustive"},
+    **{name: Policy(solves_resources=name not in ("alpha-only", "random"))
+       for name in sorted(METHODS) if name != "exhaustive"},
     "fixed": Policy(uses_split=True),
-    "heterogeneous-fixed": Policy(uses_split=True),
-    "rl-split": Policy(learned=True),
+    "heterogeneous-fixed": Policy(uses_split=True, solves_resources=False),
+    "rl-split": Policy(learned=True, solves_resources=False),
 }
 
 
@@ -103,14 +108,21 @@ class SystemAllocator:
         loaded policy.
     fading_m : float (default: 1.0)
         "rl-split": Nakagami shape of the SNR -> loss-rate mapping (1 = Rayleigh).
+    min_split : int (default: 1)
+        Every client's split is at least this (a privacy floor: `min-device-layers`, or a
+        leakage budget's floor); 1 = none. Every policy decides as it would without it, then
+        splits below the floor are raised to it and, where the policy optimises resources, the
+        resources are solved again for the raised splits (`solve(..., "fixed")` with one split
+        per client): a feasible allocation that respects the floor, not one optimised over the
+        splits above it (the smallest change that serves every policy alike).
     """
 
     def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float,
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
-                 fading_m: float = 1.0) -> None:
+                 fading_m: float = 1.0, min_split: int = 1) -> None:
         if policy not in ALLOCATORS:
             raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
-        self.policy, self.split, self.seed = policy, split, seed
+        self.policy, self.split, self.seed, self.min_split = policy, split, seed, min_split
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
         self.fading_m = fading_m
         self.split_policy: SplitRule | None = None
@@ -139,6 +151,10 @@ class SystemAllocator:
                  model: ModelCost) -> RoundAllocation:
         if ALLOCATORS[self.policy].uses_split:
             check_split(self.split, model.layers, model.device_tail_layers)
+        try:
+            check_split(self.min_split, model.layers, model.device_tail_layers)
+        except ValueError as exc:
+            raise ValueError(f"the split floor leaves no valid split: {exc}") from None
         scenario = self.scenario(server_round, profiles, model)
         loss_rates = None
         if self.policy == "heterogeneous-fixed":
@@ -153,6 +169,7 @@ class SystemAllocator:
             options = {"split": self.split} if self.policy == "fixed" else {}
             result = solve(scenario, self.policy, seed=self.seed * 100_003 + server_round,
                            **options)
+        result = self.floored(scenario, result, server_round)
         costs = evaluate(scenario, result)
         clients = [ClientAllocation(int(s), float(b), float(p), float(f)) for s, b, p, f in
                    zip(result.split, result.bandwidth, result.power, result.user_freq,
@@ -162,6 +179,18 @@ class SystemAllocator:
                        zip(clients, loss_rates, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability)
+
+    def floored(self, scenario: Scenario, result: Allocation, server_round: int) -> Allocation:
+        """`result` with every split raised to `min_split`, resources solved again for the new
+        splits when the policy optimises them."""
+        split = np.maximum(result.split, self.min_split)
+        if np.array_equal(split, result.split):
+            return result
+        if not ALLOCATORS[self.policy].solves_resources:
+            return replace(result, split=split)
+        fixed = solve(scenario, "fixed", split=split.tolist(),
+                      seed=self.seed * 100_003 + server_round)
+        return replace(fixed, method=result.method)
 
     def loss_rates(self, scenario: Scenario, result: Allocation) -> np.ndarray:
         """Each client's channel loss rate q_n under `result`'s resources ("rl-split").

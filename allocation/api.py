@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
+from numbers import Integral
 
 from edgesplit.splits import check_split
 
@@ -28,12 +30,16 @@ def _ao(terms: Terms, *, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
     return best.arrays(terms.user_freq), iterations, history
 
 
-def _fixed(terms: Terms, *, split: int, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
-           tol: float = 1e-4):
-    check_split(split, terms.layers)
+def _fixed(terms: Terms, *, split: int | Sequence[int], seed: int = 0, n_starts: int = 3,
+           max_outer: int = 20, tol: float = 1e-4):
+    splits = ([int(split)] * terms.scenario.n_users if isinstance(split, Integral)
+              else [int(s) for s in split])
+    if len(splits) != terms.scenario.n_users:
+        raise ValueError(f"split: {len(splits)} splits for {terms.scenario.n_users} users")
+    for s in set(splits):
+        check_split(s, terms.layers)
     best, history, iterations = optimise(
-        terms, "fixed", split=[split] * terms.scenario.n_users, seed=seed, n_starts=n_starts,
-        max_outer=max_outer, tol=tol)
+        terms, "fixed", split=splits, seed=seed, n_starts=n_starts, max_outer=max_outer, tol=tol)
     return best.arrays(terms.user_freq), iterations, history
 
 
@@ -97,7 +103,8 @@ def solve(scenario: Scenario, method: str = "fp", **options) -> Allocation:
         ``seed`` (int, default 0; every method accepts it and is deterministic given it);
         per method: ``solver``
         (``"fast"`` or ``"cvxpy"``, for fp and greedy), ``n_starts``, ``max_outer``, ``tol``
-        (fp, ao, fixed, edge-only, local-only), ``split`` (fixed), ``resources``
+        (fp, ao, fixed, edge-only, local-only), ``split`` (fixed: one split for every
+        user, or a sequence of one per user), ``resources``
         (``"equal"`` or ``"random"``, alpha-only).
 
     Returns

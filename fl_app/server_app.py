@@ -15,7 +15,7 @@ from edgesplit.protocol import activation_spec
 from edgesplit.records import Spec
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
-from fl_app.run_config import check_against_model, parse
+from fl_app.run_config import check_against_model, lowest_split, parse
 from strategies.aggregation import make_aggregator
 from strategies.evaluation import Evaluator, evaluation_channel
 from strategies.flower_transport import FlowerTransport
@@ -31,10 +31,13 @@ def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
     """Wire the pieces a run needs from its settings (raises ValueError on a bad config)."""
     model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
     check_against_model(settings, model.num_layers)
+    floor = lowest_split(settings, model.num_layers)
+    if floor > 1:
+        log(INFO, "split floor: every client keeps at least %d head layers", floor)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
-                                fading_m=settings.nakagami_m)
+                                fading_m=settings.nakagami_m, min_split=floor)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
     evaluator = Evaluator(
