@@ -1,13 +1,10 @@
 """`activation-noise-std`: what the server receives is the clean head output plus noise of the
 configured relative std, training still runs, and 0 leaves the activations untouched."""
 
-import threading
-
 import pytest
 import torch
 
 from clients.session import DeviceSession
-from edgesplit import framing
 from edgesplit.data import federated_text
 from edgesplit.protocol import RoundTask
 from edgesplit.settings import DataSettings, LoraSettings
@@ -43,19 +40,9 @@ def test_session_sends_noisy_activations_and_zero_changes_nothing():
     assert any(not torch.equal(before[k], v) for k, v in noisy.lora().items())
 
 
-def test_the_server_receives_head_output_plus_the_configured_noise(tmp_path, monkeypatch):
+def test_the_server_receives_head_output_plus_the_configured_noise(tmp_path, server_frames):
     """Every step-0 activation frame the server decodes is one client's clean head output (the
     initial adapter, its first batch) plus noise of std 0.3 x each token's RMS."""
-    frames = []
-    decode = framing.decode
-
-    def recording_decode(*args, **kwargs):
-        frame = decode(*args, **kwargs)
-        if threading.current_thread().name.startswith("stream"):  # the server's gRPC workers
-            frames.append(frame)
-        return frame
-
-    monkeypatch.setattr("strategies.stream_transport.framing.decode", recording_decode)
     config = tiny_run_config(activation_noise_std=STD, output_dir=str(tmp_path), run_name="n")
     strategy, _, rows = run_in_process(config, num_nodes=2)
     assert rows[0]["completed"] == 2 and torch.isfinite(torch.tensor(rows[0]["train_loss"]))
@@ -69,7 +56,7 @@ def test_the_server_receives_head_output_plus_the_configured_noise(tmp_path, mon
             batch = data.client(partition).train.batch(0, settings.batch_size, settings.seed)
             clean += [model.head(batch["input_ids"], batch["attention_mask"], split)
                       for split in range(1, model.num_layers)]
-    received = [f.tensors["hidden"] for f in frames
+    received = [f.tensors["hidden"] for f in server_frames
                 if f.meta.get("kind") == "activations" and f.meta.get("step") == 0]
     assert len(received) == 2
     for hidden in received:
