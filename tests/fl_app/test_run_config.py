@@ -7,6 +7,8 @@ import pytest
 
 from edgesplit.privacy_report import COLUMNS
 from fl_app.run_config import check_against_model, lowest_split, parse
+from harness.configs import tiny_run_config
+from harness.inprocess import run_in_process
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -92,3 +94,14 @@ def test_a_leakage_budget_needs_a_report_and_a_u_shaped_split():
         parse({"max-token-recovery": 1.5})
     with pytest.raises(ValueError, match="config activation-noise-std = -0.1: must be >= 0"):
         parse({"activation-noise-std": -0.1})
+
+
+def test_a_run_with_a_leakage_budget_keeps_every_client_at_its_floor(tmp_path):
+    """The ServerApp wires the budget's floor into the allocator: `random` would pick splits 1
+    and 2, the budget allows split 2 only (U-shaped, tiny-llama: splits 1-2)."""
+    report = write_report(tmp_path / "r.csv", [0.9, 0.4, 0.3])
+    config = tiny_run_config(allocator="random", device_tail_layers=1, transport="stream",
+                             max_token_recovery=0.5, privacy_report=report,
+                             num_server_rounds=2, output_dir=str(tmp_path), run_name="floor")
+    _, _, rows = run_in_process(config, num_nodes=4)
+    assert [c["split"] for r in rows for c in r["clients"]] == [2] * 8
