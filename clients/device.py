@@ -37,8 +37,8 @@ class Device:
     fault : str or None (default: None)
         The fault this device injects (`clients.faults.KINDS`), for tests.
     activation_noise_std : float (default: 0.0)
-        Gaussian noise this device adds to every activation it sends, relative to each token's
-        RMS (`edgesplit.activation_noise`); 0 = none.
+        Gaussian noise this device adds to every activation it sends, relative to each
+        sequence's median token RMS (`edgesplit.activation_noise`); 0 = none.
     """
 
     model_name: str

@@ -1,12 +1,15 @@
 """Gaussian noise a device adds to the activations it sends (`activation-noise-std`).
 
-Each token's hidden vector h gets noise from N(0, (std * rms(h))^2 I), where rms(h) is the root
-mean square of h over the hidden dimension: a per-token signal-to-noise ratio of 1 / std^2
-(std 0.1 = 20 dB, 0.3 = 10.5 dB, 1 = 0 dB) whatever the split. Why relative and per token: the
-residual stream's scale grows by orders of magnitude with depth, so one absolute std would mean
-nothing at one split and everything at another; and a few tokens (the first of a sequence, the
-attention sink) carry vectors far larger than the rest, so a scale taken over the whole tensor
-would drown the other tokens.
+Each sequence's hidden states get noise from N(0, (std * r)^2 I), where r is the median over the
+sequence's tokens of a token's root-mean-square activation: a signal-to-noise ratio of about
+1 / std^2 for a typical token (std 0.2 = 14 dB, 0.5 = 6 dB, 1 = 0 dB) whatever the split. Why
+relative: the residual stream's scale grows by orders of magnitude with depth, so one absolute
+std would mean nothing at one split and everything at another. Why the median token and not each
+token's own RMS: the first token of a sequence (the attention sink) carries a few massive
+features, hundreds of times the others' scale (SmolLM2-135M split 15: RMS 998 against a median
+of 6.5), and noise scaled by its own RMS buries its ordinary features and wrecks the model: on
+SmolLM2-135M at split 15, std 0.5 scaled per token took the held-out perplexity from 164 to
+13530, scaled by the median token to 235 (8 blocks).
 
 The noise comes from a generator seeded by the operating system's entropy, never from the run's
 seed: the server knows the seed and the batch index, and could regenerate seeded noise and
@@ -31,12 +34,13 @@ def private_generator() -> torch.Generator:
 
 def add_noise(hidden: torch.Tensor, std: float,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """`hidden` plus Gaussian noise of `std` times each token's RMS (see the module docstring).
+    """`hidden` plus Gaussian noise of `std` times the median token's RMS of each sequence (see
+    the module docstring).
 
     Parameters
     ----------
     hidden : torch.Tensor
-        ``[..., hidden_size]``: one vector per token in the last dimension.
+        ``[..., sequence, hidden_size]``: one vector per token in the last dimension.
     std : float
         Relative noise level, >= 0; 0 returns `hidden` itself.
     generator : torch.Generator, optional
@@ -54,6 +58,7 @@ def add_noise(hidden: torch.Tensor, std: float,
     if std == 0:
         return hidden
     rms = hidden.detach().pow(2).mean(-1, keepdim=True).sqrt()
+    scale = rms.median(dim=-2, keepdim=True).values
     noise = torch.randn(hidden.shape, generator=generator or private_generator(),
                         dtype=hidden.dtype, device=hidden.device)
-    return hidden + noise * (std * rms)
+    return hidden + noise * (std * scale)

@@ -90,7 +90,7 @@ class Settings:
     min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
     max_token_recovery: float = 1.0  # leakage budget read from privacy-report; 1 = none
     privacy_report: str = ""  # CSV of `python -m experiments.privacy` (for max-token-recovery)
-    activation_noise_std: float = 0.0  # device: noise on sent activations, x each token's RMS
+    activation_noise_std: float = 0.0  # device: noise on sent activations, x median token RMS
     nakagami_m: float = 1.0  # fading shape of the SNR -> loss-rate mapping and the channel
     channel: str = "none"  # evaluation only: the link the validation activations cross
     channel_snr_db: float = 10.0

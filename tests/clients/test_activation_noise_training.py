@@ -1,5 +1,6 @@
 """`activation-noise-std`: what the server receives is the clean head output plus noise of the
-configured relative std, training still runs, and 0 leaves the activations untouched."""
+configured std relative to each sequence's median token RMS, training still runs, and 0 leaves
+the activations untouched."""
 
 import pytest
 import torch
@@ -17,8 +18,9 @@ STD = 0.3
 
 
 def relative_noise(received, clean):
-    """The noise in units of each token's clean RMS."""
-    return (received - clean) / clean.pow(2).mean(-1, keepdim=True).sqrt()
+    """The noise in units of each sequence's median token RMS (of the clean activations)."""
+    rms = clean.pow(2).mean(-1, keepdim=True).sqrt()
+    return (received - clean) / rms.median(dim=-2, keepdim=True).values
 
 
 def test_session_sends_noisy_activations_and_zero_changes_nothing():
@@ -42,7 +44,7 @@ def test_session_sends_noisy_activations_and_zero_changes_nothing():
 
 def test_the_server_receives_head_output_plus_the_configured_noise(tmp_path, server_frames):
     """Every step-0 activation frame the server decodes is one client's clean head output (the
-    initial adapter, its first batch) plus noise of std 0.3 x each token's RMS."""
+    initial adapter, its first batch) plus noise of 0.3 x each sequence's median token RMS."""
     config = tiny_run_config(activation_noise_std=STD, output_dir=str(tmp_path), run_name="n")
     strategy, _, rows = run_in_process(config, num_nodes=2)
     assert rows[0]["completed"] == 2 and torch.isfinite(torch.tensor(rows[0]["train_loss"]))
