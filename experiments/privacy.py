@@ -22,7 +22,7 @@ epochs, width) and the seconds each row took are in every row.
 Writes ``<out>/<model>.csv`` (columns `edgesplit.privacy_report.COLUMNS`, read back by a run's
 `privacy-report`) and ``<out>/<model>.png``. Usage::
 
-    python -m experiments.privacy [--model smollm2-135m] [--noise 0.2 0.5 1.0] [--out DIR]
+    python -m experiments.privacy [--model smollm2-135m tiny-llama] [--noise 0.5 1] [--out DIR]
     python -m experiments.privacy --quick --out /tmp/quick   # tiny-llama, 100 blocks: seconds (CI)
     python -m experiments.privacy --resume             # continue a stopped run
     python -m experiments.privacy --resume --splits 1 8 15   # add rows for only these splits
@@ -58,6 +58,9 @@ from edgesplit.split_model import SplitModel
 from experiments.plotting import save, subplots, write_csv
 
 TRAIN_SHARE = 0.8  # of the hold-out's blocks, in corpus order: the attacker's text
+#: activation-noise-std levels of a full report: from barely felt (0.2, 14 dB) to past where
+#: SmolLM2-135M stops working (1 = 0 dB: perplexity x10), so both ends of the trade-off show.
+NOISE_LEVELS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +207,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     perplexities = [float(r["perplexity"]) for r in rows]
     if max(perplexities) > 10 * min(perplexities):  # noise that wrecks the model: a log axis
         axes[0, 2].set_yscale("log")
-    axes[0, 1].legend()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper")  # off the lines
     fig.suptitle(f"{first['model']}: learned inversion attack per split "
                  f"({first['train_tokens']} training tokens, {first['epochs']} epochs, "
                  f"width {first['width']})")
@@ -213,10 +216,12 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help=f"preset or checkpoint folder (default "
+    parser.add_argument("--model", nargs="+", default=None,
+                        help=f"presets or checkpoint folders, one report each (default "
                         f"{DEFAULT_MODEL}; tiny-llama with --quick)")
     parser.add_argument("--noise", type=float, nargs="*", default=None,
-                        help="activation-noise-std levels to measure (default 0.2 0.5 1.0)")
+                        help="activation-noise-std levels to measure (default "
+                        f"{' '.join(f'{n:g}' for n in NOISE_LEVELS)}; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny-llama, few blocks (CI)")
     parser.add_argument("--out", type=Path, default=Path("results/privacy"))
     parser.add_argument("--plot-only", action="store_true", help="redraw from the CSV")
@@ -225,22 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, nargs="+", default=None,
                         help="measure only these splits (default: every split)")
     args = parser.parse_args(argv)
-    model = args.model or ("tiny-llama" if args.quick else DEFAULT_MODEL)
-    name = Path(model).name
-    csv_path, png_path = args.out / f"{name}.csv", args.out / f"{name}.png"
-    rows = []
-    if args.plot_only or args.resume:
-        with csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    if not args.plot_only:
-        noise = args.noise if args.noise is not None else ([1.0] if args.quick else
-                                                           [0.2, 0.5, 1.0])
-        started = time.perf_counter()
-        args.out.mkdir(parents=True, exist_ok=True)
-        rows = measure(model, noise, QUICK if args.quick else FULL, out=csv_path, done=rows,
-                       splits=args.splits)
-        print(f"{len(rows)} rows in {time.perf_counter() - started:.0f} s: {csv_path}")
-    print(f"figure: {plot(rows, png_path)}")
+    noise = args.noise if args.noise is not None else [1.0] if args.quick else NOISE_LEVELS
+    for model in args.model or ["tiny-llama" if args.quick else DEFAULT_MODEL]:
+        name = Path(model).name
+        csv_path, png_path = args.out / f"{name}.csv", args.out / f"{name}.png"
+        rows = []
+        if args.plot_only or (args.resume and csv_path.exists()):
+            with csv_path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        if not args.plot_only:
+            started = time.perf_counter()
+            args.out.mkdir(parents=True, exist_ok=True)
+            rows = measure(model, noise, QUICK if args.quick else FULL, out=csv_path,
+                           done=rows, splits=args.splits)
+            print(f"{len(rows)} rows in {time.perf_counter() - started:.0f} s: {csv_path}")
+        print(f"figure: {plot(rows, png_path)}")
     return 0
 
 

@@ -38,7 +38,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                           ["--quick", "--out", "{out}/bench_compression"]),
     "bench_allocation": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
-    "privacy": (["--out", "{out}/privacy"], ["--quick", "--out", "{out}/privacy"]),
+    "privacy": (["--model", "smollm2-135m", "tiny-llama", "--out", "{out}/privacy"],
+                ["--quick", "--out", "{out}/privacy"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
     "bench_transport_deployment": (["--out", "{out}"], []),
