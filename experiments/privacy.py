@@ -4,15 +4,15 @@ For every split k of a model, the frozen model's head runs on public text: the c
 hold-out (`edgesplit.data`; drawn before the partition, so no client of any run with the same
 data settings trains on it). A `TokenInverter` (`edgesplit.inversion`) learns to map the
 activations at k back to tokens on the first 80 % of those blocks and is scored on the last
-20 % (the texts of other plays), under each condition a device may send them in:
+20 % (other records of the corpus), under each condition a device may send them in:
 
 - ``float32``: lossless (float16 and bfloat16 round far less than int8);
 - Gaussian noise of each ``--noise`` level (`activation-noise-std`, `edgesplit.activation_noise`)
   on float32;
 - ``int8``: the stream's int8 wire codec (`edgesplit.framing`, encode and decode).
 
-The attacker knows the defence: it trains on activations sent the same way (fresh noise on every
-batch). Scores per row: token accuracy and ROUGE-L F1 of the decoded text; ``coverage`` (the
+The attacker knows the defence: it trains on activations sent the same way (fresh noise every
+epoch). Scores per row: token accuracy and ROUGE-L F1 of the decoded text; ``coverage`` (the
 share of evaluated tokens the attacker's text contains: the most it can recover) and
 ``prior_accuracy`` (always guessing the commonest token: what recovering nothing scores); and the
 frozen model's perplexity on evaluated blocks when the activations at k cross under the
@@ -184,7 +184,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     conditions = sorted({(r["wire"], float(r["noise_std"])) for r in rows},
                         key=lambda c: (c[1], c[0]))  # float32, int8, then noise upwards
     for wire, noise_std in conditions:
-        mine = [r for r in rows if (r["wire"], float(r["noise_std"])) == (wire, noise_std)]
+        mine = sorted((r for r in rows if (r["wire"], float(r["noise_std"])) == (wire, noise_std)),
+                      key=lambda r: int(r["split"]))  # resumed rows come after the others
         splits = [int(r["split"]) for r in mine]
         style = {"marker": ".", "label": condition_label(wire, noise_std),
                  "linestyle": "--" if wire == "int8" else "-"}
@@ -207,7 +208,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     perplexities = [float(r["perplexity"]) for r in rows]
     if max(perplexities) > 10 * min(perplexities):  # noise that wrecks the model: a log axis
         axes[0, 2].set_yscale("log")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper")  # off the lines
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center")  # off the lines
     fig.suptitle(f"{first['model']}: learned inversion attack per split "
                  f"({first['train_tokens']} training tokens, {first['epochs']} epochs, "
                  f"width {first['width']})")
