@@ -42,20 +42,25 @@ class Policy:
         Reads `split` (fixed: everyone's split; heterogeneous-fixed: the deepest).
     learned : bool
         Needs a trained split policy (`rl-policy`).
+    solves_resources : bool
+        Optimises the resources for its splits, so they are solved again when a split floor
+        moves a split (the others keep their equal, random or fp-given shares).
     """
 
     uses_split: bool = False
     learned: bool = False
+    solves_resources: bool = True
 
 
 #: Every allocator a run may name (the run config's `allocator`): the optimiser's methods
 #: (exhaustive is for small instances only), a split chosen from each device's capability, and
 #: the learned split policy.
 ALLOCATORS: dict[str, Policy] = {
-    **{name: Policy() for name in sorted(METHODS) if name != "exhaustive"},
+    **{name: Policy(solves_resources=name not in ("alpha-only", "random"))
+       for name in sorted(METHODS) if name != "exhaustive"},
     "fixed": Policy(uses_split=True),
-    "heterogeneous-fixed": Policy(uses_split=True),
-    "rl-split": Policy(learned=True),
+    "heterogeneous-fixed": Policy(uses_split=True, solves_resources=False),
+    "rl-split": Policy(learned=True, solves_resources=False),
 }
 
 
@@ -137,12 +142,21 @@ class SystemAllocator:
         measured).
     batch_tails : bool (default: False)
         Makespan model: the server batches tails, so it serves several clients at once.
+    min_split : int (default: 1)
+        Every client's split is at least this (a privacy floor: `min-device-layers`, or a
+        leakage budget's floor); 1 = none. The makespan model optimises over the splits at or
+        above it. Under the paper model every policy decides as it would without it, then splits
+        below the floor are raised to it and, where the policy optimises resources, the
+        resources are solved again for the raised splits (`solve(..., "fixed")` with one split
+        per client): a feasible allocation that respects the floor, the smallest change that
+        serves every policy alike.
     """
 
     def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float,
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
                  fading_m: float = 1.0, *, cost_model: str = "paper",
-                 server: str = DEFAULT_SERVER, batch_tails: bool = False) -> None:
+                 server: str = DEFAULT_SERVER, batch_tails: bool = False,
+                 min_split: int = 1) -> None:
         if policy not in ALLOCATORS:
             raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
         if cost_model not in COST_MODELS:
@@ -150,7 +164,7 @@ class SystemAllocator:
         if cost_model == "makespan" and ALLOCATORS[policy].learned:
             raise ValueError(f"allocator {policy} reads the paper model's radio: it needs "
                              'cost-model = "paper"')
-        self.policy, self.split, self.seed = policy, split, seed
+        self.policy, self.split, self.seed, self.min_split = policy, split, seed, min_split
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
         self.fading_m, self.cost_model = fading_m, cost_model
         self.server, self.batch_tails = server_class(server), batch_tails
@@ -175,7 +189,8 @@ class SystemAllocator:
         if self.cost_model == "makespan":
             return makespan_scenario_from_profiles(
                 profiles, model, self.server, batch_tails=self.batch_tails, measured=measured,
-                server_measured=server_measured, weights=self.weights)
+                server_measured=server_measured, weights=self.weights,
+                min_split=np.full(len(profiles), self.min_split))
         column = {k: np.array([p[k] for p in profiles], dtype=float)
                   for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "tx_power_w",
                             "distance_m", "num-examples")}
@@ -198,6 +213,10 @@ class SystemAllocator:
         server at split 1); without them every round starts cold."""
         if ALLOCATORS[self.policy].uses_split:
             check_split(self.split, model.layers, model.device_tail_layers)
+        try:
+            check_split(self.min_split, model.layers, model.device_tail_layers)
+        except ValueError as exc:
+            raise ValueError(f"the split floor leaves no valid split: {exc}") from None
         scenario = self.scenario(server_round, profiles, model, measured, server_measured)
         if isinstance(scenario, MakespanScenario):
             return self._allocate_makespan(server_round, scenario, profiles)
@@ -217,6 +236,7 @@ class SystemAllocator:
             self.previous.update(zip((int(c) for c in client_ids), last, strict=True))
         else:
             result = self._solve(scenario, server_round)
+        result = self.floored(scenario, result, server_round)
         costs = evaluate(scenario, result)
         device, transfer, shared = step_times(
             scenario, result.split, result.association, result.bandwidth, result.power,
@@ -280,6 +300,18 @@ class SystemAllocator:
                                             *times, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability, excluded)
+
+    def floored(self, scenario: Scenario, result: Allocation, server_round: int) -> Allocation:
+        """`result` with every split raised to `min_split`, resources solved again for the new
+        splits when the policy optimises them."""
+        split = np.maximum(result.split, self.min_split)
+        if np.array_equal(split, result.split):
+            return result
+        if not ALLOCATORS[self.policy].solves_resources:
+            return replace(result, split=split)
+        fixed = solve(scenario, "fixed", split=split.tolist(),
+                      seed=self.seed * 100_003 + server_round)
+        return replace(fixed, method=result.method)
 
     def loss_rates(self, scenario: Scenario, result: Allocation) -> np.ndarray:
         """Each client's channel loss rate q_n under `result`'s resources ("rl-split").

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
+from numbers import Integral
 
 import numpy as np
 
@@ -48,12 +50,16 @@ def _ao(terms: Terms, *, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
     return best.arrays(terms.user_freq), iterations, history
 
 
-def _fixed(terms: Terms, *, split: int, seed: int = 0, n_starts: int = 3, max_outer: int = 20,
-           tol: float = 1e-4):
-    check_split(split, terms.layers)
+def _fixed(terms: Terms, *, split: int | Sequence[int], seed: int = 0, n_starts: int = 3,
+           max_outer: int = 20, tol: float = 1e-4):
+    splits = ([int(split)] * terms.scenario.n_users if isinstance(split, Integral)
+              else [int(s) for s in split])
+    if len(splits) != terms.scenario.n_users:
+        raise ValueError(f"split: {len(splits)} splits for {terms.scenario.n_users} users")
+    for s in set(splits):
+        check_split(s, terms.layers)
     best, history, iterations = optimise(
-        terms, "fixed", split=[split] * terms.scenario.n_users, seed=seed, n_starts=n_starts,
-        max_outer=max_outer, tol=tol)
+        terms, "fixed", split=splits, seed=seed, n_starts=n_starts, max_outer=max_outer, tol=tol)
     return best.arrays(terms.user_freq), iterations, history
 
 
@@ -135,9 +141,9 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         (fp, ao, fixed, edge-only, local-only), ``warm_start`` (fp: an ``Allocation`` of the
         same users, e.g. the previous round's, or an (association, split) pair, that starts the
         search; see ``fp.optimise``) and ``warm_starts`` (fp: association starts when warm,
-        default 1), ``split`` (fixed), ``resources`` (``"equal"`` or ``"random"``,
-        alpha-only); makespan model: ``max_programs`` and
-        ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
+        default 1), ``split`` (fixed: one split for every user, or a sequence of one per user),
+        ``resources`` (``"equal"`` or ``"random"``, alpha-only); makespan model:
+        ``max_programs`` and ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
         random-association), ``split`` (fixed).
 
     Returns

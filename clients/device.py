@@ -46,6 +46,9 @@ class Device:
         The frozen base's precision (`edgesplit.placement.BASE_DTYPES`).
     torch_device : str (default: "cpu")
         Where the head runs (`client-device`: auto, cpu, cuda, cuda:<i>).
+    activation_noise_std : float (default: 0.0)
+        Gaussian noise this device adds to every activation it sends, relative to each
+        sequence's median token RMS (`edgesplit.activation_noise`); 0 = none.
     """
 
     model_name: str
@@ -60,6 +63,7 @@ class Device:
     torch_device: str = "cpu"
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = faults.KINDS
+    activation_noise_std: float = 0.0
 
     def fault_in(self, server_round: int) -> str | None:
         """The fault this device injects in `server_round`, if any."""

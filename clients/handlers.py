@@ -56,7 +56,8 @@ def train_start(content: RecordDict, state: RecordDict, device: Device) -> Recor
     if task.u_shaped:
         raise ValueError("a U-shaped split runs on the stream transport only")
     session = DeviceSession(device.model(task.split), device.shard().train, task,
-                            device.received_lora(content[LORA], task.split))
+                            device.received_lora(content[LORA], task.split),
+                            noise_std=device.activation_noise_std)
     started = time.perf_counter()
     acts = session.activations(0)
     _save(state, task, session, step=0, compute_s=time.perf_counter() - started)
@@ -76,7 +77,7 @@ def train_step(content: RecordDict, state: RecordDict, device: Device) -> Record
     faults.at_step(device, task.server_round, step + 1, task.local_steps)
     model, data = device.model(task.split), device.shard().train
     session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
-                            state[_OPTIM].to_torch_state_dict())
+                            state[_OPTIM].to_torch_state_dict(), device.activation_noise_std)
     spec = gradient_spec(task.batch_size, data.input_ids.shape[1], model.config.hidden_size)
     gradient = from_record(content[GRADIENT], spec)["hidden"]
     started = time.perf_counter()
@@ -99,7 +100,7 @@ def evaluate(content: RecordDict, _state: RecordDict, device: Device) -> RecordD
     with HEAD_LOCK:
         lora = device.received_lora(content[LORA], split)
         acts = validation_activations(device.model(split), device.shard().val, split, lora,
-                                      int(config["max-blocks"]))
+                                      int(config["max-blocks"]), device.activation_noise_std)
     return RecordDict({ACTIVATIONS: to_record(acts)})
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
+from edgesplit.activation_noise import add_noise
 from edgesplit.data import TokenBlocks
 from edgesplit.optim import load_optimizer_state, make_optimizer, optimizer_state
 from edgesplit.protocol import RoundTask
@@ -32,12 +33,16 @@ class DeviceSession:
         Adapter of the device's layers (`edgesplit.splits.device_layers`) to start from.
     optim_state : mapping of str to tensor, optional
         Optimizer state saved by `export` (continuing a round across messages).
+    noise_std : float (default: 0.0)
+        Relative Gaussian noise added to the hidden states before they are sent
+        (`edgesplit.activation_noise.add_noise`); 0 = none.
     """
 
     def __init__(self, model: SplitModel, data: TokenBlocks, task: RoundTask,
                  lora: Mapping[str, torch.Tensor],
-                 optim_state: Mapping[str, torch.Tensor] | None = None) -> None:
-        self.model, self.data, self.task = model, data, task
+                 optim_state: Mapping[str, torch.Tensor] | None = None,
+                 noise_std: float = 0.0) -> None:
+        self.model, self.data, self.task, self.noise_std = model, data, task, noise_std
         self.params = trainable_copy(lora, model.device)
         self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
         if optim_state:
@@ -55,11 +60,15 @@ class DeviceSession:
             return self.model.head(batch["input_ids"], batch["attention_mask"], self.task.split)
 
     def activations(self, step: int) -> dict[str, torch.Tensor]:
-        """What crosses the split at `step`: hidden states (on the CPU, in the base's dtype),
-        padding mask and (unless the split is U-shaped) labels."""
+        """What crosses the split at `step`: hidden states (on the CPU, in the base's dtype;
+        noisy when `noise_std` > 0), padding mask and (unless the split is U-shaped) labels.
+
+        The noise is only on what is sent: `apply_gradient` backpropagates the server's gradient
+        through the clean head, as d(h + n)/dh = I.
+        """
         batch = self._batch(step)
         with torch.no_grad():
-            hidden = self._head(batch, step).cpu()
+            hidden = add_noise(self._head(batch, step), self.noise_std).cpu()
         sent = {"hidden": hidden, "attention_mask": batch["attention_mask"]}
         if not self.task.u_shaped:
             sent["labels"] = batch["labels"]
@@ -94,13 +103,15 @@ class DeviceSession:
 
 
 def validation_activations(model: SplitModel, data: TokenBlocks, split: int,
-                           lora: Mapping[str, torch.Tensor], max_blocks: int
-                           ) -> dict[str, torch.Tensor]:
-    """Head activations of the first `max_blocks` validation blocks (for federated perplexity)."""
+                           lora: Mapping[str, torch.Tensor], max_blocks: int,
+                           noise_std: float = 0.0) -> dict[str, torch.Tensor]:
+    """Head activations of the first `max_blocks` validation blocks (for federated perplexity),
+    with the same noise as training's when `noise_std` > 0 (they leave the device too)."""
     n = min(len(data), max_blocks)
     batch = next(data.eval_batches(n)) if n else None
     if batch is None:
         raise ValueError("this client has no validation blocks")
     with torch.no_grad(), model.using_lora(lora):
-        hidden = model.head(batch["input_ids"], batch["attention_mask"], split).cpu()
+        hidden = add_noise(model.head(batch["input_ids"], batch["attention_mask"], split),
+                           noise_std).cpu()
     return {"hidden": hidden, "attention_mask": batch["attention_mask"], "labels": batch["labels"]}

@@ -173,7 +173,8 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     with HEAD_LOCK:
         model, data = device.model(task.split, task.device_tail_layers), device.shard().train
         session = DeviceSession(model, data, task, device.received_lora(
-            content[LORA], task.split, task.device_tail_layers))
+            content[LORA], task.split, task.device_tail_layers),
+            noise_std=device.activation_noise_std)
         hidden_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
                                     model.config.hidden_size)
         sent_specs = [spec for _, spec, _ in step_exchanges(framing.with_batch(activation_spec(

@@ -111,6 +111,10 @@ class Settings:
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
+    min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
+    max_token_recovery: float = 1.0  # leakage budget read from privacy-report; 1 = none
+    privacy_report: str = ""  # CSV of `python -m experiments.privacy` (for max-token-recovery)
+    activation_noise_std: float = 0.0  # device: noise on sent activations, x median token RMS
     nakagami_m: float = 1.0  # fading shape of the SNR -> loss-rate mapping and the channel
     channel: str = "none"  # evaluation only: the link the validation activations cross
     channel_snr_db: float = 10.0
@@ -177,6 +181,16 @@ class Settings:
             ("split", self.split >= 1, "must be >= 1"),
             ("calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
+            ("min-device-layers", self.min_device_layers >= 0, "must be >= 0 (0 = no floor)"),
+            ("max-token-recovery", 0 <= self.max_token_recovery <= 1,
+             "must be in [0, 1] (1 = no budget)"),
+            ("max-token-recovery", self.max_token_recovery == 1 or self.device_tail_layers > 0,
+             "a leakage budget needs device-tail-layers >= 1: the two-part split sends the "
+             "labels, that is the text itself, to the server"),
+            ("privacy-report", self.max_token_recovery == 1 or bool(self.privacy_report),
+             "max-token-recovery < 1 reads its floor from a report (`python -m "
+             "experiments.privacy` writes one)"),
+            ("activation-noise-std", self.activation_noise_std >= 0, "must be >= 0 (0 = off)"),
             ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
             ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
             ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),

@@ -51,6 +51,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_flood": (["--out", "{out}/bench_flood"],
                     ["--model", "tiny-llama", "--local-steps", "20", "--attempts", "200",
                      "--repeats", "1", "--out", "{out}/bench_flood"]),
+    "privacy": (["--model", "smollm2-135m", "tiny-llama", "--out", "{out}/privacy"],
+                ["--quick", "--out", "{out}/privacy"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
     "bench_transport_deployment": (["--out", "{out}"], []),

@@ -35,7 +35,8 @@ def device(context: Context) -> Device:
                   node_config=dict(node), step_timeout_s=settings.step_timeout_s,
                   fault=faults.parse(settings.inject_faults).get(partition_id),
                   fault_rate=settings.fault_rate,
-                  fault_kinds=faults.parse_kinds(settings.fault_kinds))
+                  fault_kinds=faults.parse_kinds(settings.fault_kinds),
+                  activation_noise_std=settings.activation_noise_std)
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:

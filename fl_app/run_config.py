@@ -1,5 +1,6 @@
 """The run config, checked once at the top: each name against the registry of the module that
-implements it, and the rules that span packages (allocator vs split, U-shaped split vs model).
+implements it, and the rules that span packages (allocator vs split, U-shaped split vs model,
+the split floor vs model and privacy report).
 
 `edgesplit.settings` checks types and numeric ranges; everything that needs a registry of an
 upper floor is here, so no lower module imports one.
@@ -20,8 +21,9 @@ from edgesplit.framing import WIRE_DTYPES
 from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
 from edgesplit.placement import BASE_DTYPES, check_device_name
+from edgesplit.privacy_report import read_report, report_wire, split_floor
 from edgesplit.settings import Settings
-from edgesplit.splits import check_split
+from edgesplit.splits import check_split, split_range
 from strategies.aggregation import AGGREGATIONS
 from strategies.calibration import CALIBRATIONS
 from strategies.transport import TRANSPORTS
@@ -87,3 +89,27 @@ def check_against_model(settings: Settings, num_layers: int) -> None:
         except ValueError as exc:
             raise settings.error("split", f"allocator {settings.allocator} uses it: {exc}"
                                  ) from None
+
+
+def lowest_split(settings: Settings, num_layers: int) -> int:
+    """The split floor the allocator keeps every client at or above: `min-device-layers`,
+    raised to the floor of the leakage budget `max-token-recovery` read from `privacy-report`
+    (for this model, the wire format the activations travel in and `activation-noise-std`)."""
+    s = settings
+    valid = split_range(num_layers, s.device_tail_layers)
+    floor = max(valid.start, s.min_device_layers)
+    if floor not in valid:
+        raise s.error("min-device-layers", f"leaves no valid split: a {num_layers}-layer model "
+                      f"splits in [{valid.start}, {valid.stop - 1}]")
+    if s.max_token_recovery < 1:
+        try:
+            rows = read_report(s.privacy_report)
+        except ValueError as exc:
+            raise s.error("privacy-report", str(exc)) from None
+        wire = report_wire(s.stream_dtype if s.transport == "stream" else "float32")
+        try:
+            floor = max(floor, split_floor(rows, s.model_name, wire, s.activation_noise_std,
+                                           s.max_token_recovery, valid))
+        except ValueError as exc:
+            raise s.error("max-token-recovery", str(exc)) from None
+    return floor

@@ -18,7 +18,7 @@ from edgesplit.records import Spec
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
-from fl_app.run_config import check_against_model, parse
+from fl_app.run_config import check_against_model, lowest_split, parse
 from strategies.aggregation import make_aggregator
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
@@ -45,11 +45,15 @@ def build_strategy(settings: Settings, grid: Grid,
     log(INFO, "server model %s: %d layers, %s base on %s", settings.model_name,
         model.num_layers, settings.base_dtype, model.device)
     check_against_model(settings, model.num_layers)
+    floor = lowest_split(settings, model.num_layers)
+    if floor > 1:
+        log(INFO, "split floor: every client keeps at least %d head layers", floor)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
-                                server=settings.server_class, batch_tails=settings.batch_tails)
+                                server=settings.server_class, batch_tails=settings.batch_tails,
+                                min_split=floor)
     calibrator = None
     if settings.calibration == "measure":
         calibrator = Calibrator(

@@ -1,10 +1,11 @@
-"""Test-wide setup: private preset and datasets caches (tests never touch the user's), and TLS test
-material."""
+"""Test-wide setup: private preset and datasets caches (tests never touch the user's), TLS test
+material, and a recorder of the stream frames the server decodes."""
 
 import datetime
 import ipaddress
 import os
 import tempfile
+import threading
 
 import pytest
 from cryptography import x509
@@ -17,6 +18,25 @@ os.environ.setdefault("EDGESPLIT_CACHE", tempfile.mkdtemp(prefix="edgesplit-cach
 # Local datasets read through Hugging Face `datasets` leave its Arrow cache here, not in the user's.
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf-datasets-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def server_frames(monkeypatch):
+    """The list of every stream frame the server decodes from now on (frames the devices decode
+    are left out)."""
+    from edgesplit import framing  # imported late: the cache variable above must come first
+
+    frames = []
+    decode = framing.decode
+
+    def recording_decode(*args, **kwargs):
+        frame = decode(*args, **kwargs)
+        if threading.current_thread().name.startswith("stream"):  # the server's gRPC workers
+            frames.append(frame)
+        return frame
+
+    monkeypatch.setattr("strategies.stream_transport.framing.decode", recording_decode)
+    return frames
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """The strategy-facing allocator: profiles in, valid per-client shares and modelled costs out."""
 
+import re
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,71 @@ def test_measured_speeds_replace_the_catalogue_and_a_device_without_memory_is_ex
                               Measured(layer_s=0.05, fixed_s=0.1))
     assert [plan.clients[i].split for i in (0, 3)] == [1, 29]
     assert plan.clients[0].modelled_device_s == pytest.approx(1.0)
+
+
+class _AlwaysShallow:
+    """A learned split rule that always answers split 1 (so the floor must lift it)."""
+
+    class problem:  # noqa: N801 - the attribute SystemAllocator reads
+        q_low, q_high = 0.01, 0.30
+
+    def split_for(self, loss_rate, current_split=1):
+        return 1
+
+
+@pytest.mark.parametrize("policy", list(ALLOCATORS))
+def test_every_policy_respects_the_split_floor(policy):
+    """Splits below the floor are lifted to it, the others stay as the policy chose them."""
+    rule = _AlwaysShallow() if ALLOCATORS[policy].learned else None
+    ps = profiles(6)
+    free = SystemAllocator(policy, split=2, split_policy=rule, **CELL).allocate(1, ps, MODEL)
+    floored = SystemAllocator(policy, split=2, split_policy=rule, min_split=5,
+                              **CELL).allocate(1, ps, MODEL)
+    assert [c.split for c in floored.clients] == [max(c.split, 5) for c in free.clients]
+    if policy != "local-only":  # split 29 for all: nothing to lift
+        assert min(c.split for c in free.clients) < 5
+    assert sum(c.bandwidth_hz for c in floored.clients) <= 20e6 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("policy", [p for p, spec in ALLOCATORS.items() if not spec.learned])
+def test_the_makespan_model_optimises_above_the_split_floor(policy):
+    """Under the makespan model the floor is part of the problem: every split is at or above
+    it, and fp's plan is no worse than raising its floorless plan's splits to the floor."""
+    ps = profiles(5)
+    plan = SystemAllocator(policy, split=2, min_split=5, **MAKESPAN).allocate(1, ps, SMOLLM2)
+    assert len(plan.clients) == 5 and all(c.split >= 5 for c in plan.clients)
+    if policy == "fp":
+        allocator = SystemAllocator("fp", split=2, min_split=5, **MAKESPAN)
+        scenario = allocator.scenario(1, ps, SMOLLM2)
+        free = SystemAllocator("fp", split=2, **MAKESPAN).allocate(1, ps, SMOLLM2)
+        lifted = solve(scenario, "fixed", split=max(5, max(c.split for c in free.clients)))
+        assert plan.objective <= evaluate(scenario, lifted).objective * (1 + 1e-9)
+
+
+def test_a_floor_solves_the_resources_again_for_an_optimising_policy():
+    allocator = SystemAllocator("fp", split=4, min_split=6, **CELL)
+    ps = profiles(6)
+    scenario = allocator.scenario(1, ps, MODEL)
+    free = solve(scenario, "fp", seed=1)
+    lifted = np.maximum(free.split, 6)
+    kept_resources = evaluate(scenario, replace(free, split=lifted))
+    plan = allocator.allocate(1, ps, MODEL)
+    assert [c.split for c in plan.clients] == list(lifted)
+    assert plan.objective <= kept_resources.objective * (1 + 1e-9)
+    assert plan.objective == pytest.approx(
+        evaluate(scenario, solve(scenario, "fixed", split=lifted.tolist(), seed=1)).objective)
+
+
+def test_fixed_takes_one_split_per_user():
+    scenario = SystemAllocator("fp", split=4, **CELL).scenario(1, profiles(3), MODEL)
+    assert list(solve(scenario, "fixed", split=[2, 7, 3]).split) == [2, 7, 3]
+    same = solve(scenario, "fixed", split=[5, 5, 5])
+    assert same.objective == pytest.approx(solve(scenario, "fixed", split=5).objective)
+    with pytest.raises(ValueError, match="2 splits for 3 users"):
+        solve(scenario, "fixed", split=[2, 3])
+
+
+def test_a_floor_that_leaves_no_split_is_refused():
+    with pytest.raises(ValueError, match=re.escape(
+            "the split floor leaves no valid split: split 30 outside [1, 29]")):
+        SystemAllocator("fp", split=4, min_split=30, **CELL).allocate(1, profiles(2), MODEL)

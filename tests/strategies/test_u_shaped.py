@@ -4,12 +4,10 @@ Device head [0, k1) -> server body [k1, k2) -> device tail [k2, L) + norm + LM h
 the stream transport, run in-process against the real ClientApp.
 """
 
-import threading
 
 import pytest
 import torch
 
-from edgesplit import framing
 from fl_app.client_app import app as client_app
 from fl_app.run_config import parse
 from fl_app.server_app import build_strategy
@@ -48,19 +46,10 @@ def test_u_shaped_loss_equals_the_head_tail_loss(tmp_path):
     assert max((two_part[k] - u_shaped[k]).abs().max().item() for k in two_part) < 1e-5
 
 
-def test_no_token_ids_or_labels_reach_the_server(tmp_path, monkeypatch):
+def test_no_token_ids_or_labels_reach_the_server(tmp_path, server_frames):
     """Record every stream frame the server decodes and every Flower reply it pulls: no integer
     tensor other than the 0/1 padding mask, and no 'labels' or 'input_ids' anywhere."""
-    frames, replies = [], []
-    decode = framing.decode
-
-    def recording_decode(*args, **kwargs):
-        frame = decode(*args, **kwargs)
-        if threading.current_thread().name.startswith("stream"):  # the server's gRPC workers
-            frames.append(frame)
-        return frame
-
-    monkeypatch.setattr("strategies.stream_transport.framing.decode", recording_decode)
+    frames, replies = server_frames, []
 
     def hook(grid):
         pull = grid.pull_messages
