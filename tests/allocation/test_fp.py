@@ -8,18 +8,7 @@ from allocation.fp import fp_relaxed
 from allocation.result import Allocation
 from allocation.terms import Terms
 from allocation.waterfilling import surrogate_server_freq_hz, surrogate_split
-
-
-def small_scenario(seed: int):
-    """N <= 4, M <= 2, Y <= 8; odd seeds have weak servers, so splits above 1 pay off."""
-    rng = np.random.default_rng(seed)
-    kw = {"layers": int(rng.integers(3, 9)), "stability": float(rng.uniform(1, 10)),
-          "time": float(rng.uniform(1, 10)), "energy": float(rng.uniform(1, 10))}
-    if seed % 2:
-        kw["server_cores"] = (1, 2)
-    if seed % 3 == 0:
-        kw["bits_mode"] = "paper"
-    return random_scenario(int(rng.integers(1, 5)), int(rng.integers(1, 3)), seed, **kw)
+from tests.allocation.instances import small_scenario
 
 
 def test_fp_relaxed_history_never_increases():

@@ -11,6 +11,7 @@ from allocation.allocators import SystemAllocator
 from allocation.system_model import random_scenario
 from allocation.terms import Terms
 from clients.profile import simulated_profile
+from tests.allocation.instances import small_scenario
 
 
 def drifting(n_users, seed, rounds, db=0.1):
@@ -64,22 +65,12 @@ def test_unchanged_scenario_warm_start_from_the_solution_keeps_it():
     assert warm.evaluations < cold.evaluations
 
 
-def small_scenario(seed: int):
-    """N <= 4, M <= 3, Y <= 8; odd seeds have weak servers, so splits above 1 pay off."""
-    rng = np.random.default_rng(seed)
-    kw = {"layers": int(rng.integers(3, 9)), "stability": float(rng.uniform(1, 10)),
-          "time": float(rng.uniform(1, 10)), "energy": float(rng.uniform(1, 10))}
-    if seed % 2:
-        kw["server_cores"] = (1, 2)
-    return random_scenario(int(rng.integers(2, 5)), int(rng.integers(1, 4)), seed=seed, **kw)
-
-
 @pytest.mark.parametrize("chunk", range(4))
 def test_fp_cold_and_warm_equal_exhaustive_on_small_random_instances(chunk):
     # Cold start, and a warm start from a random association and random splits: both find the
     # exhaustive optimum on every instance (the objective, to float precision).
     for seed in range(chunk * 20, chunk * 20 + 20):
-        sc = small_scenario(1000 + seed)
+        sc = small_scenario(1000 + seed, max_servers=3, min_users=2, paper_bits=False)
         best = solve(sc, "exhaustive").objective
         rng = np.random.default_rng(seed)
         warm = (rng.integers(0, sc.n_servers, sc.n_users), rng.integers(1, sc.layers, sc.n_users))
