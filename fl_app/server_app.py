@@ -6,6 +6,7 @@ import time
 import traceback
 from logging import ERROR, INFO, WARNING
 
+import torch
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -99,6 +100,8 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
     """
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
     recorder.status("running", runtime=provenance.runtime())
+    if settings.server_threads:  # every thread's torch ops: the tails' worker, evaluation
+        torch.set_num_threads(settings.server_threads)
     try:
         strategy = build_strategy(settings, grid, recorder)
         first_round = (strategy.resume(load_checkpoint(settings.resume_from))
