@@ -47,13 +47,16 @@ from harness.runtime import (
 )
 from strategies.samples import sample_generations
 
-# The round schedules compared. "before": every process on torch's default threads (the
-# ServerApp on all cores), one client's tail at a time, evaluation after the devices reply.
+# The round schedules compared. "before": the ServerApp on torch's default threads (one per
+# core), one client's tail at a time, the server's evaluation after the devices reply.
+# "after": the server evaluates while the devices do, and serves the tails of clients waiting
+# together in one pass; "after-1t" also holds the ServerApp to one thread, leaving a core to
+# the devices' heads.
+BEFORE = {"server-threads": 0, "client-threads": 1, "batch-tails": False, "eval-overlap": False}
 VARIANTS = {
-    "before": {"server-threads": 0, "client-threads": 1, "batch-tails": False,
-               "eval-overlap": False},
-    "after": {"server-threads": 0, "client-threads": 1, "batch-tails": False,
-              "eval-overlap": True},
+    "before": BEFORE,
+    "after": {**BEFORE, "batch-tails": True, "eval-overlap": True},
+    "after-1t": {**BEFORE, "server-threads": 1, "batch-tails": True, "eval-overlap": True},
 }
 
 

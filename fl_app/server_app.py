@@ -20,6 +20,7 @@ from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, parse
+from fl_app.simulation_poll import skip_idle_nodes
 from strategies.aggregation import make_aggregator
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
@@ -142,6 +143,7 @@ def log_runtime() -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     log_runtime()
+    skip_idle_nodes(grid)  # Ray simulation: a tick of Flower's poller no longer grows with N
     try:
         train(grid, parse(context.run_config))
     except Exception as exc:
