@@ -101,6 +101,10 @@ def run_once(registered: int, sampled: int, rounds: int, model: str, out: Path,
             "flwr_run_wall_s": round(wall, 1),
             "round_s_median": round(statistics.median(r["time_round_s"] for r in later), 2),
             "round1_s": round(rows[0]["time_round_s"], 2),
+            # The round in units of its own median tail step: what is left of the round time
+            # once the machine's load (which slows every step alike) is divided out.
+            "round_over_tail_step": round(statistics.median(
+                r["time_round_s"] / r["server_tail_step_s"] for r in later), 2),
             "server_rss_mb": round(rows[-1]["server_rss_mb"], 1),
             "server_peak_rss_mb": round(rows[-1]["server_peak_rss_mb"], 1),
             "simulation_peak_rss_mb_polled": round(memory.peak["simulation"], 1),
@@ -139,7 +143,8 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     for row in rows:  # against the fewest registered at the same sampled count
         base = next(r for r in rows if r["sampled"] == row["sampled"])
-        for key in ("server_peak_rss_mb", "round_s_median", "actor_peak_rss_mb"):
+        for key in ("server_peak_rss_mb", "round_s_median", "round_over_tail_step",
+                    "actor_peak_rss_mb"):
             row[f"{key}_vs_fewest"] = round(row[key] / base[key], 3) if base[key] else None
     write_csv(rows, args.out / "bench_scale.csv")
 
