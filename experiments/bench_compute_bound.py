@@ -74,7 +74,7 @@ class UnitCosts:
     def measure(self) -> dict[str, float]:
         """One sample of each unit cost (medians of `repeats` timings after a warm-up)."""
         s, model, batch = self.settings, self.model, self.batch
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
         params = trainable_copy(model.lora_state())
         optimizer = make_optimizer(params, s.optimizer, s.learning_rate)
 
