@@ -100,6 +100,8 @@ class Settings:
     learning_rate: float = 2e-3
     optimizer: str = "adamw"
     batch_tails: bool = False  # stream: serve same-split tails waiting together in one pass
+    server_threads: int = 0  # the ServerApp's torch intra-op threads; 0 = torch's default
+    client_threads: int = 1  # each ClientApp's torch intra-op threads (heads)
     aggregation: str = "fedavg"  # fedavg | median | trimmed-mean (robust to outlier clients)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients cut at each end, per coordinate
     allocator: str = "fp"
@@ -134,6 +136,7 @@ class Settings:
     fault_rate: float = 0.0  # testing: each client misbehaves in a round with this probability
     fault_kinds: str = "raise,silent,crash,disconnect,straggle"  # what fault-rate draws from
     eval_batches: int = 2
+    eval_overlap: bool = False  # the server's own evaluation runs while the devices compute theirs
     # Greedy generations from these prompts ("|"-separated) each evaluation round; empty = none.
     sample_prompts: str = "To be, or not to be|My gracious lord,|Now is the winter of"
     sample_tokens: int = 32
@@ -203,6 +206,8 @@ class Settings:
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("fault-rate", 0 <= self.fault_rate <= 1, "must be in [0, 1]"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
+            ("server-threads", self.server_threads >= 0, "must be >= 0 (0 = torch's default)"),
+            ("client-threads", self.client_threads >= 1, "must be >= 1"),
             ("sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
         ]
         fields = [("text-field", self.text_field), ("instruction-field", self.instruction_field),

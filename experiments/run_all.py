@@ -53,8 +53,10 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                      "--repeats", "1", "--out", "{out}/bench_flood"]),
     "privacy": (["--model", "smollm2-135m", "tiny-llama", "--out", "{out}/privacy"],
                 ["--quick", "--out", "{out}/privacy"]),
-    # Through the real Flower runtime (a private SuperLink): full runs only.
-    "bench_scale": (["--out", "{out}/bench_scale"], []),
+    # Through the real Flower runtime (a private SuperLink).
+    "bench_scale": (["--out", "{out}/bench_scale"], ["--quick", "--out", "{out}/bench_scale"]),
+    "bench_compute_bound": (["--out", "{out}/bench_compute_bound"],
+                            ["--quick", "--out", "{out}/bench_compute_bound"]),
     "bench_transport_deployment": (["--out", "{out}"], []),
     "soak": (["--rounds", "200", "--fault-rate", "0.1", "--out", "{out}/soak/tiny-llama"], []),
 }

@@ -18,6 +18,7 @@ from edgesplit.protocol import (
     TRAIN_STREAM,
     action,
 )
+from edgesplit.settings import Settings
 from fl_app.run_config import parse
 
 app = ClientApp()
@@ -25,9 +26,9 @@ app = ClientApp()
 Handler = Callable[[RecordDict, RecordDict, Device], RecordDict]
 
 
-def device(context: Context) -> Device:
+def device(context: Context, settings: Settings | None = None) -> Device:
     """This node's device, handed only the settings a device uses."""
-    settings, node = parse(context.run_config), context.node_config
+    settings, node = settings or parse(context.run_config), context.node_config
     partition_id = int(node.get("partition-id", 0))
     return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
                   base_dtype=settings.base_dtype, torch_device=settings.client_device,
@@ -40,10 +41,13 @@ def device(context: Context) -> Device:
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:
-    # Deployment starts a process per message: default intra-op threading made small steps
-    # 5-20x slower there (flower-facts.md).
-    torch.set_num_threads(1)
-    return Message(handler(msg.content, context.state, device(context)), reply_to=msg)
+    settings = parse(context.run_config)
+    # `client-threads` (default 1): deployment starts a process per message, and default
+    # intra-op threading made small steps 5-20x slower there (flower-facts.md); in simulation
+    # each actor holds one of the machine's cores.
+    torch.set_num_threads(settings.client_threads)
+    return Message(handler(msg.content, context.state, device(context, settings)),
+                   reply_to=msg)
 
 
 @app.query(action(QUERY_PROFILE))

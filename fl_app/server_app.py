@@ -6,6 +6,7 @@ import time
 import traceback
 from logging import ERROR, INFO, WARNING
 
+import torch
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -19,6 +20,7 @@ from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, lowest_split, parse
+from fl_app.simulation_poll import skip_idle_nodes
 from strategies.aggregation import make_aggregator
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
@@ -103,6 +105,8 @@ def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
     """
     recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
     recorder.status("running", runtime=provenance.runtime())
+    if settings.server_threads:  # every thread's torch ops: the tails' worker, evaluation
+        torch.set_num_threads(settings.server_threads)
     try:
         strategy = build_strategy(settings, grid, recorder)
         first_round = (strategy.resume(load_checkpoint(settings.resume_from))
@@ -143,6 +147,7 @@ def log_runtime() -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     log_runtime()
+    skip_idle_nodes(grid)  # Ray simulation: a tick of Flower's poller no longer grows with N
     try:
         train(grid, parse(context.run_config))
     except Exception as exc:

@@ -89,6 +89,22 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ("" once it is gone)."""
+    return _cmdline(pid)
+
+
+def resident_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def _owned_by_me(pid: int) -> bool:
     try:
         return os.stat(f"/proc/{pid}").st_uid == _uid()

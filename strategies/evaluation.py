@@ -92,14 +92,27 @@ class Evaluator:
         without a channel). A client whose reply is missing or invalid is left out, with its
         reason in `failures`.
         """
+        replies = self.ask_clients(grid, global_lora, splits)
+        return self.score_clients(replies, global_lora, splits, server_round, failures)
+
+    def ask_clients(self, grid: Grid, global_lora: Mapping[str, torch.Tensor],
+                    splits: Mapping[int, int]) -> list[Message]:
+        """Send each client its head of the global adapter; wait for the validation
+        activations (the first half of `clients`: no torch work here, so the server may run its
+        own evaluation meanwhile)."""
         msgs = []
         for node, split in splits.items():
             head, _ = self.model.split_state(global_lora, range(split))
             config = ConfigRecord({"split": split, "max-blocks": self.max_blocks})
             msgs.append(Message(RecordDict({CONFIG: config, LORA: to_record(head)}),
                                 dst_node_id=node, message_type=EVALUATE))
+        return list(grid.send_and_receive(msgs, timeout=self.reply_timeout_s))
+
+    def score_clients(self, replies: list[Message], global_lora: Mapping[str, torch.Tensor],
+                      splits: Mapping[int, int], server_round: int, failures: dict[int, str]
+                      ) -> tuple[TokenLoss, TokenLoss | None]:
+        """The second half of `clients`: the tails over the replies' activations."""
         total, clean = TokenLoss(), TokenLoss() if self.channel else None
-        replies = grid.send_and_receive(msgs, timeout=self.reply_timeout_s)
         failures.update({n: "evaluate: no reply" for n in
                          set(splits) - {r.metadata.src_node_id for r in replies}})
         for reply in replies:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from logging import INFO, WARNING
 
 import numpy as np
@@ -238,11 +239,6 @@ class SplitFedStrategy:
             log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
         if s.eval_every and server_round % s.eval_every == 0:
             row.update(self.evaluate(grid, allocs, server_round))
-            if s.prompts:
-                t_samples = time.perf_counter()
-                self.recorder.log_samples(server_round, sample_generations(
-                    self.model, self.global_lora, s.prompts, s.data_format, s.sample_tokens))
-                row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
         t_eval = time.perf_counter()
         row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
         if calibration:
@@ -255,16 +251,42 @@ class SplitFedStrategy:
     def evaluate(self, grid: Grid, allocations: Mapping[int, ClientAllocation],
                  server_round: int) -> dict:
         """The round's evaluation metrics: federated validation perplexity (not in a U-shaped
-        split, whose validation labels never leave the devices) and held-out perplexity."""
+        split, whose validation labels never leave the devices), held-out perplexity, and the
+        sample generations (written to the run folder).
+
+        With `eval-overlap` the server computes its own part (held-out perplexity, samples)
+        while the devices compute their validation activations, instead of after them: the
+        same numbers, the server's compute no longer waits for the control plane's round trip.
+        """
         row: dict = {}
-        if not self.settings.device_tail_layers:
+        splits = {n: a.split for n, a in allocations.items()}
+        federated = not self.settings.device_tail_layers
+        with ThreadPoolExecutor(1, thread_name_prefix="eval-requests") as pool:
+            asked = None
+            if federated and self.settings.eval_overlap:
+                asked = pool.submit(self.evaluator.ask_clients, grid, self.global_lora, splits)
+            elif federated:
+                replies = self.evaluator.ask_clients(grid, self.global_lora, splits)
+            row.update(self.server_evaluation(server_round))
+            if asked is not None:
+                replies = asked.result()
+        if federated:
             failures: dict[int, str] = {}
-            val, val_clean = self.evaluator.clients(
-                grid, self.global_lora, {n: a.split for n, a in allocations.items()},
-                server_round, failures)
+            val, val_clean = self.evaluator.score_clients(replies, self.global_lora, splits,
+                                                          server_round, failures)
             row["eval_failures"] = {str(n): r for n, r in failures.items()}
             row["val_ppl"] = val.perplexity
             if val_clean is not None:
                 row["val_ppl_clean"] = val_clean.perplexity
-        row["heldout_ppl"] = self.evaluator.heldout(self.global_lora).perplexity
+        return row
+
+    def server_evaluation(self, server_round: int) -> dict:
+        """What the server evaluates alone: held-out perplexity and the sample generations."""
+        s = self.settings
+        row: dict = {"heldout_ppl": self.evaluator.heldout(self.global_lora).perplexity}
+        if s.prompts:
+            t_samples = time.perf_counter()
+            self.recorder.log_samples(server_round, sample_generations(
+                self.model, self.global_lora, s.prompts, s.data_format, s.sample_tokens))
+            row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
         return row

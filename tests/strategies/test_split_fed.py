@@ -117,3 +117,28 @@ def test_resuming_from_a_missing_or_foreign_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"config changed.*seed 0 -> 1"):
         run(tmp_path, name="reseeded", **{"model-name": "tiny-gpt2", "seed": 1,
                                           "resume-from": str(tmp_path / "gpt2")})
+
+
+@pytest.mark.parametrize("transport", ["flower", "stream"])
+def test_overlapped_evaluation_gives_the_same_numbers_and_samples(tmp_path, transport):
+    # Prepare
+    keys = {"transport": transport, "eval-every": 1, "num-server-rounds": 2,
+            "sample-prompts": "Hello", "sample-tokens": 4}
+
+    # Execute
+    runs = {}
+    for overlap in (False, True):
+        config = tiny_run_config(output_dir=str(tmp_path), run_name=f"overlap-{overlap}",
+                                 keys={**keys, "eval-overlap": overlap})
+        _, final, rows = run_in_process(config, 3)
+        samples = (tmp_path / f"overlap-{overlap}" / "generations.jsonl").read_text()
+        runs[overlap] = final, rows, samples
+
+    # Assert
+    (final, rows, samples), (final_o, rows_o, samples_o) = runs[False], runs[True]
+    assert all(torch.equal(final[k], final_o[k]) for k in final)
+    for row, row_o in zip(rows, rows_o, strict=True):
+        for key in ("val_ppl", "heldout_ppl", "train_loss"):
+            assert row[key] == row_o[key]
+        assert row_o["eval_failures"] == {} and row_o["time_samples_s"] > 0
+    assert samples == samples_o
