@@ -196,7 +196,7 @@ class FlowerHarness:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_healthy(self, port: int, proc: subprocess.Popen, timeout_s: float = 60.0,
-                     name: str = "superlink", ca_file: str = "") -> None:
+                     name: str = "superlink", ca_file: str = "", host: str = "127.0.0.1") -> None:
         """Poll the SuperLink's /health until it answers (or its process dies); over HTTPS,
         verified against `ca_file`, when given."""
         scheme = "https" if ca_file else "http"
@@ -207,7 +207,7 @@ class FlowerHarness:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
                                    f"{self.log(name)[-4000:]}")
             try:
-                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/health", timeout=1,
+                with urllib.request.urlopen(f"{scheme}://{host}:{port}/health", timeout=1,
                                             context=context) as r:
                     if r.status == 200:
                         return
