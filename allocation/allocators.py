@@ -1,26 +1,37 @@
 """The allocator the training strategy calls once per round.
 
-It turns the sampled clients' reported profiles into this round's system-model scenario (one
-edge server, fresh Rayleigh fading each round), asks an allocation method for split points and
-radio/compute resources, and reports the modelled energy, delay and stability of the result, so
-every policy, optimised or not, is costed by the same model. No Flower here, and no torch at
-import: only the learned `rl-split` policy loads torch (lazily, when such an allocator is built).
+It turns the sampled clients' reported profiles (and, when measured, their speeds and the
+server's) into this round's scenario of the run's cost model, asks an allocation method for
+split points and resources, and reports the modelled energy, delay and stability of the result
+and each client's modelled step times, so every policy, optimised or not, is costed by the same
+model. Cost models: "makespan" (`makespan_model`: one shared edge server of a catalogue class,
+the round's makespan, memory caps) and "paper" (`system_model`: seed A's, with fresh Rayleigh
+fading each round). No Flower here, and no torch at import: only the learned `rl-split` policy
+loads torch (lazily, when such an allocator is built).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from edgesplit.hardware import DEFAULT_SERVER, server_class
 from edgesplit.splits import check_split
 
 from .api import METHODS, solve
+from .makespan_methods import with_splits
+from .makespan_model import MakespanScenario, makespan_scenario_from_profiles, server_work_s
+from .makespan_result import MakespanAllocation
+from .measurement import Measured
 from .result import Allocation, evaluate
-from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles
+from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles, step_times
+
+#: Cost models a run may name (run config `cost-model`).
+COST_MODELS = ("makespan", "paper")
 
 
 @dataclass(frozen=True)
@@ -60,24 +71,39 @@ class SplitRule(Protocol):
 
 @dataclass(frozen=True)
 class ClientAllocation:
-    """One client's share for a round (SI units)."""
+    """One client's share for a round (SI units; per-step times as the cost model predicts).
+
+    modelled_server_s is the client's tail at the whole server's speed; modelled_queue_s what
+    sharing the server adds to it. bandwidth_hz, user_freq_hz : paper model only (None under the
+    makespan model, where each device has its own link and runs flat out); server_share :
+    makespan model only.
+    """
 
     split: int
-    bandwidth_hz: float
     power_w: float
-    user_freq_hz: float
+    modelled_device_s: float
+    modelled_transfer_s: float
+    modelled_server_s: float
+    modelled_queue_s: float
+    bandwidth_hz: float | None = None
+    user_freq_hz: float | None = None
+    server_share: float | None = None
     loss_rate: float | None = None  # rl-split: the channel loss rate the split was chosen for
 
 
 @dataclass(frozen=True)
 class RoundAllocation:
-    """Every sampled client's share, in profile order, and what the system model says it costs."""
+    """The included clients' shares, in profile order, and what the cost model says they cost.
+
+    ``excluded`` maps the profile index of each client that cannot take part (a device whose
+    memory holds no allowed split) to the reason; ``clients`` skips them."""
 
     clients: list[ClientAllocation]
     objective: float
     energy_j: float
     delay_s: float
     stability: float
+    excluded: dict[int, str] = field(default_factory=dict)
 
 
 class SystemAllocator:
@@ -88,14 +114,15 @@ class SystemAllocator:
     policy : str
         A method of `allocation.solve` (e.g. "fp", "greedy", "random", "fixed"),
         "heterogeneous-fixed" (split grows with device FLOP/s and memory, up to `split`;
-        equal bandwidth, full power and frequency) or "rl-split" (resources as "fp" computes
-        them; each client's split from the learned policy given its channel loss rate).
+        paper model: equal bandwidth, full power and frequency; makespan model: exact shares)
+        or "rl-split" (paper model: resources as "fp" computes them; each client's split from
+        the learned policy given its channel loss rate).
     split : int
         The split for "fixed", and the deepest split for "heterogeneous-fixed".
     seed : int
         Seeds the per-round fading and any randomised method.
     server_bandwidth_hz : float
-        The uplink bandwidth shared among the round's clients.
+        Paper model: the uplink bandwidth shared among the round's clients.
     weights : Weights, optional
     split_policy : str, Path or SplitRule, optional
         "rl-split" only (and then required): a folder written by `SplitPolicy.save` (e.g.
@@ -103,16 +130,30 @@ class SystemAllocator:
         loaded policy.
     fading_m : float (default: 1.0)
         "rl-split": Nakagami shape of the SNR -> loss-rate mapping (1 = Rayleigh).
+    cost_model : str (default: "paper")
+        One of `COST_MODELS`.
+    server : str (default: `edgesplit.hardware.DEFAULT_SERVER`)
+        Makespan model: the server's catalogue class (its power, and its speed until
+        measured).
+    batch_tails : bool (default: False)
+        Makespan model: the server batches tails, so it serves several clients at once.
     """
 
     def __init__(self, policy: str, split: int, seed: int, server_bandwidth_hz: float,
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
-                 fading_m: float = 1.0) -> None:
+                 fading_m: float = 1.0, *, cost_model: str = "paper",
+                 server: str = DEFAULT_SERVER, batch_tails: bool = False) -> None:
         if policy not in ALLOCATORS:
             raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
+        if cost_model not in COST_MODELS:
+            raise ValueError(f"unknown cost model {cost_model!r}; choose from {COST_MODELS}")
+        if cost_model == "makespan" and ALLOCATORS[policy].learned:
+            raise ValueError(f"allocator {policy} reads the paper model's radio: it needs "
+                             'cost-model = "paper"')
         self.policy, self.split, self.seed = policy, split, seed
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
-        self.fading_m = fading_m
+        self.fading_m, self.cost_model = fading_m, cost_model
+        self.server, self.batch_tails = server_class(server), batch_tails
         self.split_policy: SplitRule | None = None
         if ALLOCATORS[policy].learned:
             if split_policy is None or split_policy == "":
@@ -126,9 +167,16 @@ class SystemAllocator:
             self.split_policy = split_policy
 
     def scenario(self, server_round: int, profiles: Sequence[Mapping[str, float]],
-                 model: ModelCost) -> Scenario:
-        """This round's scenario: the profiles, one server, fresh Rayleigh fading."""
-        column = {k: np.array([p[k] for p in profiles], dtype=float) for k in profiles[0]}
+                 model: ModelCost, measured: Sequence[Measured | None] | None = None,
+                 server_measured: Measured | None = None) -> Scenario | MakespanScenario:
+        """This round's scenario of the cost model (paper: fresh Rayleigh fading)."""
+        if self.cost_model == "makespan":
+            return makespan_scenario_from_profiles(
+                profiles, model, self.server, batch_tails=self.batch_tails, measured=measured,
+                server_measured=server_measured, weights=self.weights)
+        column = {k: np.array([p[k] for p in profiles], dtype=float)
+                  for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "tx_power_w",
+                            "distance_m", "num-examples")}
         return scenario_from_profiles(
             column["cpu_freq_hz"], column["cores"], column["flops_per_cycle"],
             column["tx_power_w"], column["distance_m"], column["num-examples"], model,
@@ -136,10 +184,17 @@ class SystemAllocator:
             rng=np.random.default_rng([self.seed, server_round]))
 
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
-                 model: ModelCost) -> RoundAllocation:
+                 model: ModelCost, measured: Sequence[Measured | None] | None = None,
+                 server_measured: Measured | None = None) -> RoundAllocation:
+        """Each client's split and resources, and their modelled costs.
+
+        ``measured`` (aligned with ``profiles``) and ``server_measured`` are calibrations the
+        makespan model uses instead of catalogue figures."""
         if ALLOCATORS[self.policy].uses_split:
             check_split(self.split, model.layers, model.device_tail_layers)
-        scenario = self.scenario(server_round, profiles, model)
+        scenario = self.scenario(server_round, profiles, model, measured, server_measured)
+        if isinstance(scenario, MakespanScenario):
+            return self._allocate_makespan(server_round, scenario, profiles)
         loss_rates = None
         if self.policy == "heterogeneous-fixed":
             result = _by_capability(scenario, profiles, self.split)
@@ -150,18 +205,54 @@ class SystemAllocator:
                       for q in loss_rates]
             result = replace(result, split=np.array(splits), method="rl-split")
         else:
-            options = {"split": self.split} if self.policy == "fixed" else {}
-            result = solve(scenario, self.policy, seed=self.seed * 100_003 + server_round,
-                           **options)
+            result = self._solve(scenario, server_round)
         costs = evaluate(scenario, result)
-        clients = [ClientAllocation(int(s), float(b), float(p), float(f)) for s, b, p, f in
-                   zip(result.split, result.bandwidth, result.power, result.user_freq,
-                       strict=True)]
+        device, transfer, shared = step_times(
+            scenario, result.split, result.association, result.bandwidth, result.power,
+            result.user_freq, result.server_freq)
+        whole = step_times(scenario, result.split, result.association, result.bandwidth,
+                           result.power, result.user_freq,
+                           scenario.server_freq_hz[result.association])[2]
+        times = (device, transfer, whole, shared - whole)
+        clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
+                                    bandwidth_hz=float(b), user_freq_hz=float(f))
+                   for s, p, b, f, *t in zip(result.split, result.power, result.bandwidth,
+                                             result.user_freq, *times, strict=True)]
         if loss_rates is not None:
             clients = [replace(c, loss_rate=float(q)) for c, q in
                        zip(clients, loss_rates, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability)
+
+    def _solve(self, scenario: Scenario | MakespanScenario, server_round: int
+               ) -> Allocation | MakespanAllocation:
+        options = {"split": self.split} if self.policy == "fixed" else {}
+        return solve(scenario, self.policy, seed=self.seed * 100_003 + server_round, **options)
+
+    def _allocate_makespan(self, server_round: int, scenario: MakespanScenario,
+                           profiles: Sequence[Mapping[str, float]]) -> RoundAllocation:
+        excluded = scenario.infeasible
+        kept = [i for i in range(scenario.n_users) if i not in excluded]
+        if not kept:
+            return RoundAllocation([], float("nan"), float("nan"), float("nan"), float("nan"),
+                                   excluded)
+        scenario = scenario.subset(kept)
+        if self.policy == "heterogeneous-fixed":
+            splits = capability_splits([profiles[i] for i in kept], self.split)
+            result = with_splits(scenario, np.clip(splits, scenario.min_split,
+                                                   scenario.max_split), self.policy)
+        else:
+            result = self._solve(scenario, server_round)
+        costs = evaluate(scenario, result)
+        device, transfer, shared = result.step_times(scenario)
+        whole = server_work_s(scenario, result.split, result.association)
+        times = (device, transfer, whole, shared - whole)
+        clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
+                                    server_share=float(phi))
+                   for s, p, phi, *t in zip(result.split, scenario.tx_power_w, result.share,
+                                            *times, strict=True)]
+        return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
+                               costs.stability, excluded)
 
     def loss_rates(self, scenario: Scenario, result: Allocation) -> np.ndarray:
         """Each client's channel loss rate q_n under `result`'s resources ("rl-split").
@@ -181,19 +272,24 @@ class SystemAllocator:
         return np.clip(q, problem.q_low, problem.q_high)
 
 
+def capability_splits(profiles: Sequence[Mapping[str, float]], max_split: int) -> np.ndarray:
+    """Deeper splits for stronger devices: FLOP/s x memory on a log scale across the round's
+    clients, from split 1 (the weakest) to `max_split` (the strongest; all of them when they
+    are alike)."""
+    strength = np.log([p["cpu_freq_hz"] * p["cores"] * p["flops_per_cycle"] * p["memory_gb"]
+                       for p in profiles])
+    spread = strength.max() - strength.min()
+    scale = (strength - strength.min()) / spread if spread > 0 else np.ones_like(strength)
+    return np.rint(1 + scale * (max_split - 1)).astype(int)
+
+
 def _by_capability(scenario: Scenario, profiles: Sequence[Mapping[str, float]],
                    max_split: int) -> Allocation:
-    """Deeper splits for stronger devices: the strongest in the seed-A ranges (1 GHz x 6 cores,
-    8 GB) gets `max_split` layers, the weakest 1; equal bandwidth, full power and frequency."""
-    splits = []
-    for p in profiles:
-        compute = p["cpu_freq_hz"] * p["cores"] * p["flops_per_cycle"] / 6e9
-        capability = min(1.0, np.sqrt(compute * min(1.0, p["memory_gb"] / 8.0)))
-        splits.append(max(1, int(round(capability * max_split))))
+    """`capability_splits`, equal bandwidth, full power and frequency (paper model)."""
     n = len(profiles)
     server_freq = np.asarray(scenario.server_freq_hz, dtype=float)[0]
     return Allocation(
-        split=np.array(splits), association=np.zeros(n, dtype=int),
+        split=capability_splits(profiles, max_split), association=np.zeros(n, dtype=int),
         bandwidth=np.full(n, scenario.server_bandwidth_hz[0] / n),
         power=np.array([p["tx_power_w"] for p in profiles]),
         user_freq=np.array([p["cpu_freq_hz"] for p in profiles]),

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
+
 from edgesplit.splits import check_split
 
 from . import baselines
+from . import makespan_methods as makespan
 from .exhaustive import exhaustive
 from .fp import optimise, split_step
+from .makespan_methods import accepted_options, solve_makespan
+from .makespan_model import MakespanScenario
+from .makespan_result import MakespanAllocation
 from .result import Allocation, make_allocation
 from .system_model import Scenario
 from .terms import Terms
@@ -63,51 +69,73 @@ def _random(terms: Terms, *, seed: int = 0):
     return baselines.random_allocation(terms, seed), 0, ()
 
 
+def _random_association(terms: Terms, *, seed: int = 0):
+    """Uniformly random association, then fp's splits and resources for it (the paper's
+    random-association baseline; ``random`` randomises splits and shares as well)."""
+    sc = terms.scenario
+    assoc = np.random.default_rng(seed).integers(0, sc.n_servers, sc.n_users)
+    cand = split_step(terms, assoc, terms.equal_share_split(assoc), "fp")
+    return cand.arrays(terms.user_freq), 0, ()
+
+
 def _exhaustive(terms: Terms, *, seed: int = 0):  # deterministic: seed unused
     return exhaustive(terms).arrays(terms.user_freq), 0, ()
 
 
-#: Method name -> solver. Each takes the ``Terms`` of a scenario and keyword options.
+#: Method name -> its solver in the paper's model (each takes the scenario's ``Terms``) and in
+#: the makespan model (``makespan_methods``, each takes its ``Tables``), with keyword options.
 METHODS = {
-    "fp": _fp,
-    "ao": _ao,
-    "alpha-only": _alpha_only,
-    "resource-only": _resource_only,
-    "greedy": _greedy,
-    "random": _random,
-    "edge-only": _edge_only,
-    "local-only": _local_only,
-    "fixed": _fixed,
-    "exhaustive": _exhaustive,
+    "fp": (_fp, makespan.fp),
+    "ao": (_ao, makespan.ao),
+    "alpha-only": (_alpha_only, makespan.alpha_only),
+    "resource-only": (_resource_only, makespan.resource_only),
+    "greedy": (_greedy, makespan.greedy),
+    "random": (_random, makespan.random_allocation),
+    "random-association": (_random_association, makespan.random_association),
+    "edge-only": (_edge_only, makespan.edge_only),
+    "local-only": (_local_only, makespan.local_only),
+    "fixed": (_fixed, makespan.fixed),
+    "exhaustive": (_exhaustive, makespan.exhaustive),
 }
 
 
-def solve(scenario: Scenario, method: str = "fp", **options) -> Allocation:
-    """Allocate splits, association, bandwidth, power and frequencies for one round.
+def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
+          **options) -> Allocation | MakespanAllocation:
+    """Allocate splits, association, bandwidth, power and frequencies for one round (the
+    paper's model), or splits, association and server shares (the makespan model).
 
     Parameters
     ----------
-    scenario : Scenario
+    scenario : Scenario or MakespanScenario
+        The cost model is the scenario's: the paper's (``Scenario``) or the makespan model.
     method : str (default: "fp")
-        One of ``METHODS``: ``fp`` (seed A), ``ao`` (alternating integer search, no
-        transform), ``alpha-only``, ``resource-only``, ``greedy`` (max-rate association),
-        ``random``, ``edge-only`` (a=1), ``local-only`` (a=Y-1), ``fixed`` (option ``split``),
-        ``exhaustive`` (small instances only).
+        One of ``METHODS``: ``fp`` (the model's optimiser: seed A's fractional programming, or
+        the makespan model's exact walk), ``ao`` (alternating integer search, no transform),
+        ``alpha-only``, ``resource-only``, ``greedy`` (max-rate association), ``random``,
+        ``random-association``, ``edge-only`` (a=1), ``local-only`` (a=Y-1), ``fixed``
+        (option ``split``), ``exhaustive`` (small instances only).
     **options
         ``seed`` (int, default 0; every method accepts it and is deterministic given it);
         per method: ``solver``
         (``"fast"`` or ``"cvxpy"``, for fp and greedy), ``n_starts``, ``max_outer``, ``tol``
         (fp, ao, fixed, edge-only, local-only), ``split`` (fixed), ``resources``
-        (``"equal"`` or ``"random"``, alpha-only).
+        (``"equal"`` or ``"random"``, alpha-only); makespan model: ``max_programs`` and
+        ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
+        random-association), ``split`` (fixed).
 
     Returns
     -------
-    Allocation
+    Allocation or MakespanAllocation
         Feasible, with its objective and components recomputed by ``evaluate``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    func = METHODS[method]
+    func, makespan_func = METHODS[method]
+    if isinstance(scenario, MakespanScenario):
+        unknown = set(options) - accepted_options(makespan_func)
+        if unknown:
+            raise TypeError(f"method {method!r} got unknown options {sorted(unknown)}")
+        return solve_makespan(scenario, method, makespan_func, **options)
     accepted = set(inspect.signature(func).parameters) - {"terms", "options"}
     if method in ("edge-only", "local-only"):
         accepted = set(inspect.signature(_fixed).parameters) - {"terms", "split"}

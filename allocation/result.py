@@ -8,10 +8,9 @@ import numpy as np
 
 from edgesplit.splits import split_range
 
-from .system_model import Costs, Scenario, cost_components, weighted_objective
-
-#: Relative slack allowed on budgets and bounds (water-filling ends at float precision).
-RTOL = 1e-9
+from .makespan_model import MakespanScenario
+from .makespan_result import MakespanAllocation, evaluate_makespan
+from .system_model import RTOL, Costs, Scenario, cost_components, weighted_objective
 
 
 @dataclass(frozen=True)
@@ -91,15 +90,19 @@ def check_feasible(scenario: Scenario, alloc: Allocation) -> None:
             raise ValueError(f"{name}: a server's shares sum above its budget")
 
 
-def evaluate(scenario: Scenario, allocation: Allocation) -> Costs:
-    """Check every constraint, then recompute the objective and its components.
+def evaluate(scenario: Scenario | MakespanScenario,
+             allocation: Allocation | MakespanAllocation) -> Costs:
+    """Check every constraint, then recompute the objective and its components (of the
+    paper's model or of the makespan model, after the scenario's type).
 
     Raises
     ------
     ValueError
         Naming the violated constraint (split range, power, device frequency, a server's
-        bandwidth or frequency budget, association).
+        bandwidth or frequency budget, association; makespan model: memory, shares).
     """
+    if isinstance(scenario, MakespanScenario):
+        return evaluate_makespan(scenario, allocation)
     check_feasible(scenario, allocation)
     a = allocation
     e, t, s = cost_components(scenario, np.asarray(a.split), np.asarray(a.association, int),

@@ -14,6 +14,8 @@ from functools import cached_property
 import numpy as np
 
 LN2 = float(np.log(2.0))
+#: Relative slack allowed on budgets and bounds (water-filling ends at float precision).
+RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,15 @@ class ModelCost:
         U-shaped split: the device also trains the last t layers (and computes the loss), so
         activations and gradients cross two cuts. The split ``a`` then divides the first
         ``Y - t`` layers between device and server.
+    vocab_size : int (default: 0)
+        Vocabulary V: the LM head's FLOPs (makespan model; 0 leaves them out, as the paper).
+    attention_heads : int (default: 0)
+        Attention heads, for the activation-memory estimate (makespan model).
+    layer_params, embedding_params : int (default: 0)
+        Parameters of one decoder layer and of the input embeddings, for the memory a device
+        needs (makespan model; 0 = no memory cap can bind).
+    weight_bytes : int (default: 4)
+        Bytes per weight and per activation value on the device (EdgeSplit trains in fp32).
     """
 
     layers: int
@@ -44,6 +55,11 @@ class ModelCost:
     seq_len: int
     activation_bits: int = 16
     device_tail_layers: int = 0
+    vocab_size: int = 0
+    attention_heads: int = 0
+    layer_params: int = 0
+    embedding_params: int = 0
+    weight_bytes: int = 4
 
     def __post_init__(self) -> None:
         if self.device_tail_layers < 0:
@@ -61,6 +77,43 @@ class ModelCost:
     def cuts(self) -> int:
         """Cuts the activations cross each way: 1 (head/tail) or 2 (U-shaped)."""
         return 2 if self.device_tail_layers else 1
+
+    @property
+    def bits_per_step(self) -> float:
+        """Bits exchanged per step: activations and their gradients at every cut."""
+        return (2.0 * self.cuts * self.batch_size * self.seq_len * self.hidden_size
+                * self.activation_bits)
+
+    @property
+    def layer_flops(self) -> float:
+        """psi, FLOPs to train one decoder layer on one batch (see ``layer_flops``)."""
+        return float(layer_flops(self.batch_size, self.seq_len, self.hidden_size))
+
+    @property
+    def lm_head_flops(self) -> float:
+        """FLOPs of the LM head on one batch, forward and backward, in psi's convention
+        (backward = twice the forward): ``6 B d h V``."""
+        return 6.0 * self.batch_size * self.seq_len * self.hidden_size * self.vocab_size
+
+    def device_bytes(self, split):
+        """Memory a device needs to train split ``split`` (array-like): its weights (the
+        embeddings and its layers; in a U-shaped split the whole model, LM head and logits
+        included) and the activations kept for the backward of every layer it trains.
+
+        Activations per layer follow Korthikanti et al. (arXiv 2205.05198, no recomputation):
+        ``B d h (34 + 5 n d / h)`` bytes at 2 bytes a value, scaled to ``weight_bytes``;
+        LoRA weights and their optimizer state are below 1% of it and left out.
+        """
+        b, d, h, w = self.batch_size, self.seq_len, self.hidden_size, self.weight_bytes
+        acts = b * d * h * (34.0 + 5.0 * self.attention_heads * d / h) * w / 2.0
+        trained = np.asarray(split, float) + self.device_tail_layers
+        weights = (self.embedding_params + self.layer_params * np.asarray(split, float)) * w
+        if self.device_tail_layers:
+            # The device loads the whole model and computes the logits (and their gradient).
+            weights = (2 * self.embedding_params + self.layer_params * self.layers) * w
+            acts_logits = 2.0 * b * d * self.vocab_size * w
+            return weights + trained * acts + acts_logits
+        return weights + trained * acts
 
 
 @dataclass(frozen=True)
@@ -127,8 +180,22 @@ class Costs:
     stability: float
 
 
+class Normalised:
+    """The objective's normalisation, the same in both cost models: each component divided by
+    its value at the model's reference allocation (``reference``), times its weight."""
+
+    weights: Weights
+    reference: Costs
+
+    @cached_property
+    def unit_weights(self) -> tuple[float, float, float]:
+        """(w_e / E_ref, w_t / T_ref, w_s / S_ref): weight per joule, per second, per unit."""
+        ref, w = self.reference, self.weights
+        return w.energy / ref.energy_j, w.time / ref.delay_s, w.stability / ref.stability
+
+
 @dataclass
-class Scenario:
+class Scenario(Normalised):
     """N users and M edge servers for one round of allocation.
 
     User arrays have shape (N,), server arrays shape (M,), ``gain`` shape (N, M).
@@ -188,7 +255,7 @@ class Scenario:
         m = self.model
         if self.weights.bits_mode == "paper":
             return self.tokens * float(m.cuts)
-        return 2.0 * m.cuts * m.batch_size * self.tokens * m.hidden_size * m.activation_bits
+        return m.bits_per_step * self.tokens / m.seq_len
 
     @cached_property
     def snr_per_w_hz(self) -> np.ndarray:
@@ -202,12 +269,6 @@ class Scenario:
         e, t, s = cost_components(self, split, assoc, bw, power, ufreq, sfreq)
         w = self.weights
         return Costs(w.energy + w.time + w.stability, e, t, s)
-
-    @cached_property
-    def unit_weights(self) -> tuple[float, float, float]:
-        """(w_e / E_ref, w_t / T_ref, w_s / S_ref): weight per joule, per second, per unit."""
-        ref, w = self.reference, self.weights
-        return w.energy / ref.energy_j, w.time / ref.delay_s, w.stability / ref.stability
 
 
 # --- Physics ------------------------------------------------------------------------------
@@ -254,6 +315,25 @@ def stability_penalty(split, layers, samples, lipschitz=1.0):
     return 2.0 * lipschitz**2 / (samples * (1.0 - np.asarray(split, float) / layers))
 
 
+def step_times(scenario: Scenario, split, association, bandwidth_hz, power_w, user_freq_hz,
+               server_freq_hz) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user (device, transmission, server) seconds of one iteration, each (N,).
+
+    In a U-shaped split the device also trains its t tail layers."""
+    sc, w = scenario, scenario.weights
+    a = np.asarray(split, float)
+    m = np.asarray(association, int)
+    users = np.arange(sc.n_users)
+    psi, y = sc.layer_flops, sc.layers
+    device = (a + sc.model.device_tail_layers) * compute_delay_s(
+        psi, np.asarray(user_freq_hz, float), sc.user_cores, sc.user_flops_per_cycle)
+    rate = uplink_rate_bps(np.asarray(bandwidth_hz, float), np.asarray(power_w, float),
+                           sc.gain[users, m], w.noise_w_per_hz)
+    server = (y - a) * compute_delay_s(psi, np.asarray(server_freq_hz, float),
+                                       sc.server_cores[m], sc.server_flops_per_cycle[m])
+    return device, sc.bits / rate, server
+
+
 def cost_components(scenario: Scenario, split, association, bandwidth_hz, power_w,
                     user_freq_hz, server_freq_hz) -> tuple[float, float, float]:
     """Total energy (J), delay (s) and stability (unitless) of an allocation.
@@ -266,20 +346,18 @@ def cost_components(scenario: Scenario, split, association, bandwidth_hz, power_
     m = np.asarray(association, int)
     bandwidth_hz, power_w, user_freq_hz, server_freq_hz = (
         np.asarray(x, float) for x in (bandwidth_hz, power_w, user_freq_hz, server_freq_hz))
-    users = np.arange(sc.n_users)
     psi, y, tail = sc.layer_flops, sc.layers, sc.model.device_tail_layers
-    device_layers = a + tail
+    device_s, transfer_s, server_s = step_times(sc, a, m, bandwidth_hz, power_w, user_freq_hz,
+                                                server_freq_hz)
     srv_cores, srv_fpc = sc.server_cores[m], sc.server_flops_per_cycle[m]
-    rate = uplink_rate_bps(bandwidth_hz, power_w, sc.gain[users, m], w.noise_w_per_hz)
     dev_cores, dev_fpc = sc.user_cores, sc.user_flops_per_cycle
-    energy = (device_layers * compute_energy_j(psi, user_freq_hz, dev_cores, dev_fpc, w.k1)
-              + sc.bits * power_w / rate
+    energy = ((a + tail) * compute_energy_j(psi, user_freq_hz, dev_cores, dev_fpc, w.k1)
+              + transfer_s * power_w
               + (y - a) * compute_energy_j(psi, server_freq_hz, srv_cores, srv_fpc, w.k2))
-    delay = (device_layers * compute_delay_s(psi, user_freq_hz, dev_cores, dev_fpc)
-             + (y - a) * compute_delay_s(psi, server_freq_hz, srv_cores, srv_fpc))
+    delay = device_s + server_s
     if w.include_tx_delay:
-        delay = delay + sc.bits / rate
-    stab = stability_penalty(device_layers, y + tail, sc.samples, w.lipschitz)
+        delay = delay + transfer_s
+    stab = stability_penalty(a + tail, y + tail, sc.samples, w.lipschitz)
     return float(energy.sum()), float(delay.sum()), float(stab.sum())
 
 

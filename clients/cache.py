@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import threading
 
+import torch
+
 from edgesplit.settings import LoraSettings
 from edgesplit.split_model import SplitModel
 
-_HEADS: dict[tuple[str, LoraSettings], SplitModel] = {}
+_HEADS: dict[tuple[str, LoraSettings, torch.dtype, torch.device], SplitModel] = {}
 # Sessions bind their LoRA tensors into the cached model in place: devices that share a process
 # (the in-process test grid runs them in threads) take turns; one device per process never waits.
 HEAD_LOCK = threading.Lock()
 
 
-def head_model(model_name: str, lora: LoraSettings, split: int,
-               whole: bool = False) -> SplitModel:
+def head_model(model_name: str, lora: LoraSettings, split: int, whole: bool = False,
+               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+               ) -> SplitModel:
     """A frozen head with at least `split` layers (or the whole model with its LM head, for a
-    U-shaped split); grows (reloads) only when more is needed, so a worker never holds more
-    than one copy of the base weights."""
-    cached = _HEADS.get((model_name, lora))
+    U-shaped split), its base in `dtype` on `device`; grows (reloads) only when more is needed,
+    so a worker never holds more than one copy of the base weights."""
+    key = (model_name, lora, dtype, torch.device(device))
+    cached = _HEADS.get(key)
     too_small = cached is None or cached.loaded_layers < split or (
         whole and not cached.has_lm_head)
     if too_small:
-        cached = SplitModel(model_name, lora, head_layers=None if whole else split)
-        _HEADS[(model_name, lora)] = cached
+        cached = SplitModel(model_name, lora, head_layers=None if whole else split, dtype=dtype,
+                            device=device)
+        _HEADS[key] = cached
     return cached

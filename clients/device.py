@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord
 from clients.cache import head_model
 from clients.profile import DeviceProfile, device_profile
 from edgesplit.data import ClientShard, federated_text
+from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.records import from_record, lora_spec
 from edgesplit.settings import DataSettings, LoraSettings
 from edgesplit.split_model import SplitModel
@@ -36,6 +37,10 @@ class Device:
         The server's patience per exchange (bounds a stream call, paces injected faults).
     fault : str or None (default: None)
         The fault this device injects (`clients.faults.KINDS`), for tests.
+    base_dtype : str (default: "float32")
+        The frozen base's precision (`edgesplit.placement.BASE_DTYPES`).
+    torch_device : str (default: "cpu")
+        Where the head runs (`client-device`: auto, cpu, cuda, cuda:<i>).
     """
 
     model_name: str
@@ -46,6 +51,8 @@ class Device:
     node_config: Mapping[str, object]
     step_timeout_s: float
     fault: str | None = None
+    base_dtype: str = "float32"
+    torch_device: str = "cpu"
 
     def shard(self) -> ClientShard:
         return federated_text(self.data, self.model_name, self.num_partitions).client(
@@ -57,7 +64,9 @@ class Device:
     def model(self, split: int, device_tail_layers: int = 0) -> SplitModel:
         """The frozen model this device trains on: a head of `split` layers, or the whole
         model when it also runs a U-shaped split's last `device_tail_layers` layers."""
-        return head_model(self.model_name, self.lora, split, whole=device_tail_layers > 0)
+        return head_model(self.model_name, self.lora, split, whole=device_tail_layers > 0,
+                          dtype=BASE_DTYPES[self.base_dtype],
+                          device=resolve_device(self.torch_device, "client-device"))
 
     def received_lora(self, record: ArrayRecord, split: int,
                       device_tail_layers: int = 0) -> dict[str, torch.Tensor]:

@@ -6,14 +6,19 @@ simulation, under a deployed SuperNode, and in-process in tests.
 
 from __future__ import annotations
 
+import time
+
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from clients import faults
 from clients.cache import HEAD_LOCK
+from clients.calibration import calibrate as time_training
 from clients.device import Device
 from clients.session import DeviceSession, validation_activations
 from edgesplit.protocol import (
     ACTIVATIONS,
+    CALIBRATION,
+    COMPUTE_S,
     CONFIG,
     GRADIENT,
     LORA,
@@ -35,6 +40,16 @@ def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> R
     return RecordDict({PROFILE: record})
 
 
+def calibrate(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+    """Time this device's training steps at the shape the server asks for (see
+    `clients.calibration`); reply with seconds per layer and per step."""
+    config = content[CONFIG]
+    measured = time_training(device, int(config["layers"]), int(config["batch-size"]),
+                             str(config["optimizer"]), int(config["steps"]))
+    return RecordDict({CALIBRATION: ConfigRecord({"layer-s": measured.layer_s,
+                                                  "fixed-s": measured.fixed_s})})
+
+
 def train_start(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
     """Begin a round: take the head adapter, reply with the activations of step 0."""
     task = RoundTask.from_record(content[CONFIG])
@@ -42,8 +57,10 @@ def train_start(content: RecordDict, state: RecordDict, device: Device) -> Recor
         raise ValueError("a U-shaped split runs on the stream transport only")
     session = DeviceSession(device.model(task.split), device.shard().train, task,
                             device.received_lora(content[LORA], task.split))
-    _save(state, task, session, step=0)
-    return RecordDict({ACTIVATIONS: to_record(session.activations(0))})
+    started = time.perf_counter()
+    acts = session.activations(0)
+    _save(state, task, session, step=0, compute_s=time.perf_counter() - started)
+    return RecordDict({ACTIVATIONS: to_record(acts)})
 
 
 def train_step(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
@@ -60,13 +77,17 @@ def train_step(content: RecordDict, state: RecordDict, device: Device) -> Record
     session = DeviceSession(model, data, task, state[_LORA].to_torch_state_dict(),
                             state[_OPTIM].to_torch_state_dict())
     spec = gradient_spec(task.batch_size, data.input_ids.shape[1], model.config.hidden_size)
-    session.apply_gradient(step, from_record(content[GRADIENT], spec)["hidden"])
-    if step + 1 < task.local_steps:
-        _save(state, task, session, step=step + 1)
-        return RecordDict({ACTIVATIONS: to_record(session.activations(step + 1))})
+    gradient = from_record(content[GRADIENT], spec)["hidden"]
+    started = time.perf_counter()
+    session.apply_gradient(step, gradient)
+    acts = session.activations(step + 1) if step + 1 < task.local_steps else None
+    compute_s = float(state[_TASK]["compute-s"]) + time.perf_counter() - started
+    if acts is not None:
+        _save(state, task, session, step=step + 1, compute_s=compute_s)
+        return RecordDict({ACTIVATIONS: to_record(acts)})
     for name in (_TASK, _LORA, _OPTIM):
         del state[name]
-    metrics = MetricRecord({"num-examples": len(device.shard().train)})
+    metrics = MetricRecord({"num-examples": len(device.shard().train), COMPUTE_S: compute_s})
     return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})
 
 
@@ -81,9 +102,11 @@ def evaluate(content: RecordDict, _state: RecordDict, device: Device) -> RecordD
     return RecordDict({ACTIVATIONS: to_record(acts)})
 
 
-def _save(state: RecordDict, task: RoundTask, session: DeviceSession, step: int) -> None:
+def _save(state: RecordDict, task: RoundTask, session: DeviceSession, step: int,
+          compute_s: float) -> None:
     record = task.to_record()
     record["step"] = step
+    record["compute-s"] = compute_s  # the device's compute so far this round
     state[_TASK] = record
     state[_LORA] = ArrayRecord(torch_state_dict=session.lora())
     state[_OPTIM] = ArrayRecord(torch_state_dict=session.optim_state())

@@ -1,11 +1,13 @@
-"""Device profiles: the compute, radio and data facts a device reports for allocation.
+"""Device profiles: the compute, memory, radio and data facts a device reports for allocation.
 
-In simulation a profile is drawn deterministically from the partition id and the run seed
-(heterogeneous devices, as in the seed-A paper's settings). In deployment each SuperNode states its
-own through `--node-config`, e.g.
-`flower-supernode ... --node-config "partition-id=0 num-partitions=2 device.cpu-freq-hz=8e8
-device.cores=4 device.tx-power-w=1.5 device.distance-m=120"`; keys left out fall back to the
-generator.
+In simulation a profile is a device class drawn from the hardware catalogue
+(`edgesplit.hardware.DEVICES`, figures from published specifications) by the partition id and
+the run seed, with an uplink rate drawn from its link's typical range. In deployment each
+SuperNode names its class, states its figures, or both (stated figures win), through
+`--node-config`, e.g. `flower-supernode ... --node-config "partition-id=0 num-partitions=2
+device.class=jetson-orin-nano device.uplink-bps=120e6"`; keys left out come from the class, or
+from the simulated draw when no class is named. Measured speeds, which the allocator prefers,
+come from the calibration query (`clients.calibration`), not from here.
 """
 
 from __future__ import annotations
@@ -16,47 +18,86 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgesplit.hardware import DEVICES, LINKS, device_class
+
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """What a device tells the server about itself (SI units)."""
+    """What a device tells the server about itself (SI units).
 
+    device_class : str
+        Its catalogue class ("" when every figure is stated by hand).
+    cpu_freq_hz, cores, flops_per_cycle : float, int, float
+        Peak float32 FLOP/s = clock x parallel units x FLOPs per unit per cycle (GPU devices:
+        CUDA cores or shader ALUs).
+    memory_gb : float
+    power_w : float
+        Power while training.
+    tx_power_w : float
+    uplink_bps : float
+        Uplink rate to the edge server with the link to itself.
+    distance_m : float
+        Distance to the edge server (the paper's path-loss model).
+    """
+
+    device_class: str
     cpu_freq_hz: float
     cores: int
     flops_per_cycle: float
     memory_gb: float
+    power_w: float
     tx_power_w: float
+    uplink_bps: float
     distance_m: float
 
     @property
     def flops_per_s(self) -> float:
         return self.cpu_freq_hz * self.cores * self.flops_per_cycle
 
-    def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in dataclasses.asdict(self).items()}
+    def as_dict(self) -> dict[str, float | str]:
+        return {k: v if isinstance(v, str) else float(v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+def class_profile(name: str, rng: np.random.Generator) -> DeviceProfile:
+    """A device of catalogue class `name`: its published figures, an uplink rate drawn
+    log-uniformly from its link's typical range, and a distance in a 500 m cell."""
+    hw = device_class(name)
+    link = LINKS[hw.link]
+    low, high = np.log(link.uplink_bps)
+    return DeviceProfile(
+        device_class=name, cpu_freq_hz=hw.clock_hz, cores=hw.units,
+        flops_per_cycle=hw.flops_per_cycle, memory_gb=hw.memory_gb, power_w=hw.power_w,
+        tx_power_w=link.tx_power_w, uplink_bps=float(np.exp(rng.uniform(low, high))),
+        distance_m=float(rng.uniform(50.0, 500.0)))
+
+
+def _rng(partition_id: int, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, partition_id, 0x5EED])
 
 
 def simulated_profile(partition_id: int, seed: int) -> DeviceProfile:
-    """A heterogeneous device drawn from the seed-A paper's ranges (0.5-1 GHz, 4-6 cores,
-    1-2 W), with memory and distance to the edge server (within a 500 m cell) added."""
-    rng = np.random.default_rng([seed, partition_id, 0x5EED])
-    return DeviceProfile(
-        cpu_freq_hz=float(rng.uniform(0.5e9, 1.0e9)),
-        cores=int(rng.integers(4, 7)),
-        flops_per_cycle=1.0,
-        memory_gb=float(rng.choice([2.0, 4.0, 8.0])),
-        tx_power_w=float(rng.uniform(1.0, 2.0)),
-        distance_m=float(rng.uniform(50.0, 500.0)),
-    )
+    """A device drawn uniformly from the catalogue, deterministic in (partition, seed)."""
+    rng = _rng(partition_id, seed)
+    names = list(DEVICES)
+    return class_profile(names[int(rng.integers(len(names)))], rng)
 
 
 def device_profile(node_config: Mapping[str, object], partition_id: int, seed: int
                    ) -> DeviceProfile:
-    """The profile stated in `node_config` (`device.<field-with-dashes>` keys), else simulated."""
-    drawn = dataclasses.asdict(simulated_profile(partition_id, seed))
+    """The profile of `device.class` and the `device.<field-with-dashes>` keys of
+    `node_config`; what they leave out is simulated."""
+    if "device.class" in node_config:
+        name = str(node_config["device.class"])
+        if name not in DEVICES:
+            raise ValueError(f"node config device.class = {name!r}: choose from "
+                             f"{sorted(DEVICES)}")
+        drawn = dataclasses.asdict(class_profile(name, _rng(partition_id, seed)))
+    else:
+        drawn = dataclasses.asdict(simulated_profile(partition_id, seed))
     for name, default in drawn.items():
         key = "device." + name.replace("_", "-")
-        if key in node_config:
+        if key in node_config and name != "device_class":
             value = node_config[key]
             drawn[name] = type(default)(value)
             if drawn[name] <= 0:

@@ -38,7 +38,7 @@ class DeviceSession:
                  lora: Mapping[str, torch.Tensor],
                  optim_state: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.data, self.task = model, data, task
-        self.params = trainable_copy(lora)
+        self.params = trainable_copy(lora, model.device)
         self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
         if optim_state:
             load_optimizer_state(self.optimizer, list(self.params), optim_state)
@@ -55,11 +55,11 @@ class DeviceSession:
             return self.model.head(batch["input_ids"], batch["attention_mask"], self.task.split)
 
     def activations(self, step: int) -> dict[str, torch.Tensor]:
-        """What crosses the split at `step`: hidden states, padding mask and (unless the split
-        is U-shaped) labels."""
+        """What crosses the split at `step`: hidden states (on the CPU, in the base's dtype),
+        padding mask and (unless the split is U-shaped) labels."""
         batch = self._batch(step)
         with torch.no_grad():
-            hidden = self._head(batch, step)
+            hidden = self._head(batch, step).cpu()
         sent = {"hidden": hidden, "attention_mask": batch["attention_mask"]}
         if not self.task.u_shaped:
             sent["labels"] = batch["labels"]
@@ -81,15 +81,16 @@ class DeviceSession:
     def apply_gradient(self, step: int, grad: torch.Tensor) -> None:
         """Recompute step `step`'s head forward, backpropagate the server's gradient, update
         (head and, U-shaped, tail together, as the unsplit model would)."""
-        self._head(self._batch(step), step).backward(grad)
+        out = self._head(self._batch(step), step)
+        out.backward(grad.to(out.device, out.dtype))  # the wire widens bfloat16 gradients
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def lora(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach() for k, p in self.params.items()}
+        return {k: p.detach().cpu() for k, p in self.params.items()}
 
     def optim_state(self) -> dict[str, torch.Tensor]:
-        return optimizer_state(self.optimizer, list(self.params))
+        return {k: v.cpu() for k, v in optimizer_state(self.optimizer, list(self.params)).items()}
 
 
 def validation_activations(model: SplitModel, data: TokenBlocks, split: int,
@@ -101,5 +102,5 @@ def validation_activations(model: SplitModel, data: TokenBlocks, split: int,
     if batch is None:
         raise ValueError("this client has no validation blocks")
     with torch.no_grad(), model.using_lora(lora):
-        hidden = model.head(batch["input_ids"], batch["attention_mask"], split)
+        hidden = model.head(batch["input_ids"], batch["attention_mask"], split).cpu()
     return {"hidden": hidden, "attention_mask": batch["attention_mask"], "labels": batch["labels"]}

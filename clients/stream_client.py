@@ -10,6 +10,7 @@ trained head adapter and num-examples, like the final reply of the Flower-messag
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from edgesplit.protocol import (
     ACTIVATIONS,
     BODY,
     BODY_GRAD,
+    COMPUTE_S,
     CONFIG,
     GRADIENT,
     HELLO,
@@ -90,7 +92,9 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                                     model.config.hidden_size)
         sent_specs = [spec for _, spec, _ in step_exchanges(framing.with_batch(activation_spec(
             model.config.hidden_size, data.input_ids.shape[1]), task.batch_size), task.u_shaped)]
+        started = time.perf_counter()
         acts = session.activations(0)
+        compute_s = time.perf_counter() - started  # the device's own work, for the metrics
     reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
     outbox: queue.Queue[bytes | None] = queue.Queue()
@@ -119,16 +123,20 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                 if task.u_shaped:
                     body = exchange(ACTIVATIONS, step, acts, BODY)
                     with HEAD_LOCK:
+                        started = time.perf_counter()
                         tail_grad = session.tail_backward(step, body)
+                        compute_s += time.perf_counter() - started
                     grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, GRADIENT)
                 else:
                     grad = exchange(ACTIVATIONS, step, acts, GRADIENT)
                 if step + 1 == task.local_steps:
                     outbox.put(None)
                 with HEAD_LOCK:
+                    started = time.perf_counter()
                     session.apply_gradient(step, grad)
                     if step + 1 < task.local_steps:
                         acts = session.activations(step + 1)
+                    compute_s += time.perf_counter() - started
             if next(responses, None) is not None:  # the server ends the call on our half-close
                 raise PayloadError("a frame after the last gradient")
         except grpc.RpcError as exc:
@@ -136,7 +144,7 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                                   f"{exc.details()}") from exc
         finally:
             outbox.put(None)  # releases gRPC's request thread on any exit
-    metrics = MetricRecord({"num-examples": len(data)})
+    metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s})
     if session.losses:  # U-shaped: only the device knows its loss
         metrics["train-losses"] = session.losses
     return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})

@@ -8,11 +8,16 @@ allocator can take `edgesplit.splits` without torch.
     hidden = model.head(input_ids, attention_mask, split=2)          # the device's part
     loss = model.tail(hidden, attention_mask, 2, labels).loss         # the server's part
 
-Modules: `split_model` (head/body/tail with peft LoRA), `families` (how each transformers family
-is driven piecewise), `presets` (built-in models, checkpoint folders, tokenizers), `corpus` and
-`data` (federated text), `framing` (tensor frames of the stream), `records` (tensors in Flower
-records, validated), `protocol` (every message, record and frame name), `channel` (wireless
-channel models), `lora_routing` (per-row LoRA for batched tails), `optim`, `settings`, `splits`.
+Modules: `split_model` (head/body/tail with peft LoRA), `families` (how any decoder-only causal LM
+is driven piecewise, read off the model), `presets` (built-in models, checkpoint folders,
+tokenizers), `placement` (base dtype and device names), `hardware` (edge devices, servers and links
+from published specifications), `corpus` (the built-in corpora),
+`local_corpus` (the user's own data from a local path), `formats` (records -> token blocks: packed
+text, conversations with the loss on responses), `blocks` (token blocks and their batch sampler),
+`data` (the federated split), `generation` (greedy samples), `framing` (tensor frames of the
+stream), `records` (tensors in Flower records, validated), `protocol` (every message, record and
+frame name), `channel` (wireless channel models), `lora_routing` (per-row LoRA for batched tails),
+`optim`, `settings`, `splits`.
 """
 
 from importlib import import_module

@@ -1,4 +1,5 @@
-"""Text corpora with a natural id per record: Shakespeare speeches by role, and a synthetic one."""
+"""Corpora with a natural id per record: Shakespeare speeches by role, a synthetic one, and the
+user's own data from a local path (`edgesplit.local_corpus`)."""
 
 from __future__ import annotations
 
@@ -35,26 +36,53 @@ _DIRECTION = re.compile(r"[\[{][^\]]*(?:\]|$)")
 _PLAY_START = re.compile(r"^ACT\b|\bEnter\b", re.MULTILINE)
 
 
+BUILTIN_CORPORA = ("shakespeare", "synthetic")
+# How the records of a corpus are read: plain text (packed into blocks), or conversations built
+# from instruction/input/output fields or from a list of messages (one block each).
+DATA_FORMATS = ("text", "instruction", "chat")
+
+Turn = tuple[str, str]  # (role, content)
+Conversation = tuple[Turn, ...]
+
+
 @dataclass(frozen=True)
 class Corpus:
-    """Records of one corpus: ``texts[i]`` belongs to the natural group ``ids[i]``.
+    """Records of one corpus: record ``i`` belongs to the natural group ``ids[i]``.
+
+    A corpus holds plain texts or conversations, one per id.
 
     Attributes
     ----------
     name : str
-        Corpus name as given to :func:`load_corpus`.
+        Corpus name: a built-in name or the local path it was read from.
     ids : tuple of str
-        Natural id of each record (``"play/ROLE"`` for Shakespeare).
-    texts : tuple of str
-        The records' texts.
+        Natural id of each record (``"play/ROLE"`` for Shakespeare; the `partition-by` column or
+        the file of local data).
+    texts : tuple of str (default: ())
+        The records' texts (plain-text corpora).
+    conversations : tuple of Conversation (default: ())
+        The records' ``((role, content), ...)`` turns (instruction and chat data).
     """
 
     name: str
     ids: tuple[str, ...]
-    texts: tuple[str, ...]
+    texts: tuple[str, ...] = ()
+    conversations: tuple[Conversation, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.texts) + len(self.conversations) != len(self.ids) or (
+                self.texts and self.conversations):
+            raise ValueError("a corpus holds texts or conversations, one per id")
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.ids)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Characters of each record (what natural partitioning balances)."""
+        if self.conversations:
+            return [sum(len(content) for _, content in turns) for turns in self.conversations]
+        return [len(text) for text in self.texts]
 
 
 def _is_direction(line: str) -> bool:
@@ -199,3 +227,4 @@ def load_corpus(name: str) -> Corpus:
     if name not in loaders:
         raise ValueError(f"unknown corpus {name!r}; choose one of {sorted(loaders)}")
     return loaders[name]()
+

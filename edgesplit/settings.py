@@ -38,9 +38,19 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """How the corpus becomes per-client token blocks (see `edgesplit.data.FederatedText`)."""
+    """How the corpus becomes per-client token blocks (see `edgesplit.data.FederatedText`).
+
+    The field names and defaults are those of `Settings` (its run-config keys).
+    """
 
     corpus: str = "shakespeare"
+    data_format: str = "text"
+    text_field: str = "text"
+    instruction_field: str = "instruction"
+    input_field: str = "input"
+    output_field: str = "output"
+    messages_field: str = "messages"
+    partition_by: str = ""
     partitioning: str = "natural"
     dirichlet_alpha: float = 0.5
     block_size: int = 32
@@ -62,11 +72,21 @@ class Settings:
     """Every knob of a run (defaults = the built-in main job)."""
 
     model_name: str = "smollm2-135m"
+    base_dtype: str = "float32"  # the frozen base's precision; LoRA and optimizer stay float32
+    server_device: str = "auto"  # the server's model (every tail): auto | cpu | cuda | cuda:<i>
+    client_device: str = "cpu"  # a device's head (simulation): auto | cpu | cuda | cuda:<i>
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: str = ""  # comma-separated module names; empty = the family's defaults
-    corpus: str = "shakespeare"
+    corpus: str = "shakespeare"  # a built-in corpus or a local path (file, folder, save_to_disk)
+    data_format: str = "text"  # text (packed) | instruction | chat (loss on responses only)
+    text_field: str = "text"
+    instruction_field: str = "instruction"
+    input_field: str = "input"  # empty = the data has no input column
+    output_field: str = "output"
+    messages_field: str = "messages"
+    partition_by: str = ""  # local data: the column naming each record's group
     partitioning: str = "natural"
     dirichlet_alpha: float = 0.5
     block_size: int = 32
@@ -83,6 +103,10 @@ class Settings:
     aggregation: str = "fedavg"  # fedavg | median | trimmed-mean (robust to outlier clients)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients cut at each end, per coordinate
     allocator: str = "fp"
+    cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
+    server_class: str = "l4"  # makespan model: the edge server's catalogue class
+    calibration: str = "measure"  # measure: time devices and server at the start | none
+    calibration_steps: int = 3  # timed training steps per head size (after one warm-up)
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
@@ -104,6 +128,9 @@ class Settings:
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     eval_batches: int = 2
+    # Greedy generations from these prompts ("|"-separated) each evaluation round; empty = none.
+    sample_prompts: str = "To be, or not to be|My gracious lord,|Now is the winter of"
+    sample_tokens: int = 32
     seed: int = 0
     output_dir: str = "outputs"
     run_name: str = ""  # empty = a timestamp
@@ -146,6 +173,7 @@ class Settings:
             ("trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
             ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
             ("split", self.split >= 1, "must be >= 1"),
+            ("calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
             ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
             ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
@@ -158,7 +186,11 @@ class Settings:
             ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
+            ("sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
         ]
+        fields = [("text-field", self.text_field), ("instruction-field", self.instruction_field),
+                  ("output-field", self.output_field), ("messages-field", self.messages_field)]
+        checks += [(key, bool(value.strip()), "must name a column") for key, value in fields]
         for key, ok, rule in checks:
             if not ok:
                 raise self.error(key, rule)
@@ -175,10 +207,13 @@ class Settings:
 
     @property
     def data(self) -> DataSettings:
-        return DataSettings(corpus=self.corpus, partitioning=self.partitioning,
-                            dirichlet_alpha=self.dirichlet_alpha, block_size=self.block_size,
-                            val_fraction=self.val_fraction,
-                            heldout_fraction=self.heldout_fraction, seed=self.seed)
+        return DataSettings(**{f.name: getattr(self, f.name)
+                               for f in dataclasses.fields(DataSettings)})
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The sample prompts, split at "|" (blanks dropped)."""
+        return tuple(p for p in (p.strip() for p in self.sample_prompts.split("|")) if p)
 
     def as_dict(self) -> dict[str, Any]:
         """Settings under their run-config keys (for the run folder's config snapshot)."""

@@ -10,6 +10,12 @@ adapters merge by key and the aggregate saves as a normal peft adapter.
 
 A device loads only its head: `SplitModel(name, lora, head_layers=k)` reads layers [0, k) and the
 embeddings from the checkpoint (transformers skips the other tensors) and drops the LM head.
+
+Any dense decoder-only causal LM of the installed transformers loads: `edgesplit.families` reads
+its structure off the model and refuses what cannot split exactly, and a whole-model load checks
+that head + tail reproduce the model's own forward before anything uses it. The frozen base may
+be bfloat16 or float16 on any torch device; LoRA parameters stay float32. Tensors may come in on
+any device and dtype (activations arrive widened by the wire); outputs stay on the model's device.
 """
 
 from __future__ import annotations
@@ -25,11 +31,23 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_outputs import CausalLMOutput
 
-from edgesplit.families import build_masks, family_of, layer_attention_types, positions_from_mask
+from edgesplit.families import (
+    UnsupportedModel,
+    build_masks,
+    check_config,
+    describe,
+    layer_kinds,
+    positions_from_mask,
+)
 from edgesplit.presets import quiet_transformers, resolve_checkpoint
 from edgesplit.settings import LoraSettings
 
 LoraState = dict[str, torch.Tensor]
+# How far (relative to the largest logit) head + tail may sit from the model's own forward at
+# load. Both run the same kernels in the same order, so the measured gap is 0 on every family the
+# oracle test covers; the bound only absorbs kernels that pick another reduction order for
+# another batch layout. A misplaced piece (a missing scalar, a wrong mask) is orders larger.
+EXACT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 4e-3}
 
 
 class SplitModel:
@@ -45,62 +63,78 @@ class SplitModel:
         loads the whole model (the server).
     seed : int (default: 0)
         Seed for the initial LoRA weights.
+    dtype : torch.dtype (default: torch.float32)
+        The frozen base's precision (LoRA parameters stay float32).
+    device : torch.device or str (default: "cpu")
+        Where the model runs.
+
+    Raises
+    ------
+    UnsupportedModel
+        For a model the split cannot run exactly (see `edgesplit.families`), with the reason.
     """
 
     def __init__(self, model_name: str, lora: LoraSettings | None = None,
-                 head_layers: int | None = None, seed: int = 0) -> None:
+                 head_layers: int | None = None, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
         lora = lora or LoraSettings()
         self.folder: Path = resolve_checkpoint(model_name)
         config = AutoConfig.from_pretrained(self.folder)
-        self.family = family_of(config.model_type)
+        check_config(config)  # refuse before reading any weight
         self.num_layers: int = config.num_hidden_layers
-        self.layer_types = layer_attention_types(config)
+        self.layer_types = layer_kinds(config)
         if head_layers is not None and not 0 <= head_layers <= self.num_layers:
             raise ValueError(f"head_layers must be in [0, {self.num_layers}], got {head_layers}")
         self.loaded_layers = self.num_layers if head_layers is None else head_layers
         self.has_lm_head = head_layers is None  # final norm and LM head too (tail, full)
+        self.dtype, self.device = dtype, torch.device(device)
 
         overrides = {}
+        if hasattr(config, "output_router_logits"):
+            # MoE: no load-balancing term in the loss. The routers are frozen, and the term
+            # would need every layer's router logits on one side of the cut.
+            overrides["output_router_logits"] = False
         if head_layers is not None:
             overrides["num_hidden_layers"] = head_layers
             if getattr(config, "layer_types", None):
                 overrides["layer_types"] = config.layer_types[:head_layers]
         with quiet_transformers():  # a head load skips the tail's tensors: expected, not news
-            base = AutoModelForCausalLM.from_pretrained(
-                self.folder, dtype=torch.float32, attn_implementation="sdpa", **overrides)
+            base = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype, **overrides)
+        self.architecture = describe(base)
         if head_layers is not None:
             # A device never runs the final norm or LM head: free them (an untied LM head is as
             # large as the embeddings).
-            setattr(self._backbone_of(base), self.family.norm_attr, nn.Identity())
+            setattr(self.architecture.backbone(base), self.architecture.norm_attr, nn.Identity())
             base.set_output_embeddings(nn.Identity())
         base.requires_grad_(False)
         base.eval()
+        base.to(self.device)
         self.config = base.config
 
         torch.manual_seed(seed)
-        targets = list(lora.target_modules or self.family.lora_targets)
+        arch = self.architecture
+        # Named targets replace the derived ones, experts included.
+        modules = list(lora.target_modules or arch.lora_targets)
+        experts = None if lora.target_modules else list(arch.lora_parameters) or None
+        # peft keeps the adapter in float32 over a bfloat16/float16 base (autocast_adapter_dtype).
         self.peft_model = get_peft_model(base, LoraConfig(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=targets, fan_in_fan_out=self.family.fan_in_fan_out, bias="none"))
+            target_modules=modules, target_parameters=experts,
+            fan_in_fan_out=arch.fan_in_fan_out, bias="none"))
         self.peft_model.eval()
         self._lora = self._index_lora_parameters()
+        if head_layers is None:
+            self._check_exact()
 
     # ---- structure -------------------------------------------------------------------------
-    def _backbone_of(self, model: nn.Module) -> nn.Module:
-        return getattr(model, self.family.backbone_attr)
-
     @property
     def base_model(self) -> nn.Module:
         """The underlying `*ForCausalLM` module (LoRA layers injected)."""
         return self.peft_model.get_base_model()
 
-    @property
-    def _backbone(self) -> nn.Module:
-        return self._backbone_of(self.base_model)
-
     def _index_lora_parameters(self) -> dict[str, tuple[int, nn.Module, str]]:
         """Map each adapter key (peft's state-dict format) to (layer, owning module, attr)."""
-        pattern = re.compile(rf"\.{self.family.layers_attr}\.(\d+)\.")
+        pattern = re.compile(rf"\.{self.architecture.layers_attr}\.(\d+)\.")
         index = {}
         for name, module in self.peft_model.named_modules():
             for attr, param in module.named_parameters(recurse=False):
@@ -109,6 +143,14 @@ class SplitModel:
                 key = f"{name}.{attr}".replace(".default", "")
                 index[key] = (int(pattern.search(key).group(1)), module, attr)
         return index
+
+    def parameter_count(self, layer: int | None = None) -> int:
+        """Parameters of decoder layer `layer` (its frozen weights and LoRA), or of the input
+        embeddings when None: what a device holds in memory per layer (cost models)."""
+        if layer is None:
+            return self.base_model.get_input_embeddings().weight.numel()
+        blocks = getattr(self._backbone, self.family.layers_attr)
+        return sum(p.numel() for p in blocks[layer].parameters())
 
     def layer_of(self, key: str) -> int:
         """Decoder layer index of an adapter key."""
@@ -132,8 +174,10 @@ class SplitModel:
         return {k: self._parameter(k) for k in self.lora_keys(layers)}
 
     def lora_state(self, layers: Iterable[int] | None = None) -> LoraState:
-        """Copy of the LoRA weights of the given layers, keyed like peft's adapter state dict."""
-        return {k: p.detach().clone() for k, p in self.lora_parameters(layers).items()}
+        """Copy of the LoRA weights of the given layers, keyed like peft's adapter state dict
+        (on the CPU, where adapters are exchanged and aggregated)."""
+        return {k: p.detach().to("cpu", copy=True) for k, p in
+                self.lora_parameters(layers).items()}
 
     @torch.no_grad()
     def load_lora_state(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -157,14 +201,15 @@ class SplitModel:
         """Run with these tensors as the LoRA weights (no copy: gradients reach them).
 
         One frozen base then serves many clients' adapters: each keeps its own parameters and
-        optimizer, and binds them for its forward/backward.
+        optimizer, and binds them for its forward/backward. Tensors on another device (a CPU
+        adapter for evaluation) are bound as copies on the model's device.
         """
         saved = {}
         try:
             for key, tensor in params.items():
                 _, module, attr = self._lora[key]
                 saved[key] = module._parameters[attr]
-                module._parameters[attr] = tensor
+                module._parameters[attr] = tensor.to(self.device)
             yield
         finally:
             for key, original in saved.items():
@@ -190,30 +235,33 @@ class SplitModel:
 
     def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
                     layers: range) -> torch.Tensor:
+        # Activations may arrive from the wire in another dtype and on the CPU: the cast is part
+        # of the graph, so the gradient returns in the dtype and on the device they came in.
+        hidden = hidden.to(self.device, self.dtype)
         if len(layers) == 0:
             return hidden
-        backbone = self._backbone
+        attention_mask = attention_mask.to(self.device)
         position_ids = positions_from_mask(attention_mask)
         kinds = {self.layer_types[i] for i in layers}
         masks = build_masks(self.config, hidden, attention_mask, position_ids, kinds)
-        rotary = getattr(backbone, "rotary_emb", None)
-        position_embeddings = rotary(hidden, position_ids) if rotary is not None else None
-        blocks = getattr(backbone, self.family.layers_attr)
-        for i in layers:
-            mask = masks[self.layer_types[i]]
-            if position_embeddings is None:  # GPT-2 blocks take (hidden, cache, mask) positionally
-                hidden = blocks[i](hidden, None, mask, position_ids=position_ids)
-            else:
-                hidden = blocks[i](hidden, attention_mask=mask, position_ids=position_ids,
-                                   position_embeddings=position_embeddings)
+        rotary = self.architecture.position_embeddings(self.base_model, hidden, position_ids,
+                                                       kinds)
+        blocks = getattr(self.architecture.backbone(self.base_model),
+                         self.architecture.layers_attr)
+        for i in layers:  # layer kinds by ABSOLUTE index, on either side of the cut
+            kind = self.layer_types[i]
+            extra = {} if rotary[kind] is None else {"position_embeddings": rotary[kind]}
+            hidden = blocks[i](hidden, attention_mask=masks[kind], position_ids=position_ids,
+                               **extra)
         return hidden
 
     def head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              split: int) -> torch.Tensor:
         """Embeddings + decoder layers [0, split): the activations a device sends."""
         self._check_split(split, need_tail=False)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         position_ids = positions_from_mask(attention_mask)
-        hidden = self.family.embed(self._backbone, input_ids, position_ids)
+        hidden = self.architecture.embed(self.base_model, input_ids, position_ids)
         return self._run_layers(hidden, attention_mask, range(split))
 
     def body(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
@@ -228,22 +276,44 @@ class SplitModel:
         """Decoder layers [split, L) + final norm + LM head, and the loss when labels are given."""
         self._check_split(split, need_tail=True)
         hidden = self._run_layers(hidden, attention_mask, range(split, self.num_layers))
-        hidden = getattr(self._backbone, self.family.norm_attr)(hidden)
-        logits = self.base_model.get_output_embeddings()(hidden)
-        loss = None
-        if labels is not None:
-            loss = self.base_model.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        return CausalLMOutput(loss=loss, logits=logits)
+        logits = self.architecture.logits(self.base_model, hidden)
+        return CausalLMOutput(loss=None if labels is None else self.loss(logits, labels),
+                              logits=logits)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The model's own mean next-token loss (labels -100 ignored)."""
+        return self.base_model.loss_function(logits=logits, labels=labels.to(logits.device),
+                                             vocab_size=self.config.vocab_size)
 
     def full(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              labels: torch.Tensor | None = None) -> CausalLMOutput:
         """The unsplit model through transformers' own forward (the reference for the split)."""
         self._check_split(self.num_layers, need_tail=True)
-        out = self.peft_model(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=positions_from_mask(attention_mask), labels=labels,
+        attention_mask = attention_mask.to(self.device)
+        out = self.peft_model(input_ids=input_ids.to(self.device), attention_mask=attention_mask,
+                              position_ids=positions_from_mask(attention_mask),
+                              labels=None if labels is None else labels.to(self.device),
                               use_cache=False)
         return CausalLMOutput(loss=out.loss, logits=out.logits)
+
+    @torch.no_grad()
+    def _check_exact(self) -> None:
+        """Refuse a model whose pieces, run as head + tail, do not reproduce its own forward
+        (a family that deviates outside its modules in a way `describe` cannot see)."""
+        ids = torch.arange(32).remainder(self.config.vocab_size).reshape(2, 16)
+        mask = torch.ones_like(ids)
+        mask[1, :5] = 0  # left padding: positions and masks must come from the mask
+        reference = self.full(ids, mask).logits
+        split = self.num_layers // 2
+        logits = self.tail(self.head(ids, mask, split), mask, split).logits
+        real = mask.bool().to(self.device)  # padded slots are nobody's prediction
+        error = float((logits[real] - reference[real]).abs().max())
+        scale = max(1.0, float(reference[real].abs().max()))
+        if not error <= EXACT_TOLERANCE[self.dtype] * scale:
+            raise UnsupportedModel(
+                f"{self.config.model_type}: head + tail at split {split} differ from the model's "
+                f"own forward by {error:.3g} (logit scale {scale:.3g}); this family deviates "
+                "from the standard decoder layout and needs an entry in edgesplit/families.py")
 
     def save_adapter(self, state: Mapping[str, torch.Tensor], folder: str | Path) -> None:
         """Write `state` as a peft adapter folder (`PeftModel.from_pretrained(base, folder)`)."""
@@ -251,7 +321,9 @@ class SplitModel:
         self.peft_model.save_pretrained(str(folder))
 
 
-def trainable_copy(state: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
-    """Fresh trainable parameters holding a copy of an adapter state (one client's LoRA)."""
-    return {k: nn.Parameter(torch.as_tensor(v, dtype=torch.float32).clone()) for k, v in
-            state.items()}
+def trainable_copy(state: Mapping[str, torch.Tensor], device: torch.device | str | None = None
+                   ) -> dict[str, nn.Parameter]:
+    """Fresh float32 trainable parameters holding a copy of an adapter state (one client's
+    LoRA), on `device` (default: where the state is)."""
+    return {k: nn.Parameter(torch.as_tensor(v).to(device, torch.float32, copy=True))
+            for k, v in state.items()}

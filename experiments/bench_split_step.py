@@ -13,6 +13,7 @@ import argparse
 import csv
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +22,32 @@ from edgesplit.data import federated_text
 from edgesplit.optim import make_optimizer
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
+
+
+def step_variants(model: SplitModel, split: int) -> dict[str, Callable[[dict, dict], None]]:
+    """Forward + backward of one LoRA step on a batch, by variant: `unsplit` (transformers'
+    forward), `split` (head, detached activations, tail, head backward from their gradient) and
+    `split_recompute` (the device recomputes its head before the backward, as the Flower-message
+    transport must)."""
+
+    def unsplit(params, batch):
+        with model.training(), model.using_lora(params):
+            loss = model.full(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss.backward()
+
+    def split_step(params, batch, recompute=False):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        with model.training(), model.using_lora(params):
+            with torch.set_grad_enabled(not recompute):
+                hidden = model.head(ids, mask, split)
+            sent = hidden.detach().requires_grad_()
+            model.tail(sent, mask, split, batch["labels"]).loss.backward()
+            if recompute:  # the device's second pass, as in the Flower-message transport
+                hidden = model.head(ids, mask, split)
+        hidden.backward(sent.grad)
+
+    return {"unsplit": unsplit, "split": split_step,
+            "split_recompute": lambda p, b: split_step(p, b, recompute=True)}
 
 
 def main() -> None:
@@ -42,24 +69,7 @@ def main() -> None:
     batches = [data.batch(i, args.batch_size) for i in range(args.steps + 2)]
     start = model.lora_state()
 
-    def unsplit(params, batch):
-        with model.training(), model.using_lora(params):
-            loss = model.full(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
-        loss.backward()
-
-    def split(params, batch, recompute=False):
-        ids, mask, k = batch["input_ids"], batch["attention_mask"], args.split
-        with model.training(), model.using_lora(params):
-            with torch.set_grad_enabled(not recompute):
-                hidden = model.head(ids, mask, k)
-            sent = hidden.detach().requires_grad_()
-            model.tail(sent, mask, k, batch["labels"]).loss.backward()
-            if recompute:  # the device's second pass, as in the Flower-message transport
-                hidden = model.head(ids, mask, k)
-        hidden.backward(sent.grad)
-
-    variants = {"unsplit": unsplit, "split": split,
-                "split_recompute": lambda p, b: split(p, b, recompute=True)}
+    variants = step_variants(model, args.split)
     params = {name: trainable_copy(start) for name in variants}
     optims = {name: make_optimizer(p, "adamw", 1e-3) for name, p in params.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}

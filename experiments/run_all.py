@@ -22,6 +22,10 @@ from pathlib import Path
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "seed_allocation": (["--out", "{out}/seed_allocation"],
                         ["--quick", "--out", "{out}/seed_allocation"]),
+    "allocation_tradeoffs": (["--out", "{out}/allocation_tradeoffs"],
+                             ["--quick", "--out", "{out}/allocation_tradeoffs"]),
+    "model_fit": (["--out", "{out}/model_fit"],
+                  ["--model", "tiny-llama", "--clients", "4", "--out", "{out}/model_fit"]),
     "split_rl": (["--out", "{out}/split_rl"], ["--fast", "--out", "{out}/split_rl"]),
     "train_compare": (["--out", "{out}/train_compare", "--policy", "{out}/split_rl/policy"],
                       ["--quick", "--out", "{out}/train_compare"]),
@@ -39,6 +43,10 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_allocation": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
     "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
+    "instruction_run": (["--out", "{out}/instruction_run"],
+                        ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
+                         "--block-size", "256", "--tokens", "8",
+                         "--out", "{out}/instruction_run"]),
     # Through the real Flower runtime (a private SuperLink): full runs only.
     "bench_scale": (["--out", "{out}/bench_scale"], []),
     "bench_transport_deployment": (["--out", "{out}"], []),

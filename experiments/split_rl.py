@@ -174,6 +174,17 @@ def score_held_out(problem: SplitProblem, source: Tally, rules: dict,
     return states
 
 
+@torch.no_grad()
+def hidden_abs_max(model: SplitModel, batches: list[dict], splits: range) -> dict[int, float]:
+    """Largest |element| of the clean hidden state each split sends (real tokens only): a few
+    huge elements make erasures at that cut costly."""
+    peaks = {}
+    for split in splits:
+        peaks[split] = max(float(model.head(b["input_ids"], b["attention_mask"], split)
+                                 [b["attention_mask"].bool()].abs().max()) for b in batches)
+    return peaks
+
+
 def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
     """Train every agent, score them on held-out states, write the report; return it."""
     start = time.perf_counter()
@@ -213,6 +224,7 @@ def run(model_name: str, budget: Budget, out: Path, seed: int = 0) -> dict:
         "budget": dataclasses.asdict(budget), "test_seed": TEST_SEED,
         "tokens_per_evaluation": int(sum(int(b["attention_mask"].sum()) for b in batches)),
         "clean_perplexity": clean,
+        "hidden_abs_max_by_split": hidden_abs_max(model, batches, problem.splits),
         "held_out": states,
         "mean_reward": mean,
         # Relative shortfall of the learned policy's mean reward against the oracle's.

@@ -10,7 +10,14 @@ from flwr.clientapp import ClientApp
 
 from clients import faults, handlers, stream_client
 from clients.device import Device
-from edgesplit.protocol import QUERY_PROFILE, TRAIN_START, TRAIN_STEP, TRAIN_STREAM, action
+from edgesplit.protocol import (
+    QUERY_CALIBRATE,
+    QUERY_PROFILE,
+    TRAIN_START,
+    TRAIN_STEP,
+    TRAIN_STREAM,
+    action,
+)
 from fl_app.run_config import parse
 
 app = ClientApp()
@@ -23,6 +30,7 @@ def device(context: Context) -> Device:
     settings, node = parse(context.run_config), context.node_config
     partition_id = int(node.get("partition-id", 0))
     return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
+                  base_dtype=settings.base_dtype, torch_device=settings.client_device,
                   partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
                   node_config=dict(node), step_timeout_s=settings.step_timeout_s,
                   fault=faults.parse(settings.inject_faults).get(partition_id))
@@ -38,6 +46,11 @@ def _serve(handler: Handler, msg: Message, context: Context) -> Message:
 @app.query(action(QUERY_PROFILE))
 def query_profile(msg: Message, context: Context) -> Message:
     return _serve(handlers.query_profile, msg, context)
+
+
+@app.query(action(QUERY_CALIBRATE))
+def calibrate(msg: Message, context: Context) -> Message:
+    return _serve(handlers.calibrate, msg, context)
 
 
 @app.train(action(TRAIN_START))

@@ -10,15 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from allocation.allocators import ALLOCATORS
+from allocation.allocators import ALLOCATORS, COST_MODELS
 from clients.faults import parse as parse_faults
 from edgesplit.channel import CHANNELS
+from edgesplit.corpus import BUILTIN_CORPORA, DATA_FORMATS
 from edgesplit.data import PARTITIONINGS
 from edgesplit.framing import WIRE_DTYPES
+from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
+from edgesplit.placement import BASE_DTYPES, check_device_name
 from edgesplit.settings import Settings
 from edgesplit.splits import check_split
 from strategies.aggregation import AGGREGATIONS
+from strategies.calibration import CALIBRATIONS
 from strategies.transport import TRANSPORTS
 
 
@@ -32,22 +36,38 @@ def parse(run_config: Mapping[str, Any]) -> Settings:
 def check_names(settings: Settings) -> None:
     """Every name-valued key against its registry, and the allocator's own needs."""
     s = settings
-    choices = [("partitioning", s.partitioning, PARTITIONINGS),
+    choices = [("data-format", s.data_format, DATA_FORMATS),
+               ("partitioning", s.partitioning, PARTITIONINGS),
                ("optimizer", s.optimizer, OPTIMIZERS),
                ("aggregation", s.aggregation, AGGREGATIONS),
                ("allocator", s.allocator, tuple(ALLOCATORS)),
+               ("cost-model", s.cost_model, COST_MODELS),
+               ("server-class", s.server_class, tuple(SERVERS)),
+               ("calibration", s.calibration, CALIBRATIONS),
                ("channel", s.channel, ("none", *CHANNELS)),
                ("transport", s.transport, TRANSPORTS),
-               ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES))]
+               ("stream-dtype", s.stream_dtype, tuple(WIRE_DTYPES)),
+               ("base-dtype", s.base_dtype, tuple(BASE_DTYPES))]
     for key, value, valid in choices:
         if value not in valid:
             raise s.error(key, f"one of {valid}")
+    check_device_name(s.server_device, "server-device")
+    check_device_name(s.client_device, "client-device")
+    if s.corpus in BUILTIN_CORPORA and s.data_format != "text":
+        raise s.error("data-format", f"the built-in corpus {s.corpus} is plain text; instruction "
+                      "and chat data come from a local path in corpus")
+    if s.corpus in BUILTIN_CORPORA and s.partition_by:
+        raise s.error("partition-by", f"the built-in corpus {s.corpus} is grouped by speaker; "
+                      "partition-by names a column of a local dataset")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
                       'rl-policy="DIR/policy"')
+    if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
+        raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
+                      'set cost-model = "paper"')
     parse_faults(s.inject_faults)  # its own errors say what is wrong with it
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from logging import INFO
+import traceback
+from logging import ERROR, INFO, WARNING
 
 from flwr.app import Context
 from flwr.common.logger import log
@@ -11,12 +12,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from allocation.allocators import SystemAllocator
 from edgesplit.data import federated_text
+from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.protocol import activation_spec
 from edgesplit.records import Spec
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
+from fl_app import provenance
 from fl_app.run_config import check_against_model, parse
 from strategies.aggregation import make_aggregator
+from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
 from strategies.flower_transport import FlowerTransport
 from strategies.outputs import RunRecorder, load_checkpoint
@@ -27,16 +31,35 @@ from strategies.transport import Transport
 app = ServerApp()
 
 
-def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
-    """Wire the pieces a run needs from its settings (raises ValueError on a bad config)."""
-    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
+class RunFailed(RuntimeError):
+    """The run stopped on an error; its message is the cause, the traceback is logged above."""
+
+
+def build_strategy(settings: Settings, grid: Grid,
+                   recorder: RunRecorder | None = None) -> SplitFedStrategy:
+    """Wire the pieces a run needs from its settings (raises ValueError on a bad config); the
+    run folder is made here unless ``recorder`` is given."""
+    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed,
+                       dtype=BASE_DTYPES[settings.base_dtype],
+                       device=resolve_device(settings.server_device, "server-device"))
+    log(INFO, "server model %s: %d layers, %s base on %s", settings.model_name,
+        model.num_layers, settings.base_dtype, model.device)
     check_against_model(settings, model.num_layers)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
                                 split_policy=settings.rl_policy or None,
-                                fading_m=settings.nakagami_m)
+                                fading_m=settings.nakagami_m, cost_model=settings.cost_model,
+                                server=settings.server_class, batch_tails=settings.batch_tails)
+    calibrator = None
+    if settings.calibration == "measure":
+        calibrator = Calibrator(
+            layers=min(4, model.num_layers - 1), batch_size=settings.batch_size,
+            optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+            steps=settings.calibration_steps, reply_timeout_s=settings.reply_timeout_s,
+            batch_tails=settings.batch_tails)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
-    recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
+    recorder = recorder or RunRecorder(settings.output_dir, settings.run_name,
+                                       settings.as_dict())
     evaluator = Evaluator(
         model, federated_text(settings.data, settings.model_name, num_partitions=1).heldout,
         spec, batch_size=settings.batch_size, eval_batches=settings.eval_batches,
@@ -45,7 +68,7 @@ def build_strategy(settings: Settings, grid: Grid) -> SplitFedStrategy:
                                    settings.nakagami_m, settings.channel_bits))
     return SplitFedStrategy(settings, model, allocator, build_transport(settings, grid, spec),
                             make_aggregator(settings.aggregation, settings.trim_fraction),
-                            recorder, evaluator)
+                            recorder, evaluator, calibrator)
 
 
 def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:
@@ -70,20 +93,56 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> None:
 
 
 def train(grid: Grid, settings: Settings) -> SplitFedStrategy:
-    """Run (or resume) the configured training, then export the final peft adapter."""
-    strategy = build_strategy(settings, grid)
-    first_round = (strategy.resume(load_checkpoint(settings.resume_from))
-                   if settings.resume_from else 1)
-    wait_for_nodes(grid, settings.min_train_clients, settings.reply_timeout_s)
-    started = time.perf_counter()
-    final = strategy.run(grid, first_round)
-    adapter = strategy.recorder.folder / "adapter"
-    strategy.model.save_adapter(final, adapter)
+    """Run (or resume) the configured training, then export the final peft adapter.
+
+    The run folder's status.json says "running", then "completed" or "failed" with the cause.
+    """
+    recorder = RunRecorder(settings.output_dir, settings.run_name, settings.as_dict())
+    recorder.status("running", runtime=provenance.runtime())
+    try:
+        strategy = build_strategy(settings, grid, recorder)
+        first_round = (strategy.resume(load_checkpoint(settings.resume_from))
+                       if settings.resume_from else 1)
+        wait_for_nodes(grid, settings.min_train_clients, settings.reply_timeout_s)
+        # Bad data stops the run here, before any training. Simulation gives each node its
+        # own partition, so the nodes connected now are at most the partitions there are.
+        federated_text(settings.data, settings.model_name,
+                       num_partitions=len(list(grid.get_node_ids()))).check()
+        started = time.perf_counter()
+        final = strategy.run(grid, first_round)
+        adapter = recorder.folder / "adapter"
+        strategy.model.save_adapter(final, adapter)
+    except Exception as exc:
+        recorder.status("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    recorder.status("completed", adapter=str(adapter), base=str(strategy.model.folder))
     log(INFO, "done in %.1f s; adapter: %s (PeftModel.from_pretrained(base, folder); base: %s)",
         time.perf_counter() - started, adapter, strategy.model.folder)
     return strategy
 
 
+def log_runtime() -> None:
+    """Say which Python and packages serve this run, and warn where they are not the
+    project's (a local SuperLink started from another environment)."""
+    info = provenance.runtime()
+    log(INFO, "EdgeSplit ServerApp: python %s; app %s; %s", info["python"], info["app"],
+        ", ".join(f"{p} {v}" for p, v in info["versions"].items()))
+    for problem in info["mismatches"]:
+        log(WARNING, "environment differs from the project: %s. A local SuperLink keeps the "
+            "environment it was started from: stop it (see README, 'Checking a run') and "
+            "start `flwr run` again from this project's environment", problem)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    train(grid, parse(context.run_config))
+    log_runtime()
+    try:
+        train(grid, parse(context.run_config))
+    except Exception as exc:
+        # `flwr run` exits 0 whatever the ServerApp does: make the failure the last word of the
+        # log. The full traceback goes first; Flower then prints only RunFailed's few frames.
+        cause = f"{type(exc).__name__}: {exc}"
+        log(ERROR, "%s", traceback.format_exc().rstrip())
+        log(ERROR, "run failed: %s (`flwr ls` lists the run as finished:failed; the run "
+            "folder's status.json holds the cause)", cause)
+        raise RunFailed(cause) from None

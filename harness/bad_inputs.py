@@ -48,6 +48,11 @@ from harness.configs import tiny_run_config
 from harness.inprocess import Fault, InProcessGrid
 
 NODES, BAD = 3, 2  # node 2 misbehaves; nodes 1 and 3 are honest
+# The data files of the bad-data cases, written by `Bench` under its folder ("{data}" in a
+# case's corpus).
+DATA_FILES = {"no-output.jsonl": '{"instruction": "Say hi.", "response": "hi"}\n' * 12,
+              "empty.jsonl": "",
+              "two-users.csv": "user,text\n" + "ann,Hello there.\nbob,Good day.\n" * 12}
 # step-timeout-s bounds a hang; it is never reached when all goes well.
 BASE = tiny_run_config(local_steps=2, step_timeout_s=10.0)
 FINAL = (TRAIN_STEP, TRAIN_STREAM)  # messages whose reply carries the trained adapter
@@ -505,8 +510,19 @@ CASES: list[Case] = [
     Case(C, "LoRA rank 0", "lora.rank = 0", "lora.rank", overrides={"lora.rank": 0}),
     Case(C, "unknown LoRA target", 'lora.targets = "nope_proj"', "nope_proj.*not found",
          overrides={"lora.targets": "nope_proj"}),
-    Case(C, "unknown corpus", 'corpus = "klingon"', "unknown corpus 'klingon'",
+    Case(C, "unknown corpus", 'corpus = "klingon"', "corpus 'klingon': no such file or folder",
          overrides={"corpus": "klingon"}),
+    Case(C, "data file without the output field", "an instruction JSONL with no 'output'",
+         r"no-output.jsonl' has no field 'output' \(set by output-field\)",
+         overrides={"corpus": "{data}/no-output.jsonl", "data-format": "instruction"}),
+    Case(C, "empty data file", "corpus = an empty .jsonl file", "empty.jsonl' is empty",
+         overrides={"corpus": "{data}/empty.jsonl"}),
+    Case(C, "fewer data groups than clients", "partition-by a column with 2 values, 3 clients",
+         "groups by field 'user'.*3 clients but only 2 natural groups",
+         overrides={"corpus": "{data}/two-users.csv", "partition-by": "user"}),
+    Case(C, "chat format on a built-in corpus", 'data-format = "chat", corpus synthetic',
+         "config data-format = 'chat': the built-in corpus synthetic is plain text",
+         overrides={"data-format": "chat"}),
     Case(C, "TLS certificate without key", 'tls-certfile = "cert.pem" only', "tls-keyfile",
          overrides={"tls-certfile": "cert.pem"}),
     Case(C, "TLS files missing", "tls-certfile/keyfile naming absent files",
@@ -531,10 +547,15 @@ class Bench:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._references: dict[bool, dict[str, torch.Tensor]] = {}
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        for name, text in DATA_FILES.items():
+            (folder / "data" / name).write_text(text)
 
     def _config(self, name: str, plane: str, overrides: Mapping) -> dict:
+        data = str(self.folder / "data")
         return {**BASE, "transport": plane, "output-dir": str(self.folder), "run-name": name,
-                **overrides}
+                **{k: v.replace("{data}", data) if isinstance(v, str) else v
+                   for k, v in overrides.items()}}
 
     def reference(self, fault_free: bool) -> dict[str, torch.Tensor]:
         """The global adapter of a fault-free round, or of one where node 2 is dropped at once

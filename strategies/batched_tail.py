@@ -49,9 +49,8 @@ def _one_pass(sessions: Mapping[int, TailSession],
     mask = torch.cat([a["attention_mask"] for a in acts])
     with model.training(), per_client_lora(model, [sessions[n].params for n in nodes], sizes):
         logits = model.tail(hidden, mask, split).logits
-    losses = [model.base_model.loss_function(logits=part, labels=a["labels"],
-                                             vocab_size=model.config.vocab_size)
-              for part, a in zip(logits.split(sizes), acts, strict=True)]
+    losses = [model.loss(part, a["labels"]) for part, a in zip(logits.split(sizes), acts,
+                                                                strict=True)]
     refuse_non_finite(*losses)
     torch.stack(losses).sum().backward()  # client c's parameters see only its own loss
     try:

@@ -140,8 +140,7 @@ class Evaluator:
         """Server-side perplexity of the global adapter on the held-out set (unsplit)."""
         total = TokenLoss()
         limit = self.max_blocks * 4
-        data = TokenBlocks(self.heldout_blocks.input_ids[:limit],
-                           self.heldout_blocks.attention_mask[:limit])
+        data = self.heldout_blocks.first(limit)
         with self.model.using_lora(global_lora):
             for batch in data.eval_batches(self.batch_size):
                 out = self.model.full(batch["input_ids"], batch["attention_mask"],

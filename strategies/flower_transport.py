@@ -48,6 +48,7 @@ class FlowerTransport:
     def train_round(self, jobs: list[TrainJob], tail_step: TailStep) -> dict[int, TrainOutcome]:
         outcomes = {job.node_id: TrainOutcome(job.node_id) for job in jobs}
         in_flight: dict[str, tuple[TrainJob, int, float]] = {}  # id -> (job, step, sent at)
+        started = time.monotonic()
         for job in jobs:
             content = RecordDict({CONFIG: job.task.to_record(), LORA: to_record(job.head_lora)})
             mid = self._push(job, outcomes[job.node_id], content, TRAIN_START)
@@ -68,6 +69,8 @@ class FlowerTransport:
                 if next_content is not None:
                     mid = self._push(job, outcome, next_content, TRAIN_STEP)
                     in_flight[mid] = (job, step + 1, time.monotonic())
+                else:
+                    outcome.round_s = time.monotonic() - started
             now = time.monotonic()
             for mid, (job, step, sent) in list(in_flight.items()):
                 if now - sent > self.step_timeout_s:
@@ -99,7 +102,7 @@ class FlowerTransport:
             outcome.step_times.append(time.perf_counter() - started)
             return RecordDict({CONFIG: ConfigRecord({"step": step}),
                                GRADIENT: to_record({"hidden": grad})})
-        outcome.head_lora, outcome.num_examples, outcome.device_losses = read_final_reply(
-            content, job)
+        (outcome.head_lora, outcome.num_examples, outcome.device_losses,
+         outcome.device_compute_s) = read_final_reply(content, job)
         outcome.steps_done = job.task.local_steps
         return None

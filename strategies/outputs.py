@@ -1,4 +1,5 @@
-"""The run folder: config snapshot, per-round metrics (JSONL + CSV), checkpoints, final adapter.
+"""The run folder: config snapshot, run status, per-round metrics (JSONL + CSV) and figures,
+sample generations, checkpoints, final adapter.
 
 Every file is written atomically (temporary file + rename), so an interrupted run never leaves a
 half-written checkpoint or metrics file behind.
@@ -13,10 +14,14 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
 import torch
+from flwr.common.logger import log
+
+from strategies.run_figures import draw_all
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -34,6 +39,10 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
 class RunRecorder:
     """Writes a run's outputs under `output_dir/run_name` (run_name defaults to a timestamp)."""
 
@@ -42,13 +51,28 @@ class RunRecorder:
         self.folder = Path(output_dir) / name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
         self.config = dict(config)
+        self._status: dict[str, Any] = {}
         atomic_write(self.folder / "config.json", json.dumps(self.config, indent=2).encode())
 
+    def status(self, state: str, **details: Any) -> None:
+        """Record where the run stands in status.json: ``state`` ("running", "completed" or
+        "failed") with the time, and ``details`` (kept from earlier calls unless replaced)."""
+        self._status.update(details, status=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write(self.folder / "status.json", json.dumps(self._status, indent=2).encode())
+
     def log_round(self, row: Mapping[str, Any]) -> None:
-        """Append one round's metrics to metrics.jsonl and rewrite metrics.csv."""
+        """Append one round's metrics to metrics.jsonl, rewrite metrics.csv, redraw the
+        figures."""
         self.rows.append(dict(row))
         self._write_metrics()
+
+    def log_samples(self, server_round: int, samples: Mapping[str, str]) -> None:
+        """Append one round's generations (prompt -> text) to generations.jsonl."""
+        self.samples += [{"round": server_round, "prompt": prompt, "generation": text}
+                         for prompt, text in samples.items()]
+        atomic_write(self.folder / "generations.jsonl", _jsonl(self.samples))
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
         """Start from the metrics of the run being resumed."""
@@ -56,8 +80,7 @@ class RunRecorder:
         self._write_metrics()
 
     def _write_metrics(self) -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in self.rows)
-        atomic_write(self.folder / "metrics.jsonl", lines.encode())
+        atomic_write(self.folder / "metrics.jsonl", _jsonl(self.rows))
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -66,6 +89,11 @@ class RunRecorder:
             writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
                              for k, v in r.items()})
         atomic_write(self.folder / "metrics.csv", buffer.getvalue().encode())
+        try:
+            for name, png in draw_all(self.rows).items():
+                atomic_write(self.folder / "figures" / name, png)
+        except Exception as exc:  # a figure is a convenience: never let it stop the training
+            log(WARNING, "run figures not drawn: %s: %s", type(exc).__name__, exc)
 
     def checkpoint(self, server_round: int, global_lora: Mapping[str, torch.Tensor]) -> Path:
         """Save everything a resumed run needs after `server_round`: the global adapter, the

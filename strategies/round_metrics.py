@@ -14,27 +14,70 @@ from strategies.transport import TrainOutcome
 def round_costs(allocations: Mapping[int, ClientAllocation],
                 outcomes: Mapping[int, TrainOutcome], failures: Mapping[int, str],
                 profiles: Mapping[int, Mapping[str, float]],
-                plan: RoundAllocation | None) -> dict:
-    """Per-client decisions, the modelled costs of the plan and the measured traffic and time."""
+                plan: RoundAllocation | None, local_steps: int) -> dict:
+    """Per-client decisions, the modelled costs of the plan, the measured traffic and time, and
+    each client's modelled against measured seconds for the round.
+
+    Modelled: the cost model's device, transfer, server (its tail at the whole server's
+    speed) and queueing (what sharing the server adds) seconds per step, times `local_steps`.
+    Measured: the device's own compute time (as it reports it), the server's time on its
+    requests, and its round's wall time from the round message to the final reply;
+    `measured_wait_s` is the rest (transfer, queueing behind other clients, control plane),
+    to set against modelled transfer + queueing.
+    """
     steps = [t for o in outcomes.values() for t in o.step_times]
     per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
                      if o.failure is None]
+    clients = [_client_times(n, a, outcomes.get(n), profiles[n], local_steps)
+               for n, a in allocations.items()]
     return {
-        "clients": [{"node": n, "split": a.split, "bandwidth_hz": a.bandwidth_hz,
-                     "power_w": a.power_w, "user_freq_hz": a.user_freq_hz,
-                     "examples": int(profiles[n]["num-examples"]),
-                     **({} if a.loss_rate is None else {"loss_rate": a.loss_rate})}
-                    for n, a in allocations.items()],
+        "clients": clients,
         "modelled_objective": plan.objective if plan else None,
         "modelled_energy_j": plan.energy_j if plan else None,
         "modelled_delay_s": plan.delay_s if plan else None,
         "modelled_stability": plan.stability if plan else None,
+        **model_fit(clients),
         "failures": {str(n): r for n, r in failures.items()},
         "bytes_up": sum(o.bytes_up for o in outcomes.values()),
         "bytes_down": sum(o.bytes_down for o in outcomes.values()),
         "server_tail_step_s": float(np.mean(steps)) if steps else None,
         "client_exchange_s": float(np.mean(per_step_wait)) if per_step_wait else None,
     }
+
+
+def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
+                  profile: Mapping[str, float], local_steps: int) -> dict:
+    entry = {"node": node, "device_class": profile.get("device_class", ""), "split": a.split,
+             **{k: v for k, v in (("bandwidth_hz", a.bandwidth_hz), ("power_w", a.power_w),
+                                  ("user_freq_hz", a.user_freq_hz),
+                                  ("server_share", a.server_share), ("loss_rate", a.loss_rate))
+                if v is not None},
+             "examples": int(profile["num-examples"]),
+             "bytes_up": outcome.bytes_up if outcome else 0,
+             "bytes_down": outcome.bytes_down if outcome else 0,
+             **{f"modelled_{part}_s": local_steps * getattr(a, f"modelled_{part}_s")
+                for part in ("device", "transfer", "server", "queue")}}
+    entry["modelled_s"] = sum(entry[f"modelled_{part}_s"]
+                              for part in ("device", "transfer", "server", "queue"))
+    if outcome is not None and outcome.failure is None:
+        server = float(sum(outcome.step_times))
+        device = outcome.device_compute_s
+        entry.update(measured_device_s=device, measured_server_s=server,
+                     measured_s=outcome.round_s,
+                     measured_wait_s=outcome.round_s - server - (device or 0.0))
+    return entry
+
+
+def model_fit(clients: list[dict]) -> dict:
+    """Median over the round's completed clients of modelled / measured seconds: the whole
+    round of a client, and its device and server parts (None where nothing was measured)."""
+    fit = {}
+    for part in ("", "device_", "server_"):
+        ratios = [c[f"modelled_{part}s"] / c[f"measured_{part}s"] for c in clients
+                  if c.get(f"measured_{part}s")]
+        fit[f"modelled_over_measured_{part}median"] = (float(np.median(ratios)) if ratios
+                                                       else None)
+    return fit
 
 
 def peak_rss_mb() -> float:

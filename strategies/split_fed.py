@@ -2,7 +2,8 @@
 
 One round: sample clients -> ask their profiles -> allocate split points and resources -> train
 (each client's head on the device, its private tail copy here, over the transport) -> aggregate
-every layer's LoRA over all clients -> evaluate -> record metrics and a checkpoint.
+every layer's LoRA over all clients -> evaluate (and write sample generations) -> record metrics
+and a checkpoint.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from edgesplit.split_model import SplitModel
 from edgesplit.splits import device_layers
 from strategies.aggregation import Aggregator
 from strategies.batched_tail import serve_requests
+from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator
 from strategies.outputs import RunRecorder
 from strategies.round_metrics import peak_rss_mb, progress_line, round_costs
+from strategies.samples import sample_generations
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
@@ -39,13 +42,31 @@ RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "
                                "step-timeout-s", "reply-timeout-s", "stream-host",
                                "stream-public-host",
                                "stream-port", "tls-certfile", "tls-keyfile", "tls-ca-certfile",
-                               "eval-every", "inject-faults"})
+                               "eval-every", "inject-faults", "sample-prompts",
+                               "sample-tokens"})
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
-PROFILE_BOUNDS = {"cpu_freq_hz": (1e6, 1e11), "cores": (1, 1024), "flops_per_cycle": (0.01, 1e4),
-                  "memory_gb": (0.01, 1e5), "tx_power_w": (1e-3, 100.0),
-                  "distance_m": (1.0, 1e5), "num-examples": (1, 1e12)}
+# GPU devices report CUDA cores or shader ALUs as `cores`.
+PROFILE_BOUNDS = {"cpu_freq_hz": (1e6, 1e11), "cores": (1, 1e6), "flops_per_cycle": (0.01, 1e4),
+                  "memory_gb": (0.01, 1e5), "power_w": (0.01, 1e5), "tx_power_w": (1e-3, 100.0),
+                  "uplink_bps": (1e3, 1e12), "distance_m": (1.0, 1e5),
+                  "num-examples": (1, 1e12)}
+_MAX_CLASS_NAME = 64  # a device class is a catalogue name or a short label
+
+
+def model_cost(settings: Settings, model: SplitModel) -> ModelCost:
+    """What the cost models need to know of this run's model and batches."""
+    config = model.config
+    return ModelCost(layers=model.num_layers, hidden_size=config.hidden_size,
+                     batch_size=settings.batch_size, seq_len=settings.block_size,
+                     activation_bits=framing.bits_per_value(  # as sent on the wire
+                         settings.stream_dtype if settings.transport == "stream"
+                         else "float32", config.hidden_size),
+                     device_tail_layers=settings.device_tail_layers,
+                     vocab_size=config.vocab_size, attention_heads=config.num_attention_heads,
+                     layer_params=model.parameter_count(0),
+                     embedding_params=model.parameter_count())
 
 
 class SplitFedStrategy:
@@ -61,21 +82,18 @@ class SplitFedStrategy:
     aggregate : Aggregator
     recorder : RunRecorder
     evaluator : Evaluator
+    calibrator : Calibrator, optional
+        Measures devices and the server (`calibration = "measure"`); None: catalogue only.
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
                  transport: Transport, aggregate: Aggregator, recorder: RunRecorder,
-                 evaluator: Evaluator) -> None:
+                 evaluator: Evaluator, calibrator: Calibrator | None = None) -> None:
         self.settings, self.model, self.allocator = settings, model, allocator
         self.transport, self.aggregate, self.recorder = transport, aggregate, recorder
-        self.evaluator = evaluator
+        self.evaluator, self.calibrator = evaluator, calibrator
         self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
-        self.costs = ModelCost(layers=model.num_layers, hidden_size=model.config.hidden_size,
-                               batch_size=settings.batch_size, seq_len=settings.block_size,
-                               activation_bits=framing.bits_per_value(  # as sent on the wire
-                                   settings.stream_dtype if settings.transport == "stream"
-                                   else "float32", model.config.hidden_size),
-                               device_tail_layers=settings.device_tail_layers)
+        self.costs = model_cost(settings, model)
 
     # ---- one round, step by step -------------------------------------------------------------
     def sample(self, node_ids: list[int], server_round: int) -> list[int]:
@@ -105,10 +123,24 @@ class SplitFedStrategy:
                     if not low <= profile[key] <= high:  # NaN fails too
                         raise ValueError(f"profile {key} = {profile[key]!r} outside "
                                          f"[{low:g}, {high:g}]")
-                profiles[node] = profile
+                device_class = record.get("device_class", "")
+                if not isinstance(device_class, str) or len(device_class) > _MAX_CLASS_NAME:
+                    raise ValueError(f"profile device_class = {device_class!r:.80} is not a "
+                                     f"name of at most {_MAX_CLASS_NAME} characters")
+                profiles[node] = {**profile, "device_class": device_class}
             except Exception as exc:  # a bad profile excludes the client, never the server
                 failures[node] = f"profile: {type(exc).__name__}: {exc}"
         return profiles, failures
+
+    def calibrate(self, grid: Grid, nodes: list[int]) -> dict:
+        """Measure the devices not measured yet and, once, the server's tail (no-op without a
+        calibrator); returns what was learnt this round, for the metrics."""
+        if self.calibrator is None or not nodes:
+            return {}
+        learnt = self.calibrator.measure_devices(grid, nodes)
+        batch = self.evaluator.heldout_blocks.batch(0, self.settings.batch_size)
+        learnt.update(self.calibrator.measure_server(self.model, batch))
+        return learnt
 
     def split_global(self, split: int) -> tuple[dict, dict]:
         """The global adapter cut for one client: (the device's layers, the server's)."""
@@ -153,6 +185,8 @@ class SplitFedStrategy:
                              + ", ".join(f"{k} {saved[k]!r} -> {now.get(k)!r}" for k in changed))
         self.global_lora = dict(lora)
         self.recorder.restore(checkpoint["metrics"])
+        if self.calibrator is not None:
+            self.calibrator.restore(checkpoint["metrics"])
         return int(checkpoint["round"]) + 1
 
     def run(self, grid: Grid, first_round: int = 1) -> dict[str, torch.Tensor]:
@@ -162,9 +196,16 @@ class SplitFedStrategy:
             nodes = self.sample(list(grid.get_node_ids()), server_round)
             profiles, failures = self.query_profiles(grid, nodes)
             ordered = sorted(profiles)
-            plan = self.allocator.allocate(server_round, [profiles[n] for n in ordered],
-                                           self.costs) if ordered else None
-            allocs = dict(zip(ordered, plan.clients if plan else [], strict=True))
+            calibration = self.calibrate(grid, ordered)
+            t_calibrate = time.perf_counter()
+            plan = self.allocator.allocate(
+                server_round, [profiles[n] for n in ordered], self.costs,
+                *((self.calibrator.measured(ordered), self.calibrator.server)
+                  if self.calibrator else ())) if ordered else None
+            excluded = plan.excluded if plan else {}
+            failures.update({ordered[i]: f"allocation: {r}" for i, r in excluded.items()})
+            allocs = dict(zip([n for i, n in enumerate(ordered) if i not in excluded],
+                              plan.clients if plan else [], strict=True))
             t_alloc = time.perf_counter()
             outcomes, tails = self.train(server_round, allocs)
             t_train = time.perf_counter()
@@ -183,9 +224,18 @@ class SplitFedStrategy:
                 log(WARNING, "round %d: client %s dropped: %s", server_round, node, reason)
             if s.eval_every and server_round % s.eval_every == 0:
                 row.update(self.evaluate(grid, allocs, server_round))
+                if s.prompts:
+                    t_samples = time.perf_counter()
+                    self.recorder.log_samples(server_round, sample_generations(
+                        self.model, self.global_lora, s.prompts, s.data_format,
+                        s.sample_tokens))
+                    row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
             t_eval = time.perf_counter()
-            row.update(round_costs(allocs, outcomes, failures, profiles, plan))
-            row.update({"time_allocate_s": t_alloc - started, "time_train_s": t_train - t_alloc,
+            row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
+            if calibration:
+                row["calibration"] = calibration
+            row.update({"time_calibrate_s": t_calibrate - started,
+                        "time_allocate_s": t_alloc - t_calibrate, "time_train_s": t_train - t_alloc,
                         "time_eval_s": t_eval - t_train, "time_round_s": t_eval - started,
                         "server_peak_rss_mb": peak_rss_mb()})
             self.recorder.log_round(row)

@@ -52,6 +52,7 @@ class StreamSession:
     context: grpc.ServicerContext | None = None
     stream_ok: bool = False  # the client half-closed after the last step
     sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
+    started_at: float = field(default_factory=time.monotonic)  # the round message was pushed
     failed_at: float = -math.inf
 
     @property

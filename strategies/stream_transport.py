@@ -189,7 +189,7 @@ class StreamTransport:
             messages.append(Message(content, dst_node_id=job.node_id,
                                     message_type=TRAIN_STREAM, ttl=ttl))
         for session in sessions:
-            session.sent_at = time.monotonic()
+            session.sent_at = session.started_at = time.monotonic()
         return dict(zip(self.grid.push_messages(messages), sessions, strict=True))
 
     def _wait(self, pending: dict[str, StreamSession]) -> None:
@@ -234,13 +234,15 @@ class StreamTransport:
                                    f"{job.task.local_steps} steps")
             content = reply.content
             outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
-            head_lora, num_examples, losses = read_final_reply(content, job)
+            head_lora, num_examples, losses, compute_s = read_final_reply(content, job)
         except PayloadError as exc:
             session.fail(f"reply: {exc}")
             return
-        outcome.transport_s += time.monotonic() - session.sent_at
+        now = time.monotonic()
+        outcome.transport_s += now - session.sent_at
+        outcome.round_s = now - session.started_at
         outcome.head_lora, outcome.num_examples = head_lora, num_examples
-        outcome.device_losses = losses
+        outcome.device_losses, outcome.device_compute_s = losses, compute_s
         session.state = "done"
 
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------

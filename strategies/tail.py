@@ -23,7 +23,7 @@ class _ServerPart:
     def __init__(self, model: SplitModel, lora: Mapping[str, torch.Tensor],
                  task: RoundTask) -> None:
         self.model, self.task = model, task
-        self.params = trainable_copy(lora)
+        self.params = trainable_copy(lora, model.device)
         self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
         self.losses: list[float] = []  # the training loss, where this part computes it
 
@@ -33,7 +33,7 @@ class _ServerPart:
         self.optimizer.zero_grad(set_to_none=True)
 
     def lora(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach() for k, p in self.params.items()}
+        return {k: p.detach().cpu() for k, p in self.params.items()}
 
 
 def refuse_non_finite(*tensors: torch.Tensor | None) -> None:
@@ -90,9 +90,9 @@ class BodySession(_ServerPart):
                 out = self.model.body(hidden, tensors["attention_mask"], self.task.split,
                                       self.model.num_layers - self.task.device_tail_layers)
             self._pending = (hidden, out)
-            return out.detach()
+            return out.detach().cpu()
         hidden, out = self._pending
         self._pending = None
-        out.backward(tensors["hidden"])
+        out.backward(tensors["hidden"].to(out.device, out.dtype))
         self._update()
         return hidden.grad

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from flwr.app import RecordDict
 
-from edgesplit.protocol import LORA, METRICS, RoundTask
+from edgesplit.protocol import COMPUTE_S, LORA, METRICS, RoundTask
 from edgesplit.records import PayloadError, from_record, lora_spec
 
 #: The data planes a run may name (run config `transport`): `flower_transport.FlowerTransport`
@@ -60,27 +60,35 @@ class TrainOutcome:
     bytes_up: int = 0
     bytes_down: int = 0
     transport_s: float = 0.0  # wall time spent waiting for this client's replies
-    step_times: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)  # the server's time per exchange
     device_losses: list[float] = field(default_factory=list)  # U-shaped: the device's losses
+    device_compute_s: float | None = None  # the device's own compute time, as it reports it
+    round_s: float = 0.0  # wall time from the round's first message to the final reply
 
 
 def read_final_reply(content: RecordDict, job: TrainJob
-                     ) -> tuple[dict[str, torch.Tensor], int, list[float]]:
+                     ) -> tuple[dict[str, torch.Tensor], int, list[float], float | None]:
     """A client's last reply of the round: its trained adapter (exactly the layers it was
-    sent), the positive number of examples it weighs in aggregation with, and in a U-shaped
-    split its loss at every local step (empty otherwise)."""
+    sent), the positive number of examples it weighs in aggregation with, in a U-shaped split
+    its loss at every local step (empty otherwise), and the seconds it spent computing (None
+    if it does not say)."""
     if LORA not in content.array_records or METRICS not in content.metric_records:
         raise PayloadError("final reply lacks the head adapter or its metrics")
     head_lora = from_record(content[LORA], lora_spec(job.head_lora))
-    num_examples = content[METRICS].get("num-examples")  # None when missing
+    metrics = content[METRICS]
+    num_examples = metrics.get("num-examples")  # None when missing
     if not isinstance(num_examples, int) or num_examples <= 0:
         raise PayloadError(f"num-examples {num_examples!r} is not a positive integer")
-    losses = content[METRICS].get("train-losses", []) if job.task.u_shaped else []
+    losses = metrics.get("train-losses", []) if job.task.u_shaped else []
     if job.task.u_shaped and not (
             isinstance(losses, list) and len(losses) == job.task.local_steps
             and all(isinstance(x, float) and math.isfinite(x) for x in losses)):
         raise PayloadError(f"train-losses must be {job.task.local_steps} finite floats")
-    return head_lora, num_examples, list(losses)
+    compute_s = metrics.get(COMPUTE_S)
+    if compute_s is not None and not (isinstance(compute_s, float) and math.isfinite(compute_s)
+                                      and compute_s >= 0):
+        raise PayloadError(f"{COMPUTE_S} {compute_s!r} is not a finite float >= 0")
+    return head_lora, num_examples, list(losses), compute_s
 
 
 class Transport(Protocol):

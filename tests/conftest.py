@@ -1,4 +1,5 @@
-"""Test-wide setup: a private preset cache (tests never touch the user's), and TLS test material."""
+"""Test-wide setup: private preset and datasets caches (tests never touch the user's), and TLS test
+material."""
 
 import datetime
 import ipaddress
@@ -13,6 +14,8 @@ from cryptography.x509.oid import NameOID
 
 # Set before any test imports fl_app, and inherited by the Flower processes tests start.
 os.environ.setdefault("EDGESPLIT_CACHE", tempfile.mkdtemp(prefix="edgesplit-cache-"))
+# Local datasets read through Hugging Face `datasets` leave its Arrow cache here, not in the user's.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf-datasets-cache-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

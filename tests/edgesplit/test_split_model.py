@@ -1,14 +1,24 @@
-"""Oracle 1: head + tail equals the unsplit model, in outputs and LoRA gradients."""
+"""Oracle 1: head + tail equals the unsplit model, in outputs and LoRA gradients, for every
+family of issue 14 (tiny random configs built here), and the refusal of models that cannot split
+exactly."""
+
+from dataclasses import replace
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
-from edgesplit.families import FAMILIES
-from edgesplit.presets import PRESETS
+from edgesplit import split_model as split_model_module
+from edgesplit.families import UnsupportedModel, describe
 from edgesplit.settings import LoraSettings
 from edgesplit.split_model import SplitModel, trainable_copy
-
-TINY = [p for p in PRESETS if p.startswith("tiny-")]
+from harness.tiny_families import (
+    NEEDS_WEIGHTS,
+    REFUSED,
+    SUPPORTED,
+    save_config_only,
+    save_tiny,
+)
 
 
 def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,9 +46,11 @@ def randomised(model: SplitModel, seed: int = 1) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.fixture(scope="module", params=TINY)
-def model(request) -> SplitModel:
-    m = SplitModel(request.param)
+@pytest.fixture(scope="module", params=list(SUPPORTED))
+def model(request, tmp_path_factory) -> SplitModel:
+    """A random tiny model of one family, saved and loaded back like a user's checkpoint."""
+    folder = save_tiny(SUPPORTED[request.param](), tmp_path_factory.mktemp(request.param))
+    m = SplitModel(str(folder))
     randomised(m)
     return m
 
@@ -123,12 +135,30 @@ def test_base_weights_are_frozen_and_never_get_gradients(model):
     assert all(p.grad is not None for p in params.values())
 
 
-def test_lora_targets_only_the_family_projections(model):
-    targets = FAMILIES[model.config.model_type].lora_targets
+LLAMA_STYLE = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+EXPERTS = {"experts.gate_up_proj", "experts.down_proj"}
+# Read off each family's modeling file: attention + MLP projections, routers left out.
+EXPECTED_TARGETS = {
+    "gpt2": ({"c_attn", "c_proj", "c_fc"}, set()),
+    "gpt-neox": ({"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}, set()),
+    "phi3": ({"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}, set()),
+    "starcoder2": ({"q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"}, set()),
+    "glm4": ({"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"}, set()),
+    "mixtral": ({"q_proj", "k_proj", "v_proj", "o_proj"}, EXPERTS),
+    "qwen2-moe": (LLAMA_STYLE, EXPERTS),  # the shared expert's MLP; not shared_expert_gate
+}
+
+
+def test_lora_targets_are_the_blocks_own_linear_layers(model, request):
+    family = request.node.callspec.params["model"]
+    modules, experts = EXPECTED_TARGETS.get(family, (LLAMA_STYLE, set()))
+    arch = model.architecture
+    assert set(arch.lora_targets) == modules and set(arch.lora_parameters) == experts
+    assert arch.fan_in_fan_out == (family == "gpt2")
+    # A and B for every target in every layer (fused experts: one wrapper per parameter).
     keys = model.lora_keys()
-    modules = {k.rsplit(".lora_", 1)[0].rsplit(".", 1)[1] for k in keys}
-    assert modules == set(targets)
-    # A and B for every target in every layer (GPT-2 has c_proj twice per layer).
+    assert len(keys) == 2 * model.num_layers * (len(modules) + len(experts)) + (
+        2 * model.num_layers if family == "gpt2" else 0)  # GPT-2 has c_proj twice per layer
     per_layer = len(keys) // model.num_layers
     assert all(len(model.lora_keys([i])) == per_layer for i in range(model.num_layers))
 
@@ -177,3 +207,29 @@ def test_split_out_of_range_is_rejected():
     ids, mask = padded_batch()
     with pytest.raises(ValueError, match="split must be in"):
         m.head(ids, mask, m.num_layers + 1)
+
+
+@pytest.mark.parametrize("family", list(REFUSED))
+def test_models_that_cannot_split_exactly_are_refused_with_the_reason(tmp_path, family):
+    config, reason = REFUSED[family]
+    save = save_tiny if family in NEEDS_WEIGHTS else save_config_only  # no weight is read
+    folder = save(config(), tmp_path / family)
+    with pytest.raises(UnsupportedModel, match=reason):
+        SplitModel(str(folder))
+
+
+def test_layers_that_share_weights_are_refused():
+    base = AutoModelForCausalLM.from_config(SUPPORTED["llama"]())
+    base.model.layers[1].mlp = base.model.layers[0].mlp  # one MLP serving two layers
+    with pytest.raises(UnsupportedModel, match="layers 0 and 1 share weights"):
+        describe(base)
+
+
+def test_a_family_that_deviates_unseen_is_refused_at_load(tmp_path, monkeypatch):
+    """The load check: were Granite's logit scaling unknown, head + tail would not reproduce
+    the model's own forward, and the model is refused rather than trained wrongly."""
+    folder = save_tiny(SUPPORTED["granite"](), tmp_path / "granite")
+    monkeypatch.setattr(split_model_module, "describe",
+                        lambda base: replace(describe(base), logit_scalars=()))
+    with pytest.raises(UnsupportedModel, match="differ from the model's own forward"):
+        SplitModel(str(folder))

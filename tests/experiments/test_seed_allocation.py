@@ -39,10 +39,12 @@ def test_every_csv_and_png_is_written(quick):
 def test_fp_objective_is_at_most_every_baseline_on_the_same_scenario(quick, name):
     for variant, results in quick[1]["rows"].items():
         for methods in by_scenario(results[name]).values():
-            fp = methods.pop("fp")["objective"]
+            fp = methods.pop("fp")
+            # The makespan model's fp is exact to its tolerance (1e-6) and certified gap.
+            slack = 1e-9 if np.isnan(fp["gap"]) else max(1e-6, fp["gap"])
             assert methods, variant
             for method, r in methods.items():
-                assert fp <= r["objective"] * (1 + 1e-9), (variant, name, method)
+                assert fp["objective"] <= r["objective"] * (1 + slack), (variant, name, method)
 
 
 def test_exhaustive_is_the_floor_and_fp_reaches_it(quick):
@@ -66,11 +68,12 @@ def test_objective_history_starts_at_the_reference_and_never_increases(quick):
 
 @pytest.mark.parametrize("swept,metric", [("energy", "energy_j"), ("delay", "delay_s")])
 def test_raising_a_weight_raises_the_objective_and_lowers_its_own_cost(quick, swept, metric):
-    lo, hi = experiment.QUICK.weight_values[0], experiment.QUICK.weight_values[-1]
-    for results in quick[1]["rows"].values():
+    for variant, results in quick[1]["rows"].items():
+        cfg = experiment.config_of(variant, quick=True)
+        lo, hi = cfg.weight_values[0], cfg.weight_values[-1]
         fp = {(r["seed"], r["weight"]): r for r in results["weight_sweep"]
               if r["method"] == "fp" and r["swept"] == swept}
-        for seed in range(experiment.QUICK.seeds):
+        for seed in range(cfg.seeds):
             low, high = fp[(seed, lo)], fp[(seed, hi)]
             assert high["objective"] > low["objective"]
             assert high[metric] <= low[metric] * (1 + 1e-6)
@@ -80,6 +83,12 @@ def test_claims_name_their_numbers(quick):
     claims = {(c["variant"], c["claim"]): c for c in quick[1]["claims"]}
     for variant in experiment.VARIANTS:
         warning = claims[(variant, "(seed-note warning) the optimum puts a_n = 1 for most users")]
-        assert warning["reproduced"] == "yes" and "mean split" in warning["evidence"]
+        assert "mean split" in warning["evidence"]
         exact = claims[(variant, "fp reaches the exhaustive optimum on small instances")]
         assert exact["reproduced"] == "yes"
+    for variant in ("paper", "physical"):  # the paper's cost model: split 1 everywhere
+        warning = claims[(variant, "(seed-note warning) the optimum puts a_n = 1 for most users")]
+        assert warning["reproduced"] == "yes"
+    certified = [c for c in quick[1]["claims"] if c["variant"] == "makespan"
+                 and c["claim"].startswith("fp certified")]
+    assert certified and certified[0]["reproduced"] == "yes"

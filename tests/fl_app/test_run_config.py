@@ -15,6 +15,9 @@ from fl_app.run_config import check_against_model, parse
     ("transport", "udp", "config transport = 'udp': one of"),
     ("stream-dtype", "float64", "config stream-dtype = 'float64': one of"),
     ("channel", "fog", "config channel = 'fog': one of"),
+    ("base-dtype", "int8", "config base-dtype = 'int8': one of"),
+    ("server-device", "gpu0", "config server-device = 'gpu0': one of auto, cpu, cuda"),
+    ("client-device", "tpu", "config client-device = 'tpu': one of auto, cpu, cuda"),
     ("learning-rate", -0.1, "config learning-rate = -0.1: must be > 0"),  # ranges too
 ])
 def test_a_wrong_name_gets_an_error_naming_the_key_and_the_choices(key, value, message):

@@ -3,6 +3,7 @@
 import torch
 
 from edgesplit.data import federated_text
+from edgesplit.placement import BASE_DTYPES
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
 
@@ -10,7 +11,8 @@ from edgesplit.split_model import SplitModel, trainable_copy
 def fedavg_of_full_model_training(settings: Settings, num_clients: int, rounds: int):
     """The reference: every client trains full-model LoRA locally on the same batches, then a
     FedAvg weighted by training blocks; written independently of the split code path."""
-    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
+    model = SplitModel(settings.model_name, settings.lora, seed=settings.seed,
+                       dtype=BASE_DTYPES[settings.base_dtype])
     data = federated_text(settings.data, settings.model_name, num_clients)
     global_state = model.lora_state()
     for server_round in range(1, rounds + 1):

@@ -1,0 +1,346 @@
+"""The makespan cost model: a shared server, a synchronous round, device memory caps.
+
+What the paper's model (``system_model``) leaves out and this one keeps (issue 15):
+
+- the server is shared: it trains every client's tail with the same hardware, so a client's
+  server time is its tail work divided by the share ``phi_n`` of the server it is given, and the
+  shares of a server's clients sum to at most its concurrency ``c_m`` (1 when tails run one at a
+  time; more when batched tails run several clients' passes in the time of one), each at most 1;
+- a synchronous round ends when its last client ends: the round delay is the makespan
+  ``T = max_n t_n``, not the sum of the clients' delays;
+- a device trains only as many layers as fit in its memory (weights and activations);
+- devices and servers are described by what they sustain per layer, from the hardware
+  catalogue (``edgesplit.hardware``) or, better, measured at the start of a run.
+
+Per training step of user ``n`` with split ``a`` (layers ``[0, a)`` on the device) on server
+``m`` (SI units)::
+
+    device_s   = a D_n + F_n                    D: seconds per layer, F: split-independent part
+    transfer_s = s / r_nm                       s: bits per step, r: the device's uplink rate
+    server_s   = W_m(a) / phi_n                 W_m(a) = (Y - a) G_m + H_m at the full server
+    t_n        = device_s + transfer_s + server_s
+
+``H_m`` is the LM head and loss, which the server runs for every client whatever the split (the
+device runs them in a U-shaped split, where ``F_n`` holds them and the device's last layers).
+Each device has its own access link (Wi-Fi, 5G...), declared or measured; the server cannot
+schedule radio airtime, so bandwidth is not a decision here: the server's compute share is.
+
+Energy is as in the paper's model, with powers from the catalogue: the device draws ``P_n`` while
+it computes, the radio ``p_n`` while it transmits, the server ``P_m`` while it runs tails
+(``P_m / c_m`` per client when ``c_m`` run at once). Stability is the paper's bound. The
+objective is ``w_t T / T_ref + w_e E / E_ref + w_s S / S_ref`` with the reference allocation of
+the paper's model (every user at its smallest split, on its fastest link's server, equal shares).
+The solvers are in ``makespan_solver``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from edgesplit.hardware import DEVICES, LINKS, SERVERS, SUSTAINED_FRACTION, Hardware
+
+from .measurement import Measured
+from .system_model import Costs, ModelCost, Normalised, Weights, stability_penalty
+
+#: Usable share of a device's memory for training (the OS, the runtime and other apps hold the
+#: rest) [D].
+USABLE_MEMORY = 0.5
+
+
+@dataclass
+class MakespanScenario(Normalised):
+    """N users and M servers for one round of the makespan model.
+
+    User arrays have shape (N,), server arrays (M,), ``uplink_bps`` (N, M).
+
+    Attributes
+    ----------
+    device_layer_s : seconds a device takes per layer per step (forward and backward).
+    device_fixed_s : split-independent device seconds per step (U-shaped tail and LM head).
+    device_power_w : device power while it computes.
+    memory_bytes : memory a device can give to training (inf: no cap).
+    tx_power_w : radio power while transmitting.
+    uplink_bps : each device's uplink rate to each server.
+    samples : local training samples (stability bound).
+    min_split : smallest split each device accepts (a privacy floor; default 1).
+    server_layer_s, server_fixed_s : server seconds per layer and per step for the LM head and
+        loss, for one client's batch on the whole server.
+    server_power_w : server power while it computes.
+    concurrency : c_m, how many clients' tails the server runs in the time of one (1 = one at
+        a time); the shares on a server sum to at most c_m, each at most 1.
+    """
+
+    device_layer_s: np.ndarray
+    device_fixed_s: np.ndarray
+    device_power_w: np.ndarray
+    memory_bytes: np.ndarray
+    tx_power_w: np.ndarray
+    uplink_bps: np.ndarray
+    samples: np.ndarray
+    server_layer_s: np.ndarray
+    server_fixed_s: np.ndarray
+    server_power_w: np.ndarray
+    concurrency: np.ndarray
+    model: ModelCost
+    weights: Weights = field(default_factory=Weights)
+    min_split: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        users = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
+                 "tx_power_w", "samples")
+        servers = ("server_layer_s", "server_fixed_s", "server_power_w", "concurrency")
+        for name in (*users, *servers, "uplink_bps"):
+            setattr(self, name, np.atleast_1d(np.asarray(getattr(self, name), dtype=float)))
+        n, m = self.device_layer_s.size, self.server_layer_s.size
+        self.uplink_bps = self.uplink_bps.reshape(n, m)
+        for name in users:
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},)")
+        for name in servers:
+            if getattr(self, name).shape != (m,):
+                raise ValueError(f"{name} must have shape ({m},)")
+        self.min_split = (np.ones(n, int) if self.min_split is None
+                          else np.asarray(self.min_split, int).reshape(n))
+        for name in ("device_layer_s", "device_power_w", "memory_bytes", "tx_power_w",
+                     "uplink_bps", "samples", "server_layer_s", "server_power_w", "concurrency"):
+            value = getattr(self, name)
+            if not np.all(value > 0) or np.any(np.isnan(value)):
+                raise ValueError(f"{name} must be positive")
+        if np.any(self.device_fixed_s < 0) or np.any(self.server_fixed_s < 0):
+            raise ValueError("device_fixed_s and server_fixed_s must be >= 0")
+        if np.any(self.min_split < 1) or np.any(self.min_split > self.layers - 1):
+            raise ValueError(f"min_split must be in [1, {self.layers - 1}]")
+
+    @property
+    def n_users(self) -> int:
+        return self.device_layer_s.size
+
+    @property
+    def n_servers(self) -> int:
+        return self.server_layer_s.size
+
+    @property
+    def layers(self) -> int:
+        """Layers the split divides (Y, less the device's tail in a U-shaped split)."""
+        return self.model.split_layers
+
+    @cached_property
+    def max_split(self) -> np.ndarray:
+        """Deepest split each device's memory allows, shape (N,); below ``min_split`` when
+        none does (see ``infeasible``)."""
+        splits = np.arange(1, self.layers)
+        fits = self.model.device_bytes(splits)[None, :] <= self.memory_bytes[:, None]
+        return np.where(fits.any(axis=1), fits.sum(axis=1), 0).astype(int)
+
+    @property
+    def infeasible(self) -> dict[int, str]:
+        """Users that cannot train any allowed split, with the reason."""
+        need = self.model.device_bytes(self.min_split)
+        return {int(n): f"memory: {self.memory_bytes[n] / 1e9:.3g} GB usable, split "
+                        f"{self.min_split[n]} needs {need[n] / 1e9:.3g} GB"
+                for n in np.flatnonzero(self.max_split < self.min_split)}
+
+    def subset(self, users) -> MakespanScenario:
+        """The same round with only ``users`` (indices), e.g. without those that cannot
+        train."""
+        users = np.asarray(users, int)
+        per_user = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
+                    "tx_power_w", "uplink_bps", "samples", "min_split")
+        return dataclasses.replace(self, **{k: getattr(self, k)[users] for k in per_user})
+
+    @cached_property
+    def transfer_s(self) -> np.ndarray:
+        """Seconds per step on the uplink from each user to each server, shape (N, M)."""
+        return self.model.bits_per_step / self.uplink_bps
+
+    @cached_property
+    def reference(self) -> Costs:
+        """Costs at the reference allocation used to normalise the objective."""
+        split, assoc, share = reference_allocation(self)
+        t, e, s = cost_components(self, split, assoc, share)
+        w = self.weights
+        return Costs(w.energy + w.time + w.stability, e, t, s)
+
+
+# --- Physics of one allocation ------------------------------------------------------------
+
+
+def step_times(scenario: MakespanScenario, split, association, share, users=None):
+    """Per-user (device, transfer, server) seconds of one step.
+
+    ``split``, ``association`` and ``users`` (default: every user, in order) broadcast
+    together, so one call can cost a whole (user, server, split) table."""
+    sc = scenario
+    users = np.arange(sc.n_users) if users is None else users
+    a, m = np.asarray(split, float), np.asarray(association, int)
+    device = a * sc.device_layer_s[users] + sc.device_fixed_s[users]
+    server = server_work_s(sc, a, m) / np.asarray(share, float)
+    return device, sc.transfer_s[users, m], server
+
+
+def server_work_s(scenario: MakespanScenario, split, association) -> np.ndarray:
+    """W_m(a): seconds of tail work per step on the whole server."""
+    sc = scenario
+    m = np.asarray(association, int)
+    return (sc.layers - np.asarray(split, float)) * sc.server_layer_s[m] + sc.server_fixed_s[m]
+
+
+def user_energy_j(scenario: MakespanScenario, split, association, users=None) -> np.ndarray:
+    """Joules per step of each user's device, radio and share of its server.
+
+    None depends on the shares: a share changes when the server works for a client, not how
+    long. Arguments broadcast as in ``step_times``."""
+    sc = scenario
+    users = np.arange(sc.n_users) if users is None else users
+    device, transfer, _ = step_times(sc, split, association, 1.0, users)
+    m = np.asarray(association, int)
+    server = server_work_s(sc, split, m) * sc.server_power_w[m] / sc.concurrency[m]
+    return device * sc.device_power_w[users] + transfer * sc.tx_power_w[users] + server
+
+
+def user_stability(scenario: MakespanScenario, split, users=None) -> np.ndarray:
+    """The paper's stability bound per user, counting every layer the device trains."""
+    sc, t = scenario, scenario.model.device_tail_layers
+    users = np.arange(sc.n_users) if users is None else users
+    return stability_penalty(np.asarray(split, float) + t, sc.layers + t, sc.samples[users],
+                             sc.weights.lipschitz)
+
+
+def cost_components(scenario: MakespanScenario, split, association, share
+                    ) -> tuple[float, float, float]:
+    """(makespan s, energy J, stability) of an allocation."""
+    device, transfer, server = step_times(scenario, split, association, share)
+    return (float(np.max(device + transfer + server)),
+            float(user_energy_j(scenario, split, association).sum()),
+            float(user_stability(scenario, split).sum()))
+
+
+def weighted_objective(scenario: MakespanScenario, makespan_s: float, energy_j: float,
+                       stability: float) -> float:
+    """``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``."""
+    ue, ut, us = scenario.unit_weights
+    return ue * energy_j + ut * makespan_s + us * stability
+
+
+def reference_allocation(scenario: MakespanScenario):
+    """Every user at its smallest split, on the server of its fastest link, with an equal
+    share of it (at most 1). Returns (split, association, share), each (N,)."""
+    sc = scenario
+    assoc = np.argmax(sc.uplink_bps, axis=1)
+    count = np.bincount(assoc, minlength=sc.n_servers)[assoc]
+    share = np.minimum(1.0, sc.concurrency[assoc] / count)
+    return sc.min_split.copy(), assoc, share
+
+
+# --- Scenario builders --------------------------------------------------------------------
+
+
+def device_seconds_per_layer(model: ModelCost, peak_flops, sustained: float = SUSTAINED_FRACTION):
+    """Seconds per layer per step at ``sustained`` x peak FLOP/s."""
+    return model.layer_flops / (np.asarray(peak_flops, float) * sustained)
+
+
+def server_figures(model: ModelCost, server: Hardware, batch_tails: bool,
+                   sustained: float = SUSTAINED_FRACTION) -> dict[str, float]:
+    """A catalogue server's per-layer and per-step seconds, power and concurrency."""
+    flops = server.peak_flops * sustained
+    head = 0.0 if model.device_tail_layers else model.lm_head_flops
+    return {"server_layer_s": model.layer_flops / flops, "server_fixed_s": head / flops,
+            "server_power_w": server.power_w,
+            "concurrency": server.batch_concurrency if batch_tails else 1.0}
+
+
+def device_fixed_s(model: ModelCost, layer_s, overhead_s=0.0) -> np.ndarray:
+    """Split-independent device seconds per step: a U-shaped split's last layers and LM head
+    (at the device's per-layer speed, scaled by FLOPs), plus a measured per-step overhead."""
+    layer_s = np.asarray(layer_s, float)
+    tail = 0.0
+    if model.device_tail_layers:
+        tail = model.device_tail_layers + model.lm_head_flops / model.layer_flops
+    return tail * layer_s + np.asarray(overhead_s, float)
+
+
+def catalogue_scenario(n_users: int, model: ModelCost, n_servers: int = 1, seed: int = 0, *,
+                       servers: tuple[str, ...] = ("l4",), batch_tails: bool = False,
+                       area_m: float = 200.0, weights: Weights | None = None,
+                       devices: tuple[str, ...] | None = None) -> MakespanScenario:
+    """Users drawn uniformly from the device catalogue, servers from ``servers`` (cycled).
+
+    Each device's uplink rate to its nearest server is drawn log-uniformly from its link's
+    typical range; to a server at distance d instead of d0 its SNR falls as (d0/d)^3.76 (the
+    3GPP path-loss slope) on the link's channel width. Users are uniform in a square of side
+    ``area_m``, servers on a grid in it. Samples are uniform in [100, 1000] as in the paper.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(devices or DEVICES)
+    classes = [DEVICES[names[i]] for i in rng.integers(0, len(names), n_users)]
+    links = [LINKS[d.link] for d in classes]
+    server_hw = [SERVERS[servers[i % len(servers)]] for i in range(n_servers)]
+    lo, hi = (np.array([link.uplink_bps[i] for link in links]) for i in (0, 1))
+    near_rate = np.exp(rng.uniform(np.log(lo), np.log(hi)))
+    users_xy = rng.uniform(0.0, area_m, (n_users, 2))
+    cols = int(np.ceil(np.sqrt(n_servers)))
+    rows = int(np.ceil(n_servers / cols))
+    xs, ys = (np.arange(cols) + 0.5) * area_m / cols, (np.arange(rows) + 0.5) * area_m / rows
+    servers_xy = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)[:n_servers]
+    dist = np.maximum(np.linalg.norm(users_xy[:, None] - servers_xy[None], axis=-1), 1.0)
+    channel = np.array([link.channel_hz for link in links])[:, None]
+    snr_near = 2.0 ** (near_rate[:, None] / channel) - 1.0
+    snr = snr_near * (dist.min(axis=1, keepdims=True) / dist) ** 3.76
+    uplink = channel * np.log2(1.0 + snr)
+    layer_s = device_seconds_per_layer(model, [d.peak_flops for d in classes])
+    figures = [server_figures(model, s, batch_tails) for s in server_hw]
+    return MakespanScenario(
+        device_layer_s=layer_s, device_fixed_s=device_fixed_s(model, layer_s),
+        device_power_w=[d.power_w for d in classes],
+        memory_bytes=[d.memory_gb * 1e9 * USABLE_MEMORY for d in classes],
+        tx_power_w=[link.tx_power_w for link in links], uplink_bps=uplink,
+        samples=rng.integers(100, 1001, n_users).astype(float),
+        **{k: [f[k] for f in figures] for k in figures[0]}, model=model,
+        weights=weights or Weights())
+
+
+def makespan_scenario_from_profiles(
+        profiles: Sequence[Mapping[str, float]], model: ModelCost, server: Hardware, *,
+        batch_tails: bool = False, measured: Sequence[Measured | None] | None = None,
+        server_measured: Measured | None = None, weights: Weights | None = None,
+        min_split=None) -> MakespanScenario:
+    """One server and the sampled clients' reported profiles: measured speeds where given,
+    the catalogue's sustained figures otherwise.
+
+    Parameters
+    ----------
+    profiles : sequence of mappings
+        Per client: ``cpu_freq_hz``, ``cores``, ``flops_per_cycle``, ``memory_gb``,
+        ``power_w``, ``tx_power_w``, ``uplink_bps`` and ``num-examples``.
+    server : Hardware
+        The server's catalogue class (power, and speed until measured).
+    measured, server_measured : optional
+        Calibrations, aligned with ``profiles`` (None where a device has none).
+    """
+    column = {k: np.array([p[k] for p in profiles], dtype=float)
+              for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "memory_gb", "power_w",
+                        "tx_power_w", "uplink_bps", "num-examples")}
+    measured = list(measured) if measured is not None else [None] * len(profiles)
+    peak = column["cpu_freq_hz"] * column["cores"] * column["flops_per_cycle"]
+    layer_s = np.where([m is None for m in measured], device_seconds_per_layer(model, peak),
+                       [m.layer_s if m else 0.0 for m in measured])
+    overhead = [m.fixed_s if m else 0.0 for m in measured]
+    figures = server_figures(model, server, batch_tails)
+    if server_measured is not None:
+        figures.update(
+            server_layer_s=server_measured.layer_s,
+            server_fixed_s=0.0 if model.device_tail_layers else server_measured.fixed_s,
+            concurrency=server_measured.concurrency if batch_tails else 1.0)
+    return MakespanScenario(
+        device_layer_s=layer_s, device_fixed_s=device_fixed_s(model, layer_s, overhead),
+        device_power_w=column["power_w"],
+        memory_bytes=column["memory_gb"] * 1e9 * USABLE_MEMORY,
+        tx_power_w=column["tx_power_w"], uplink_bps=column["uplink_bps"][:, None],
+        samples=column["num-examples"], **{k: [v] for k, v in figures.items()}, model=model,
+        weights=weights or Weights(), min_split=min_split)

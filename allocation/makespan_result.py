@@ -1,0 +1,102 @@
+"""The allocation a makespan-model solver returns, and its independent check against the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .makespan_model import MakespanScenario, cost_components, step_times, weighted_objective
+from .system_model import RTOL, Costs
+
+
+@dataclass(frozen=True)
+class MakespanAllocation:
+    """Decisions for every user n under the makespan model, and what they cost.
+
+    Attributes
+    ----------
+    split : np.ndarray of int, shape (N,)
+        a_n: layers [0, a_n) train on the device.
+    association : np.ndarray of int, shape (N,)
+        Server index of each user.
+    share : np.ndarray, shape (N,)
+        phi_n in (0, 1]: the share of its server's tail throughput (a server's shares sum to at
+        most its concurrency).
+    objective : float
+        ``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``.
+    energy, delay, stability : float
+        Energy (J) and makespan (s) of one step, and the stability bound.
+    iterations : int
+        Integer programs the exact walk solved (0 for one-shot methods).
+    history : tuple of float
+        Objective of the incumbent after each of them.
+    method : str
+    gap : float
+        Certified relative optimality gap: 0 when the walk proved its answer optimal, NaN for
+        methods that do not bound it.
+    """
+
+    split: np.ndarray
+    association: np.ndarray
+    share: np.ndarray
+    objective: float = float("nan")
+    energy: float = float("nan")
+    delay: float = float("nan")
+    stability: float = float("nan")
+    iterations: int = 0
+    history: tuple = field(default_factory=tuple)
+    method: str = ""
+    gap: float = float("nan")
+
+    def step_times(self, scenario: MakespanScenario) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+        """Per-user modelled (device, transfer, server) seconds of one step."""
+        return step_times(scenario, self.split, self.association, self.share)
+
+
+def check_feasible(scenario: MakespanScenario, alloc: MakespanAllocation) -> None:
+    """Raise ``ValueError`` naming the first violated constraint."""
+    sc = scenario
+    n, m = sc.n_users, sc.n_servers
+    for name in ("split", "association", "share"):
+        value = np.asarray(getattr(alloc, name))
+        if value.shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},), got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name}: not finite")
+    split, assoc = np.asarray(alloc.split), np.asarray(alloc.association)
+    if np.any(split != np.round(split)) or np.any(split < sc.min_split):
+        raise ValueError("split: every split must be an integer >= the device's min_split")
+    if np.any(split > sc.max_split):
+        raise ValueError("split: a device's memory cannot hold its split")
+    if np.any(assoc != np.round(assoc)) or np.any(assoc < 0) or np.any(assoc >= m):
+        raise ValueError(f"association: every user needs a server index in 0..{m - 1}")
+    share = np.asarray(alloc.share, float)
+    if np.any(share <= 0) or np.any(share > 1 + RTOL):
+        raise ValueError("share: every share must be in (0, 1]")
+    used = np.bincount(assoc.astype(int), weights=share, minlength=m)
+    if np.any(used > sc.concurrency * (1 + RTOL)):
+        raise ValueError("share: a server's shares sum above its concurrency")
+
+
+def evaluate_makespan(scenario: MakespanScenario, allocation: MakespanAllocation) -> Costs:
+    """Check every constraint, then recompute the objective and its components."""
+    check_feasible(scenario, allocation)
+    a = allocation
+    t, e, s = cost_components(scenario, np.asarray(a.split), np.asarray(a.association, int),
+                              a.share)
+    return Costs(weighted_objective(scenario, t, e, s), e, t, s)
+
+
+def make_makespan_allocation(scenario: MakespanScenario, method: str, split, association,
+                             share, iterations: int = 0, history=(),
+                             gap: float = float("nan")) -> MakespanAllocation:
+    """A ``MakespanAllocation`` whose costs come from ``evaluate_makespan`` (so checked)."""
+    alloc = MakespanAllocation(np.asarray(split, int), np.asarray(association, int),
+                               np.asarray(share, float), iterations=iterations,
+                               history=tuple(float(h) for h in history), method=method, gap=gap)
+    c = evaluate_makespan(scenario, alloc)
+    return MakespanAllocation(alloc.split, alloc.association, alloc.share, c.objective,
+                              c.energy_j, c.delay_s, c.stability, iterations, alloc.history,
+                              method, gap)

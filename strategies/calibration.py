@@ -1,0 +1,176 @@
+"""Calibration by measurement: what devices and the server really take per layer.
+
+With `calibration = "measure"`, every device is asked once, the first round it is sampled, to
+time a few of its own training steps (`query.calibrate`, answered by `clients.calibration`),
+and the server times its own tail steps the same way: tails of 1 and of L - 1 decoder layers
+(LM head and loss included) on held-out text; the line through the two gives seconds per layer
+and the split-independent rest. The server's sizes lie far apart because its fixed part, the LM
+head over the whole vocabulary, outweighs several layers (SmolLM2: about 7), and a few layers'
+difference drowns in the noise of a busy machine. With batched tails it also times 4 clients'
+tails in one batched pass against one alone: how many clients it serves in the time of one. The
+makespan model then uses these seconds instead of the catalogue's. A device that does not
+answer, or answers nonsense, keeps its catalogue figures (the reason is recorded).
+
+Measurements are recorded in the round's metrics (`calibration`), and a resumed run reads them
+back from its checkpoint's metrics rather than measuring again, so the allocation of the resumed
+rounds follows the same numbers as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from allocation.measurement import Measured, fit_measured, time_interleaved
+from edgesplit.protocol import CALIBRATION, CONFIG, QUERY_CALIBRATE, RoundTask
+from edgesplit.records import client_error
+from edgesplit.split_model import SplitModel
+from strategies.batched_tail import serve_requests
+from strategies.tail import TailSession
+
+#: Calibration modes a run may name (run config `calibration`).
+CALIBRATIONS = ("measure", "none")
+#: Largest credible seconds per layer or per step (a day): anything above is nonsense.
+_MAX_SECONDS = 86_400.0
+#: Clients whose tails the server batches together to measure its concurrency.
+_BATCHED = 4
+
+
+def _seconds(record: ConfigRecord, key: str) -> float:
+    value = record[key]
+    if not isinstance(value, float) or not math.isfinite(value) or not 0 <= value < _MAX_SECONDS:
+        raise ValueError(f"{key} = {value!r} is not a credible number of seconds")
+    return value
+
+
+class Calibrator:
+    """Measures devices (once each) and the server (once), and remembers the answers.
+
+    Parameters
+    ----------
+    layers : int
+        The larger head the devices time (the smaller has 1 layer); at most L - 1.
+    batch_size : int
+    optimizer : str
+    learning_rate : float
+    steps : int
+        Timed steps per size, after one warm-up.
+    reply_timeout_s : float
+    batch_tails : bool
+        Also measure the server's concurrency with batched tails.
+    """
+
+    def __init__(self, layers: int, batch_size: int, optimizer: str, learning_rate: float,
+                 steps: int, reply_timeout_s: float, batch_tails: bool) -> None:
+        self.layers, self.batch_size, self.optimizer = layers, batch_size, optimizer
+        self.learning_rate, self.steps = learning_rate, steps
+        self.reply_timeout_s, self.batch_tails = reply_timeout_s, batch_tails
+        self.devices: dict[int, Measured] = {}
+        self.failed: set[int] = set()  # asked once, no credible answer: catalogue from now on
+        self.server: Measured | None = None
+
+    # ---- devices ---------------------------------------------------------------------------
+    def measure_devices(self, grid: Grid, nodes: Sequence[int]) -> dict:
+        """Ask every node not measured yet; returns what this call learnt, for the metrics:
+        ``{"devices": {node: {...}}, "failures": {node: reason}}`` (empty when nothing)."""
+        new = [n for n in nodes if n not in self.devices and n not in self.failed]
+        if not new:
+            return {}
+        config = ConfigRecord({"layers": self.layers, "batch-size": self.batch_size,
+                               "optimizer": self.optimizer, "steps": self.steps})
+        msgs = [Message(RecordDict({CONFIG: config}), dst_node_id=n,
+                        message_type=QUERY_CALIBRATE) for n in new]
+        replies = {r.metadata.src_node_id: r for r in
+                   grid.send_and_receive(msgs, timeout=self.reply_timeout_s)}
+        learnt, failures = {}, {}
+        for node in new:
+            reply = replies.get(node)
+            try:
+                if reply is None:
+                    raise TimeoutError("no calibration reply")
+                if reply.has_error():
+                    raise RuntimeError(client_error(reply))
+                record = reply.content[CALIBRATION]
+                measured = Measured(_seconds(record, "layer-s"), _seconds(record, "fixed-s"))
+                if measured.layer_s <= 0:
+                    raise ValueError("layer-s must be > 0")
+            except Exception as exc:  # the device keeps its catalogue figures
+                failures[str(node)] = f"calibration: {type(exc).__name__}: {exc}"
+                self.failed.add(node)
+                continue
+            self.devices[node] = measured
+            learnt[str(node)] = {"layer_s": measured.layer_s, "fixed_s": measured.fixed_s}
+        return {"devices": learnt, "failures": failures}
+
+    def measured(self, nodes: Sequence[int]) -> list[Measured | None]:
+        """The measurements of `nodes`, in order (None where there is none)."""
+        return [self.devices.get(n) for n in nodes]
+
+    # ---- the server -----------------------------------------------------------------------
+    def measure_server(self, model: SplitModel, batch: Mapping[str, torch.Tensor]) -> dict:
+        """Time the server's tail once (see the module docstring); returns the metrics entry
+        (empty after the first call)."""
+        if self.server is not None:
+            return {}
+        # The stream transport runs tails in fresh gRPC worker threads, and torch's intra-op
+        # threading can differ between threads (in-process, the devices' 1-thread setting
+        # reaches new threads but not this one): time the tail in a fresh thread too.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate") as pool:
+            self.server = pool.submit(self._time_server, model, batch).result()
+        return {"server": {"layer_s": self.server.layer_s, "fixed_s": self.server.fixed_s,
+                           "concurrency": self.server.concurrency}}
+
+    def _time_server(self, model: SplitModel, batch: Mapping[str, torch.Tensor]) -> Measured:
+        sizes = (1, model.num_layers - 1)
+        steps = [self._tail_step(model, batch, model.num_layers - k) for k in sizes]
+        seconds = time_interleaved(steps, self.steps)
+        concurrency = self._concurrency(model, batch) if self.batch_tails else 1.0
+        return fit_measured(sizes, seconds, concurrency)
+
+    def _sessions(self, model: SplitModel, split: int, count: int) -> list[TailSession]:
+        task = RoundTask(server_round=1, split=split, local_steps=self.steps + 1,
+                         batch_size=self.batch_size, learning_rate=self.learning_rate,
+                         optimizer=self.optimizer, seed=0)
+        lora = model.lora_state(range(split, model.num_layers))
+        return [TailSession(model, lora, task) for _ in range(count)]
+
+    @staticmethod
+    def _activations(model: SplitModel, batch: Mapping[str, torch.Tensor],
+                     split: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            hidden = model.head(batch["input_ids"], batch["attention_mask"], split)
+        return {"hidden": hidden, "attention_mask": batch["attention_mask"],
+                "labels": batch["labels"]}
+
+    def _tail_step(self, model: SplitModel, batch: Mapping[str, torch.Tensor],
+                   split: int) -> Callable[[], object]:
+        (session,) = self._sessions(model, split, 1)
+        acts = self._activations(model, batch, split)
+        return lambda: session.step(acts)
+
+    def _concurrency(self, model: SplitModel, batch: Mapping[str, torch.Tensor]) -> float:
+        """How many clients' one-layer tails a batched pass serves in the time of one."""
+        split = model.num_layers - 1
+        acts = self._activations(model, batch, split)
+        parts = dict(enumerate(self._sessions(model, split, _BATCHED)))
+        alone, together = time_interleaved(
+            [self._tail_step(model, batch, split),
+             lambda: serve_requests(parts, dict.fromkeys(parts, acts))], self.steps)
+        return _BATCHED * alone / together
+
+    # ---- resuming -------------------------------------------------------------------------
+    def restore(self, rows: Sequence[Mapping]) -> None:
+        """Take the measurements recorded in the metrics of the run being resumed."""
+        for row in rows:
+            entry = row.get("calibration") or {}
+            for node, m in entry.get("devices", {}).items():
+                self.devices[int(node)] = Measured(m["layer_s"], m["fixed_s"])
+            self.failed.update(int(node) for node in entry.get("failures", {}))
+            if "server" in entry:
+                m = entry["server"]
+                self.server = Measured(m["layer_s"], m["fixed_s"], m["concurrency"])

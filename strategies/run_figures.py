@@ -1,0 +1,120 @@
+"""A run folder's own figures, redrawn from its metrics after every round.
+
+- `training.png`: training loss and perplexities (federated validation, server held-out) per
+  round;
+- `clients.png`: each client's split point, uplink bandwidth and bytes on the wire per round;
+- `time.png`: the system model's round delay beside the measured training time per round.
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot, so no global backend is set in
+the process hosting the ServerApp) and written atomically: a reader sees the old figure or the
+new one.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+Row = Mapping[str, Any]
+
+
+def _series(rows: Sequence[Row], key: str) -> tuple[list[int], list[float]]:
+    """(rounds, values) of the rows that have a value for ``key``."""
+    kept = [(r["round"], r[key]) for r in rows if r.get(key) is not None]
+    return [k for k, _ in kept], [v for _, v in kept]
+
+
+def _client_series(rows: Sequence[Row], value: Callable[[Row], float | None]
+                   ) -> dict[int, tuple[list[int], list[float]]]:
+    """Per node: (rounds, values) over the rounds it was allocated in."""
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    for r in rows:
+        for client in r.get("clients", []):
+            v = value(client)
+            if v is not None:
+                rounds, values = out.setdefault(client["node"], ([], []))
+                rounds.append(r["round"])
+                values.append(v)
+    return out
+
+
+def _node_label(node: int) -> str:
+    # Deployment node ids are 64-bit: their last digits tell clients apart in a legend.
+    return f"node {node}" if node < 10_000 else f"node ...{node % 10_000:04d}"
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _figure(panels: int) -> tuple[Figure, list]:
+    fig = Figure(figsize=(3.6 * panels, 2.8), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, list(axes)
+
+
+def _log_lines(ax, rows: Sequence[Row], lines: Sequence[tuple[str, str]], ylabel: str) -> None:
+    """One line per (metric key, label) that has values, on a log y axis with a legend."""
+    for key, label in lines:
+        rounds, values = _series(rows, key)
+        if rounds:
+            ax.plot(rounds, values, marker="o", label=label)
+    ax.set_ylabel(ylabel)
+    if ax.lines:
+        ax.set_yscale("log")
+        ax.legend()
+
+
+def training_figure(rows: Sequence[Row]) -> Figure:
+    """Training loss, and validation and held-out perplexity, per round."""
+    fig, (loss, ppl) = _figure(2)
+    loss.plot(*_series(rows, "train_loss"), marker="o")
+    loss.set_ylabel("training loss")
+    _log_lines(ppl, rows, [("val_ppl", "federated validation"), ("heldout_ppl", "server held-out"),
+                           ("val_ppl_clean", "validation, clean channel")], "perplexity")
+    return fig
+
+
+def clients_figure(rows: Sequence[Row]) -> Figure:
+    """Each client's split point, bandwidth (MHz) and bytes sent both ways (MB) per round."""
+    fig, axes = _figure(3)
+    panels = [("split point (layers on the device)", lambda c: c.get("split")),
+              ("bandwidth (MHz)", lambda c: c.get("bandwidth_hz") and c["bandwidth_hz"] / 1e6),
+              ("bytes up + down (MB)", lambda c: None if c.get("bytes_up") is None
+               else (c["bytes_up"] + c.get("bytes_down", 0)) / 1e6)]
+    for ax, (label, value) in zip(axes, panels, strict=True):
+        for node, (rounds, values) in sorted(_client_series(rows, value).items()):
+            ax.plot(rounds, values, marker="o", label=_node_label(node))
+        ax.set_ylabel(label)
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if 0 < len(labels) <= 12:  # more would hide the data
+        fig.legend(handles, labels, loc="outside right upper")
+    return fig
+
+
+def time_figure(rows: Sequence[Row]) -> Figure:
+    """The allocator's modelled round delay and the measured training time per round."""
+    fig, (ax,) = _figure(1)
+    _log_lines(ax, rows, [("modelled_delay_s", "modelled delay (system model)"),
+                          ("time_train_s", "measured training time")], "seconds")
+    return fig
+
+
+FIGURES = {"training.png": training_figure, "clients.png": clients_figure,
+           "time.png": time_figure}
+
+
+def draw_all(rows: Sequence[Row]) -> dict[str, bytes]:
+    """Every figure of `FIGURES`, drawn from the metrics rows, as PNG bytes by file name."""
+    return {name: _png(draw(rows)) for name, draw in FIGURES.items()}

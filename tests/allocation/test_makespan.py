@@ -1,0 +1,195 @@
+"""The makespan model: its physics by hand, exact shares against cvxpy, fp against exhaustive
+search and every baseline, memory caps and split floors."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, solve
+from allocation.makespan_model import catalogue_scenario
+from allocation.makespan_result import MakespanAllocation
+from allocation.makespan_solver import server_makespans
+
+TINY = ModelCost(layers=6, hidden_size=8, batch_size=2, seq_len=4, activation_bits=16,
+                 vocab_size=32, attention_heads=2, layer_params=1000, embedding_params=500)
+
+
+def small_scenario(seed: int, **overrides) -> MakespanScenario:
+    """N <= 4 users, M <= 2 servers, Y <= 8 layers, random speeds, links, memory, floors,
+    concurrency and weights (a third of them time only)."""
+    rng = np.random.default_rng(seed)
+    n, m, y = int(rng.integers(1, 5)), int(rng.integers(1, 3)), int(rng.integers(3, 9))
+    model = ModelCost(layers=y, hidden_size=8, batch_size=2, seq_len=4, vocab_size=32,
+                      attention_heads=2, layer_params=1000, embedding_params=500)
+    need = model.device_bytes(np.arange(1, y))
+    weights = (Weights(energy=0.0, stability=0.0) if seed % 3 == 0 else
+               Weights(time=float(rng.uniform(1, 10)), energy=float(rng.uniform(0, 3)),
+                       stability=float(rng.uniform(0, 3))))
+    kw = dict(
+        device_layer_s=rng.uniform(0.01, 0.3, n), device_fixed_s=rng.uniform(0, 0.05, n),
+        device_power_w=rng.uniform(5, 20, n),
+        memory_bytes=rng.choice([need[min(2, y - 2)], need[-1], np.inf], n),
+        tx_power_w=rng.uniform(0.1, 0.2, n), uplink_bps=rng.uniform(1e3, 1e5, (n, m)),
+        samples=rng.integers(100, 1000, n), server_layer_s=rng.uniform(0.005, 0.05, m),
+        server_fixed_s=rng.uniform(0, 0.02, m), server_power_w=rng.uniform(50, 400, m),
+        concurrency=rng.choice([0.7, 1.0, 2.5], m), model=model, weights=weights,
+        min_split=rng.integers(1, 3, n))
+    kw.update(overrides)
+    return MakespanScenario(**kw)
+
+
+def test_costs_match_a_hand_computation():
+    # Two users on one server with concurrency 1, splits 2 and 4 of 6 layers.
+    sc = MakespanScenario(
+        device_layer_s=[0.1, 0.2], device_fixed_s=[0.01, 0.0], device_power_w=[10.0, 5.0],
+        memory_bytes=[np.inf, np.inf], tx_power_w=[0.1, 0.2], uplink_bps=[[1e6], [2e6]],
+        samples=[100, 400], server_layer_s=[0.05], server_fixed_s=[0.02],
+        server_power_w=[100.0], concurrency=[1.0], model=TINY)
+    split, assoc, share = np.array([2, 4]), np.array([0, 0]), np.array([0.6, 0.4])
+    bits = 2 * 2 * 4 * 8 * 16  # activations and gradients
+    device = np.array([2 * 0.1 + 0.01, 4 * 0.2])
+    transfer = bits / np.array([1e6, 2e6])
+    work = np.array([4 * 0.05 + 0.02, 2 * 0.05 + 0.02])
+    finish = device + transfer + work / share
+    energy = device * [10, 5] + transfer * [0.1, 0.2] + work * 100
+    stab = 2.0 / (np.array([100, 400]) * (1 - np.array([2, 4]) / 6))
+    costs = evaluate(sc, MakespanAllocation(split, assoc, share))
+    np.testing.assert_allclose(costs.delay_s, finish.max(), rtol=1e-12)
+    np.testing.assert_allclose(costs.energy_j, energy.sum(), rtol=1e-12)
+    np.testing.assert_allclose(costs.stability, stab.sum(), rtol=1e-12)
+
+
+def test_equal_finish_shares_are_the_convex_optimum():
+    """The shares that equalise finish times give the smallest makespan (cvxpy as oracle)."""
+    import cvxpy as cp
+
+    rng = np.random.default_rng(4)
+    for capacity in (0.6, 1.0, 3.0):
+        base, work = rng.uniform(0.1, 1.0, 5), rng.uniform(0.05, 0.5, 5)
+        t = server_makespans(base, work, np.zeros(5, int), np.array([capacity]))[0]
+        share, makespan = cp.Variable(5, pos=True), cp.Variable()
+        cp.Problem(cp.Minimize(makespan),
+                   [base + cp.multiply(work, cp.inv_pos(share)) <= makespan,
+                    cp.sum(share) <= capacity, share <= 1]).solve(solver=cp.CLARABEL)
+        np.testing.assert_allclose(t, makespan.value, rtol=1e-6)
+
+
+def test_fp_gives_shares_that_finish_together_within_capacity():
+    sc = catalogue_scenario(12, ModelCost(layers=30, hidden_size=576, batch_size=4,
+                                          seq_len=32, activation_bits=32, vocab_size=49152),
+                            seed=1)
+    alloc = solve(sc, "fp")
+    device, transfer, server = alloc.step_times(sc)
+    np.testing.assert_allclose(device + transfer + server, alloc.delay, rtol=1e-9)
+    assert alloc.share.sum() <= sc.concurrency[0] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_fp_equals_exhaustive_search_on_small_instances(seed):
+    sc = small_scenario(seed)
+    exact = solve(sc, "exhaustive")
+    fp = solve(sc, "fp")
+    assert fp.gap <= 1e-6
+    assert fp.objective == pytest.approx(exact.objective, rel=1e-6)
+
+
+def test_exhaustive_matches_a_naive_enumeration_with_cvxpy_shares():
+    """Independent of the solver's tables and root finder: every split vector and association,
+    each costed by `evaluate` at shares from a generic convex solver."""
+    import cvxpy as cp
+
+    sc = small_scenario(31, min_split=None)  # 3 users, 2 servers, 5 layers: 288 vectors
+    assert (sc.n_users, sc.n_servers, sc.layers) == (3, 2, 5)
+    best = np.inf
+    ranges = [range(1, int(h) + 1) for h in sc.max_split]
+    for split in itertools.product(*ranges):
+        for assoc in itertools.product(range(sc.n_servers), repeat=sc.n_users):
+            split_a, assoc_a = np.array(split), np.array(assoc)
+            share, makespan = cp.Variable(sc.n_users, pos=True), cp.Variable()
+            users = np.arange(sc.n_users)
+            base = (split_a * sc.device_layer_s + sc.device_fixed_s
+                    + sc.transfer_s[users, assoc_a])
+            work = ((sc.layers - split_a) * sc.server_layer_s[assoc_a]
+                    + sc.server_fixed_s[assoc_a])
+            members = np.eye(sc.n_servers)[:, assoc_a]
+            cp.Problem(cp.Minimize(makespan),
+                       [base + cp.multiply(work, cp.inv_pos(share)) <= makespan,
+                        members @ share <= sc.concurrency, share <= 1]).solve(
+                solver=cp.CLARABEL)
+            # The conic solver ends within ~1e-8 of the budgets: step back inside them.
+            inside = np.minimum(share.value * (1 - 1e-6), 1.0)
+            value = evaluate(sc, MakespanAllocation(split_a, assoc_a, inside)).objective
+            best = min(best, value)
+    assert solve(sc, "exhaustive").objective == pytest.approx(best, rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fp_never_worse_than_any_baseline(seed):
+    rng = np.random.default_rng(seed)
+    model = ModelCost(layers=12, hidden_size=576, batch_size=4, seq_len=32,
+                      activation_bits=32, vocab_size=49152)
+    weights = Weights(energy=float(rng.uniform(0, 1)), stability=float(rng.uniform(0, 1)))
+    sc = catalogue_scenario(10, model, n_servers=3, seed=seed, servers=("l4", "cpu-epyc-9654"),
+                            weights=weights)
+    fp = solve(sc, "fp", seed=seed)
+    for method in sorted(set(METHODS) - {"fp", "exhaustive"}):
+        options = {"split": 5} if method == "fixed" else {}
+        other = solve(sc, method, seed=seed, **options)
+        assert fp.objective <= other.objective * (1 + 1e-6), method
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_is_feasible_deterministic_and_respects_floor_and_memory(method):
+    sc = small_scenario(11, min_split=np.array([2, 1, 3, 1])[:small_scenario(11).n_users])
+    options = {"split": 2} if method == "fixed" else {}
+    a, b = solve(sc, method, **options), solve(sc, method, **options)
+    evaluate(sc, a)
+    np.testing.assert_array_equal(a.split, b.split)
+    assert a.objective == b.objective and a.method == method
+    assert np.all(a.split >= sc.min_split) and np.all(a.split <= sc.max_split)
+
+
+def test_memory_caps_bound_the_split_and_an_impossible_device_is_named():
+    need = TINY.device_bytes(np.arange(1, 6))
+    kw = dict(device_layer_s=[0.01, 0.01], device_fixed_s=[0, 0], device_power_w=[1, 1],
+              tx_power_w=[0.1, 0.1], uplink_bps=[[1e9], [1e9]], samples=[100, 100],
+              server_layer_s=[10.0], server_fixed_s=[0.0], server_power_w=[1.0],
+              concurrency=[1.0], model=TINY, weights=Weights(energy=0, stability=0))
+    sc = MakespanScenario(memory_bytes=[need[2], np.inf], **kw)  # fits 3 layers, and any
+    np.testing.assert_array_equal(sc.max_split, [3, 5])
+    # The server is slow: the devices take every layer they can hold.
+    np.testing.assert_array_equal(solve(sc, "fp").split, [3, 5])
+    with pytest.raises(ValueError, match="split: a device's memory cannot hold its split"):
+        evaluate(sc, MakespanAllocation(np.array([4, 5]), np.zeros(2, int), np.full(2, 0.5)))
+    starved = MakespanScenario(memory_bytes=[need[0] / 2, np.inf], **kw)
+    assert list(starved.infeasible) == [0]
+    with pytest.raises(ValueError, match="0: memory"):
+        solve(starved, "fp")
+
+
+def test_shares_beyond_one_or_a_servers_concurrency_are_refused():
+    sc = small_scenario(5, min_split=None, memory_bytes=np.full(small_scenario(5).n_users,
+                                                                np.inf))
+    n, ones = sc.n_users, np.ones(sc.n_users, int)
+    with pytest.raises(ValueError, match=r"share: every share must be in \(0, 1\]"):
+        evaluate(sc, MakespanAllocation(ones, 0 * ones, np.full(n, 1.5)))
+    crowded = np.full(n, sc.concurrency[0] / n * 1.01)
+    with pytest.raises(ValueError, match="sum above its concurrency"):
+        evaluate(sc, MakespanAllocation(ones, 0 * ones, crowded))
+
+
+def test_a_crowded_server_makes_device_layers_worth_it():
+    """Time only: one user alone uses the fast server for everything; 64 users make the server
+    the bottleneck and devices take layers. With time alone each user's server need at a target
+    makespan, W(a) / (T - B(a)), is monotone in its split, so every split is an extreme."""
+    model = ModelCost(layers=30, hidden_size=576, batch_size=4, seq_len=32,
+                      activation_bits=32, vocab_size=49152)
+    time_only = Weights(energy=0.0, stability=0.0)
+    alone = solve(catalogue_scenario(1, model, seed=3, devices=("jetson-agx-orin",),
+                                     weights=time_only), "fp")
+    assert alone.split.tolist() == [1]
+    crowd = catalogue_scenario(64, model, seed=3, servers=("cpu-epyc-9654",), weights=time_only)
+    fp, edge = solve(crowd, "fp"), solve(crowd, "edge-only")
+    assert fp.gap <= 1e-6 and fp.delay < 0.8 * edge.delay
+    assert np.all((fp.split == 1) | (fp.split == crowd.max_split)) and fp.split.max() > 1

@@ -1,0 +1,91 @@
+"""Calibration by measurement, and modelled against measured time in every round's metrics."""
+
+import math
+import re
+
+import pytest
+from flwr.app import ConfigRecord, Error, Message, RecordDict
+
+from allocation.measurement import Measured, fit_measured, time_interleaved
+from edgesplit.protocol import CALIBRATION, QUERY_CALIBRATE
+from harness.configs import tiny_run_config
+from harness.inprocess import run_in_process
+
+
+def run(tmp_path, name="run", fault=None, **overrides):
+    config = tiny_run_config(allocator="fp", calibration="measure", calibration_steps=2,
+                             num_server_rounds=2, output_dir=str(tmp_path), run_name=name,
+                             keys=overrides)
+    return run_in_process(config, 4, fault=fault)
+
+
+def test_fit_measured_is_the_line_through_two_sizes_and_survives_noise():
+    assert fit_measured((1, 4), (0.3, 0.9)) == Measured(pytest.approx(0.2), pytest.approx(0.1))
+    assert fit_measured((1, 5), (1.0, 0.8)) == Measured(0.16, 0.0)  # slope < 0: mean per layer
+
+
+def test_time_interleaved_alternates_and_drops_the_warm_up():
+    calls = []
+    medians = time_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    assert calls == ["a", "b"] * 4 and len(medians) == 2 and min(medians) >= 0
+
+
+def test_devices_and_server_are_measured_once_and_every_client_is_compared(tmp_path):
+    asked = []
+
+    def count(msg):
+        if msg.metadata.message_type == QUERY_CALIBRATE:
+            asked.append(msg.metadata.dst_node_id)
+
+    _, _, rows = run(tmp_path, fault=count)
+    assert sorted(asked) == [1, 2, 3, 4]  # once each, in round 1
+    first = rows[0]["calibration"]
+    assert sorted(first["devices"]) == ["1", "2", "3", "4"] and not first["failures"]
+    assert first["server"]["layer_s"] > 0 and first["server"]["concurrency"] == 1.0
+    assert "calibration" not in rows[1]
+    for row in rows:
+        for c in row["clients"]:
+            assert c["measured_device_s"] > 0 and c["measured_server_s"] > 0
+            assert c["measured_s"] >= c["measured_device_s"] + c["measured_server_s"] - 1e-9
+            assert c["modelled_s"] == pytest.approx(sum(
+                c[f"modelled_{p}_s"] for p in ("device", "transfer", "server", "queue")))
+            assert c["server_share"] > 0 and c["device_class"]
+        assert row["modelled_over_measured_device_median"] > 0
+
+
+@pytest.mark.parametrize("how,reason", [
+    ("error", "calibration: RuntimeError: .*device out of memory"),
+    ("nan", r"layer-s = nan is not a credible number of seconds"),
+    ("missing", "calibration: KeyError"),
+])
+def test_a_bad_calibration_reply_keeps_the_catalogue_figures(tmp_path, how, reason):
+    def fault(msg):
+        if msg.metadata.message_type != QUERY_CALIBRATE or msg.metadata.dst_node_id != 2:
+            return None
+        if how == "error":
+            return Message(Error(code=2, reason="RuntimeError: device out of memory"),
+                           reply_to=msg)
+        record = ConfigRecord({"layer-s": math.nan, "fixed-s": 0.0})
+        return Message(RecordDict({} if how == "missing" else {CALIBRATION: record}),
+                       reply_to=msg)
+
+    _, _, rows = run(tmp_path, fault=fault)
+    calibration = rows[0]["calibration"]
+    assert sorted(calibration["devices"]) == ["1", "3", "4"]
+    assert list(calibration["failures"]) == ["2"]
+    assert re.search(reason, calibration["failures"]["2"])
+    assert all(r["completed"] == 4 and not r["failures"] for r in rows)
+
+
+def test_a_resumed_run_reads_its_calibration_back_instead_of_measuring(tmp_path):
+    run(tmp_path, name="stopped")
+    asked = []
+
+    def count(msg):
+        if msg.metadata.message_type == QUERY_CALIBRATE:
+            asked.append(msg.metadata.dst_node_id)
+
+    _, _, rows = run(tmp_path, name="resumed", fault=count, **{
+        "num-server-rounds": 3, "resume-from": str(tmp_path / "stopped")})
+    assert asked == [] and "calibration" not in rows[-1]
+    assert [r["round"] for r in rows] == [1, 2, 3]

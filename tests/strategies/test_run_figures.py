@@ -1,0 +1,65 @@
+"""A run folder's figures: drawn from the metrics rows as they are (rounds without a value are
+left out), and never able to stop the training."""
+
+from __future__ import annotations
+
+import logging
+
+from strategies import outputs
+from strategies.outputs import RunRecorder
+from strategies.run_figures import clients_figure, time_figure, training_figure
+
+ROWS = [
+    {"round": 1, "train_loss": 3.0, "val_ppl": 30.0, "heldout_ppl": 31.0,
+     "modelled_delay_s": 2.0, "time_train_s": 5.0,
+     "clients": [{"node": 7, "split": 2, "bandwidth_hz": 4e6, "bytes_up": 1_000_000,
+                  "bytes_down": 500_000}]},
+    {"round": 2, "skipped": "0 clients completed", "heldout_ppl": 31.0, "time_train_s": 1.0,
+     "modelled_delay_s": None, "clients": []},
+    {"round": 3, "train_loss": 2.5, "heldout_ppl": 20.0, "modelled_delay_s": 1.5,
+     "time_train_s": 4.0,
+     "clients": [{"node": 7, "split": 3, "bandwidth_hz": 5e6, "bytes_up": 2_000_000,
+                  "bytes_down": 1_000_000},
+                 {"node": 12345678901, "split": 1, "bandwidth_hz": 6e6, "bytes_up": 0,
+                  "bytes_down": 0}]},
+]
+
+
+def _lines(ax) -> dict[str, tuple[list, list]]:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.lines}
+
+
+def test_the_figures_show_the_metrics_of_the_rounds_that_have_them():
+    loss, ppl = training_figure(ROWS).axes
+    assert _lines(loss)["_child0"] == ([1, 3], [3.0, 2.5])
+    assert _lines(ppl) == {"federated validation": ([1], [30.0]),
+                           "server held-out": ([1, 2, 3], [31.0, 31.0, 20.0])}
+
+    split, bandwidth, traffic = clients_figure(ROWS).axes
+    assert _lines(split) == {"node 7": ([1, 3], [2, 3]), "node ...8901": ([3], [1])}
+    assert _lines(bandwidth)["node 7"] == ([1, 3], [4.0, 5.0])
+    assert _lines(traffic)["node 7"] == ([1, 3], [1.5, 3.0])
+
+    (ax,) = time_figure(ROWS).axes
+    assert _lines(ax) == {"modelled delay (system model)": ([1, 3], [2.0, 1.5]),
+                          "measured training time": ([1, 2, 3], [5.0, 1.0, 4.0])}
+
+
+def test_a_figure_that_fails_is_logged_and_the_round_is_recorded(tmp_path, monkeypatch, caplog):
+    # Prepare
+    def broken(_rows):
+        raise RuntimeError("no fonts")
+
+    recorder = RunRecorder(tmp_path, "run", {})
+
+    # Execute
+    recorder.log_round(ROWS[0])
+    monkeypatch.setattr(outputs, "draw_all", broken)
+    with caplog.at_level(logging.WARNING):
+        recorder.log_round(ROWS[2])
+
+    # Assert
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "run figures not drawn: RuntimeError: no fonts" in caplog.text
+    assert (tmp_path / "run" / "figures" / "training.png").is_file()  # round 1's stays
