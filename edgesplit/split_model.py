@@ -149,7 +149,8 @@ class SplitModel:
         embeddings when None: what a device holds in memory per layer (cost models)."""
         if layer is None:
             return self.base_model.get_input_embeddings().weight.numel()
-        blocks = getattr(self._backbone, self.family.layers_attr)
+        blocks = getattr(self.architecture.backbone(self.base_model),
+                         self.architecture.layers_attr)
         return sum(p.numel() for p in blocks[layer].parameters())
 
     def layer_of(self, key: str) -> int:

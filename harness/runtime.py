@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -134,6 +135,10 @@ class FlowerHarness:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # The SuperLink starts `flower-superexec` and the SuperNodes `flwr-clientapp` by name:
+        # find them in the venv that runs us even when it is not activated.
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
         env.update({
             "FLWR_HOME": str(self.home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
