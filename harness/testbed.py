@@ -53,8 +53,17 @@ class DeviceClass:
         Memory limit of the SuperNode and its ClientApps.
     uplink_mbit, downlink_mbit : float
         Link rates (Mbit/s) of the device's veth, each direction.
+    catalogue : str
+        The hardware catalogue class (`edgesplit.hardware.DEVICES`) the device declares as
+        `device.class` (its memory, power and, until calibrated, speed); empty: state the
+        figures in `node_config` (`device.cpu-freq-hz`, `device.cores`, ...).
     node_config : dict
-        Extra `--node-config` entries (e.g. declared device figures).
+        Extra `--node-config` entries (declared device figures; they win over the class's).
+
+    Every SuperNode also declares its link as shaped (`device.uplink-bps`,
+    `device.downlink-bps`, `device.link-shaped`) and its class name (`device.label`), so the
+    cost model charges transfers at the rates the veth carries and pacing adds only what an
+    allocation below them costs.
     """
 
     name: str
@@ -62,17 +71,27 @@ class DeviceClass:
     memory_mb: int
     uplink_mbit: float
     downlink_mbit: float
+    catalogue: str = ""
     node_config: dict[str, Any] = field(default_factory=dict)
+
+    def declared(self) -> dict[str, Any]:
+        """The `--node-config` device keys of this class (partition keys aside)."""
+        return {**({"device.class": self.catalogue} if self.catalogue else {}),
+                "device.label": self.name, "device.uplink-bps": self.uplink_mbit * 1e6,
+                "device.downlink-bps": self.downlink_mbit * 1e6, "device.link-shaped": True,
+                **self.node_config}
 
 
 @dataclass(frozen=True)
 class Fleet:
-    """The devices to emulate (one class name each, in partition order) and the server's share."""
+    """The devices to emulate (one class name each, in partition order) and the server's share
+    (and its catalogue class, the run's `server-class`, when named)."""
 
     classes: dict[str, DeviceClass]
     devices: list[str]
     server_cpu_cores: float
     server_memory_mb: int
+    server_class: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.devices) - set(self.classes))
@@ -88,13 +107,15 @@ def load_fleet(path: str | Path) -> Fleet:
         [server]
         cpu-cores = 1.0
         memory-mb = 6000
+        class = "cpu-epyc-9654"   # optional: the run's server-class (power; speed until measured)
 
         [classes.phone]
         cpu-cores = 0.1
         memory-mb = 2000
         uplink-mbit = 5
         downlink-mbit = 20
-        node-config = { "device.class" = "phone-midrange" }   # optional
+        catalogue = "phone-snapdragon-855"   # or state figures: node-config = {...}
+        node-config = { "device.power-w" = 4.0 }   # optional
 
         [fleet]
         phone = 3          # how many devices of each class, in this order
@@ -103,11 +124,13 @@ def load_fleet(path: str | Path) -> Fleet:
     try:
         classes = {name: DeviceClass(name, float(c["cpu-cores"]), int(c["memory-mb"]),
                                      float(c["uplink-mbit"]), float(c["downlink-mbit"]),
+                                     str(c.get("catalogue", "")),
                                      dict(c.get("node-config", {})))
                    for name, c in raw["classes"].items()}
         devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
         server = raw["server"]
-        return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]))
+        return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
+                     str(server.get("class", "")))
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
 
@@ -303,7 +326,7 @@ class Testbed:
             group = Cgroup(f"edgesplit-{self.tag}-{index}", device.cpu_cores, device.memory_mb)
             self.cgroups.append(group)
             node_config = {"partition-id": index, "num-partitions": self.partitions,
-                           "device.class": device.name, **device.node_config}
+                           **device.declared()}
             # Into the cgroup first: `ip netns exec` remounts /sys for the namespace.
             self.harness.start(f"supernode-{index}", group.join_command(_in_namespace(
                 self.links[-1].namespace, flwr_bin("flower-supernode"), "--insecure",

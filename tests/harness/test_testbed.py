@@ -29,8 +29,8 @@ except RuntimeError as exc:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
 
-FLEET = Fleet({"slow-link": DeviceClass("slow-link", 0.5, 2000, 4.0, 16.0),
-               "fast-link": DeviceClass("fast-link", 0.5, 2000, 40.0, 80.0)},
+FLEET = Fleet({"slow-link": DeviceClass("slow-link", 0.5, 2000, 4.0, 16.0, "raspberry-pi-5"),
+               "fast-link": DeviceClass("fast-link", 0.5, 2000, 40.0, 80.0, "jetson-nano")},
               ["slow-link", "fast-link"], server_cpu_cores=1.0, server_memory_mb=6000)
 
 
@@ -65,10 +65,18 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
         # One round of the tiny model through the testbed.
         out = tmp_path / "outputs"
         rc, log = bed.run({"model-name": "tiny-llama", "corpus": "synthetic",
-                           "num-server-rounds": 1, "local-steps": 1, "block-size": 16,
-                           "eval-every": 0, "output-dir": str(out), "run-name": "bed"},
-                          timeout_s=900)
+                           "num-server-rounds": 1, "local-steps": 2, "block-size": 16,
+                           "eval-every": 0, "pace-links": True, "output-dir": str(out),
+                           "run-name": "bed"}, timeout_s=900)
         assert rc == 0, log[-4000:]
         (row,) = [json.loads(line) for line in (out / "bed" / "metrics.jsonl").open()]
         assert row["completed"] == 2 and not row["failures"], row
+        # Each device declared its class and shaped link; the model charged its transfers at
+        # that rate, and the round measured each part of each client's time.
+        for client in row["clients"]:
+            device = FLEET.classes[client["label"]]
+            assert client["device_class"] == device.catalogue
+            assert client["rate_bps"] == device.uplink_mbit * 1e6
+            for part in ("device", "server", "queue", "transfer", "dataplane"):
+                assert client[f"measured_{part}_s"] >= 0, (part, client)
     assert leftovers() == before  # every namespace, veth and cgroup is gone
