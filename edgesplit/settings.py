@@ -105,7 +105,8 @@ class Settings:
     allocator: str = "fp"
     cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
     server_class: str = "l4"  # makespan model: the edge server's catalogue class
-    calibration: str = "measure"  # measure: time devices and server at the start | none
+    calibration: str = "measure"  # measure: time devices and server at the start | track: and
+    # rescale their speeds after every round by the round's measured times | none
     calibration_steps: int = 3  # timed training steps per head size (after one warm-up)
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split

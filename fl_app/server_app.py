@@ -53,7 +53,7 @@ def build_strategy(settings: Settings, grid: Grid,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
                                 server=settings.server_class, batch_tails=settings.batch_tails)
     calibrator = None
-    if settings.calibration == "measure":
+    if settings.calibration != "none":
         calibrator = Calibrator(
             layers=min(4, model.num_layers - 1), batch_size=settings.batch_size,
             optimizer=settings.optimizer, learning_rate=settings.learning_rate,

@@ -83,7 +83,8 @@ class SplitFedStrategy:
     recorder : RunRecorder
     evaluator : Evaluator
     calibrator : Calibrator, optional
-        Measures devices and the server (`calibration = "measure"`); None: catalogue only.
+        Measures devices and the server (`calibration = "measure"`, or "track": rescaled
+        after every round by what it measured); None: catalogue only.
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
@@ -245,6 +246,10 @@ class SplitFedStrategy:
                     row["time_samples_s"] = time.perf_counter() - t_samples  # in time_eval_s
             t_eval = time.perf_counter()
             row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
+            if self.calibrator is not None and s.calibration == "track":
+                tracked = self.calibrator.track(row["clients"])
+                if tracked:
+                    calibration = {**calibration, "tracked": tracked}
             if calibration:
                 row["calibration"] = calibration
             row.update({"time_calibrate_s": t_calibrate - started,

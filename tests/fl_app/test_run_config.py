@@ -19,6 +19,9 @@ from fl_app.run_config import check_against_model, parse
     ("server-device", "gpu0", "config server-device = 'gpu0': one of auto, cpu, cuda"),
     ("client-device", "tpu", "config client-device = 'tpu': one of auto, cpu, cuda"),
     ("learning-rate", -0.1, "config learning-rate = -0.1: must be > 0"),  # ranges too
+    ("objective-weights", "1,0", "config objective-weights = '1,0': three finite weights"),
+    ("objective-weights", "0,0,0", "config objective-weights = '0,0,0': three finite weights"),
+    ("objective-weights", "1,-1,0", "config objective-weights = '1,-1,0': three finite"),
 ])
 def test_a_wrong_name_gets_an_error_naming_the_key_and_the_choices(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -46,3 +49,11 @@ def test_u_shaped_rules_need_the_stream_and_room_on_the_server():
                                                    "with 1 tail layers on the device")):
         check_against_model(parse({"device-tail-layers": 1, "allocator": "fixed", "split": 3}),
                             num_layers=4)
+
+
+def test_objective_weights_reach_the_allocator():
+    from edgesplit.settings import objective_weights
+
+    assert objective_weights(parse({"objective-weights": "1,0,0.5"}).objective_weights) == (
+        1.0, 0.0, 0.5)
+    assert objective_weights(parse({}).objective_weights) == (1.0, 1.0, 1.0)
