@@ -19,7 +19,7 @@ checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memo
 Usage::
 
     python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
-        [--local-steps 8] [--out results/testbed] [--compare]
+        [--local-steps 20] [--out results/testbed] [--compare]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(--compare runs every fixed split below it)")
     parser.add_argument("--corpus", default="shakespeare")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-steps", type=int, default=8)
+    parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
