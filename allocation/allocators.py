@@ -24,11 +24,23 @@ from edgesplit.splits import check_split
 
 from .api import METHODS, solve
 from .makespan_methods import with_splits
-from .makespan_model import MakespanScenario, makespan_scenario_from_profiles, server_work_s
+from .makespan_model import (
+    MakespanScenario,
+    fifo_queue_s,
+    makespan_scenario_from_profiles,
+    server_work_s,
+)
 from .makespan_result import MakespanAllocation
 from .measurement import Measured
 from .result import Allocation, evaluate
-from .system_model import ModelCost, Scenario, Weights, scenario_from_profiles, step_times
+from .system_model import (
+    ModelCost,
+    Scenario,
+    Weights,
+    scenario_from_profiles,
+    step_times,
+    uplink_rate_bps,
+)
 
 #: Cost models a run may name (run config `cost-model`).
 COST_MODELS = ("makespan", "paper")
@@ -94,6 +106,10 @@ class ClientAllocation:
     user_freq_hz: float | None = None
     server_share: float | None = None
     loss_rate: float | None = None  # rl-split: the channel loss rate the split was chosen for
+    rate_bps: float | None = None
+    # Makespan model: the wait for the server if it runs tails first come first served
+    # (`makespan_model.fifo_queue_s`), beside the shares' `modelled_queue_s`.
+    modelled_fifo_queue_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -245,10 +261,15 @@ class SystemAllocator:
                            result.power, result.user_freq,
                            scenario.server_freq_hz[result.association])[2]
         times = (device, transfer, whole, shared - whole)
+        users = np.arange(scenario.n_users)
+        rates = uplink_rate_bps(result.bandwidth, result.power,
+                                scenario.gain[users, np.asarray(result.association, int)],
+                                scenario.weights.noise_w_per_hz)
         clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
-                                    bandwidth_hz=float(b), user_freq_hz=float(f))
-                   for s, p, b, f, *t in zip(result.split, result.power, result.bandwidth,
-                                             result.user_freq, *times, strict=True)]
+                                    bandwidth_hz=float(b), user_freq_hz=float(f),
+                                    rate_bps=float(r))
+                   for s, p, b, f, r, *t in zip(result.split, result.power, result.bandwidth,
+                                                result.user_freq, rates, *times, strict=True)]
         if loss_rates is not None:
             clients = [replace(c, loss_rate=float(q)) for c, q in
                        zip(clients, loss_rates, strict=True)]
@@ -294,10 +315,14 @@ class SystemAllocator:
         device, transfer, shared = result.step_times(scenario)
         whole = server_work_s(scenario, result.split, result.association)
         times = (device, transfer, whole, shared - whole)
+        rates = scenario.uplink_bps[np.arange(scenario.n_users), result.association]
+        fifo = fifo_queue_s(scenario, result.split, result.association)
         clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
-                                    server_share=float(phi))
-                   for s, p, phi, *t in zip(result.split, scenario.tx_power_w, result.share,
-                                            *times, strict=True)]
+                                    server_share=float(phi), rate_bps=float(r),
+                                    modelled_fifo_queue_s=float(q))
+                   for s, p, phi, r, q, *t in zip(result.split, scenario.tx_power_w,
+                                                  result.share, rates, fifo, *times,
+                                                  strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability, excluded)
 

@@ -183,6 +183,37 @@ def step_times(scenario: MakespanScenario, split, association, share, users=None
     return device, sc.transfer_s[users, m], server
 
 
+def fifo_queue_s(scenario: MakespanScenario, split, association, iterations: int = 200,
+                 tol: float = 1e-9) -> np.ndarray:
+    """Per-user seconds a step waits for its server when the server runs tails one at a time,
+    first come first served (the stream transport's tail worker), not in the shares ``phi``.
+
+    Each user cycles: device compute and transfer (no waiting: its own processor and link),
+    then its tail on the shared server. Approximate mean value analysis of that closed network
+    (Bard-Schweitzer, one job per user): a step arriving at server m waits for the work of the
+    other users found there, ``R_n = W_n + sum_{k != n on m} Q_k W_k`` with ``Q_k = R_k / t_k``
+    their mean number at the server and ``t_k = c_k + R_k`` their cycle. Shares model a server
+    that is always busy with everyone (``W / phi``); this one sees the idle gaps while devices
+    compute and transmit, so it predicts little waiting on a lightly loaded server and the
+    shares' total at saturation. Returns ``R_n - W_n``, shape (N,)."""
+    sc = scenario
+    m = np.asarray(association, int) * np.ones(sc.n_users, int)
+    device, transfer, _ = step_times(sc, split, m, 1.0)
+    work = server_work_s(sc, split, m)
+    cycle_rest = device + transfer
+    same = m[:, None] == m[None, :]
+    np.fill_diagonal(same, False)
+    response = work.copy()
+    for _ in range(iterations):
+        queue_len = response / (cycle_rest + response)
+        new = work + same @ (queue_len * work)
+        if np.max(np.abs(new - response)) <= tol * max(1.0, float(np.max(new))):
+            response = new
+            break
+        response = new
+    return response - work
+
+
 def server_work_s(scenario: MakespanScenario, split, association) -> np.ndarray:
     """W_m(a): seconds of tail work per step on the whole server."""
     sc = scenario

@@ -38,6 +38,14 @@ class DeviceProfile:
         Uplink rate to the edge server with the link to itself.
     distance_m : float
         Distance to the edge server (the paper's path-loss model).
+    downlink_bps : float (default: 0.0)
+        Downlink rate from the edge server, when declared (0 = not declared).
+    link_shaped : bool (default: False)
+        The declared uplink and downlink rates are enforced by the network itself (the
+        testbed's shaped links), so pacing (`pace-links`) only adds what an allocation below
+        them costs.
+    label : str (default: "")
+        A free name for reports (the testbed's device class).
     """
 
     device_class: str
@@ -49,6 +57,9 @@ class DeviceProfile:
     tx_power_w: float
     uplink_bps: float
     distance_m: float
+    downlink_bps: float = 0.0
+    link_shaped: bool = False
+    label: str = ""
 
     @property
     def flops_per_s(self) -> float:
@@ -97,9 +108,16 @@ def device_profile(node_config: Mapping[str, object], partition_id: int, seed: i
         drawn = dataclasses.asdict(simulated_profile(partition_id, seed))
     for name, default in drawn.items():
         key = "device." + name.replace("_", "-")
-        if key in node_config and name != "device_class":
-            value = node_config[key]
-            drawn[name] = type(default)(value)
-            if drawn[name] <= 0:
-                raise ValueError(f"node config {key} = {value!r}: must be > 0")
+        if key not in node_config or name == "device_class":
+            continue
+        value = node_config[key]
+        if isinstance(default, bool | str):
+            if not isinstance(value, type(default)):
+                raise ValueError(f"node config {key} = {value!r}: must be a "
+                                 f"{type(default).__name__}")
+            drawn[name] = value
+            continue
+        drawn[name] = type(default)(value)
+        if drawn[name] <= 0:
+            raise ValueError(f"node config {key} = {value!r}: must be > 0")
     return DeviceProfile(**drawn)

@@ -4,11 +4,14 @@ The `train.stream` message carries the round task, the head adapter and the stre
 secret and wire dtype. The handler dials the server, authenticates with its first frame, and for
 each step sends the activations and applies the gradient that comes back, keeping its
 `DeviceSession` in memory for the round (no `context.state` round trips). It replies with the
-trained head adapter and num-examples, like the final reply of the Flower-message path.
+trained head adapter and num-examples, like the final reply of the Flower-message path, with
+the seconds it computed and the seconds it waited on the stream. With a task's `pace_bps` set
+(`pace-links`) its frames leave no faster than that rate (`edgesplit.pacing`).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -24,12 +27,14 @@ from clients.cache import HEAD_LOCK
 from clients.device import Device
 from clients.session import DeviceSession
 from edgesplit import framing
+from edgesplit.pacing import Pacer
 from edgesplit.protocol import (
     ACTIVATIONS,
     BODY,
     BODY_GRAD,
     COMPUTE_S,
     CONFIG,
+    EXCHANGE_S,
     GRADIENT,
     HELLO,
     LORA,
@@ -182,13 +187,24 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         started = time.perf_counter()
         acts = session.activations(0)
         compute_s = time.perf_counter() - started  # the device's own work, for the metrics
+    profile = device.profile()
+    # A shaped uplink (the testbed's) carries the frames at its own rate after pacing.
+    pacer = (Pacer(task.pace_bps, profile.uplink_bps if profile.link_shaped else math.inf)
+             if task.pace_bps > 0 else None)
+    exchange_s = 0.0  # waiting on the stream: pacing, transfers, the server's queue and tail
     reply_limit = framing.max_frame_bytes(hidden_spec, wire)  # every reply is one hidden tensor
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
     call = StreamCall(link, max_bytes, turn_s=device.step_timeout_s,
                       patience_s=device.step_timeout_s)
 
     def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
-        raw = call.exchange(framing.encode({"kind": kind, "step": step}, tensors, wire))
+        nonlocal exchange_s
+        frame = framing.encode({"kind": kind, "step": step}, tensors, wire)
+        started = time.perf_counter()
+        if pacer is not None:
+            pacer.wait(len(frame))
+        raw = call.exchange(frame)
+        exchange_s += time.perf_counter() - started
         if raw is None:
             raise PayloadError(f"the server ended the stream before step {step}'s {expected}")
         frame = framing.decode(raw, reply_limit, wire)
@@ -226,7 +242,8 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                               f"{exc.details()}") from exc
     finally:
         call.close()
-    metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s})
+    metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s,
+                            EXCHANGE_S: exchange_s})
     if session.losses:  # U-shaped: only the device knows its loss
         metrics["train-losses"] = session.losses
     return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})

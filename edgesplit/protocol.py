@@ -30,8 +30,11 @@ CALIBRATION = "calibration"  # calibrate request (shape, steps) and reply (secon
 METRICS = "metrics"
 STREAM = "stream"  # the stream's address, secret and wire dtype in a train.stream message
 
-# Metric of a device's final training reply: seconds it spent computing in the round.
+# Metrics of a device's final training reply: seconds it spent computing in the round, and
+# seconds it waited on the stream for the server's answers (its pacing, the transfers both ways,
+# the server's queue and tail).
 COMPUTE_S = "compute-s"
+EXCHANGE_S = "exchange-s"
 
 # Stream frame kinds: device -> server "hello", then per step "activations" (and in a U-shaped
 # split "body-grad"); server -> device "gradient" (and "body").
@@ -61,6 +64,7 @@ class RoundTask:
     optimizer: str
     seed: int
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last t layers
+    pace_bps: float = 0.0  # stream: pace frames both ways at this rate (bit/s); 0 = no pacing
 
     @property
     def u_shaped(self) -> bool:

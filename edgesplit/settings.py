@@ -107,11 +107,13 @@ class Settings:
     allocator: str = "fp"
     cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
     server_class: str = "l4"  # makespan model: the edge server's catalogue class
-    calibration: str = "measure"  # measure: time devices and server at the start | none
+    calibration: str = "measure"  # measure: time devices and server at the start | track: and
+    # rescale their speeds after every round by the round's measured times | none
     calibration_steps: int = 3  # timed training steps per head size (after one warm-up)
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
+    objective_weights: str = "1,1,1"  # the allocator's weights of time, energy, stability
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
     min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
     max_token_recovery: float = 1.0  # leakage budget read from privacy-report; 1 = none
@@ -126,6 +128,7 @@ class Settings:
     stream_public_host: str = ""  # the host devices dial; empty = stream-host
     stream_port: int = 0  # 0 = OS-chosen
     stream_dtype: str = "float32"
+    pace_links: bool = False  # stream: pace each client's frames at its allocated link rate
     tls_certfile: str = ""  # PEM files protecting the stream; empty = no TLS
     tls_keyfile: str = ""
     tls_ca_certfile: str = ""  # the CA devices verify the server with; empty = the cert itself
@@ -240,3 +243,15 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         """Settings under their run-config keys (for the run folder's config snapshot)."""
         return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def objective_weights(text: str) -> tuple[float, float, float]:
+    """`"w_time,w_energy,w_stability"` -> three finite weights >= 0, not all 0 (ValueError)."""
+    try:
+        weights = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(0 <= w < float("inf") for w in weights) or not any(weights):
+        raise ValueError(f"objective-weights = {text!r}: give three finite weights >= 0, not all "
+                         "0, as \"time,energy,stability\" (e.g. \"1,0,0\": makespan only)")
+    return weights  # type: ignore[return-value]

@@ -22,7 +22,7 @@ from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
 from edgesplit.placement import BASE_DTYPES, check_device_name
 from edgesplit.privacy_report import read_report, report_wire, split_floor
-from edgesplit.settings import Settings
+from edgesplit.settings import Settings, objective_weights
 from edgesplit.splits import check_split, split_range
 from strategies.aggregation import AGGREGATIONS
 from strategies.calibration import CALIBRATIONS
@@ -71,6 +71,11 @@ def check_names(settings: Settings) -> None:
     if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
         raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
                       'set cost-model = "paper"')
+    try:
+        objective_weights(s.objective_weights)
+    except ValueError:
+        raise s.error("objective-weights", 'three finite weights >= 0, not all 0, as '
+                      '"time,energy,stability" (e.g. "1,0,0": makespan only)') from None
     parse_faults(s.inject_faults)  # their own errors say what is wrong with them
     parse_fault_kinds(s.fault_kinds)
 

@@ -11,12 +11,13 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from allocation import Weights
 from allocation.allocators import SystemAllocator
 from edgesplit.data import federated_text
 from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.protocol import activation_spec
 from edgesplit.records import Spec
-from edgesplit.settings import Settings
+from edgesplit.settings import Settings, objective_weights
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, lowest_split, parse
@@ -52,12 +53,13 @@ def build_strategy(settings: Settings, grid: Grid,
         log(INFO, "split floor: every client keeps at least %d head layers", floor)
     allocator = SystemAllocator(settings.allocator, settings.split, settings.seed,
                                 settings.server_bandwidth_hz,
+                                Weights(*objective_weights(settings.objective_weights)),
                                 split_policy=settings.rl_policy or None,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
                                 server=settings.server_class, batch_tails=settings.batch_tails,
                                 min_split=floor)
     calibrator = None
-    if settings.calibration == "measure":
+    if settings.calibration != "none":
         calibrator = Calibrator(
             layers=min(4, model.num_layers - 1), batch_size=settings.batch_size,
             optimizer=settings.optimizer, learning_rate=settings.learning_rate,

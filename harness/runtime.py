@@ -28,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -153,6 +154,10 @@ class FlowerHarness:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # The SuperLink starts `flower-superexec` and the SuperNodes `flwr-clientapp` by name:
+        # find them in the venv that runs us even when it is not activated.
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
         env.update({
             "FLWR_HOME": str(self.home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -215,7 +220,7 @@ class FlowerHarness:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_healthy(self, port: int, proc: subprocess.Popen, timeout_s: float = 60.0,
-                     name: str = "superlink", ca_file: str = "") -> None:
+                     name: str = "superlink", ca_file: str = "", host: str = "127.0.0.1") -> None:
         """Poll the SuperLink's /health until it answers (or its process dies); over HTTPS,
         verified against `ca_file`, when given."""
         scheme = "https" if ca_file else "http"
@@ -226,7 +231,7 @@ class FlowerHarness:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
                                    f"{self.log(name)[-4000:]}")
             try:
-                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/health", timeout=1,
+                with urllib.request.urlopen(f"{scheme}://{host}:{port}/health", timeout=1,
                                             context=context) as r:
                     if r.status == 200:
                         return

@@ -11,9 +11,16 @@ tails in one batched pass against one alone: how many clients it serves in the t
 makespan model then uses these seconds instead of the catalogue's. A device that does not
 answer, or answers nonsense, keeps its catalogue figures (the reason is recorded).
 
-Measurements are recorded in the round's metrics (`calibration`), and a resumed run reads them
-back from its checkpoint's metrics rather than measuring again, so the allocation of the resumed
-rounds follows the same numbers as the uninterrupted run.
+With `calibration = "track"` the speeds measured at the start are then rescaled after every
+round by what the round's training itself took: each device's by its measured compute over the
+compute the model predicted for it, the server's by the round's measured tail seconds over the
+predicted ones (all clients together). A calibration is a few steps at one moment; on a shared
+machine (the testbed's cgroups compete with whatever else runs) the speed during training can
+differ several-fold, and the next round's allocation should follow the latest.
+
+Measurements are recorded in the round's metrics (`calibration`; rescalings under `tracked`),
+and a resumed run reads them back from its checkpoint's metrics rather than measuring again, so
+the allocation of the resumed rounds follows the same numbers as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from strategies.batched_tail import serve_requests
 from strategies.tail import TailSession
 
 #: Calibration modes a run may name (run config `calibration`).
-CALIBRATIONS = ("measure", "none")
+CALIBRATIONS = ("measure", "track", "none")
 #: Largest credible seconds per layer or per step (a day): anything above is nonsense.
 _MAX_SECONDS = 86_400.0
 #: Clients whose tails the server batches together to measure its concurrency.
@@ -163,14 +170,47 @@ class Calibrator:
              lambda: serve_requests(parts, dict.fromkeys(parts, acts))], self.steps)
         return _BATCHED * alone / together
 
+    # ---- tracking ------------------------------------------------------------------------
+    def track(self, clients: Sequence[Mapping]) -> dict:
+        """Rescale the speeds by a finished round's measured against modelled seconds (its
+        metrics' client entries); returns the new speeds, for the metrics (empty if none)."""
+        devices = {}
+        for c in clients:
+            node, old = int(c["node"]), self.devices.get(int(c["node"]))
+            measured, modelled = c.get("measured_device_s"), c.get("modelled_device_s")
+            if old is None or not measured or not modelled:
+                continue
+            self.devices[node] = _scaled(old, measured / modelled)
+            devices[str(node)] = {"layer_s": self.devices[node].layer_s,
+                                  "fixed_s": self.devices[node].fixed_s}
+        learnt: dict = {"devices": devices} if devices else {}
+        pairs = [(c["measured_server_s"], c["modelled_server_s"]) for c in clients
+                 if c.get("measured_server_s") and c.get("modelled_server_s")]
+        if self.server is not None and pairs:
+            ratio = sum(m for m, _ in pairs) / sum(p for _, p in pairs)
+            self.server = _scaled(self.server, ratio)
+            learnt["server"] = {"layer_s": self.server.layer_s, "fixed_s": self.server.fixed_s,
+                                "concurrency": self.server.concurrency}
+        return learnt
+
     # ---- resuming -------------------------------------------------------------------------
     def restore(self, rows: Sequence[Mapping]) -> None:
         """Take the measurements recorded in the metrics of the run being resumed."""
+        entries = []
         for row in rows:
             entry = row.get("calibration") or {}
+            entries += [entry, entry.get("tracked") or {}]
+        for entry in entries:
             for node, m in entry.get("devices", {}).items():
                 self.devices[int(node)] = Measured(m["layer_s"], m["fixed_s"])
             self.failed.update(int(node) for node in entry.get("failures", {}))
             if "server" in entry:
                 m = entry["server"]
                 self.server = Measured(m["layer_s"], m["fixed_s"], m["concurrency"])
+
+
+def _scaled(measured: Measured, ratio: float) -> Measured:
+    """The same speeds `ratio` times slower (ratios beyond 100x either way are cut: one odd
+    round must not wreck the next allocation)."""
+    ratio = min(100.0, max(0.01, ratio))
+    return Measured(measured.layer_s * ratio, measured.fixed_s * ratio, measured.concurrency)

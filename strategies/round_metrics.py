@@ -22,7 +22,11 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
     Measured: the device's own compute time (as it reports it), the server's time on its
     requests, and its round's wall time from the round message to the final reply;
     `measured_wait_s` is the rest (transfer, queueing behind other clients, control plane),
-    to set against modelled transfer + queueing.
+    to set against modelled transfer + queueing. On the stream also: `measured_queue_s` (its
+    frames waiting for the server's tail worker), `measured_transfer_s` (the device's wait on
+    the stream less the server's time on its frames: the wire both ways and pacing) and
+    `measured_dataplane_s` (device compute + its wait on the stream: what the cost model's
+    per-client time predicts, without the control plane's start-up).
     """
     steps = [t for o in outcomes.values() for t in o.step_times]
     per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
@@ -46,10 +50,12 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
 
 def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                   profile: Mapping[str, float], local_steps: int) -> dict:
-    entry = {"node": node, "device_class": profile.get("device_class", ""), "split": a.split,
+    entry = {"node": node, "device_class": profile.get("device_class", ""),
+             "label": profile.get("label", ""), "split": a.split,
              **{k: v for k, v in (("bandwidth_hz", a.bandwidth_hz), ("power_w", a.power_w),
                                   ("user_freq_hz", a.user_freq_hz),
-                                  ("server_share", a.server_share), ("loss_rate", a.loss_rate))
+                                  ("server_share", a.server_share), ("loss_rate", a.loss_rate),
+                                  ("rate_bps", a.rate_bps))
                 if v is not None},
              "examples": int(profile["num-examples"]),
              "bytes_up": outcome.bytes_up if outcome else 0,
@@ -58,23 +64,47 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                 for part in ("device", "transfer", "server", "queue")}}
     entry["modelled_s"] = sum(entry[f"modelled_{part}_s"]
                               for part in ("device", "transfer", "server", "queue"))
+    if a.modelled_fifo_queue_s is not None:  # the same, with a first-come-first-served server
+        entry["modelled_fifo_queue_s"] = local_steps * a.modelled_fifo_queue_s
+        entry["modelled_fifo_s"] = (entry["modelled_s"] - entry["modelled_queue_s"]
+                                    + entry["modelled_fifo_queue_s"])
     if outcome is not None and outcome.failure is None:
         server = float(sum(outcome.step_times))
         device = outcome.device_compute_s
         entry.update(measured_device_s=device, measured_server_s=server,
                      measured_s=outcome.round_s,
                      measured_wait_s=outcome.round_s - server - (device or 0.0))
+        if outcome.server_s > 0:  # the stream: the server's wall time on each frame
+            entry["measured_queue_s"] = max(0.0, outcome.server_s - server)
+            entry["measured_server_pacing_s"] = outcome.pacing_s
+            if outcome.device_exchange_s is not None and device is not None:
+                entry["measured_transfer_s"] = max(
+                    0.0, outcome.device_exchange_s - outcome.server_s)
+                entry["measured_dataplane_s"] = device + outcome.device_exchange_s
     return entry
+
+
+#: (name in the fit, modelled keys summed, measured keys summed) of each part compared.
+FIT_PARTS = (("", ("modelled_s",), ("measured_s",)),
+             ("device_", ("modelled_device_s",), ("measured_device_s",)),
+             ("server_", ("modelled_server_s",), ("measured_server_s",)),
+             ("transfer_", ("modelled_transfer_s",), ("measured_transfer_s",)),
+             ("server_queue_", ("modelled_server_s", "modelled_queue_s"),
+              ("measured_server_s", "measured_queue_s")),
+             ("dataplane_", ("modelled_s",), ("measured_dataplane_s",)),
+             ("dataplane_fifo_", ("modelled_fifo_s",), ("measured_dataplane_s",)))
 
 
 def model_fit(clients: list[dict]) -> dict:
     """Median over the round's completed clients of modelled / measured seconds: the whole
-    round of a client, and its device and server parts (None where nothing was measured)."""
+    round of a client (control plane included), its device, server, transfer and server
+    queue + tail parts, and its time on the data plane (None where nothing was measured)."""
     fit = {}
-    for part in ("", "device_", "server_"):
-        ratios = [c[f"modelled_{part}s"] / c[f"measured_{part}s"] for c in clients
-                  if c.get(f"measured_{part}s")]
-        fit[f"modelled_over_measured_{part}median"] = (float(np.median(ratios)) if ratios
+    for name, modelled, measured in FIT_PARTS:
+        ratios = [sum(c[k] for k in modelled) / sum(c[k] for k in measured) for c in clients
+                  if all(c.get(k) is not None for k in (*measured, *modelled))
+                  and sum(c[k] for k in measured) > 0]
+        fit[f"modelled_over_measured_{name}median"] = (float(np.median(ratios)) if ratios
                                                        else None)
     return fit
 

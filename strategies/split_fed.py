@@ -42,8 +42,8 @@ from strategies.transport import TrainJob, TrainOutcome, Transport
 # Run-config keys a resumed run may change without leaving the uninterrupted trajectory.
 RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "output-dir",
                                "step-timeout-s", "reply-timeout-s", "stream-host",
-                               "stream-public-host",
-                               "stream-port", "tls-certfile", "tls-keyfile", "tls-ca-certfile",
+                               "stream-public-host", "stream-port", "pace-links",
+                               "tls-certfile", "tls-keyfile", "tls-ca-certfile",
                                "eval-every", "inject-faults", "sample-prompts",
                                "sample-tokens", "fault-rate", "fault-kinds"})
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
@@ -85,7 +85,8 @@ class SplitFedStrategy:
     recorder : RunRecorder
     evaluator : Evaluator
     calibrator : Calibrator, optional
-        Measures devices and the server (`calibration = "measure"`); None: catalogue only.
+        Measures devices and the server (`calibration = "measure"`, or "track": rescaled
+        after every round by what it measured); None: catalogue only.
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
@@ -125,11 +126,18 @@ class SplitFedStrategy:
                     if not low <= profile[key] <= high:  # NaN fails too
                         raise ValueError(f"profile {key} = {profile[key]!r} outside "
                                          f"[{low:g}, {high:g}]")
-                device_class = record.get("device_class", "")
-                if not isinstance(device_class, str) or len(device_class) > _MAX_CLASS_NAME:
-                    raise ValueError(f"profile device_class = {device_class!r:.80} is not a "
-                                     f"name of at most {_MAX_CLASS_NAME} characters")
-                profiles[node] = {**profile, "device_class": device_class}
+                names = {}
+                for key in ("device_class", "label"):
+                    name = record.get(key, "")
+                    if not isinstance(name, str) or len(name) > _MAX_CLASS_NAME:
+                        raise ValueError(f"profile {key} = {name!r:.80} is not a name of at "
+                                         f"most {_MAX_CLASS_NAME} characters")
+                    names[key] = name
+                downlink = float(record.get("downlink_bps", 0.0))
+                if downlink != 0.0 and not 1e3 <= downlink <= 1e12:
+                    raise ValueError(f"profile downlink_bps = {downlink!r} outside [1e3, 1e12]")
+                profiles[node] = {**profile, **names, "downlink_bps": downlink,
+                                  "link_shaped": bool(record.get("link_shaped", 0.0))}
             except Exception as exc:  # a bad profile excludes the client, never the server
                 failures[node] = f"profile: {type(exc).__name__}: {exc}"
         return profiles, failures
@@ -154,15 +162,21 @@ class SplitFedStrategy:
         return RoundTask(server_round=server_round, split=allocation.split,
                          local_steps=s.local_steps, batch_size=s.batch_size,
                          learning_rate=s.learning_rate, optimizer=s.optimizer, seed=s.seed,
-                         device_tail_layers=s.device_tail_layers)
+                         device_tail_layers=s.device_tail_layers,
+                         pace_bps=(allocation.rate_bps or 0.0) if s.pace_links else 0.0)
 
-    def train(self, server_round: int, allocations: Mapping[int, ClientAllocation]
+    def train(self, server_round: int, allocations: Mapping[int, ClientAllocation],
+              profiles: Mapping[int, Mapping] | None = None
               ) -> tuple[dict[int, TrainOutcome], dict[int, TailSession | BodySession]]:
         jobs, parts = [], {}
         for node, alloc in allocations.items():
             task = self.task(server_round, alloc)
             device, server = self.split_global(task.split)
-            jobs.append(TrainJob(node, task, device))
+            profile = (profiles or {}).get(node, {})
+            # A shaped downlink (the testbed's) carries the frames at its own rate after pacing.
+            downlink = (profile.get("downlink_bps") or math.inf) if profile.get(
+                "link_shaped") else math.inf
+            jobs.append(TrainJob(node, task, device, downlink_bps=downlink))
             part = BodySession if task.u_shaped else TailSession
             parts[node] = part(self.model, server, task)
         outcomes = self.transport.train_round(
@@ -222,7 +236,7 @@ class SplitFedStrategy:
         allocs = dict(zip([n for i, n in enumerate(ordered) if i not in excluded],
                           plan.clients if plan else [], strict=True))
         t_alloc = time.perf_counter()
-        outcomes, tails = self.train(server_round, allocs)
+        outcomes, tails = self.train(server_round, allocs, profiles)
         t_train = time.perf_counter()
         done = [o for o in outcomes.values() if o.failure is None]
         failures.update({o.node_id: o.failure for o in outcomes.values() if o.failure})
@@ -241,6 +255,10 @@ class SplitFedStrategy:
             row.update(self.evaluate(grid, allocs, server_round))
         t_eval = time.perf_counter()
         row.update(round_costs(allocs, outcomes, failures, profiles, plan, s.local_steps))
+        if self.calibrator is not None and s.calibration == "track":
+            tracked = self.calibrator.track(row["clients"])
+            if tracked:
+                calibration = {**calibration, "tracked": tracked}
         if calibration:
             row["calibration"] = calibration
         row.update({"time_calibrate_s": t_calibrate - started,

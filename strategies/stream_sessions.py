@@ -21,6 +21,7 @@ from logging import WARNING
 import grpc
 from flwr.common.logger import log
 
+from edgesplit.pacing import Pacer
 from edgesplit.records import Spec
 from strategies.transport import TrainJob, TrainOutcome
 
@@ -58,6 +59,7 @@ class StreamSession:
     sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
     started_at: float = field(default_factory=time.monotonic)  # the round message was pushed
     failed_at: float = -math.inf
+    pacer: Pacer | None = None  # `pace-links`: the answers leave at the client's allocated rate
 
     @property
     def settled(self) -> bool:

@@ -14,6 +14,12 @@ has actors). The server's model is shared: the streams' requests go through a `T
 one worker thread runs every tail step. Where each client stands is a `StreamSession` of
 `RoundSessions`. The calling thread pulls the Flower replies, runs the watchdog that drops
 stalled clients (so a round always ends) and cancels handshakes past their deadline.
+
+Pacing (`pace-links`, a task's `pace_bps`): each answer leaves no faster than the client's
+allocated rate (`edgesplit.pacing`), as the device paces its frames, so the link carries what
+the allocator gave. Per client the outcome records the server's time on each frame (arrival to
+answer: queue and tail) and its pacing, and the device reports its wait on the stream, so
+transfer time is measured apart from the server's.
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from edgesplit import framing
+from edgesplit.pacing import Pacer
 from edgesplit.protocol import (
     CONFIG,
+    EXCHANGE_S,
     HELLO,
     LORA,
     METHOD,
+    METRICS,
     SERVICE,
     STREAM,
     TRAIN_STREAM,
@@ -161,8 +170,9 @@ class StreamTransport:
         spec = framing.with_batch(self.spec, job.task.batch_size)
         exchanges = step_exchanges(spec, job.task.u_shaped)
         limit = max(framing.max_frame_bytes(s, self.wire_dtype) for _, s, _ in exchanges)
+        pacer = Pacer(job.task.pace_bps, job.downlink_bps) if job.task.pace_bps > 0 else None
         return StreamSession(job, secrets.token_hex(32), TrainOutcome(job.node_id), exchanges,
-                             limit)
+                             limit, pacer=pacer)
 
     def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
                                                                  str]:
@@ -251,6 +261,10 @@ class StreamTransport:
             content = reply.content
             outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
             head_lora, num_examples, losses, compute_s = read_final_reply(content, job)
+            exchange_s = content[METRICS].get(EXCHANGE_S)
+            if exchange_s is not None and not (isinstance(exchange_s, float)
+                                               and math.isfinite(exchange_s) and exchange_s >= 0):
+                raise PayloadError(f"{EXCHANGE_S} {exchange_s!r} is not a finite float >= 0")
         except PayloadError as exc:
             session.fail(f"reply: {exc}")
             return
@@ -259,6 +273,7 @@ class StreamTransport:
         outcome.round_s = now - session.started_at
         outcome.head_lora, outcome.num_examples = head_lora, num_examples
         outcome.device_losses, outcome.device_compute_s = losses, compute_s
+        outcome.device_exchange_s = exchange_s
         session.state = "done"
 
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------
@@ -342,7 +357,11 @@ class StreamTransport:
                 answer = self._tails.answer(session, tensors)
                 out = framing.encode({"kind": reply, "step": step}, {"hidden": answer},
                                      self.wire_dtype)
+                answered = time.monotonic()
+                paced = session.pacer.wait(len(out)) if session.pacer else 0.0
                 with self._rounds.cond:
+                    outcome.server_s += answered - arrived
+                    outcome.pacing_s += paced
                     outcome.bytes_down += len(out)
                     outcome.steps_done = step + last
                     # The client's turn starts now: it has the timeout to send the next frame

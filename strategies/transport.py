@@ -46,6 +46,7 @@ class TrainJob:
     node_id: int
     task: RoundTask
     head_lora: dict[str, torch.Tensor]
+    downlink_bps: float = math.inf  # its downlink's own rate when shaped (pacing adds the rest)
 
 
 @dataclass
@@ -61,6 +62,9 @@ class TrainOutcome:
     bytes_down: int = 0
     transport_s: float = 0.0  # wall time spent waiting for this client's replies
     step_times: list[float] = field(default_factory=list)  # the server's time per exchange
+    server_s: float = 0.0  # from each frame's arrival to its answer: queue + tail (stream)
+    pacing_s: float = 0.0  # the server's pacing of its answers (stream, `pace-links`)
+    device_exchange_s: float | None = None  # the device's wait on the stream, as it reports it
     device_losses: list[float] = field(default_factory=list)  # U-shaped: the device's losses
     device_compute_s: float | None = None  # the device's own compute time, as it reports it
     round_s: float = 0.0  # wall time from the round's first message to the final reply

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, solve
-from allocation.makespan_model import catalogue_scenario
+from allocation.makespan_model import catalogue_scenario, fifo_queue_s
 from allocation.makespan_result import MakespanAllocation
 from allocation.makespan_solver import server_makespans
 
@@ -193,3 +193,31 @@ def test_a_crowded_server_makes_device_layers_worth_it():
     fp, edge = solve(crowd, "fp"), solve(crowd, "edge-only")
     assert fp.gap <= 1e-6 and fp.delay < 0.8 * edge.delay
     assert np.all((fp.split == 1) | (fp.split == crowd.max_split)) and fp.split.max() > 1
+
+
+def _uniform(devices: int, device_layer_s: float, server_layer_s: float, servers: int = 1
+             ) -> MakespanScenario:
+    model = ModelCost(layers=4, hidden_size=64, batch_size=8, seq_len=64, activation_bits=32)
+    return MakespanScenario(
+        device_layer_s=np.full(devices, device_layer_s), device_fixed_s=np.zeros(devices),
+        device_power_w=np.ones(devices), memory_bytes=np.full(devices, np.inf),
+        tx_power_w=np.ones(devices), uplink_bps=np.full((devices, servers), 1e15),
+        samples=np.full(devices, 100.0), server_layer_s=np.full(servers, server_layer_s),
+        server_fixed_s=np.zeros(servers), server_power_w=np.full(servers, 100.0),
+        concurrency=np.ones(servers), model=model)
+
+
+def test_a_first_come_first_served_server_queues_only_when_busy():
+    """The FIFO server's wait: next to nothing while devices dominate the cycle, every other
+    client's tail at saturation (the shares' prediction), and only a client's own server's
+    clients count."""
+    split = [1, 1, 1, 1]
+    idle = fifo_queue_s(_uniform(4, 1.0, 1e-3), split, [0] * 4)
+    assert np.all(idle < 1e-3 * 3 * 0.01)  # under 1% of a tail
+    busy = fifo_queue_s(_uniform(4, 1e-9, 1.0), split, [0] * 4)
+    np.testing.assert_allclose(busy, 3 * 3.0, rtol=1e-4)  # three others' 3-layer tails
+    apart = fifo_queue_s(_uniform(4, 1e-9, 1.0, servers=2), split, [0, 0, 1, 1])
+    np.testing.assert_allclose(apart, 1 * 3.0, rtol=1e-4)  # one other per server
+    # Between the two: more device time, less waiting, never negative.
+    waits = [fifo_queue_s(_uniform(4, d, 1.0), split, [0] * 4)[0] for d in (0.1, 1.0, 10.0)]
+    assert 9.0 > waits[0] > waits[1] > waits[2] > 0

@@ -23,6 +23,9 @@ from harness.inprocess import run_in_process
     ("server-device", "gpu0", "config server-device = 'gpu0': one of auto, cpu, cuda"),
     ("client-device", "tpu", "config client-device = 'tpu': one of auto, cpu, cuda"),
     ("learning-rate", -0.1, "config learning-rate = -0.1: must be > 0"),  # ranges too
+    ("objective-weights", "1,0", "config objective-weights = '1,0': three finite weights"),
+    ("objective-weights", "0,0,0", "config objective-weights = '0,0,0': three finite weights"),
+    ("objective-weights", "1,-1,0", "config objective-weights = '1,-1,0': three finite"),
 ])
 def test_a_wrong_name_gets_an_error_naming_the_key_and_the_choices(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -108,3 +111,11 @@ def test_a_run_with_a_leakage_budget_keeps_every_client_at_its_floor(tmp_path):
                              num_server_rounds=2, output_dir=str(tmp_path), run_name="floor")
     _, _, rows = run_in_process(config, num_nodes=4)
     assert [c["split"] for r in rows for c in r["clients"]] == [2] * 8
+
+
+def test_objective_weights_reach_the_allocator():
+    from edgesplit.settings import objective_weights
+
+    assert objective_weights(parse({"objective-weights": "1,0,0.5"}).objective_weights) == (
+        1.0, 0.0, 0.5)
+    assert objective_weights(parse({}).objective_weights) == (1.0, 1.0, 1.0)

@@ -89,3 +89,30 @@ def test_a_resumed_run_reads_its_calibration_back_instead_of_measuring(tmp_path)
         "num-server-rounds": 3, "resume-from": str(tmp_path / "stopped")})
     assert asked == [] and "calibration" not in rows[-1]
     assert [r["round"] for r in rows] == [1, 2, 3]
+
+
+def test_track_rescales_each_device_and_the_server_by_the_rounds_measured_time():
+    from strategies.calibration import Calibrator
+
+    calibrator = Calibrator(3, 2, "adamw", 1e-3, 1, 10.0, False)
+    calibrator.devices = {1: Measured(0.1, 0.02), 2: Measured(0.2, 0.0)}
+    calibrator.server = Measured(0.05, 0.01)
+    clients = [  # node 1 ran 2x slower than predicted, node 2 half as long; node 3 uncalibrated
+        {"node": 1, "modelled_device_s": 1.0, "measured_device_s": 2.0,
+         "modelled_server_s": 1.0, "measured_server_s": 0.25},
+        {"node": 2, "modelled_device_s": 1.0, "measured_device_s": 0.5,
+         "modelled_server_s": 3.0, "measured_server_s": 0.75},
+        {"node": 3, "modelled_device_s": 1.0, "measured_device_s": 9.0}]
+    learnt = calibrator.track(clients)
+    assert calibrator.devices[1] == pytest.approx(Measured(0.2, 0.04))
+    assert calibrator.devices[2] == pytest.approx(Measured(0.1, 0.0))
+    assert 3 not in calibrator.devices
+    assert calibrator.server == pytest.approx(Measured(0.0125, 0.0025))  # 1 s of 4 predicted
+    assert set(learnt["devices"]) == {"1", "2"} and learnt["server"]["layer_s"] == 0.0125
+    # A resumed run takes the tracked speeds, the latest last.
+    resumed = Calibrator(3, 2, "adamw", 1e-3, 1, 10.0, False)
+    resumed.restore([{"calibration": {"devices": {"1": {"layer_s": 0.1, "fixed_s": 0.02}},
+                                      "server": {"layer_s": 0.05, "fixed_s": 0.01,
+                                                 "concurrency": 1.0},
+                                      "tracked": learnt}}])
+    assert resumed.devices == calibrator.devices and resumed.server == calibrator.server

@@ -1,0 +1,330 @@
+"""The emulated edge testbed: the cost model and the allocators judged by the clock.
+
+Builds the fleet of a TOML file on this machine (`harness.testbed`: each device a SuperNode in
+its own network namespace, behind a veth shaped to its class's uplink and downlink, in a cgroup
+with its class's CPU share and memory; the SuperLink and the ServerApp in a cgroup of their
+own), and runs real Flower rounds through it with `pace-links` on and the makespan cost model
+calibrated on the testbed itself. Every round's metrics hold, per client, the cost model's
+seconds (device, transfer, server, queueing) beside the measured ones; this script tabulates
+them, plots them and computes the median absolute relative error of each client's modelled
+data-plane time (device compute + its wait on the stream) against the clock.
+
+`--compare` runs the same fleet and seeds under fp, every fixed split (edge-only is split 1),
+and random, one after the other on the same testbed, and writes a table and a figure of the
+measured round makespan (the slowest client's data-plane time, and the training phase's wall
+time with Flower's control plane) beside the modelled makespan and energy.
+
+Everything the testbed creates is removed on exit, on failure and on Ctrl-C/SIGTERM; the script
+checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memory controllers.
+Usage::
+
+    python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
+        [--local-steps 20] [--out results/testbed] [--compare]
+
+Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
+run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
+also `compare.csv`, `compare.md` and `compare.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from experiments.plotting import METHOD_STYLE, save, subplots, write_csv
+from harness.runtime import FlowerHarness
+from harness.testbed import Fleet, Testbed, leftovers, load_fleet, measure_mbit
+
+FLEET = Path(__file__).with_name("testbed_fleet.toml")
+#: Modelled part(s) and measured part(s) compared per client (`strategies.round_metrics`).
+PARTS = {
+    "dataplane": (("modelled_s",), ("measured_dataplane_s",)),
+    "device": (("modelled_device_s",), ("measured_device_s",)),
+    "transfer": (("modelled_transfer_s",), ("measured_transfer_s",)),
+    "server+queue": (("modelled_server_s", "modelled_queue_s"),
+                     ("measured_server_s", "measured_queue_s")),
+    # The same two with the server's queue modelled first come first served (the real tail
+    # worker) instead of the allocator's shares (`makespan_model.fifo_queue_s`).
+    "dataplane-fifo": (("modelled_fifo_s",), ("measured_dataplane_s",)),
+    "server+queue-fifo": (("modelled_server_s", "modelled_fifo_queue_s"),
+                          ("measured_server_s", "measured_queue_s")),
+    # The client's whole round (round message to final reply): the FIFO data plane plus the
+    # control plane's time for that client measured the round before (ClientApp start-up,
+    # message delivery), which the cost model does not have.
+    "round": (("control_plane_before_s", "modelled_fifo_s"), ("measured_s",)),
+}
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages (other work distorts CPU shares)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_config(args: argparse.Namespace, fleet: Fleet, name: str,
+               overrides: Mapping[str, object]) -> dict[str, object]:
+    """The run config of one testbed run."""
+    config: dict[str, object] = {
+        "model-name": args.model, "corpus": args.corpus, "num-server-rounds": args.rounds,
+        "local-steps": args.local_steps, "batch-size": args.batch_size,
+        "block-size": args.block_size, "seed": args.seed, "cost-model": "makespan",
+        "calibration": "track", "pace-links": True, "eval-every": 0, "sample-prompts": "",
+        "step-timeout-s": 600.0, "output-dir": str(args.work / "runs"), "run-name": name}
+    if fleet.server_class:
+        config["server-class"] = fleet.server_class
+    return {**config, **overrides}
+
+
+def client_rows(run: str, rows: Sequence[Mapping]) -> list[dict]:
+    """One row per round and completed client: modelled and measured parts, relative errors."""
+    out = []
+    control: dict[str, float] = {}  # node -> its control-plane seconds in its last round
+    for row in rows:
+        for c in row["clients"]:
+            if c.get("measured_dataplane_s") is None:
+                continue
+            node = str(c["node"])
+            c = {**c, **({"control_plane_before_s": control[node]} if node in control else {})}
+            control[node] = c["measured_s"] - c["measured_dataplane_s"]
+            entry = {"run": run, "round": row["round"], "node": str(c["node"]),
+                     "class": c.get("label", ""), "split": c["split"],
+                     "server_share": c.get("server_share"), "rate_bps": c.get("rate_bps"),
+                     "bytes_up": c["bytes_up"], "bytes_down": c["bytes_down"]}
+            for part, (modelled, measured) in PARTS.items():
+                known = all(c.get(k) is not None for k in (*modelled, *measured))
+                m = sum(c[k] for k in modelled) if known else None
+                x = sum(c[k] for k in measured) if known else None
+                entry[f"modelled_{part}_s"], entry[f"measured_{part}_s"] = m, x
+                entry[f"rel_error_{part}"] = (m - x) / x if known and x > 0 else None
+            entry["measured_server_pacing_s"] = c.get("measured_server_pacing_s")
+            entry["control_plane_s"] = control[node]
+            out.append(entry)
+    return out
+
+
+def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
+               load: str) -> list[dict]:
+    """One row per round: the measured makespan (slowest client's data-plane time; the
+    training phase's wall time with the control plane) beside the modelled one and energy."""
+    out = []
+    for row in rows:
+        done = [c for c in row["clients"] if c.get("measured_dataplane_s") is not None]
+        out.append({
+            "run": run, "round": row["round"], "completed": row["completed"],
+            "splits": " ".join(str(c["split"]) for c in row["clients"]),
+            "measured_makespan_s": max((c["measured_dataplane_s"] for c in done), default=None),
+            "measured_train_phase_s": row["time_train_s"],
+            "modelled_makespan_s": (row["modelled_delay_s"] or 0.0) * local_steps,
+            "modelled_energy_j": (row["modelled_energy_j"] or 0.0) * local_steps,
+            "calibrate_s": row.get("time_calibrate_s"), "load_average": load})
+    return out
+
+
+def median_abs_error(clients: Sequence[Mapping], part: str) -> float | None:
+    errors = [abs(c[f"rel_error_{part}"]) for c in clients
+              if c.get(f"rel_error_{part}") is not None]
+    return float(np.median(errors)) if errors else None
+
+
+def plot_fit(clients: Sequence[Mapping], path: Path, title: str) -> None:
+    """Modelled against measured seconds per client and round, one panel per part."""
+    fig, axes = subplots(1, len(PARTS), panel=(3.2, 3.2))
+    axes = axes[0]
+    classes = sorted({c["class"] for c in clients})
+    for ax, part in zip(axes, PARTS, strict=True):
+        for i, name in enumerate(classes):
+            mine = [c for c in clients if c["class"] == name
+                    and c[f"modelled_{part}_s"] is not None]
+            ax.scatter([c[f"measured_{part}_s"] for c in mine],
+                       [c[f"modelled_{part}_s"] for c in mine], s=14, color=f"C{i}",
+                       label=name)
+        values = [v for c in clients for v in (c[f"measured_{part}_s"], c[f"modelled_{part}_s"])
+                  if v is not None and v > 0]
+        if values:
+            lo, hi = min(values) / 1.5, max(values) * 1.5
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        error = median_abs_error(clients, part)
+        ax.set_title(f"{part}: median |error| "
+                     + ("n/a" if error is None else f"{100 * error:.0f}%"))
+        ax.set_xlabel("measured s per round")
+    axes[0].set_ylabel("modelled s per round")
+    axes[0].legend(loc="upper left")
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def plot_compare(table: Sequence[Mapping], path: Path) -> None:
+    """Measured round makespan (data plane; whole training phase) and modelled energy."""
+    fig, axes = subplots(1, 2, panel=(4.5, 3.4))
+    ax_t, ax_e = axes[0]
+    names = [r["allocator"] for r in table]
+    x = np.arange(len(names))
+    colours = [METHOD_STYLE.get(n, ("C7",))[0] for n in names]
+    ax_t.bar(x - 0.27, [r["measured_makespan_s"] for r in table], 0.27, color=colours,
+             label="measured (data plane)")
+    ax_t.bar(x, [r["modelled_makespan_s"] for r in table], 0.27, color=colours, alpha=0.45,
+             label="modelled")
+    ax_t.bar(x + 0.27, [r["measured_train_phase_s"] for r in table], 0.27, color="0.6",
+             label="measured (train phase, control plane incl.)")
+    ax_t.set_xticks(x, names, rotation=20)
+    ax_t.set_ylabel("round makespan (s, mean over rounds)")
+    ax_t.legend()
+    ax_e.bar(x, [r["modelled_energy_j"] for r in table], color=colours)
+    ax_e.set_xticks(x, names, rotation=20)
+    ax_e.set_ylabel("modelled energy per round (J)")
+    save(fig, path)
+
+
+def compare_table(rounds: Sequence[Mapping], clients: Sequence[Mapping],
+                  runs: Sequence[str]) -> list[dict]:
+    """Per allocator, means over its rounds (after the first, whose devices are still
+    calibrating and whose ClientApps start cold, when there are more)."""
+    table = []
+    for run in runs:
+        mine = [r for r in rounds if r["run"] == run]
+        kept = [r for r in mine if r["round"] > 1] or mine
+        kept_rounds = {r["round"] for r in kept}
+        kept_clients = [c for c in clients if c["run"] == run and c["round"] in kept_rounds]
+        table.append({
+            "allocator": run, "rounds": len(kept),
+            **{k: float(np.mean([r[k] for r in kept])) for k in (
+                "measured_makespan_s", "measured_train_phase_s", "modelled_makespan_s",
+                "modelled_energy_j")},
+            "splits": " | ".join(r["splits"] for r in kept),
+            "median_abs_error_dataplane": median_abs_error(kept_clients, "dataplane"),
+            "load_average": kept[-1]["load_average"]})
+    return table
+
+
+def markdown(table: Sequence[Mapping]) -> str:
+    edge = next((r for r in table if r["allocator"] == "edge-only"), None)
+    lines = ["| allocator | measured makespan (s) | vs edge-only | train phase (s) | "
+             "modelled makespan (s) | modelled energy (J) | median abs error | splits | "
+             "load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        versus = (f"{100 * (r['measured_makespan_s'] / edge['measured_makespan_s'] - 1):+.0f}%"
+                  if edge else "")
+        error = r["median_abs_error_dataplane"]
+        lines.append(
+            f"| {r['allocator']} | {r['measured_makespan_s']:.1f} | {versus} | "
+            f"{r['measured_train_phase_s']:.1f} | {r['modelled_makespan_s']:.1f} | "
+            f"{r['modelled_energy_j']:.1f} | "
+            f"{'n/a' if error is None else f'{100 * error:.0f}%'} | {r['splits']} | "
+            f"{r['load_average']} |")
+    return "\n".join(lines) + "\n"
+
+
+def allocators(layers: int) -> list[tuple[str, dict[str, object]]]:
+    """fp (the default objective: time, energy and stability), fp on makespan alone, every
+    fixed split (split 1 = edge-only), random."""
+    runs: list[tuple[str, dict[str, object]]] = [
+        ("fp", {"allocator": "fp"}),
+        ("fp-makespan", {"allocator": "fp", "objective-weights": "1,0,0"}),
+        ("edge-only", {"allocator": "edge-only"})]
+    runs += [(f"fixed-{k}", {"allocator": "fixed", "split": k}) for k in range(2, layers)]
+    return runs + [("random", {"allocator": "random"})]
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fleet", type=Path, default=FLEET)
+    parser.add_argument("--model", default="tiny-llama")
+    parser.add_argument("--layers", type=int, default=4, help="the model's decoder layers "
+                        "(--compare runs every fixed split below it)")
+    parser.add_argument("--corpus", default="shakespeare")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allocator", default="fp", help="without --compare")
+    parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--only", default="", help="--compare: comma-separated subset of runs")
+    parser.add_argument("--out", type=Path, default=Path("results/testbed"))
+    parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
+    fleet = load_fleet(args.fleet)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan = (allocators(args.layers) if args.compare
+            else [(args.allocator, {"allocator": args.allocator})])
+    if args.only:
+        plan = [p for p in plan if p[0] in args.only.split(",")]
+    before = leftovers()
+    clients: list[dict] = []
+    rounds: list[dict] = []
+    links: list[dict] = []
+    loads = {"start": load_average()}
+    with tempfile.TemporaryDirectory(prefix="edgesplit-testbed-") as scratch:
+        args.work = Path(scratch)
+        try:
+            with Testbed(fleet, FlowerHarness(args.work / "flwr-home")) as bed:
+                for index, name in enumerate(fleet.devices):  # the shaped rates, measured
+                    device = fleet.classes[name]
+                    links.append({"device": index, "class": name,
+                                  "uplink_mbit": device.uplink_mbit,
+                                  "measured_uplink_mbit": measure_mbit(bed, index, "up", 250_000),
+                                  "downlink_mbit": device.downlink_mbit,
+                                  "measured_downlink_mbit": measure_mbit(bed, index, "down",
+                                                                         500_000)})
+                for name, overrides in plan:
+                    started, load = time.perf_counter(), load_average()
+                    print(f"[testbed] {name}: running (load average {load})", flush=True)
+                    rc, log = bed.run(run_config(args, fleet, name, overrides),
+                                      timeout_s=args.timeout_s)
+                    metrics = args.work / "runs" / name / "metrics.jsonl"
+                    if rc != 0 or not metrics.exists():
+                        raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
+                    rows = [json.loads(line) for line in metrics.open()]
+                    status = json.loads((metrics.parent / "status.json").read_text())
+                    if status.get("status") != "completed":
+                        raise RuntimeError(f"run {name}: {status}")
+                    load = f"{load} -> {load_average()}"
+                    clients += client_rows(name, rows)
+                    rounds += round_rows(name, rows, args.local_steps, load)
+                    (args.out / "runs").mkdir(exist_ok=True)
+                    (args.out / "runs" / f"{name}.jsonl").write_text(metrics.read_text())
+                    print(f"[testbed] {name}: {time.perf_counter() - started:.0f} s, "
+                          f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in rounds if r['run'] == name]}",  # noqa: E501
+                          flush=True)
+        finally:
+            loads["end"] = load_average()
+            left = {k: v for k, v in leftovers().items() if v != before[k]}
+            print(f"[testbed] cleaned up: {'yes' if not left else left}", flush=True)
+    write_csv(clients, args.out / "clients.csv")
+    write_csv(rounds, args.out / "rounds.csv")
+    write_csv(links, args.out / "links.csv")
+    summary = {
+        "fleet": str(args.fleet), "devices": fleet.devices, "model": args.model,
+        "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
+        "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
+        "median_abs_error": {part: median_abs_error(clients, part) for part in PARTS},
+        "load_average": loads, "leftovers_after": left}
+    plot_fit(clients, args.out / "fit.png",
+             f"{args.model}, {len(fleet.devices)} emulated devices: modelled vs measured")
+    if args.compare:
+        table = compare_table(rounds, clients, [p[0] for p in plan])
+        write_csv(table, args.out / "compare.csv")
+        (args.out / "compare.md").write_text(markdown(table))
+        plot_compare(table, args.out / "compare.png")
+        summary["compare"] = table
+        print(markdown(table))
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["median_abs_error"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

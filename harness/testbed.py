@@ -1,0 +1,424 @@
+"""An edge testbed on one machine: emulated devices with their own links and CPU shares.
+
+Each emulated device is a SuperNode in its own network namespace, joined to the root namespace by
+a veth pair whose two ends are rate-limited with a token-bucket filter (`tbf`): the namespace end
+shapes the device's uplink, the root end its downlink. Each SuperNode also runs in its own cgroup
+(a CPU quota and a memory limit from its device class), and the ClientApp processes it starts
+inherit both. The SuperLink, the ServerApp it launches and the ServerApp's stream endpoint run in
+the root namespace, in a cgroup of their own, so device and server speeds keep their ratio on a
+small machine. Devices reach the server at one address on the root namespace's loopback.
+
+Everything the testbed creates (namespaces, veths and their qdiscs, the server address, cgroups,
+processes) is removed when it exits, also after a failure; `Testbed.preflight` refuses with a
+clear message without root, `ip`/`tc`, namespaces or the cgroup controllers. Traffic goes only to
+addresses the testbed created (one private /16, `SUBNET`).
+
+    with Testbed(load_fleet("fleet.toml"), FlowerHarness(home)) as bed:
+        bed.run({"num-server-rounds": 2, ...})
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from harness.runtime import FlowerHarness, flwr_bin, free_ports
+
+SUBNET = "10.213"  # the testbed's private /16: device i is 10.213.<i+1>.2, its gateway .1
+SERVER_IP = f"{SUBNET}.0.1"  # the server's address (root namespace, on lo)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """What an emulated device of one class gets.
+
+    name : str
+        The class name (also sent as the SuperNode's `device.class`).
+    cpu_cores : float
+        CPU quota in cores (0.2 = a fifth of one core).
+    memory_mb : int
+        Memory limit of the SuperNode and its ClientApps.
+    uplink_mbit, downlink_mbit : float
+        Link rates (Mbit/s) of the device's veth, each direction.
+    catalogue : str
+        The hardware catalogue class (`edgesplit.hardware.DEVICES`) the device declares as
+        `device.class` (its memory, power and, until calibrated, speed); empty: state the
+        figures in `node_config` (`device.cpu-freq-hz`, `device.cores`, ...).
+    node_config : dict
+        Extra `--node-config` entries (declared device figures; they win over the class's).
+
+    Every SuperNode also declares its link as shaped (`device.uplink-bps`,
+    `device.downlink-bps`, `device.link-shaped`) and its class name (`device.label`), so the
+    cost model charges transfers at the rates the veth carries and pacing adds only what an
+    allocation below them costs.
+    """
+
+    name: str
+    cpu_cores: float
+    memory_mb: int
+    uplink_mbit: float
+    downlink_mbit: float
+    catalogue: str = ""
+    node_config: dict[str, Any] = field(default_factory=dict)
+
+    def declared(self) -> dict[str, Any]:
+        """The `--node-config` device keys of this class (partition keys aside)."""
+        return {**({"device.class": self.catalogue} if self.catalogue else {}),
+                "device.label": self.name, "device.uplink-bps": self.uplink_mbit * 1e6,
+                "device.downlink-bps": self.downlink_mbit * 1e6, "device.link-shaped": True,
+                **self.node_config}
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The devices to emulate (one class name each, in partition order) and the server's share
+    (and its catalogue class, the run's `server-class`, when named)."""
+
+    classes: dict[str, DeviceClass]
+    devices: list[str]
+    server_cpu_cores: float
+    server_memory_mb: int
+    server_class: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.devices) - set(self.classes))
+        if unknown:
+            raise ValueError(f"fleet: devices of unknown classes {unknown}")
+        if not self.devices:
+            raise ValueError("fleet: no devices")
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read a fleet file::
+
+        [server]
+        cpu-cores = 1.0
+        memory-mb = 6000
+        class = "cpu-epyc-9654"   # optional: the run's server-class (power; speed until measured)
+
+        [classes.phone]
+        cpu-cores = 0.1
+        memory-mb = 2000
+        uplink-mbit = 5
+        downlink-mbit = 20
+        catalogue = "phone-snapdragon-855"   # or state figures: node-config = {...}
+        node-config = { "device.power-w" = 4.0 }   # optional
+
+        [fleet]
+        phone = 3          # how many devices of each class, in this order
+    """
+    raw = tomllib.loads(Path(path).read_text())
+    try:
+        classes = {name: DeviceClass(name, float(c["cpu-cores"]), int(c["memory-mb"]),
+                                     float(c["uplink-mbit"]), float(c["downlink-mbit"]),
+                                     str(c.get("catalogue", "")),
+                                     dict(c.get("node-config", {})))
+                   for name, c in raw["classes"].items()}
+        devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
+        server = raw["server"]
+        return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
+                     str(server.get("class", "")))
+    except KeyError as exc:
+        raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
+
+
+# ---- cgroups (v1 as on these machines; v2 where the unified hierarchy has the controllers) ------
+class Cgroup:
+    """A CPU quota and a memory limit; processes join with `join_command`."""
+
+    def __init__(self, name: str, cpu_cores: float, memory_mb: int) -> None:
+        self.paths: list[Path] = []
+        quota = max(1000, int(cpu_cores * _CPU_PERIOD_US))
+        if cgroup_version() == 2:
+            path = CGROUP_ROOT / name
+            path.mkdir()
+            self.paths.append(path)
+            (path / "cpu.max").write_text(f"{quota} {_CPU_PERIOD_US}")
+            (path / "memory.max").write_text(str(memory_mb << 20))
+            return
+        for controller in ("cpu", "memory"):
+            path = CGROUP_ROOT / controller / name
+            path.mkdir()
+            self.paths.append(path)
+        cpu, memory = self.paths
+        (cpu / "cpu.cfs_period_us").write_text(str(_CPU_PERIOD_US))
+        (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+        (memory / "memory.limit_in_bytes").write_text(str(memory_mb << 20))
+
+    def join_command(self, argv: list[str]) -> list[str]:
+        """`argv` run by a shell that first moves itself into this cgroup, so the program and
+        everything it starts are inside before it runs."""
+        moves = " && ".join(f"echo $$ > {p / 'cgroup.procs'}" for p in self.paths)
+        return ["sh", "-c", f'{moves} && exec "$@"', "sh", *argv]
+
+    def remove(self) -> None:
+        """Remove the cgroup (its processes must be gone: the kernel refuses otherwise)."""
+        for path in reversed(self.paths):
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # a dying process still counted in it
+                    time.sleep(0.1)
+
+
+def cgroup_version() -> int | None:
+    """2 for a unified hierarchy with cpu and memory, 1 for v1 cpu + memory, None otherwise."""
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists() and {"cpu", "memory"} <= set(controllers.read_text().split()):
+        return 2
+    if (CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").exists() and (
+            CGROUP_ROOT / "memory" / "memory.limit_in_bytes").exists():
+        return 1
+    return None
+
+
+# ---- network ----------------------------------------------------------------------------------
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def _in_namespace(namespace: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", namespace, *argv]
+
+
+def _tbf(device: str, mbit: float, namespace: str | None = None) -> None:
+    """Shape `device`'s egress to `mbit` Mbit/s: a bucket of 10 ms of traffic (at least 16 KB,
+    so a whole frame passes), packets waiting at most 200 ms."""
+    burst = max(16 * 1024, int(mbit * 1e6 / 8 * 0.01))
+    argv = ["tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", f"{mbit}mbit",
+            "burst", str(burst), "latency", "200ms"]
+    subprocess.run(_in_namespace(namespace, *argv) if namespace else argv, check=True,
+                   capture_output=True, text=True)
+
+
+@dataclass
+class Link:
+    """One device's namespace and shaped veth pair."""
+
+    index: int
+    namespace: str
+    host_end: str
+    device_end: str
+
+    @property
+    def device_ip(self) -> str:
+        return f"{SUBNET}.{self.index + 1}.2"
+
+    @property
+    def gateway_ip(self) -> str:
+        return f"{SUBNET}.{self.index + 1}.1"
+
+    @classmethod
+    def create(cls, tag: str, index: int, uplink_mbit: float, downlink_mbit: float) -> Link:
+        link = cls(index, f"es-{tag}-{index}", f"esh{tag}{index}", f"esd{tag}{index}")
+        _ip("netns", "add", link.namespace)
+        try:
+            _ip("link", "add", link.host_end, "type", "veth", "peer", "name", link.device_end)
+            _ip("link", "set", link.device_end, "netns", link.namespace)
+            _ip("addr", "add", f"{link.gateway_ip}/24", "dev", link.host_end)
+            _ip("link", "set", link.host_end, "up")
+            ns = ["-n", link.namespace]
+            _ip(*ns, "addr", "add", f"{link.device_ip}/24", "dev", link.device_end)
+            _ip(*ns, "link", "set", link.device_end, "up")
+            _ip(*ns, "link", "set", "lo", "up")
+            _ip(*ns, "route", "add", f"{SERVER_IP}/32", "via", link.gateway_ip)
+            _tbf(link.device_end, uplink_mbit, link.namespace)
+            _tbf(link.host_end, downlink_mbit)
+        except Exception:
+            link.remove()
+            raise
+        return link
+
+    def remove(self) -> None:
+        """Delete the veth pair (with its qdiscs) and the namespace."""
+        for argv in (["link", "del", self.host_end], ["netns", "del", self.namespace]):
+            subprocess.run(["ip", *argv], capture_output=True)
+
+
+# ---- the testbed ------------------------------------------------------------------------------
+class Testbed:
+    """A SuperLink and one shaped, CPU-capped SuperNode per device of `fleet`, on this machine.
+
+    Parameters
+    ----------
+    fleet : Fleet
+    harness : FlowerHarness
+        Owns the processes (its `stop` ends every one of them) and the Flower home.
+    partitions : int, optional
+        `num-partitions` of the SuperNodes (default: one per device).
+    """
+
+    def __init__(self, fleet: Fleet, harness: FlowerHarness,
+                 partitions: int | None = None) -> None:
+        self.fleet, self.harness = fleet, harness
+        self.partitions = partitions or len(fleet.devices)
+        self.tag = secrets.token_hex(2)  # short: interface names have 15 characters
+        self.links: list[Link] = []
+        self.cgroups: list[Cgroup] = []
+        self.connection = f"testbed-{self.tag}"
+        self.superlink_port = 0
+        self._server_address = False
+
+    @staticmethod
+    def preflight() -> None:
+        """Raise RuntimeError saying what is missing to build a testbed here."""
+        if os.geteuid() != 0:
+            raise RuntimeError("the testbed needs root (network namespaces, tc, cgroups)")
+        for tool in ("ip", "tc"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"the testbed needs `{tool}` (iproute2)")
+        if cgroup_version() is None:
+            raise RuntimeError("the testbed needs cgroup cpu and memory controllers (v1 under "
+                               f"{CGROUP_ROOT}/cpu and /memory, or v2 with both enabled)")
+        probe = f"es-probe-{secrets.token_hex(2)}"
+        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise RuntimeError(f"cannot create network namespaces: {made.stderr.strip()}")
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+
+    def __enter__(self) -> Testbed:
+        self.preflight()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        _ip("addr", "add", f"{SERVER_IP}/32", "dev", "lo")
+        self._server_address = True
+        server = Cgroup(f"edgesplit-{self.tag}-server", self.fleet.server_cpu_cores,
+                        self.fleet.server_memory_mb)
+        self.cgroups.append(server)
+        http_port, control_port = free_ports(2)
+        self.superlink_port = http_port
+        link = self.harness.start("superlink", server.join_command([
+            flwr_bin("flower-superlink"), "--insecure", "--isolation", "subprocess",
+            "--disable-runtime-dependency-installation",
+            "--control-api-address", f"127.0.0.1:{control_port}",
+            "--host", SERVER_IP, "--port", str(http_port),
+            "--database", str(self.harness.home / "state.db")]))
+        self.harness.wait_healthy(http_port, link, host=SERVER_IP)
+        for index, class_name in enumerate(self.fleet.devices):
+            device = self.fleet.classes[class_name]
+            self.links.append(Link.create(self.tag, index, device.uplink_mbit,
+                                          device.downlink_mbit))
+            group = Cgroup(f"edgesplit-{self.tag}-{index}", device.cpu_cores, device.memory_mb)
+            self.cgroups.append(group)
+            node_config = {"partition-id": index, "num-partitions": self.partitions,
+                           **device.declared()}
+            # Into the cgroup first: `ip netns exec` remounts /sys for the namespace.
+            self.harness.start(f"supernode-{index}", group.join_command(_in_namespace(
+                self.links[-1].namespace, flwr_bin("flower-supernode"), "--insecure",
+                "--superlink", f"{SERVER_IP}:{http_port}", "--node-config",
+                " ".join(f"{k}={_toml(v)}" for k, v in node_config.items()))))
+        self.harness.write_connection(self.connection, f"{SERVER_IP}:{http_port}")
+
+    def run(self, run_config: dict[str, Any], timeout_s: float = 1800.0) -> tuple[int, str]:
+        """`flwr run .` on the testbed (stream endpoint on the server address); returns the
+        exit code and output."""
+        config = {"stream-host": SERVER_IP, **run_config}
+        argv = [flwr_bin("flwr"), "run", ".", self.connection, "--stream", "--run-config",
+                " ".join(f"{k}={_toml(v)}" for k, v in config.items())]
+        return self.harness.run(f"flwr-run-{secrets.token_hex(2)}", argv, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Stop every process, then remove links, namespaces, the server address and cgroups."""
+        survivors = self.harness.stop()
+        for link in self.links:
+            link.remove()
+        if self._server_address:
+            subprocess.run(["ip", "addr", "del", f"{SERVER_IP}/32", "dev", "lo"],
+                           capture_output=True)
+            self._server_address = False
+        for group in self.cgroups:
+            group.remove()
+        self.links, self.cgroups = [], []
+        if survivors:
+            raise RuntimeError(f"testbed processes survived: {survivors}")
+
+
+_RECEIVER = """
+import socket, sys, time
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+server.settimeout(60)
+print(server.getsockname()[1], flush=True)
+conn, _ = server.accept()
+first, got = None, 0
+while chunk := conn.recv(1 << 16):
+    first = first or time.perf_counter()
+    got += len(chunk)
+print(got, time.perf_counter() - first, flush=True)
+"""
+_SENDER = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as conn:
+    conn.sendall(bytes(int(sys.argv[3])))
+"""
+
+
+def measure_mbit(testbed: Testbed, index: int, direction: str, nbytes: int) -> float:
+    """Throughput (Mbit/s) of `nbytes` sent over device `index`'s link, `"up"` (device to server)
+    or `"down"`, timed by the receiver from its first byte to its last."""
+    import sys
+
+    namespace = testbed.links[index].namespace
+    inside = _in_namespace(namespace, sys.executable, "-c")
+    if direction == "up":
+        receiver_argv = [sys.executable, "-c", _RECEIVER, SERVER_IP, "0"]
+        host = SERVER_IP
+    else:
+        receiver_argv = [*inside, _RECEIVER, testbed.links[index].device_ip, "0"]
+        host = testbed.links[index].device_ip
+    sender_prefix = [*inside] if direction == "up" else [sys.executable, "-c"]
+    with subprocess.Popen(receiver_argv, stdout=subprocess.PIPE, text=True) as receiver:
+        port = receiver.stdout.readline().strip()
+        subprocess.run([*sender_prefix, _SENDER, host, port, str(nbytes)], check=True,
+                       timeout=120)
+        got, seconds = receiver.stdout.readline().split()
+    if int(got) != nbytes:
+        raise RuntimeError(f"link probe: {got} of {nbytes} bytes arrived")
+    return nbytes * 8 / float(seconds) / 1e6
+
+
+def _toml(value: object) -> str:
+    """A run-config / node-config value as Flower parses it (TOML scalars)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def leftovers(tag_prefix: str = "es-") -> dict[str, list[str]]:
+    """Namespaces, veths and cgroups of any testbed still present (for tests and cleanup)."""
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True,
+                           text=True).stdout
+    groups = [str(p) for p in CGROUP_ROOT.glob("*/edgesplit-*")] + [
+        str(p) for p in CGROUP_ROOT.glob("edgesplit-*")]
+    return {"namespaces": [n.split()[0] for n in namespaces.splitlines()
+                           if n.startswith(tag_prefix)],
+            "veths": [line.split(": ")[1].split("@")[0] for line in links.splitlines()
+                      if ": esh" in line or ": esd" in line],
+            "cgroups": groups}

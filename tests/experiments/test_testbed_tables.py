@@ -1,0 +1,70 @@
+"""The testbed experiment's tables: per-client errors, per-round makespans and the allocator
+table say what the round metrics say (no testbed needed: rows as a run writes them)."""
+
+import pytest
+
+from experiments import testbed
+
+
+def _client(label, modelled, measured, queue=0.0, fifo=0.0):
+    """A round-metrics client entry: modelled parts (device, transfer, server, queue) and
+    measured parts (device, transfer, server, queue)."""
+    md, mt, ms, mq = modelled
+    xd, xt, xs, xq = measured
+    return {"node": hash(label) % 1000, "label": label, "split": 1, "server_share": 0.5,
+            "rate_bps": 1e6, "bytes_up": 10, "bytes_down": 10,
+            "modelled_device_s": md, "modelled_transfer_s": mt, "modelled_server_s": ms,
+            "modelled_queue_s": mq, "modelled_s": md + mt + ms + mq,
+            "modelled_fifo_queue_s": fifo, "modelled_fifo_s": md + mt + ms + fifo,
+            "measured_device_s": xd, "measured_transfer_s": xt, "measured_server_s": xs,
+            "measured_queue_s": xq, "measured_dataplane_s": xd + xt + xs + xq,
+            "measured_s": 30.0, "measured_server_pacing_s": 0.1}
+
+
+def _row(round_, clients, delay_s, energy_j=2.0, train_s=40.0):
+    return {"round": round_, "completed": len(clients), "clients": clients,
+            "modelled_delay_s": delay_s, "modelled_energy_j": energy_j,
+            "time_train_s": train_s, "time_calibrate_s": 5.0}
+
+
+def test_errors_per_part_and_the_fifo_alternative():
+    rows = [_row(1, [_client("a", (1, 1, 1, 1), (1, 1, 1, 0), fifo=0.0),
+                     _client("b", (2, 2, 2, 2), (2, 2, 2, 1), fifo=1.0)], 1.0)]
+    clients = testbed.client_rows("fp", rows)
+    a, b = clients
+    assert a["rel_error_dataplane"] == pytest.approx(4 / 3 - 1)
+    assert a["rel_error_dataplane-fifo"] == pytest.approx(0.0)
+    assert b["rel_error_server+queue"] == pytest.approx(4 / 3 - 1)
+    assert b["rel_error_server+queue-fifo"] == pytest.approx(0.0)
+    assert testbed.median_abs_error(clients, "device") == 0.0
+    assert testbed.median_abs_error(clients, "dataplane") == pytest.approx(
+        (1 / 3 + (8 / 7 - 1)) / 2)
+
+
+def test_the_allocator_table_uses_rounds_after_the_first_and_compares_with_edge_only():
+    rows = {"fp": [_row(1, [_client("a", (1, 1, 1, 1), (9, 9, 9, 9))], 1.0),
+                   _row(2, [_client("a", (1, 1, 1, 1), (1, 1, 1, 1))], 1.0)],
+            "edge-only": [_row(1, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2))], 2.0),
+                          _row(2, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2))], 2.0)]}
+    rounds = [r for run, rs in rows.items() for r in testbed.round_rows(run, rs, 4, "1 2 3")]
+    clients = [c for run, rs in rows.items() for c in testbed.client_rows(run, rs)]
+    assert [r["measured_makespan_s"] for r in rounds] == [36, 4, 8, 8]
+    assert rounds[0]["modelled_makespan_s"] == 4.0 and rounds[0]["modelled_energy_j"] == 8.0
+    table = testbed.compare_table(rounds, clients, ["fp", "edge-only"])
+    assert [t["measured_makespan_s"] for t in table] == [4.0, 8.0]  # round 1 left out
+    assert "| fp | 4.0 | -50% |" in testbed.markdown(table)
+
+
+def test_compare_runs_every_fixed_split_and_the_baselines():
+    assert [name for name, _ in testbed.allocators(4)] == [
+        "fp", "fp-makespan", "edge-only", "fixed-2", "fixed-3", "random"]
+
+
+def test_a_clients_round_is_predicted_with_its_control_plane_of_the_round_before():
+    rows = [_row(1, [_client("a", (1, 1, 1, 1), (1, 1, 1, 1))], 1.0),
+            _row(2, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2), fifo=1.0)], 1.0)]
+    first, second = testbed.client_rows("fp", rows)
+    assert first["modelled_round_s"] is None and first["rel_error_round"] is None
+    assert first["control_plane_s"] == 30.0 - 4.0
+    assert second["modelled_round_s"] == 26.0 + 4.0  # last round's control plane + FIFO plane
+    assert second["rel_error_round"] == 0.0

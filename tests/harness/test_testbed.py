@@ -1,0 +1,82 @@
+"""The emulated edge testbed: shaped links in force, devices in their own namespace and cgroup,
+one round through it, and nothing left behind (runs as root with namespaces and cgroups, as in
+CI on these machines; skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.runtime import FlowerHarness
+from harness.testbed import (
+    DeviceClass,
+    Fleet,
+    Testbed,
+    cgroup_version,
+    leftovers,
+    measure_mbit,
+)
+
+try:
+    Testbed.preflight()
+    MISSING = ""
+except RuntimeError as exc:
+    MISSING = str(exc)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
+
+FLEET = Fleet({"slow-link": DeviceClass("slow-link", 0.5, 2000, 4.0, 16.0, "raspberry-pi-5"),
+               "fast-link": DeviceClass("fast-link", 0.5, 2000, 40.0, 80.0, "jetson-nano")},
+              ["slow-link", "fast-link"], server_cpu_cores=1.0, server_memory_mb=6000)
+
+
+def _cgroups_and_netns(pid: int, group: str) -> tuple[str, str]:
+    """The process's cgroups and network namespace, once its start-up shell has joined
+    `group` (it does so first thing, but the test may look before that)."""
+    for _ in range(100):
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        if group in cgroups:
+            break
+        time.sleep(0.1)
+    return cgroups, os.readlink(f"/proc/{pid}/ns/net")
+
+
+def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
+    before = leftovers()
+    bed = Testbed(FLEET, FlowerHarness(tmp_path / "flwr-home"))
+    with bed:
+        # Each SuperNode runs in its own network namespace and its own cgroups.
+        root_netns = os.readlink("/proc/self/ns/net")
+        for index in range(2):
+            (proc,) = [p for name, p in bed.harness.procs if name == f"supernode-{index}"]
+            group = f"edgesplit-{bed.tag}-{index}"
+            cgroups, netns = _cgroups_and_netns(proc.pid, group)
+            joined = [line for line in cgroups.splitlines() if line.endswith(f"/{group}")]
+            assert len(joined) == (2 if cgroup_version() == 1 else 1), cgroups  # cpu + memory
+            assert netns != root_netns
+        # The shaped rates are in force, each direction (a known payload, timed by its receiver).
+        for direction, mbit, nbytes in (("up", 4.0, 1_000_000), ("down", 16.0, 4_000_000)):
+            measured = measure_mbit(bed, 0, direction, nbytes)
+            assert abs(measured / mbit - 1) <= 0.25, (direction, measured, mbit)
+        # One round of the tiny model through the testbed.
+        out = tmp_path / "outputs"
+        rc, log = bed.run({"model-name": "tiny-llama", "corpus": "synthetic",
+                           "num-server-rounds": 1, "local-steps": 2, "block-size": 16,
+                           "eval-every": 0, "pace-links": True, "output-dir": str(out),
+                           "run-name": "bed"}, timeout_s=900)
+        assert rc == 0, log[-4000:]
+        (row,) = [json.loads(line) for line in (out / "bed" / "metrics.jsonl").open()]
+        assert row["completed"] == 2 and not row["failures"], row
+        # Each device declared its class and shaped link; the model charged its transfers at
+        # that rate, and the round measured each part of each client's time.
+        for client in row["clients"]:
+            device = FLEET.classes[client["label"]]
+            assert client["device_class"] == device.catalogue
+            assert client["rate_bps"] == device.uplink_mbit * 1e6
+            for part in ("device", "server", "queue", "transfer", "dataplane"):
+                assert client[f"measured_{part}_s"] >= 0, (part, client)
+    assert leftovers() == before  # every namespace, veth and cgroup is gone
