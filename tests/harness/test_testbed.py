@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from harness import testbed
 from harness.runtime import FlowerHarness
-from harness.testbed import (
-    DeviceClass,
-    Fleet,
-    Testbed,
-    cgroup_version,
-    leftovers,
-    measure_mbit,
-)
+from harness.testbed import DeviceClass, Fleet, cgroup_version, leftovers, measure_mbit
 
 try:
-    Testbed.preflight()
+    testbed.Testbed.preflight()
     MISSING = ""
 except RuntimeError as exc:
     MISSING = str(exc)
@@ -47,7 +41,7 @@ def _cgroups_and_netns(pid: int, group: str) -> tuple[str, str]:
 
 def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
     before = leftovers()
-    bed = Testbed(FLEET, FlowerHarness(tmp_path / "flwr-home"))
+    bed = testbed.Testbed(FLEET, FlowerHarness(tmp_path / "flwr-home"))
     with bed:
         # Each SuperNode runs in its own network namespace and its own cgroups.
         root_netns = os.readlink("/proc/self/ns/net")
