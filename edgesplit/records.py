@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 
 Spec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -78,6 +78,16 @@ def client_error(reply: Message) -> str:
     simulation wraps the device's exception in a multi-line traceback)."""
     lines = [line.strip() for line in reply.error.reason.splitlines() if line.strip()]
     return f"client error {reply.error.code}: {lines[-1][-300:] if lines else '(no reason)'}"
+
+
+def reply_content(reply: Message | None, what: str) -> RecordDict:
+    """The content of a client's reply to a query; TimeoutError when it never came ("no
+    <what> reply"), RuntimeError with `client_error` when the client answered with an error."""
+    if reply is None:
+        raise TimeoutError(f"no {what} reply")
+    if reply.has_error():
+        raise RuntimeError(client_error(reply))
+    return reply.content
 
 
 def lora_spec(state: Mapping[str, torch.Tensor]) -> Spec:

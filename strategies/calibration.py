@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 
 from allocation.measurement import Measured, fit_measured, time_interleaved
 from edgesplit.protocol import CALIBRATION, CONFIG, QUERY_CALIBRATE, RoundTask
-from edgesplit.records import client_error
+from edgesplit.records import reply_content
 from edgesplit.split_model import SplitModel
 from strategies.batched_tail import serve_requests
 from strategies.tail import TailSession
@@ -96,13 +96,8 @@ class Calibrator:
                    grid.send_and_receive(msgs, timeout=self.reply_timeout_s)}
         learnt, failures = {}, {}
         for node in new:
-            reply = replies.get(node)
             try:
-                if reply is None:
-                    raise TimeoutError("no calibration reply")
-                if reply.has_error():
-                    raise RuntimeError(client_error(reply))
-                record = reply.content[CALIBRATION]
+                record = reply_content(replies.get(node), "calibration")[CALIBRATION]
                 measured = Measured(_seconds(record, "layer-s"), _seconds(record, "fixed-s"))
                 if measured.layer_s <= 0:
                     raise ValueError("layer-s must be > 0")

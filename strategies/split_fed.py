@@ -24,7 +24,7 @@ from allocation import ModelCost
 from allocation.allocators import ClientAllocation, SystemAllocator
 from edgesplit import framing
 from edgesplit.protocol import PROFILE, QUERY_PROFILE, RoundTask
-from edgesplit.records import client_error
+from edgesplit.records import reply_content
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from edgesplit.splits import device_layers
@@ -114,13 +114,8 @@ class SplitFedStrategy:
                    grid.send_and_receive(msgs, timeout=self.settings.reply_timeout_s)}
         profiles, failures = {}, {}
         for node in nodes:
-            reply = replies.get(node)
             try:
-                if reply is None:
-                    raise TimeoutError("no profile reply")
-                if reply.has_error():
-                    raise RuntimeError(client_error(reply))
-                record = reply.content[PROFILE]
+                record = reply_content(replies.get(node), "profile")[PROFILE]
                 profile = {k: float(record[k]) for k in PROFILE_BOUNDS}
                 for key, (low, high) in PROFILE_BOUNDS.items():
                     if not low <= profile[key] <= high:  # NaN fails too
