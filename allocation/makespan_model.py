@@ -251,13 +251,6 @@ def cost_components(scenario: MakespanScenario, split, association, share
             float(user_stability(scenario, split).sum()))
 
 
-def weighted_objective(scenario: MakespanScenario, makespan_s: float, energy_j: float,
-                       stability: float) -> float:
-    """``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``."""
-    ue, ut, us = scenario.unit_weights
-    return ue * energy_j + ut * makespan_s + us * stability
-
-
 def reference_allocation(scenario: MakespanScenario):
     """Every user at its smallest split, on the server of its fastest link, with an equal
     share of it (at most 1). Returns (split, association, share), each (N,)."""

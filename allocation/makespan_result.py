@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .makespan_model import MakespanScenario, cost_components, step_times, weighted_objective
-from .system_model import RTOL, Costs
+from .makespan_model import MakespanScenario, cost_components, step_times
+from .system_model import RTOL, Costs, weighted_objective
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def evaluate_makespan(scenario: MakespanScenario, allocation: MakespanAllocation
     a = allocation
     t, e, s = cost_components(scenario, np.asarray(a.split), np.asarray(a.association, int),
                               a.share)
-    return Costs(weighted_objective(scenario, t, e, s), e, t, s)
+    return Costs(weighted_objective(scenario, e, t, s), e, t, s)
 
 
 def make_makespan_allocation(scenario: MakespanScenario, method: str, split, association,

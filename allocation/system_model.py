@@ -361,9 +361,10 @@ def cost_components(scenario: Scenario, split, association, bandwidth_hz, power_
     return float(energy.sum()), float(delay.sum()), float(stab.sum())
 
 
-def weighted_objective(scenario: Scenario, energy_j: float, delay_s: float,
+def weighted_objective(scenario: Normalised, energy_j: float, delay_s: float,
                        stability: float) -> float:
-    """``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``, each term normalised by the reference."""
+    """``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``, each term normalised by the reference
+    (either cost model; the makespan model's delay is its makespan)."""
     ue, ut, us = scenario.unit_weights
     return ue * energy_j + ut * delay_s + us * stability
 
