@@ -158,6 +158,10 @@ class SystemAllocator:
         measured).
     batch_tails : bool (default: False)
         Makespan model: the server batches tails, so it serves several clients at once.
+    server_queue : str (default: "shares")
+        Makespan model: how the server serves tails (`makespan_model.SERVER_QUEUES`).
+    local_steps : int (default: 1)
+        Makespan model: steps per round, over which measured start offsets spread.
     min_split : int (default: 1)
         Every client's split is at least this (a privacy floor: `min-device-layers`, or a
         leakage budget's floor); 1 = none. The makespan model optimises over the splits at or
@@ -172,7 +176,7 @@ class SystemAllocator:
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
                  fading_m: float = 1.0, *, cost_model: str = "paper",
                  server: str = DEFAULT_SERVER, batch_tails: bool = False,
-                 min_split: int = 1) -> None:
+                 min_split: int = 1, server_queue: str = "shares", local_steps: int = 1) -> None:
         if policy not in ALLOCATORS:
             raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
         if cost_model not in COST_MODELS:
@@ -184,6 +188,7 @@ class SystemAllocator:
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
         self.fading_m, self.cost_model = fading_m, cost_model
         self.server, self.batch_tails = server_class(server), batch_tails
+        self.server_queue, self.local_steps = server_queue, local_steps
         self.split_policy: SplitRule | None = None
         #: Warm start of "fp" (paper model): each client's last (server, split), by client id.
         self.previous: dict[int, tuple[int, int]] = {}
@@ -200,13 +205,15 @@ class SystemAllocator:
 
     def scenario(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost, measured: Sequence[Measured | None] | None = None,
-                 server_measured: Measured | None = None) -> Scenario | MakespanScenario:
+                 server_measured: Measured | None = None,
+                 start_s: Sequence[float | None] | None = None) -> Scenario | MakespanScenario:
         """This round's scenario of the cost model (paper: fresh Rayleigh fading)."""
         if self.cost_model == "makespan":
             return makespan_scenario_from_profiles(
                 profiles, model, self.server, batch_tails=self.batch_tails, measured=measured,
                 server_measured=server_measured, weights=self.weights,
-                min_split=np.full(len(profiles), self.min_split))
+                min_split=np.full(len(profiles), self.min_split), queue=self.server_queue,
+                start_s=start_s, local_steps=self.local_steps)
         column = {k: np.array([p[k] for p in profiles], dtype=float)
                   for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "tx_power_w",
                             "distance_m", "num-examples")}
@@ -219,21 +226,25 @@ class SystemAllocator:
     def allocate(self, server_round: int, profiles: Sequence[Mapping[str, float]],
                  model: ModelCost, measured: Sequence[Measured | None] | None = None,
                  server_measured: Measured | None = None, *,
-                 client_ids: Sequence[int] | None = None) -> RoundAllocation:
+                 client_ids: Sequence[int] | None = None,
+                 start_s: Sequence[float | None] | None = None) -> RoundAllocation:
         """Each client's split and resources, and their modelled costs.
 
         ``measured`` (aligned with ``profiles``) and ``server_measured`` are calibrations the
         makespan model uses instead of catalogue figures. ``client_ids`` (aligned with
         ``profiles``) lets "fp" under the paper model start from each returning client's last
         server and split (`fp.optimise`'s warm start; new clients start on their strongest
-        server at split 1); without them every round starts cold."""
+        server at split 1); without them every round starts cold. ``start_s`` (aligned with
+        ``profiles``, None where unknown): each client's data-plane start offset measured the
+        round before, which a "fifo" server's model counts its overlaps from."""
         if ALLOCATORS[self.policy].uses_split:
             check_split(self.split, model.layers, model.device_tail_layers)
         try:
             check_split(self.min_split, model.layers, model.device_tail_layers)
         except ValueError as exc:
             raise ValueError(f"the split floor leaves no valid split: {exc}") from None
-        scenario = self.scenario(server_round, profiles, model, measured, server_measured)
+        scenario = self.scenario(server_round, profiles, model, measured, server_measured,
+                                 start_s)
         if isinstance(scenario, MakespanScenario):
             return self._allocate_makespan(server_round, scenario, profiles)
         loss_rates = None

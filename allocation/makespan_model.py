@@ -25,6 +25,17 @@ device runs them in a U-shaped split, where ``F_n`` holds them and the device's 
 Each device has its own access link (Wi-Fi, 5G...), declared or measured; the server cannot
 schedule radio airtime, so bandwidth is not a decision here: the server's compute share is.
 
+How the server serves its clients (``queue``): ``"shares"`` is the fluid model above, every
+client at its share all round, as if all contended for the server from start to end. The
+stream transport's server is not that: one worker runs tails one at a time, first come first
+served, and a client contends only with the clients whose data planes overlap its own (on a
+testbed their starts spread over a minute of ClientApp start-up). ``"fifo"`` models that: each
+client's step waits for the tails of the others found at the server (``fifo_response_s``, a
+mean-value analysis), counted only over the part of its data plane that overlaps theirs,
+from each client's start offset ``start_s`` (measured the round before); the round's time is
+then from the first data plane's start to the last one's end. Shares are not a decision there:
+an allocation's ``share`` reports each client's effective share ``W / R``.
+
 Energy is as in the paper's model, with powers from the catalogue: the device draws ``P_n`` while
 it computes, the radio ``p_n`` while it transmits, the server ``P_m`` while it runs tails
 (``P_m / c_m`` per client when ``c_m`` run at once). Stability is the paper's bound. The
@@ -47,6 +58,8 @@ from edgesplit.hardware import DEVICES, LINKS, SERVERS, SUSTAINED_FRACTION, Hard
 from .measurement import Measured
 from .system_model import Costs, ModelCost, Normalised, Weights, stability_penalty
 
+#: How a server serves its clients' tails (``MakespanScenario.queue``).
+SERVER_QUEUES = ("shares", "fifo")
 #: Usable share of a device's memory for training (the OS, the runtime and other apps hold the
 #: rest) [D].
 USABLE_MEMORY = 0.5
@@ -73,6 +86,10 @@ class MakespanScenario(Normalised):
     server_power_w : server power while it computes.
     concurrency : c_m, how many clients' tails the server runs in the time of one (1 = one at
         a time); the shares on a server sum to at most c_m, each at most 1.
+    queue : how the server serves its clients, one of ``SERVER_QUEUES`` (module docstring).
+    start_s : "fifo": seconds from the round's start to each client's first step (its
+        ClientApp start-up and the control plane); None = every client at once.
+    local_steps : steps per round, which ``start_s`` is spread over (the model is per step).
     """
 
     device_layer_s: np.ndarray
@@ -89,6 +106,9 @@ class MakespanScenario(Normalised):
     model: ModelCost
     weights: Weights = field(default_factory=Weights)
     min_split: np.ndarray | None = None
+    queue: str = "shares"
+    start_s: np.ndarray | None = None
+    local_steps: int = 1
 
     def __post_init__(self) -> None:
         users = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
@@ -115,6 +135,14 @@ class MakespanScenario(Normalised):
             raise ValueError("device_fixed_s and server_fixed_s must be >= 0")
         if np.any(self.min_split < 1) or np.any(self.min_split > self.layers - 1):
             raise ValueError(f"min_split must be in [1, {self.layers - 1}]")
+        if self.queue not in SERVER_QUEUES:
+            raise ValueError(f"queue must be one of {SERVER_QUEUES}, not {self.queue!r}")
+        if self.start_s is not None:
+            self.start_s = np.asarray(self.start_s, float).reshape(n)
+            if not np.all(np.isfinite(self.start_s)) or np.any(self.start_s < 0):
+                raise ValueError("start_s must be finite and >= 0")
+        if self.local_steps < 1:
+            raise ValueError("local_steps must be >= 1")
 
     @property
     def n_users(self) -> int:
@@ -151,7 +179,15 @@ class MakespanScenario(Normalised):
         users = np.asarray(users, int)
         per_user = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
                     "tx_power_w", "uplink_bps", "samples", "min_split")
-        return dataclasses.replace(self, **{k: getattr(self, k)[users] for k in per_user})
+        start = None if self.start_s is None else self.start_s[users]
+        return dataclasses.replace(self, **{k: getattr(self, k)[users] for k in per_user},
+                                   start_s=start)
+
+    @property
+    def start_step_s(self) -> np.ndarray | None:
+        """``start_s`` in the model's unit, one step (the overlap of two data planes is the
+        same fraction of each at either scale); None when every client starts at once."""
+        return None if self.start_s is None else self.start_s / self.local_steps
 
     @cached_property
     def transfer_s(self) -> np.ndarray:
@@ -183,35 +219,77 @@ def step_times(scenario: MakespanScenario, split, association, share, users=None
     return device, sc.transfer_s[users, m], server
 
 
-def fifo_queue_s(scenario: MakespanScenario, split, association, iterations: int = 200,
-                 tol: float = 1e-9) -> np.ndarray:
-    """Per-user seconds a step waits for its server when the server runs tails one at a time,
-    first come first served (the stream transport's tail worker), not in the shares ``phi``.
+def fifo_response_s(base, work, association, concurrency, start=None,
+                    iterations: int = 500, tol: float = 1e-9) -> np.ndarray:
+    """Per-user seconds from a step's arrival at its server to its answer (queue + tail) when
+    the server runs tails one at a time, first come first served (the stream transport's tail
+    worker), not in shares.
 
-    Each user cycles: device compute and transfer (no waiting: its own processor and link),
-    then its tail on the shared server. Approximate mean value analysis of that closed network
-    (Bard-Schweitzer, one job per user): a step arriving at server m waits for the work of the
-    other users found there, ``R_n = W_n + sum_{k != n on m} Q_k W_k`` with ``Q_k = R_k / t_k``
-    their mean number at the server and ``t_k = c_k + R_k`` their cycle. Shares model a server
-    that is always busy with everyone (``W / phi``); this one sees the idle gaps while devices
-    compute and transmit, so it predicts little waiting on a lightly loaded server and the
-    shares' total at saturation. Returns ``R_n - W_n``, shape (N,)."""
+    Each user cycles: device compute and transfer (``base``: its own processor and link, no
+    waiting), then its tail (``work``) on the shared server. Approximate mean-value analysis of
+    that closed network (Bard-Schweitzer, one job per user): a step waits for the tails of the
+    others found at the server, ``R_n = W_n + sum_k o_nk Q_k W_k / c_m`` over the users k on
+    its server, with ``Q_k = R_k / (B_k + R_k)`` their mean number there. ``o_nk`` is the share
+    of n's data plane during which k's runs too: 1 when every client starts together
+    (``start`` None), else from the windows ``[start_n, start_n + B_n + R_n]`` (per step).
+    Shares model a server that is always busy with everyone (``W / phi``); this one sees the
+    idle gaps while devices compute and transmit and while others have not started or are done.
+
+    Arrays broadcast over leading dimensions (many vectors at once), users on the last;
+    ``association`` indexes ``concurrency``. Returns ``R``, shape of ``base``.
+    """
+    base, work, association = np.broadcast_arrays(np.asarray(base, float),
+                                                  np.asarray(work, float),
+                                                  np.asarray(association, int))
+    n = base.shape[-1]
+    contend = ((association[..., :, None] == association[..., None, :])
+               & ~np.eye(n, dtype=bool)).astype(float)
+    capacity = np.asarray(concurrency, float)[association]
+    response = work.copy()
+    for _ in range(iterations):
+        cycle = base + response
+        overlap = contend
+        if start is not None:
+            lo, hi = np.broadcast_to(start, base.shape), start + cycle
+            both = (np.minimum(hi[..., :, None], hi[..., None, :])
+                    - np.maximum(lo[..., :, None], lo[..., None, :]))
+            overlap = contend * np.clip(both, 0.0, None) / cycle[..., :, None]
+        queued = response / cycle * work
+        new = work + np.einsum("...nk,...k->...n", overlap, queued) / capacity
+        # Damped: the windows, and so the overlaps, move with the responses.
+        new = 0.5 * (response + new) if start is not None else new
+        if np.max(np.abs(new - response), initial=0.0) <= tol * max(1.0, float(np.max(new))):
+            return new
+        response = new
+    return response
+
+
+def fifo_queue_s(scenario: MakespanScenario, split, association) -> np.ndarray:
+    """Per-user seconds a step waits behind other clients' tails at a first-come-first-served
+    server (``fifo_response_s`` less its own tail), with the scenario's start offsets; shape
+    (N,)."""
     sc = scenario
     m = np.asarray(association, int) * np.ones(sc.n_users, int)
     device, transfer, _ = step_times(sc, split, m, 1.0)
     work = server_work_s(sc, split, m)
-    cycle_rest = device + transfer
-    same = m[:, None] == m[None, :]
-    np.fill_diagonal(same, False)
-    response = work.copy()
-    for _ in range(iterations):
-        queue_len = response / (cycle_rest + response)
-        new = work + same @ (queue_len * work)
-        if np.max(np.abs(new - response)) <= tol * max(1.0, float(np.max(new))):
-            response = new
-            break
-        response = new
-    return response - work
+    return fifo_response_s(device + transfer, work, m, sc.concurrency, sc.start_step_s) - work
+
+
+def fifo_shares(scenario: MakespanScenario, split, association) -> np.ndarray:
+    """Each user's effective share of its FIFO server, ``W / R`` (its tail over its wait and
+    tail): what ``step_times`` needs to give the FIFO model's server seconds."""
+    m = np.asarray(association, int) * np.ones(scenario.n_users, int)
+    work = server_work_s(scenario, split, m)
+    return work / (work + fifo_queue_s(scenario, split, m))
+
+
+def makespan_s(scenario: MakespanScenario, finish) -> float:
+    """The round's time per step from each user's step time ``finish`` (N,): the slowest user's
+    under shares (all start together); from the first start to the last end under "fifo"."""
+    start = scenario.start_step_s
+    if scenario.queue == "shares" or start is None:
+        return float(np.max(finish))
+    return float(np.max(start + finish) - np.min(start))
 
 
 def server_work_s(scenario: MakespanScenario, split, association) -> np.ndarray:
@@ -244,9 +322,12 @@ def user_stability(scenario: MakespanScenario, split, users=None) -> np.ndarray:
 
 def cost_components(scenario: MakespanScenario, split, association, share
                     ) -> tuple[float, float, float]:
-    """(makespan s, energy J, stability) of an allocation."""
+    """(makespan s, energy J, stability) of an allocation (under "fifo" the shares are the
+    model's own, ``fifo_shares``: ``share`` is not used)."""
+    if scenario.queue == "fifo":
+        share = fifo_shares(scenario, split, association)
     device, transfer, server = step_times(scenario, split, association, share)
-    return (float(np.max(device + transfer + server)),
+    return (makespan_s(scenario, device + transfer + server),
             float(user_energy_j(scenario, split, association).sum()),
             float(user_stability(scenario, split).sum()))
 
@@ -333,7 +414,8 @@ def makespan_scenario_from_profiles(
         profiles: Sequence[Mapping[str, float]], model: ModelCost, server: Hardware, *,
         batch_tails: bool = False, measured: Sequence[Measured | None] | None = None,
         server_measured: Measured | None = None, weights: Weights | None = None,
-        min_split=None) -> MakespanScenario:
+        min_split=None, queue: str = "shares", start_s: Sequence[float | None] | None = None,
+        local_steps: int = 1) -> MakespanScenario:
     """One server and the sampled clients' reported profiles: measured speeds where given,
     the catalogue's sustained figures otherwise.
 
@@ -346,6 +428,10 @@ def makespan_scenario_from_profiles(
         The server's catalogue class (power, and speed until measured).
     measured, server_measured : optional
         Calibrations, aligned with ``profiles`` (None where a device has none).
+    queue, local_steps : as ``MakespanScenario``.
+    start_s : optional
+        Each client's start offset measured the round before, aligned with ``profiles``; a
+        client without one (new this round) is taken to start at the median of the others.
     """
     column = {k: np.array([p[k] for p in profiles], dtype=float)
               for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "memory_gb", "power_w",
@@ -367,4 +453,17 @@ def makespan_scenario_from_profiles(
         memory_bytes=column["memory_gb"] * 1e9 * USABLE_MEMORY,
         tx_power_w=column["tx_power_w"], uplink_bps=column["uplink_bps"][:, None],
         samples=column["num-examples"], **{k: [v] for k, v in figures.items()}, model=model,
-        weights=weights or Weights(), min_split=min_split)
+        weights=weights or Weights(), min_split=min_split, queue=queue,
+        start_s=_known_starts(start_s), local_steps=local_steps)
+
+
+def _known_starts(start_s: Sequence[float | None] | None) -> np.ndarray | None:
+    """Start offsets with the unknown ones at the median of the known; None if none is
+    known."""
+    if start_s is None:
+        return None
+    known = [s for s in start_s if s is not None]
+    if not known:
+        return None
+    middle = float(np.median(known))
+    return np.array([middle if s is None else s for s in start_s], float)

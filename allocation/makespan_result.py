@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .makespan_model import MakespanScenario, cost_components, step_times
+from .makespan_model import MakespanScenario, cost_components, fifo_shares, step_times
 from .system_model import RTOL, Costs, weighted_objective
 
 
@@ -22,7 +22,8 @@ class MakespanAllocation:
         Server index of each user.
     share : np.ndarray, shape (N,)
         phi_n in (0, 1]: the share of its server's tail throughput (a server's shares sum to at
-        most its concurrency).
+        most its concurrency); under a "fifo" server no decision but each user's effective
+        share ``W / R`` (``makespan_model.fifo_shares``), which need not sum below it.
     objective : float
         ``w_e E/E_ref + w_t T/T_ref + w_s S/S_ref``.
     energy, delay, stability : float
@@ -76,7 +77,7 @@ def check_feasible(scenario: MakespanScenario, alloc: MakespanAllocation) -> Non
     if np.any(share <= 0) or np.any(share > 1 + RTOL):
         raise ValueError("share: every share must be in (0, 1]")
     used = np.bincount(assoc.astype(int), weights=share, minlength=m)
-    if np.any(used > sc.concurrency * (1 + RTOL)):
+    if sc.queue == "shares" and np.any(used > sc.concurrency * (1 + RTOL)):
         raise ValueError("share: a server's shares sum above its concurrency")
 
 
@@ -92,7 +93,10 @@ def evaluate_makespan(scenario: MakespanScenario, allocation: MakespanAllocation
 def make_makespan_allocation(scenario: MakespanScenario, method: str, split, association,
                              share, iterations: int = 0, history=(),
                              gap: float = float("nan")) -> MakespanAllocation:
-    """A ``MakespanAllocation`` whose costs come from ``evaluate_makespan`` (so checked)."""
+    """A ``MakespanAllocation`` whose costs come from ``evaluate_makespan`` (so checked); under
+    a "fifo" server its shares are the model's effective ones, whatever ``share`` says."""
+    if scenario.queue == "fifo":
+        share = fifo_shares(scenario, split, association)
     alloc = MakespanAllocation(np.asarray(split, int), np.asarray(association, int),
                                np.asarray(share, float), iterations=iterations,
                                history=tuple(float(h) for h in history), method=method, gap=gap)

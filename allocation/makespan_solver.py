@@ -47,6 +47,7 @@ decision; each solves the rest exactly with the same pieces.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import time
@@ -57,6 +58,8 @@ from scipy.sparse import coo_array
 
 from .makespan_model import (
     MakespanScenario,
+    fifo_response_s,
+    fifo_shares,
     reference_allocation,
     server_work_s,
     step_times,
@@ -68,6 +71,8 @@ from .makespan_model import (
 _STEP = 1e-9
 #: Largest number of (association, split vector) combinations ``exhaustive`` searches.
 MAX_COMBINATIONS = 2_000_000
+#: Largest number of vectors the FIFO model's optimum is found among by trying each.
+FIFO_ENUMERATION = 20_000
 
 
 def server_makespans(base, work, group, capacity) -> np.ndarray:
@@ -133,6 +138,9 @@ class Tables:
         v, n = split.shape
         k = split - 1
         users = np.broadcast_to(np.arange(n), (v, n))
+        if sc.queue == "fifo":
+            return self._fifo_makespans(self.base[users, association, k],
+                                        self.work[association, k], association)
         group = (np.arange(v)[:, None] * sc.n_servers + association).ravel()
         t = server_makespans(self.base[users, association, k].ravel(),
                              self.work[association, k].ravel(), group,
@@ -147,8 +155,25 @@ class Tables:
         return makespan, self.unit_time * makespan + self.cost[users, association,
                                                                split - 1].sum(axis=1)
 
+    def _fifo_makespans(self, base, work, association) -> np.ndarray:
+        """Per-server makespans (V, M) under a first-come-first-served server: each user's
+        device, transfer and response time (``fifo_response_s``), from the round's first
+        start."""
+        sc = self.scenario
+        start = sc.start_step_s
+        finish = base + fifo_response_s(base, work, association, sc.concurrency, start)
+        if start is not None:
+            finish = finish + start - start.min()
+        v = base.shape[0]
+        t = np.full((v, sc.n_servers), -np.inf)
+        np.maximum.at(t, (np.arange(v)[:, None], association), finish)
+        return t
+
     def shares(self, split, association) -> np.ndarray:
-        """The equal-finish shares of one split vector (each user finishes with its server)."""
+        """The equal-finish shares of one split vector (each user finishes with its server);
+        under "fifo" each user's effective share ``W / R``."""
+        if self.scenario.queue == "fifo":
+            return fifo_shares(self.scenario, split, association)
         t = self.makespans(split, association)[0]
         users, k = np.arange(split.size), np.asarray(split) - 1
         return np.minimum(1.0, self.work[association, k]
@@ -330,6 +355,9 @@ def optimal(tables: Tables, *, association=None, split=None, rtol: float = 1e-6,
     base_assoc = fastest_link(sc) if association is None else np.asarray(association)
     starts = ([(np.asarray(split), base_assoc)] if split is not None
               else _fixed_starts(tables, base_assoc))
+    if sc.queue == "fifo":
+        return _fifo_optimal(tables, mask, starts, association=association, split=split,
+                             rtol=rtol, max_programs=max_programs, time_limit_s=time_limit_s)
     split, assoc, history, programs, gap = walk(tables, mask, starts, rtol=rtol,
                                                 max_programs=max_programs,
                                                 time_limit_s=time_limit_s)
@@ -340,6 +368,31 @@ def optimal(tables: Tables, *, association=None, split=None, rtol: float = 1e-6,
         history = (*history, after)
         gap = max(0.0, gap - (before - after) / abs(before))
     return split, assoc, history, programs, gap
+
+
+def _fifo_optimal(tables: Tables, mask: np.ndarray, starts, **share_problem):
+    """``optimal`` under a first-come-first-served server, where a user's wait depends on
+    every other user's split and start, so no knapsack describes the server: every vector of
+    ``mask`` is tried when there are at most ``FIFO_ENUMERATION`` (exact, gap 0); else the share
+    model's exact optimum (``share_problem``: its fixed parts and budget) and ``starts`` seed a
+    one-user-at-a-time descent on the FIFO objective (gap unknown)."""
+    sc = tables.scenario
+    items = [np.argwhere(mask[n]) for n in range(sc.n_users)]  # (server, split index) each
+    if np.prod([len(i) for i in items], dtype=float) <= FIFO_ENUMERATION:
+        pick = np.array(list(itertools.product(*(range(len(i)) for i in items))), int)
+        chosen = np.stack([items[n][pick[:, n]] for n in range(sc.n_users)], axis=1)
+        assoc, split = chosen[..., 0], tables.splits[chosen[..., 1]]
+        values = np.concatenate([tables.objective(split[i:i + 2000], assoc[i:i + 2000])[1]
+                                 for i in range(0, len(split), 2000)])
+        best = int(np.argmin(values))
+        return split[best], assoc[best], (float(values[best]),), 0, 0.0
+    shared = Tables(dataclasses.replace(sc, queue="shares"))
+    s_split, s_assoc, _, programs, _ = optimal(shared, **share_problem)
+    seeds = [*starts, (s_split, s_assoc)]
+    values = [float(tables.objective(s, a)[1][0]) for s, a in seeds]
+    split, assoc = coordinate_descent(tables, *seeds[int(np.argmin(values))], mask)
+    history = (min(values), float(tables.objective(split, assoc)[1][0]))
+    return split, assoc, history, programs, float("nan")
 
 
 def exhaustive(tables: Tables):

@@ -19,7 +19,7 @@ checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memo
 Usage::
 
     python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
-        [--local-steps 20] [--out results/testbed] [--compare]
+        [--local-steps 40] [--server-queue fifo] [--out results/testbed] [--compare]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
@@ -75,6 +75,7 @@ def run_config(args: argparse.Namespace, fleet: Fleet, name: str,
         "model-name": args.model, "corpus": args.corpus, "num-server-rounds": args.rounds,
         "local-steps": args.local_steps, "batch-size": args.batch_size,
         "block-size": args.block_size, "seed": args.seed, "cost-model": "makespan",
+        "server-queue": args.server_queue,
         "calibration": "track", "pace-links": True, "eval-every": 0, "sample-prompts": "",
         "step-timeout-s": 600.0, "output-dir": str(args.work / "runs"), "run-name": name}
     if fleet.server_class:
@@ -111,15 +112,22 @@ def client_rows(run: str, rows: Sequence[Mapping]) -> list[dict]:
 
 def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
                load: str) -> list[dict]:
-    """One row per round: the measured makespan (slowest client's data-plane time; the
-    training phase's wall time with the control plane) beside the modelled one and energy."""
+    """One row per round: the measured makespan (slowest client's data-plane time; the span
+    from the first data plane's start to the last one's end, which a "fifo" server's model
+    predicts; the training phase's wall time with the control plane) beside the modelled one
+    and energy."""
     out = []
     for row in rows:
         done = [c for c in row["clients"] if c.get("measured_dataplane_s") is not None]
+        started = [c for c in done if c.get("measured_start_s") is not None]
         out.append({
             "run": run, "round": row["round"], "completed": row["completed"],
             "splits": " ".join(str(c["split"]) for c in row["clients"]),
             "measured_makespan_s": max((c["measured_dataplane_s"] for c in done), default=None),
+            "measured_span_s": (max(c["measured_start_s"] + c["measured_dataplane_s"]
+                                    for c in started)
+                                - min(c["measured_start_s"] for c in started)
+                                if started else None),
             "measured_train_phase_s": row["time_train_s"],
             "modelled_makespan_s": (row["modelled_delay_s"] or 0.0) * local_steps,
             "modelled_energy_j": (row["modelled_energy_j"] or 0.0) * local_steps,
@@ -197,8 +205,8 @@ def compare_table(rounds: Sequence[Mapping], clients: Sequence[Mapping],
         table.append({
             "allocator": run, "rounds": len(kept),
             **{k: float(np.mean([r[k] for r in kept])) for k in (
-                "measured_makespan_s", "measured_train_phase_s", "modelled_makespan_s",
-                "modelled_energy_j")},
+                "measured_makespan_s", "measured_span_s", "measured_train_phase_s",
+                "modelled_makespan_s", "modelled_energy_j")},
             "splits": " | ".join(r["splits"] for r in kept),
             "median_abs_error_dataplane": median_abs_error(kept_clients, "dataplane"),
             "load_average": kept[-1]["load_average"]})
@@ -207,15 +215,17 @@ def compare_table(rounds: Sequence[Mapping], clients: Sequence[Mapping],
 
 def markdown(table: Sequence[Mapping]) -> str:
     edge = next((r for r in table if r["allocator"] == "edge-only"), None)
-    lines = ["| allocator | measured makespan (s) | vs edge-only | train phase (s) | "
-             "modelled makespan (s) | modelled energy (J) | median abs error | splits | "
-             "load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| allocator | measured makespan (s) | vs edge-only | measured span (s) | "
+             "train phase (s) | modelled makespan (s) | modelled energy (J) | "
+             "median abs error | splits | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         versus = (f"{100 * (r['measured_makespan_s'] / edge['measured_makespan_s'] - 1):+.0f}%"
                   if edge else "")
         error = r["median_abs_error_dataplane"]
         lines.append(
             f"| {r['allocator']} | {r['measured_makespan_s']:.1f} | {versus} | "
+            f"{r['measured_span_s']:.1f} | "
             f"{r['measured_train_phase_s']:.1f} | {r['modelled_makespan_s']:.1f} | "
             f"{r['modelled_energy_j']:.1f} | "
             f"{'n/a' if error is None else f'{100 * error:.0f}%'} | {r['splits']} | "
@@ -246,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(--compare runs every fixed split below it)")
     parser.add_argument("--corpus", default="shakespeare")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--local-steps", type=int, default=40)
+    parser.add_argument("--server-queue", default="fifo", help="the makespan model's server "
+                        "(fifo: what the stream transport does; shares: the fluid model)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

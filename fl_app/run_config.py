@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from allocation.allocators import ALLOCATORS, COST_MODELS
+from allocation.makespan_model import SERVER_QUEUES
 from clients.faults import parse as parse_faults
 from clients.faults import parse_kinds as parse_fault_kinds
 from edgesplit.channel import CHANNELS
@@ -46,6 +47,7 @@ def check_names(settings: Settings) -> None:
                ("allocator", s.allocator, tuple(ALLOCATORS)),
                ("cost-model", s.cost_model, COST_MODELS),
                ("server-class", s.server_class, tuple(SERVERS)),
+               ("server-queue", s.server_queue, SERVER_QUEUES),
                ("calibration", s.calibration, CALIBRATIONS),
                ("channel", s.channel, ("none", *CHANNELS)),
                ("transport", s.transport, TRANSPORTS),
@@ -68,6 +70,8 @@ def check_names(settings: Settings) -> None:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "
                       'rl-policy="DIR/policy"')
+    if s.server_queue != "shares" and s.cost_model != "makespan":
+        raise s.error("server-queue", 'the server\'s queue is part of cost-model = "makespan"')
     if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
         raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
                       'set cost-model = "paper"')

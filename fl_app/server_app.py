@@ -57,7 +57,8 @@ def build_strategy(settings: Settings, grid: Grid,
                                 split_policy=settings.rl_policy or None,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
                                 server=settings.server_class, batch_tails=settings.batch_tails,
-                                min_split=floor)
+                                min_split=floor, server_queue=settings.server_queue,
+                                local_steps=settings.local_steps)
     calibrator = None
     if settings.calibration != "none":
         calibrator = Calibrator(

@@ -16,7 +16,9 @@ round by what the round's training itself took: each device's by its measured co
 compute the model predicted for it, the server's by the round's measured tail seconds over the
 predicted ones (all clients together). A calibration is a few steps at one moment; on a shared
 machine (the testbed's cgroups compete with whatever else runs) the speed during training can
-differ several-fold, and the next round's allocation should follow the latest.
+differ several-fold, and the next round's allocation should follow the latest. Tracking also
+keeps each device's start offset (from the round message to its first step: its ClientApp's
+start-up), which a "fifo" server's model needs to know which clients' data planes overlap.
 
 Measurements are recorded in the round's metrics (`calibration`; rescalings under `tracked`),
 and a resumed run reads them back from its checkpoint's metrics rather than measuring again, so
@@ -80,6 +82,8 @@ class Calibrator:
         self.devices: dict[int, Measured] = {}
         self.failed: set[int] = set()  # asked once, no credible answer: catalogue from now on
         self.server: Measured | None = None
+        #: Each device's data-plane start offset in its last round (tracking).
+        self.starts: dict[int, float] = {}
 
     # ---- devices ---------------------------------------------------------------------------
     def measure_devices(self, grid: Grid, nodes: Sequence[int]) -> dict:
@@ -112,6 +116,11 @@ class Calibrator:
     def measured(self, nodes: Sequence[int]) -> list[Measured | None]:
         """The measurements of `nodes`, in order (None where there is none)."""
         return [self.devices.get(n) for n in nodes]
+
+    def start_offsets(self, nodes: Sequence[int]) -> list[float | None]:
+        """Each of `nodes`' data-plane start offset in its last tracked round, in order (None
+        where there is none)."""
+        return [self.starts.get(n) for n in nodes]
 
     # ---- the server -----------------------------------------------------------------------
     def measure_server(self, model: SplitModel, batch: Mapping[str, torch.Tensor]) -> dict:
@@ -168,9 +177,12 @@ class Calibrator:
     # ---- tracking ------------------------------------------------------------------------
     def track(self, clients: Sequence[Mapping]) -> dict:
         """Rescale the speeds by a finished round's measured against modelled seconds (its
-        metrics' client entries); returns the new speeds, for the metrics (empty if none)."""
+        metrics' client entries); returns the new speeds, for the metrics (empty if none). Each
+        client's start offset (`measured_start_s`) is kept too, for a "fifo" server's model."""
         devices = {}
         for c in clients:
+            if c.get("measured_start_s") is not None:
+                self.starts[int(c["node"])] = float(c["measured_start_s"])
             node, old = int(c["node"]), self.devices.get(int(c["node"]))
             measured, modelled = c.get("measured_device_s"), c.get("modelled_device_s")
             if old is None or not measured or not modelled:
@@ -195,6 +207,10 @@ class Calibrator:
         for row in rows:
             entry = row.get("calibration") or {}
             entries += [entry, entry.get("tracked") or {}]
+            if entry.get("tracked"):
+                self.starts.update({int(c["node"]): float(c["measured_start_s"])
+                                    for c in row.get("clients", [])
+                                    if c.get("measured_start_s") is not None})
         for entry in entries:
             for node, m in entry.get("devices", {}).items():
                 self.devices[int(node)] = Measured(m["layer_s"], m["fixed_s"])

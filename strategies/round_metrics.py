@@ -26,7 +26,8 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
     frames waiting for the server's tail worker), `measured_transfer_s` (the device's wait on
     the stream less the server's time on its frames: the wire both ways and pacing) and
     `measured_dataplane_s` (device compute + its wait on the stream: what the cost model's
-    per-client time predicts, without the control plane's start-up).
+    per-client time predicts, without the control plane's start-up) and `measured_start_s`
+    (from the round message to its first step: that start-up).
     """
     steps = [t for o in outcomes.values() for t in o.step_times]
     per_step_wait = [o.transport_s / max(1, len(o.step_times) + 1) for o in outcomes.values()
@@ -74,6 +75,8 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
         entry.update(measured_device_s=device, measured_server_s=server,
                      measured_s=outcome.round_s,
                      measured_wait_s=outcome.round_s - server - (device or 0.0))
+        if outcome.start_s is not None:
+            entry["measured_start_s"] = outcome.start_s
         if outcome.server_s > 0:  # the stream: the server's wall time on each frame
             entry["measured_queue_s"] = max(0.0, outcome.server_s - server)
             entry["measured_server_pacing_s"] = outcome.pacing_s

@@ -225,7 +225,9 @@ class SplitFedStrategy:
         plan = self.allocator.allocate(
             server_round, [profiles[n] for n in ordered], self.costs,
             *((self.calibrator.measured(ordered), self.calibrator.server)
-              if self.calibrator else ()), client_ids=ordered) if ordered else None
+              if self.calibrator else ()), client_ids=ordered,
+            start_s=self.calibrator.start_offsets(ordered) if self.calibrator else None
+        ) if ordered else None
         excluded = plan.excluded if plan else {}
         failures.update({ordered[i]: f"allocation: {r}" for i, r in excluded.items()})
         allocs = dict(zip([n for i, n in enumerate(ordered) if i not in excluded],

@@ -338,6 +338,7 @@ class StreamTransport:
         """Answer each of the step's exchanges (one, or two in a U-shaped split) in order."""
         job, outcome = session.job, session.outcome
         steps = job.task.local_steps
+        outcome.start_s = time.monotonic() - session.started_at
         for step in range(steps):
             for index, (request, spec, reply) in enumerate(session.exchanges):
                 last = index + 1 == len(session.exchanges)

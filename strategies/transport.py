@@ -68,6 +68,7 @@ class TrainOutcome:
     device_losses: list[float] = field(default_factory=list)  # U-shaped: the device's losses
     device_compute_s: float | None = None  # the device's own compute time, as it reports it
     round_s: float = 0.0  # wall time from the round's first message to the final reply
+    start_s: float | None = None  # from the round's first message to its first step (stream)
 
 
 def read_final_reply(content: RecordDict, job: TrainJob

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, solve
+import dataclasses
+
 from allocation.makespan_model import catalogue_scenario, fifo_queue_s
 from allocation.makespan_result import MakespanAllocation
 from allocation.makespan_solver import server_makespans
@@ -221,3 +223,62 @@ def test_a_first_come_first_served_server_queues_only_when_busy():
     # Between the two: more device time, less waiting, never negative.
     waits = [fifo_queue_s(_uniform(4, d, 1.0), split, [0] * 4)[0] for d in (0.1, 1.0, 10.0)]
     assert 9.0 > waits[0] > waits[1] > waits[2] > 0
+
+
+def test_a_fifo_server_counts_only_the_clients_whose_data_planes_overlap():
+    """With start offsets, a client waits only for clients running beside it: none once the
+    starts are farther apart than the data planes last, as without offsets when they start
+    together, and less the farther they spread."""
+    split, busy = [1, 1, 1, 1], _uniform(4, 1e-9, 1.0)
+    together = fifo_queue_s(busy, split, [0] * 4)
+    same = dataclasses.replace(busy, start_s=np.full(4, 7.0), local_steps=10)
+    np.testing.assert_allclose(fifo_queue_s(same, split, [0] * 4), together, rtol=1e-6)
+    # Per step a data plane lasts at most 3 + 9 s: starts 100 steps apart never meet.
+    apart = dataclasses.replace(busy, start_s=np.arange(4) * 100.0 * 10, local_steps=10)
+    np.testing.assert_allclose(fifo_queue_s(apart, split, [0] * 4), 0.0, atol=1e-9)
+    spread = [fifo_queue_s(dataclasses.replace(busy, start_s=np.arange(4) * gap,
+                                               local_steps=1), split, [0] * 4).mean()
+              for gap in (0.5, 1.0, 2.0)]
+    assert together.mean() > spread[0] > spread[1] > spread[2] > 0
+
+
+def test_fifo_costs_by_hand_for_two_clients_that_never_meet():
+    """Two clients 1000 steps' time apart: each gets the whole server (share 1), and the
+    round runs from the first start to the second client's end."""
+    model = ModelCost(layers=4, hidden_size=64, batch_size=8, seq_len=64, activation_bits=32)
+    sc = MakespanScenario(
+        device_layer_s=[0.1, 0.2], device_fixed_s=[0.0, 0.0], device_power_w=[1.0, 1.0],
+        memory_bytes=[np.inf, np.inf], tx_power_w=[1.0, 1.0], uplink_bps=[[1e6], [1e6]],
+        samples=[100, 100], server_layer_s=[0.05], server_fixed_s=[0.01],
+        server_power_w=[100.0], concurrency=[1.0], model=model, queue="fifo",
+        start_s=[0.0, 2000.0], local_steps=2)
+    split = np.array([1, 2])
+    transfer = model.bits_per_step / 1e6
+    finish = np.array([0.1, 0.4]) + transfer + (4 - split) * 0.05 + 0.01
+    costs = evaluate(sc, solve(sc, "fixed", split=[1, 2]))
+    np.testing.assert_allclose(costs.delay_s, 1000.0 + finish[1], rtol=1e-9)
+    np.testing.assert_allclose(solve(sc, "fixed", split=[1, 2]).share, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fp_under_a_fifo_server_is_exhaustive_and_never_worse_than_a_baseline(seed):
+    base = small_scenario(seed)
+    starts = np.random.default_rng(seed).uniform(0.0, 5.0, base.n_users)
+    sc = dataclasses.replace(base, queue="fifo", start_s=starts, local_steps=3)
+    fp, best = solve(sc, "fp"), solve(sc, "exhaustive")
+    assert fp.gap == 0.0
+    np.testing.assert_allclose(fp.objective, best.objective, rtol=1e-9)
+    others = [solve(sc, m) for m in METHODS if m not in ("fp", "exhaustive", "fixed")]
+    others += [solve(sc, "fixed", split=k) for k in range(1, sc.layers)]
+    assert all(fp.objective <= o.objective * (1 + 1e-9) for o in others)
+
+
+def test_fp_under_a_fifo_server_descends_where_there_are_too_many_vectors_to_try():
+    model = ModelCost(layers=8, hidden_size=64, batch_size=8, seq_len=64, activation_bits=32)
+    sc = dataclasses.replace(
+        catalogue_scenario(12, model, seed=2, servers=("cpu-epyc-9654",)), queue="fifo",
+        start_s=np.random.default_rng(2).uniform(0.0, 30.0, 12), local_steps=20)
+    fp = solve(sc, "fp")
+    assert np.isnan(fp.gap)  # 7^12 vectors: a local optimum, from the best of the seeds
+    for other in [solve(sc, "edge-only"), *(solve(sc, "fixed", split=k) for k in range(1, 8))]:
+        assert fp.objective <= other.objective * (1 + 1e-9)

@@ -6,7 +6,7 @@ import pytest
 from experiments import testbed
 
 
-def _client(label, modelled, measured, queue=0.0, fifo=0.0):
+def _client(label, modelled, measured, queue=0.0, fifo=0.0, start=5.0):
     """A round-metrics client entry: modelled parts (device, transfer, server, queue) and
     measured parts (device, transfer, server, queue)."""
     md, mt, ms, mq = modelled
@@ -18,7 +18,7 @@ def _client(label, modelled, measured, queue=0.0, fifo=0.0):
             "modelled_fifo_queue_s": fifo, "modelled_fifo_s": md + mt + ms + fifo,
             "measured_device_s": xd, "measured_transfer_s": xt, "measured_server_s": xs,
             "measured_queue_s": xq, "measured_dataplane_s": xd + xt + xs + xq,
-            "measured_s": 30.0, "measured_server_pacing_s": 0.1}
+            "measured_s": 30.0, "measured_server_pacing_s": 0.1, "measured_start_s": start}
 
 
 def _row(round_, clients, delay_s, energy_j=2.0, train_s=40.0):
@@ -49,10 +49,19 @@ def test_the_allocator_table_uses_rounds_after_the_first_and_compares_with_edge_
     rounds = [r for run, rs in rows.items() for r in testbed.round_rows(run, rs, 4, "1 2 3")]
     clients = [c for run, rs in rows.items() for c in testbed.client_rows(run, rs)]
     assert [r["measured_makespan_s"] for r in rounds] == [36, 4, 8, 8]
+    assert [r["measured_span_s"] for r in rounds] == [36, 4, 8, 8]  # one client: its own
     assert rounds[0]["modelled_makespan_s"] == 4.0 and rounds[0]["modelled_energy_j"] == 8.0
     table = testbed.compare_table(rounds, clients, ["fp", "edge-only"])
     assert [t["measured_makespan_s"] for t in table] == [4.0, 8.0]  # round 1 left out
-    assert "| fp | 4.0 | -50% |" in testbed.markdown(table)
+    assert "| fp | 4.0 | -50% | 4.0 |" in testbed.markdown(table)
+
+
+def test_the_span_runs_from_the_first_data_planes_start_to_the_last_ones_end():
+    clients = [_client("a", (1, 1, 1, 1), (1, 1, 1, 1), start=10.0),  # 10 -> 14
+               _client("b", (1, 1, 1, 1), (2, 2, 2, 2), start=3.0),  # 3 -> 11
+               _client("c", (1, 1, 1, 1), (1, 1, 1, 1), start=None)]  # no stream: left out
+    (row,) = testbed.round_rows("fp", [_row(1, clients, 1.0)], 4, "1 2 3")
+    assert row["measured_makespan_s"] == 8 and row["measured_span_s"] == 14 - 3
 
 
 def test_compare_runs_every_fixed_split_and_the_baselines():

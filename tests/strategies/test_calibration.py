@@ -53,6 +53,21 @@ def test_devices_and_server_are_measured_once_and_every_client_is_compared(tmp_p
         assert row["modelled_over_measured_device_median"] > 0
 
 
+def test_tracking_keeps_each_clients_start_for_a_fifo_servers_model(tmp_path):
+    """Under a first-come-first-served server's model the allocator's queue is the FIFO one,
+    and every client's start offset (round message to first step) is measured and kept."""
+    config = tiny_run_config(allocator="fp", calibration="track", calibration_steps=2,
+                             num_server_rounds=2, server_queue="fifo",
+                             output_dir=str(tmp_path), run_name="fifo")
+    strategy, _, rows = run_in_process(config, 3)
+    for row in rows:
+        for c in row["clients"]:
+            assert 0 < c["measured_start_s"] < c["measured_s"]
+            assert c["modelled_queue_s"] == pytest.approx(c["modelled_fifo_queue_s"])
+    last = {str(c["node"]): c["measured_start_s"] for c in rows[-1]["clients"]}
+    assert {str(n): s for n, s in strategy.calibrator.starts.items()} == last
+
+
 @pytest.mark.parametrize("how,reason", [
     ("error", "calibration: RuntimeError: .*device out of memory"),
     ("nan", r"layer-s = nan is not a credible number of seconds"),
@@ -102,8 +117,10 @@ def test_track_rescales_each_device_and_the_server_by_the_rounds_measured_time()
          "modelled_server_s": 1.0, "measured_server_s": 0.25},
         {"node": 2, "modelled_device_s": 1.0, "measured_device_s": 0.5,
          "modelled_server_s": 3.0, "measured_server_s": 0.75},
-        {"node": 3, "modelled_device_s": 1.0, "measured_device_s": 9.0}]
+        {"node": 3, "modelled_device_s": 1.0, "measured_device_s": 9.0,
+         "measured_start_s": 42.0}]
     learnt = calibrator.track(clients)
+    assert calibrator.start_offsets([3, 1]) == [42.0, None]  # for a "fifo" server's overlaps
     assert calibrator.devices[1] == pytest.approx(Measured(0.2, 0.04))
     assert calibrator.devices[2] == pytest.approx(Measured(0.1, 0.0))
     assert 3 not in calibrator.devices
@@ -114,5 +131,6 @@ def test_track_rescales_each_device_and_the_server_by_the_rounds_measured_time()
     resumed.restore([{"calibration": {"devices": {"1": {"layer_s": 0.1, "fixed_s": 0.02}},
                                       "server": {"layer_s": 0.05, "fixed_s": 0.01,
                                                  "concurrency": 1.0},
-                                      "tracked": learnt}}])
+                                      "tracked": learnt}, "clients": clients}])
     assert resumed.devices == calibrator.devices and resumed.server == calibrator.server
+    assert resumed.starts == calibrator.starts
