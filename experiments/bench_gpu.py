@@ -10,21 +10,31 @@ unless asked for a CPU smoke run (`--device cpu`), whose rows are labelled as CP
 
     python -m experiments.bench_gpu                       # cuda, bfloat16, SmolLM2, batches 1..64
     python -m experiments.bench_gpu --device cpu --quick  # CI smoke run on a tiny model (CPU)
+
+`--random-weights` times the architecture of `--model` (a preset, or a folder with its
+config.json and tokenizer; weights optional) with random weights, `--config` changing its shape
+(e.g. `hidden_size=2048 num_hidden_layers=16`): the time of a step does not depend on the
+weights' values, and a GPU machine may have no copy of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from edgesplit.data import federated_text
 from edgesplit.optim import make_optimizer
 from edgesplit.placement import BASE_DTYPES, resolve_device
+from edgesplit.presets import PRESETS, resolve_checkpoint
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
 from experiments.bench_split_step import step_variants
@@ -64,6 +74,25 @@ def measure(model: SplitModel, batches: list[dict], split: int, warmup: int
                    "adapter_gap": gap} for name in VARIANTS}
 
 
+def random_weights_copy(model: str, changes: list[str], out: Path, seed: int = 0) -> Path:
+    """A checkpoint folder in `out` with `model`'s architecture (its config with `changes`,
+    "key=value" each, values as JSON) and tokenizer, and random weights."""
+    source = resolve_checkpoint(model) if model in PRESETS else Path(model)
+    config = AutoConfig.from_pretrained(source)
+    for change in changes:
+        key, _, value = change.partition("=")
+        if not hasattr(config, key):
+            raise ValueError(f"--config {change!r}: the config has no {key!r}")
+        setattr(config, key, json.loads(value))
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "vocab.json", "merges.txt", "chat_template.jinja"):
+        if (source / name).exists():
+            shutil.copy(source / name, out / name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -80,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="tiny-llama on synthetic text, batches 1 and 4, 2 timed steps, "
                              "one CPU thread")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="the model's architecture with random weights (module docstring)")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="--random-weights: changes to the architecture's config")
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--csv-name", default=None, help="default: bench_gpu.csv on a GPU, "
+                        "bench_gpu_cpu_smoke.csv on a CPU")
     args = parser.parse_args(argv)
     if args.quick:
         args.model, args.corpus, args.split, args.block_size = "tiny-llama", "synthetic", 2, 16
@@ -97,11 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     label = (f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda"
              else "cpu (smoke run, not a GPU measurement)")
 
-    settings = Settings(model_name=args.model, corpus=args.corpus, block_size=args.block_size)
-    model = SplitModel(args.model, settings.lora, dtype=BASE_DTYPES[args.dtype], device=device)
-    data = federated_text(settings.data, settings.model_name, 1).client(0).train
-    print(f"{args.model} ({model.num_layers} layers), {args.dtype} base, split {args.split}, "
-          f"{args.block_size} tokens per row, on {label}")
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as scratch:
+        name = args.model
+        if args.random_weights:
+            name = str(random_weights_copy(args.model, args.config, Path(scratch)))
+        settings = Settings(model_name=name, corpus=args.corpus, block_size=args.block_size)
+        model = SplitModel(name, settings.lora, dtype=BASE_DTYPES[args.dtype], device=device)
+        data = federated_text(settings.data, settings.model_name, 1).client(0).train
+    if args.random_weights:
+        args.model = f"{Path(args.model).name} (random weights{', ' if args.config else ''}" \
+                     f"{' '.join(args.config)})"
+    print(f"{args.model} ({model.num_layers} layers, "
+          f"{sum(p.numel() for p in model.peft_model.parameters()) / 1e6:.0f} M parameters), "
+          f"{args.dtype} base, split {args.split}, {args.block_size} tokens per row, on {label}")
     rows = []
     for batch_size in args.batches:
         batches = [data.batch(i, batch_size) for i in range(args.warmup + args.steps)]
@@ -126,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
               f"adapters differ by {split_row['adapter_gap']:.1e} after "
               f"{args.warmup + args.steps} steps")
     if rows:
-        name = "bench_gpu.csv" if device.type == "cuda" else "bench_gpu_cpu_smoke.csv"
+        name = args.csv_name or ("bench_gpu.csv" if device.type == "cuda"
+                                 else "bench_gpu_cpu_smoke.csv")
         args.out.mkdir(parents=True, exist_ok=True)
         write_csv(rows, args.out / name)
         print(f"wrote {args.out / name}")

@@ -1,14 +1,13 @@
 """The makespan model: its physics by hand, exact shares against cvxpy, fp against exhaustive
 search and every baseline, memory caps and split floors."""
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 
 from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, solve
-import dataclasses
-
 from allocation.makespan_model import catalogue_scenario, fifo_queue_s
 from allocation.makespan_result import MakespanAllocation
 from allocation.makespan_solver import server_makespans
