@@ -28,6 +28,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # must precede the numpy import to take effect
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -96,13 +97,18 @@ def config_of(variant: str, quick: bool) -> Config:
     return QUICK if quick else FULL
 
 
+#: The built-in job's cost model (frozen): built once per process, as loading the model to read
+#: it costs most of a quick makespan scenario.
+_default_model = functools.cache(default_model)
+
+
 def make_scenario(variant: str, n_users: int, n_servers: int, seed: int,
                   overrides: dict | None = None) -> Scenario | MakespanScenario:
     """A scenario of ``variant``; ``overrides`` are ``Weights`` fields or ``layers``."""
     overrides = dict(overrides or {})
     if VARIANTS[variant] is not None:
         return random_scenario(n_users, n_servers, seed, **VARIANTS[variant], **overrides)
-    model = default_model()
+    model = _default_model()
     if "layers" in overrides:
         model = replace(model, layers=overrides.pop("layers"))
     return catalogue_scenario(n_users, model, n_servers, seed, servers=tuple(SERVERS),
