@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_outputs import CausalLMOutput
@@ -116,6 +115,10 @@ class SplitModel:
         # Named targets replace the derived ones, experts included.
         modules = list(lora.target_modules or arch.lora_targets)
         experts = None if lora.target_modules else list(arch.lora_parameters) or None
+        # Imported here, not at the top: peft's import is 2-3 s of a deployed ClientApp's start-up
+        # (a process per message), and a process that only answers a profile query needs no model.
+        from peft import LoraConfig, get_peft_model
+
         # peft keeps the adapter in float32 over a bfloat16/float16 base (autocast_adapter_dtype).
         self.peft_model = get_peft_model(base, LoraConfig(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
