@@ -29,6 +29,7 @@ also `compare.csv`, `compare.md` and `compare.png`.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
@@ -122,6 +123,7 @@ def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
         started = [c for c in done if c.get("measured_start_s") is not None]
         out.append({
             "run": run, "round": row["round"], "completed": row["completed"],
+            "sampled": row["sampled"],
             "splits": " ".join(str(c["split"]) for c in row["clients"]),
             "measured_makespan_s": max((c["measured_dataplane_s"] for c in done), default=None),
             "measured_span_s": (max(c["measured_start_s"] + c["measured_dataplane_s"]
@@ -171,22 +173,28 @@ def plot_fit(clients: Sequence[Mapping], path: Path, title: str) -> None:
 
 
 def plot_compare(table: Sequence[Mapping], path: Path) -> None:
-    """Measured round makespan (data plane; whole training phase) and modelled energy."""
+    """Measured round makespan (data plane) per allocator and round, beside the modelled one,
+    and modelled energy."""
     fig, axes = subplots(1, 2, panel=(4.5, 3.4))
     ax_t, ax_e = axes[0]
-    names = [r["allocator"] for r in table]
+    names = list(dict.fromkeys(r["allocator"] for r in table))
+    rounds = sorted({r["round"] for r in table})
+    width = 0.8 / (2 * len(rounds))
     x = np.arange(len(names))
-    colours = [METHOD_STYLE.get(n, ("C7",))[0] for n in names]
-    ax_t.bar(x - 0.27, [r["measured_makespan_s"] for r in table], 0.27, color=colours,
-             label="measured (data plane)")
-    ax_t.bar(x, [r["modelled_makespan_s"] for r in table], 0.27, color=colours, alpha=0.45,
-             label="modelled")
-    ax_t.bar(x + 0.27, [r["measured_train_phase_s"] for r in table], 0.27, color="0.6",
-             label="measured (train phase, control plane incl.)")
+    for i, rnd in enumerate(rounds):
+        mine = {r["allocator"]: r for r in table if r["round"] == rnd}
+        got = [mine.get(n) for n in names]
+        offset = (2 * i - len(rounds)) * width + width / 2
+        ax_t.bar(x + offset, [g["measured_makespan_s"] if g else 0 for g in got], width,
+                 color=f"C{i}", label=f"round {rnd}, measured")
+        ax_t.bar(x + offset + width, [g["modelled_makespan_s"] if g else 0 for g in got], width,
+                 color=f"C{i}", alpha=0.4, label=f"round {rnd}, modelled")
     ax_t.set_xticks(x, names, rotation=20)
-    ax_t.set_ylabel("round makespan (s, mean over rounds)")
-    ax_t.legend()
-    ax_e.bar(x, [r["modelled_energy_j"] for r in table], color=colours)
+    ax_t.set_ylabel("round makespan, data plane (s)")
+    ax_t.legend(fontsize=7)
+    energy = [float(np.mean([r["modelled_energy_j"] for r in table if r["allocator"] == n]))
+              for n in names]
+    ax_e.bar(x, energy, color=[METHOD_STYLE.get(n, ("C7",))[0] for n in names])
     ax_e.set_xticks(x, names, rotation=20)
     ax_e.set_ylabel("modelled energy per round (J)")
     save(fig, path)
@@ -194,38 +202,39 @@ def plot_compare(table: Sequence[Mapping], path: Path) -> None:
 
 def compare_table(rounds: Sequence[Mapping], clients: Sequence[Mapping],
                   runs: Sequence[str]) -> list[dict]:
-    """Per allocator, means over its rounds (after the first, whose devices are still
-    calibrating and whose ClientApps start cold, when there are more)."""
+    """One row per allocator and round: measured and modelled makespan, how many clients
+    completed (a dropped client's tails no longer contend, which flatters its round: compare
+    rounds in which every allocator kept every client), the round's median error."""
     table = []
     for run in runs:
-        mine = [r for r in rounds if r["run"] == run]
-        kept = [r for r in mine if r["round"] > 1] or mine
-        kept_rounds = {r["round"] for r in kept}
-        kept_clients = [c for c in clients if c["run"] == run and c["round"] in kept_rounds]
-        table.append({
-            "allocator": run, "rounds": len(kept),
-            **{k: float(np.mean([r[k] for r in kept])) for k in (
-                "measured_makespan_s", "measured_span_s", "measured_train_phase_s",
-                "modelled_makespan_s", "modelled_energy_j")},
-            "splits": " | ".join(r["splits"] for r in kept),
-            "median_abs_error_dataplane": median_abs_error(kept_clients, "dataplane"),
-            "load_average": kept[-1]["load_average"]})
+        for r in (r for r in rounds if r["run"] == run):
+            mine = [c for c in clients if c["run"] == run and c["round"] == r["round"]]
+            table.append({
+                "allocator": run, "round": r["round"],
+                "completed": f"{r['completed']}/{r['sampled']}",
+                **{k: r[k] for k in ("measured_makespan_s", "measured_span_s",
+                                      "measured_train_phase_s", "modelled_makespan_s",
+                                      "modelled_energy_j", "splits", "load_average")},
+                "median_abs_error_dataplane": median_abs_error(mine, "dataplane")})
     return table
 
 
 def markdown(table: Sequence[Mapping]) -> str:
-    edge = next((r for r in table if r["allocator"] == "edge-only"), None)
-    lines = ["| allocator | measured makespan (s) | vs edge-only | measured span (s) | "
-             "train phase (s) | modelled makespan (s) | modelled energy (J) | "
-             "median abs error | splits | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    edge = {r["round"]: r for r in table if r["allocator"] == "edge-only"}
+    lines = ["| allocator | round | clients completed | measured makespan (s) | vs edge-only | "
+             "measured span (s) | train phase (s) | modelled makespan (s) | "
+             "modelled energy (J) | median abs error | splits | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
-        versus = (f"{100 * (r['measured_makespan_s'] / edge['measured_makespan_s'] - 1):+.0f}%"
-                  if edge else "")
+        base = edge.get(r["round"])
+        versus = (f"{100 * (r['measured_makespan_s'] / base['measured_makespan_s'] - 1):+.0f}%"
+                  if base else "")
         error = r["median_abs_error_dataplane"]
+        span = r["measured_span_s"]
         lines.append(
-            f"| {r['allocator']} | {r['measured_makespan_s']:.1f} | {versus} | "
-            f"{r['measured_span_s']:.1f} | "
+            f"| {r['allocator']} | {r['round']} | {r['completed']} | "
+            f"{r['measured_makespan_s']:.1f} | {versus} | "
+            f"{'n/a' if span is None else f'{span:.1f}'} | "
             f"{r['measured_train_phase_s']:.1f} | {r['modelled_makespan_s']:.1f} | "
             f"{r['modelled_energy_j']:.1f} | "
             f"{'n/a' if error is None else f'{100 * error:.0f}%'} | {r['splits']} | "
@@ -267,7 +276,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="--compare: comma-separated subset of runs")
     parser.add_argument("--out", type=Path, default=Path("results/testbed"))
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
+    parser.add_argument("--tabulate", type=Path, default=None, metavar="DIR",
+                        help="only rewrite the tables of a finished testbed folder")
     args = parser.parse_args(argv)
+    if args.tabulate:
+        tabulate(args.tabulate)
+        return
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     fleet = load_fleet(args.fleet)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -316,26 +330,49 @@ def main(argv: Sequence[str] | None = None) -> None:
             loads["end"] = load_average()
             left = {k: v for k, v in leftovers().items() if v != before[k]}
             print(f"[testbed] cleaned up: {'yes' if not left else left}", flush=True)
-    write_csv(clients, args.out / "clients.csv")
-    write_csv(rounds, args.out / "rounds.csv")
     write_csv(links, args.out / "links.csv")
     summary = {
         "fleet": str(args.fleet), "devices": fleet.devices, "model": args.model,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
-        "median_abs_error": {part: median_abs_error(clients, part) for part in PARTS},
-        "load_average": loads, "leftovers_after": left}
-    plot_fit(clients, args.out / "fit.png",
-             f"{args.model}, {len(fleet.devices)} emulated devices: modelled vs measured")
-    if args.compare:
-        table = compare_table(rounds, clients, [p[0] for p in plan])
-        write_csv(table, args.out / "compare.csv")
-        (args.out / "compare.md").write_text(markdown(table))
-        plot_compare(table, args.out / "compare.png")
+        "server_queue": args.server_queue, "load_average": loads, "leftovers_after": left}
+    write_tables(args.out, summary, clients, rounds, compare=args.compare)
+
+
+def write_tables(out: Path, summary: dict, clients: list[dict], rounds: list[dict],
+                 compare: bool) -> None:
+    """clients.csv, rounds.csv, fit.png, summary.json (with the errors) and, comparing,
+    compare.csv/.md/.png."""
+    write_csv(clients, out / "clients.csv")
+    write_csv(rounds, out / "rounds.csv")
+    summary["median_abs_error"] = {part: median_abs_error(clients, part) for part in PARTS}
+    plot_fit(clients, out / "fit.png", f"{summary['model']}, {len(summary['devices'])} "
+             "emulated devices: modelled vs measured")
+    if compare:
+        table = compare_table(rounds, clients, summary["runs"])
+        write_csv(table, out / "compare.csv")
+        (out / "compare.md").write_text(markdown(table))
+        plot_compare(table, out / "compare.png")
         summary["compare"] = table
         print(markdown(table))
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary["median_abs_error"], indent=2))
+
+
+def tabulate(out: Path) -> None:
+    """Rewrite the tables of a finished testbed folder from its runs' metrics (after a change
+    to how they are tabulated; no testbed needed)."""
+    summary = json.loads((out / "summary.json").read_text())
+    loads = {}
+    with (out / "rounds.csv").open() as f:
+        for row in csv.DictReader(f):
+            loads.setdefault(row["run"], row["load_average"])
+    clients, rounds = [], []
+    for run in summary["runs"]:
+        rows = [json.loads(line) for line in (out / "runs" / f"{run}.jsonl").open()]
+        clients += client_rows(run, rows)
+        rounds += round_rows(run, rows, summary["local_steps"], loads.get(run, ""))
+    write_tables(out, summary, clients, rounds, compare="compare" in summary)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def _client(label, modelled, measured, queue=0.0, fifo=0.0, start=5.0):
 
 
 def _row(round_, clients, delay_s, energy_j=2.0, train_s=40.0):
-    return {"round": round_, "completed": len(clients), "clients": clients,
+    return {"round": round_, "completed": len(clients), "sampled": len(clients),
+            "clients": clients,
             "modelled_delay_s": delay_s, "modelled_energy_j": energy_j,
             "time_train_s": train_s, "time_calibrate_s": 5.0}
 
@@ -41,19 +42,24 @@ def test_errors_per_part_and_the_fifo_alternative():
         (1 / 3 + (8 / 7 - 1)) / 2)
 
 
-def test_the_allocator_table_uses_rounds_after_the_first_and_compares_with_edge_only():
+def test_the_allocator_table_has_a_row_per_round_and_compares_with_edge_only_in_that_round():
     rows = {"fp": [_row(1, [_client("a", (1, 1, 1, 1), (9, 9, 9, 9))], 1.0),
                    _row(2, [_client("a", (1, 1, 1, 1), (1, 1, 1, 1))], 1.0)],
             "edge-only": [_row(1, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2))], 2.0),
                           _row(2, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2))], 2.0)]}
+    rows["edge-only"][1]["sampled"] = 2  # one client dropped in that round
     rounds = [r for run, rs in rows.items() for r in testbed.round_rows(run, rs, 4, "1 2 3")]
     clients = [c for run, rs in rows.items() for c in testbed.client_rows(run, rs)]
     assert [r["measured_makespan_s"] for r in rounds] == [36, 4, 8, 8]
     assert [r["measured_span_s"] for r in rounds] == [36, 4, 8, 8]  # one client: its own
     assert rounds[0]["modelled_makespan_s"] == 4.0 and rounds[0]["modelled_energy_j"] == 8.0
     table = testbed.compare_table(rounds, clients, ["fp", "edge-only"])
-    assert [t["measured_makespan_s"] for t in table] == [4.0, 8.0]  # round 1 left out
-    assert "| fp | 4.0 | -50% | 4.0 |" in testbed.markdown(table)
+    assert [(t["allocator"], t["round"], t["measured_makespan_s"]) for t in table] == [
+        ("fp", 1, 36.0), ("fp", 2, 4.0), ("edge-only", 1, 8.0), ("edge-only", 2, 8.0)]
+    text = testbed.markdown(table)
+    assert "| fp | 1 | 1/1 | 36.0 | +350% | 36.0 |" in text
+    assert "| fp | 2 | 1/1 | 4.0 | -50% | 4.0 |" in text
+    assert "| edge-only | 2 | 1/2 | 8.0 | +0% |" in text
 
 
 def test_the_span_runs_from_the_first_data_planes_start_to_the_last_ones_end():
@@ -77,3 +83,20 @@ def test_a_clients_round_is_predicted_with_its_control_plane_of_the_round_before
     assert first["control_plane_s"] == 30.0 - 4.0
     assert second["modelled_round_s"] == 26.0 + 4.0  # last round's control plane + FIFO plane
     assert second["rel_error_round"] == 0.0
+
+
+def test_tabulate_rewrites_a_finished_folders_tables_from_its_runs(tmp_path):
+    import json
+
+    rows = [_row(1, [_client("a", (1, 1, 1, 1), (2, 2, 2, 2))], 2.0)]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "edge-only.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                              for r in rows))
+    (tmp_path / "rounds.csv").write_text("run,load_average\nedge-only,0.5 0.5 0.5\n")
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"runs": ["edge-only"], "local_steps": 4, "model": "tiny-llama", "devices": ["x"],
+         "compare": []}))
+    testbed.main(["--tabulate", str(tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["compare"][0]["measured_makespan_s"] == 8.0
+    assert "| edge-only | 1 | 1/1 | 8.0 | +0% |" in (tmp_path / "compare.md").read_text()
