@@ -19,7 +19,7 @@ checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memo
 Usage::
 
     python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
-        [--local-steps 40] [--server-queue fifo] [--out results/testbed] [--compare]
+        [--local-steps 80] [--server-queue fifo] [--out results/testbed] [--compare]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(--compare runs every fixed split below it)")
     parser.add_argument("--corpus", default="shakespeare")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-steps", type=int, default=40)
+    parser.add_argument("--local-steps", type=int, default=80)
     parser.add_argument("--server-queue", default="fifo", help="the makespan model's server "
                         "(fifo: what the stream transport does; shares: the fluid model)")
     parser.add_argument("--batch-size", type=int, default=8)
