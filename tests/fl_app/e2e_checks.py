@@ -63,10 +63,21 @@ def check_run_outputs(run_dir: Path, rounds: int, clients: int) -> list[dict]:
 # traced back to its partition.
 FAULT_CLIENTS = 7
 FAULTS = {0: "raise", 1: "silent", 2: "crash", 3: "disconnect", 4: "straggle"}
-FAULT_RUN_CONFIG = ('model-name="tiny-llama" corpus="synthetic" partitioning="dirichlet" '
-                    'num-server-rounds=1 split=3 local-steps=2 block-size=16 eval-every=0 '
-                    'min-train-clients=2 transport="stream" inject-faults="'
-                    + ",".join(f"{p}:{k}" for p, k in FAULTS.items()) + '"')
+# Ray simulation leaves out the crash: it kills a Ray actor, and Flower 1.41 fails whatever
+# message it had queued on that actor too, which can be a healthy client's (seen in CI with one
+# actor per client); deployment runs every kind, each client in its own process.
+SIMULATION_FAULTS = {p: k for p, k in FAULTS.items() if k != "crash"}
+
+
+def fault_run_config(faults: dict[int, str] = FAULTS) -> str:
+    """The run config of a fault-injection run with `faults` ({partition: kind})."""
+    return ('model-name="tiny-llama" corpus="synthetic" partitioning="dirichlet" '
+            'num-server-rounds=1 split=3 local-steps=2 block-size=16 eval-every=0 '
+            'min-train-clients=2 transport="stream" inject-faults="'
+            + ",".join(f"{p}:{k}" for p, k in faults.items()) + '"')
+
+
+FAULT_RUN_CONFIG = fault_run_config()
 # What the server records for each kind (stream transport; every fault hits local step 1).
 FAULT_REASONS = {
     "raise": r"^step 1: .*client error \d+: .*injected fault: raise \(partition 0, step 1\)",
@@ -78,7 +89,8 @@ FAULT_REASONS = {
 }
 
 
-def check_fault_round(run_dir: Path, server_log: str) -> dict[int, str]:
+def check_fault_round(run_dir: Path, server_log: str,
+                      faults: dict[int, str] = FAULTS) -> dict[int, str]:
     """Assert the round of a FAULT_RUN_CONFIG run: each faulty partition dropped with a reason
     of its kind (and logged), the healthy ones trained, a checkpoint written. Returns
     {partition: recorded reason}."""
@@ -94,13 +106,13 @@ def check_fault_round(run_dir: Path, server_log: str) -> dict[int, str]:
     partition_of = {str(c["node"]): sizes.index(c["examples"]) for c in row["clients"]}
     assert sorted(partition_of.values()) == list(range(FAULT_CLIENTS)), row["clients"]
     reasons = {partition_of[node]: reason for node, reason in row["failures"].items()}
-    assert sorted(reasons) == sorted(FAULTS), row["failures"]
-    for partition, kind in FAULTS.items():
+    assert sorted(reasons) == sorted(faults), row["failures"]
+    for partition, kind in faults.items():
         assert re.search(FAULT_REASONS[kind], reasons[partition]), (kind, reasons[partition])
         node = next(n for n, p in partition_of.items() if p == partition)
         assert f"client {node} dropped: step 1" in server_log, f"drop of {node} not logged"
     assert "injected fault" not in reasons[3]  # a cut stream, not an error the client raised
-    assert row["sampled"] == FAULT_CLIENTS and row["completed"] == FAULT_CLIENTS - len(FAULTS)
+    assert row["sampled"] == FAULT_CLIENTS and row["completed"] == FAULT_CLIENTS - len(faults)
     assert "skipped" not in row and math.isfinite(row["train_loss"]), row
     assert (run_dir / "checkpoints" / "round-0001.pt").is_file()
     assert (run_dir / "adapter").is_dir()
