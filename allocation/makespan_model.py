@@ -264,23 +264,30 @@ def fifo_response_s(base, work, association, concurrency, start=None,
     return response
 
 
-def fifo_queue_s(scenario: MakespanScenario, split, association) -> np.ndarray:
-    """Per-user seconds a step waits behind other clients' tails at a first-come-first-served
-    server (``fifo_response_s`` less its own tail), with the scenario's start offsets; shape
-    (N,)."""
+def _fifo_work_and_response(scenario: MakespanScenario, split, association
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user tail work ``W`` and FIFO response ``R`` (``fifo_response_s``) of one step, with
+    the scenario's start offsets; each shape (N,)."""
     sc = scenario
     m = np.asarray(association, int) * np.ones(sc.n_users, int)
     device, transfer, _ = step_times(sc, split, m, 1.0)
     work = server_work_s(sc, split, m)
-    return fifo_response_s(device + transfer, work, m, sc.concurrency, sc.start_step_s) - work
+    return work, fifo_response_s(device + transfer, work, m, sc.concurrency, sc.start_step_s)
+
+
+def fifo_queue_s(scenario: MakespanScenario, split, association) -> np.ndarray:
+    """Per-user seconds a step waits behind other clients' tails at a first-come-first-served
+    server (``fifo_response_s`` less its own tail), with the scenario's start offsets; shape
+    (N,)."""
+    work, response = _fifo_work_and_response(scenario, split, association)
+    return response - work
 
 
 def fifo_shares(scenario: MakespanScenario, split, association) -> np.ndarray:
     """Each user's effective share of its FIFO server, ``W / R`` (its tail over its wait and
     tail): what ``step_times`` needs to give the FIFO model's server seconds."""
-    m = np.asarray(association, int) * np.ones(scenario.n_users, int)
-    work = server_work_s(scenario, split, m)
-    return work / (work + fifo_queue_s(scenario, split, m))
+    work, response = _fifo_work_and_response(scenario, split, association)
+    return work / response
 
 
 def makespan_s(scenario: MakespanScenario, finish) -> float:
