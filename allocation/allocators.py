@@ -91,9 +91,11 @@ class ClientAllocation:
     """One client's share for a round (SI units; per-step times as the cost model predicts).
 
     modelled_server_s is the client's tail at the whole server's speed; modelled_queue_s what
-    sharing the server adds to it. bandwidth_hz, user_freq_hz : paper model only (None under the
-    makespan model, where each device has its own link and runs flat out); server_share :
-    makespan model only.
+    sharing the server adds to it. bandwidth_hz: the paper model's share of the server's band,
+    or the makespan model's share of the cell's (None for a device on its own link);
+    user_freq_hz : paper model only (the makespan model's devices run flat out); server_share,
+    subchannels : makespan model only. rate_bps: the uplink rate the allocation gives (what
+    `pace-links` paces at).
     """
 
     split: int
@@ -110,6 +112,7 @@ class ClientAllocation:
     # Makespan model: the wait for the server if it runs tails first come first served
     # (`makespan_model.fifo_queue_s`), beside the shares' `modelled_queue_s`.
     modelled_fifo_queue_s: float | None = None
+    subchannels: int | None = None  # makespan model, a cell device: its subchannels
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,10 @@ class RoundAllocation:
     """The included clients' shares, in profile order, and what the cost model says they cost.
 
     ``excluded`` maps the profile index of each client that cannot take part (a device whose
-    memory holds no allowed split) to the reason; ``clients`` skips them."""
+    memory holds no allowed split) to the reason; ``clients`` skips them. ``gap`` is the
+    solver's certified relative optimality gap (NaN: none) and ``search`` how it ended
+    (``MakespanAllocation.search``; the paper model's methods bound nothing but exhaustive
+    search)."""
 
     clients: list[ClientAllocation]
     objective: float
@@ -125,6 +131,8 @@ class RoundAllocation:
     delay_s: float
     stability: float
     excluded: dict[int, str] = field(default_factory=dict)
+    gap: float = float("nan")
+    search: str = ""
 
 
 class SystemAllocator:
@@ -162,6 +170,9 @@ class SystemAllocator:
         Makespan model: how the server serves tails (`makespan_model.SERVER_QUEUES`).
     local_steps : int (default: 1)
         Makespan model: steps per round, over which measured start offsets spread.
+    cell_bandwidth_hz : float (default: 0, no cell)
+        Makespan model: the band of a cell that the clients whose profile says `cell` share
+        (`makespan_model`), cut into `cell_subchannels`.
     min_split : int (default: 1)
         Every client's split is at least this (a privacy floor: `min-device-layers`, or a
         leakage budget's floor); 1 = none. The makespan model optimises over the splits at or
@@ -176,7 +187,8 @@ class SystemAllocator:
                  weights: Weights | None = None, split_policy: str | Path | SplitRule | None = None,
                  fading_m: float = 1.0, *, cost_model: str = "paper",
                  server: str = DEFAULT_SERVER, batch_tails: bool = False,
-                 min_split: int = 1, server_queue: str = "shares", local_steps: int = 1) -> None:
+                 min_split: int = 1, server_queue: str = "shares", local_steps: int = 1,
+                 cell_bandwidth_hz: float = 0.0, cell_subchannels: int = 50) -> None:
         if policy not in ALLOCATORS:
             raise ValueError(f"unknown allocator {policy!r}; choose from {list(ALLOCATORS)}")
         if cost_model not in COST_MODELS:
@@ -189,6 +201,7 @@ class SystemAllocator:
         self.fading_m, self.cost_model = fading_m, cost_model
         self.server, self.batch_tails = server_class(server), batch_tails
         self.server_queue, self.local_steps = server_queue, local_steps
+        self.cell_bandwidth_hz, self.cell_subchannels = cell_bandwidth_hz, cell_subchannels
         self.split_policy: SplitRule | None = None
         #: Warm start of "fp" (paper model): each client's last (server, split), by client id.
         self.previous: dict[int, tuple[int, int]] = {}
@@ -213,7 +226,8 @@ class SystemAllocator:
                 profiles, model, self.server, batch_tails=self.batch_tails, measured=measured,
                 server_measured=server_measured, weights=self.weights,
                 min_split=np.full(len(profiles), self.min_split), queue=self.server_queue,
-                start_s=start_s, local_steps=self.local_steps)
+                start_s=start_s, local_steps=self.local_steps,
+                cell_bandwidth_hz=self.cell_bandwidth_hz, cell_subchannels=self.cell_subchannels)
         column = {k: np.array([p[k] for p in profiles], dtype=float)
                   for k in ("cpu_freq_hz", "cores", "flops_per_cycle", "tx_power_w",
                             "distance_m", "num-examples")}
@@ -284,8 +298,10 @@ class SystemAllocator:
         if loss_rates is not None:
             clients = [replace(c, loss_rate=float(q)) for c, q in
                        zip(clients, loss_rates, strict=True)]
+        exact = result.method == "exhaustive"
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
-                               costs.stability)
+                               costs.stability, gap=0.0 if exact else float("nan"),
+                               search="enumeration: exact" if exact else "no bound")
 
     def _solve(self, scenario: Scenario | MakespanScenario, server_round: int, **options
                ) -> Allocation | MakespanAllocation:
@@ -326,16 +342,23 @@ class SystemAllocator:
         device, transfer, shared = result.step_times(scenario)
         whole = server_work_s(scenario, result.split, result.association)
         times = (device, transfer, whole, shared - whole)
-        rates = scenario.uplink_bps[np.arange(scenario.n_users), result.association]
-        fifo = fifo_queue_s(scenario, result.split, result.association)
+        channels = scenario.own_channels(result.channels if scenario.has_cell else None)
+        fifo = fifo_queue_s(scenario, result.split, result.association,
+                            channels if scenario.has_cell else None)
+        band = scenario.bandwidth_hz(channels)
+        # A cell device transmits at its subchannels' share of its full-band power.
+        power = np.where(scenario.cell, channels / scenario.cell_subchannels, 1.0) \
+            * scenario.tx_power_w
         clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
                                     server_share=float(phi), rate_bps=float(r),
-                                    modelled_fifo_queue_s=float(q))
-                   for s, p, phi, r, q, *t in zip(result.split, scenario.tx_power_w,
-                                                  result.share, rates, fifo, *times,
-                                                  strict=True)]
+                                    modelled_fifo_queue_s=float(q),
+                                    bandwidth_hz=float(b) if in_cell else None,
+                                    subchannels=int(c) if in_cell else None)
+                   for s, p, phi, r, q, b, c, in_cell, *t in zip(
+                       result.split, power, result.share, result.rate_bps(scenario), fifo,
+                       band, channels, scenario.cell, *times, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
-                               costs.stability, excluded)
+                               costs.stability, excluded, result.gap, result.search)
 
     def floored(self, scenario: Scenario, result: Allocation, server_round: int) -> Allocation:
         """`result` with every split raised to `min_split`, resources solved again for the new

@@ -102,6 +102,10 @@ def _exhaustive(terms: Terms, *, seed: int = 0):  # deterministic: seed unused
     return exhaustive(terms).arrays(terms.user_freq), 0, ()
 
 
+def _sflllm(terms: Terms, *, seed: int = 0):  # deterministic: seed unused
+    return baselines.sflllm(terms), 0, ()
+
+
 #: Method name -> its solver in the paper's model (each takes the scenario's ``Terms``) and in
 #: the makespan model (``makespan_methods``, each takes its ``Tables``), with keyword options.
 METHODS = {
@@ -116,6 +120,7 @@ METHODS = {
     "local-only": (_local_only, makespan.local_only),
     "fixed": (_fixed, makespan.fixed),
     "exhaustive": (_exhaustive, makespan.exhaustive),
+    "sflllm": (_sflllm, makespan.sflllm),
 }
 
 
@@ -133,7 +138,8 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         the makespan model's exact walk), ``ao`` (alternating integer search, no transform),
         ``alpha-only``, ``resource-only``, ``greedy`` (max-rate association), ``random``,
         ``random-association``, ``edge-only`` (a=1), ``local-only`` (a=Y-1), ``fixed``
-        (option ``split``), ``exhaustive`` (small instances only).
+        (option ``split``), ``exhaustive`` (small instances only), ``sflllm`` (SflLLM's
+        greedy subchannels and per-client split search).
     **options
         ``seed`` (int, default 0; every method accepts it and is deterministic given it);
         per method: ``solver``
@@ -144,7 +150,8 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         default 1), ``split`` (fixed: one split for every user, or a sequence of one per user),
         ``resources`` (``"equal"`` or ``"random"``, alpha-only); makespan model:
         ``max_programs`` and ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
-        random-association), ``split`` (fixed).
+        random-association), ``tolerance`` (fp: the relative gap at which its search stops,
+        default 1e-4), ``split`` (fixed).
 
     Returns
     -------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .system_model import step_times
 from .terms import Terms
 from .waterfilling import best_integer_split
 
@@ -70,3 +71,38 @@ def random_allocation(terms: Terms, seed: int = 0):
     ufreq = rng.uniform(0.5, 1.0, sc.n_users) * sc.user_freq_hz
     return split, assoc, bw, power, ufreq, sfreq
 
+
+
+def sflllm(terms: Terms, subchannels: int = 50, max_rounds: int = 20):
+    """SflLLM's allocation rule (Zhao et al., GLOBECOM 2025; arXiv 2504.14667) in the paper's
+    model: each server's band cut into ``subchannels`` (at least one per user on it), one
+    subchannel each, then every other one to the user on that server whose iteration is then
+    slowest; each user's split by exhaustive search for its own fastest iteration given its
+    bandwidth; the two alternate until the splits repeat. Max-rate association, full power
+    and device frequency, equal server shares (SflLLM's power control and LoRA rank are not
+    decisions here)."""
+    sc = terms.scenario
+    n = sc.n_users
+    assoc = greedy_association(terms)
+    per = np.maximum(subchannels, np.bincount(assoc, minlength=sc.n_servers))
+    width = (sc.server_bandwidth_hz / per)[assoc]
+    power, ufreq = sc.user_pmax_w.copy(), sc.user_freq_hz.copy()
+    _, sfreq = _equal_shares(terms, assoc)
+
+    def delay(split, channels):
+        return sum(step_times(sc, split, assoc, channels * width, power, ufreq, sfreq))
+
+    split = np.ones(n, int)
+    channels = np.ones(n)
+    for _ in range(max_rounds):
+        channels = np.ones(n)
+        for m in range(sc.n_servers):
+            users = np.flatnonzero(assoc == m)
+            for _ in range(int(per[m]) - users.size):
+                channels[users[np.argmax(delay(split, channels)[users])]] += 1
+        by_split = np.stack([delay(np.full(n, a), channels) for a in range(1, terms.layers)])
+        new = 1 + np.argmin(by_split, axis=0)
+        if np.array_equal(new, split):
+            break
+        split = new
+    return split, assoc, channels * width, power, ufreq, sfreq

@@ -22,8 +22,15 @@ Per training step of user ``n`` with split ``a`` (layers ``[0, a)`` on the devic
 
 ``H_m`` is the LM head and loss, which the server runs for every client whatever the split (the
 device runs them in a U-shaped split, where ``F_n`` holds them and the device's last layers).
-Each device has its own access link (Wi-Fi, 5G...), declared or measured; the server cannot
-schedule radio airtime, so bandwidth is not a decision here: the server's compute share is.
+A device on its own access link (wired, its own Wi-Fi...) has a fixed rate ``r_nm``, declared
+or measured. Devices attached to a cell (``cell``: one base station's OFDMA uplink) share its
+band: the band is cut into ``J`` subchannels (resource blocks) and each cell device gets an
+integer number ``c_n >= 1`` of them, ``sum_n c_n <= J``; with ``c_n`` its rate is
+``c_n / J * r_nm``, where ``r_nm`` is its rate with the whole band (its spectral efficiency
+times the cell's bandwidth). Power is set per subchannel (LTE-style uplink power control), so a
+device transmits at ``c_n / J`` of its full-band power and its radio energy per step does not
+depend on ``c_n``. The subchannels are a decision, taken jointly with the split and the server
+share; a fleet may mix cell devices and devices on their own links.
 
 How the server serves its clients (``queue``): ``"shares"`` is the fluid model above, every
 client at its share all round, as if all contended for the server from start to end. The
@@ -90,6 +97,11 @@ class MakespanScenario(Normalised):
     start_s : "fifo": seconds from the round's start to each client's first step (its
         ClientApp start-up and the control plane); None = every client at once.
     local_steps : steps per round, which ``start_s`` is spread over (the model is per step).
+    cell : which users share the cell's band (None: none; every user on its own link). A cell
+        user's ``uplink_bps`` is its rate with the whole band.
+    cell_subchannels : J, the subchannels the cell's band is cut into (at least one per cell
+        user).
+    cell_bandwidth_hz : the cell's band (reported as each user's bandwidth, ``c_n / J`` of it).
     """
 
     device_layer_s: np.ndarray
@@ -109,6 +121,9 @@ class MakespanScenario(Normalised):
     queue: str = "shares"
     start_s: np.ndarray | None = None
     local_steps: int = 1
+    cell: np.ndarray | None = None
+    cell_subchannels: int = 50
+    cell_bandwidth_hz: float = 20e6
 
     def __post_init__(self) -> None:
         users = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
@@ -143,6 +158,13 @@ class MakespanScenario(Normalised):
                 raise ValueError("start_s must be finite and >= 0")
         if self.local_steps < 1:
             raise ValueError("local_steps must be >= 1")
+        self.cell = (np.zeros(n, bool) if self.cell is None
+                     else np.asarray(self.cell, bool).reshape(n))
+        if not self.cell_bandwidth_hz > 0:
+            raise ValueError("cell_bandwidth_hz must be > 0")
+        if self.cell.sum() > self.cell_subchannels:
+            raise ValueError(f"cell: {int(self.cell.sum())} devices share it but it has "
+                             f"{self.cell_subchannels} subchannels (each needs at least one)")
 
     @property
     def n_users(self) -> int:
@@ -178,7 +200,7 @@ class MakespanScenario(Normalised):
         train."""
         users = np.asarray(users, int)
         per_user = ("device_layer_s", "device_fixed_s", "device_power_w", "memory_bytes",
-                    "tx_power_w", "uplink_bps", "samples", "min_split")
+                    "tx_power_w", "uplink_bps", "samples", "min_split", "cell")
         start = None if self.start_s is None else self.start_s[users]
         return dataclasses.replace(self, **{k: getattr(self, k)[users] for k in per_user},
                                    start_s=start)
@@ -191,14 +213,49 @@ class MakespanScenario(Normalised):
 
     @cached_property
     def transfer_s(self) -> np.ndarray:
-        """Seconds per step on the uplink from each user to each server, shape (N, M)."""
+        """Seconds per step on the uplink from each user to each server, shape (N, M) (a cell
+        user's with the whole band)."""
         return self.model.bits_per_step / self.uplink_bps
+
+    @property
+    def has_cell(self) -> bool:
+        return bool(self.cell.any())
+
+    @property
+    def channel_options(self) -> int:
+        """Channel indices a user may take: 0 (its own link), or 1..J subchannels of the cell
+        (``J + 1`` options when some user is in the cell, else 1)."""
+        return self.cell_subchannels + 1 if self.has_cell else 1
+
+    def own_channels(self, channels=None) -> np.ndarray:
+        """``channels`` checked against the cell: 0 for every user on its own link, 1..J for
+        each cell user (None: the scenario has no cell), shape (N,)."""
+        if channels is None:
+            if self.has_cell:
+                raise ValueError("a scenario with a cell needs each user's subchannels")
+            return np.zeros(self.n_users, int)
+        c = np.asarray(channels)
+        if c.shape != (self.n_users,) or np.any(c != np.round(c)):
+            raise ValueError(f"channels: expected {self.n_users} integers")
+        c = c.astype(int)
+        if np.any(c[~self.cell] != 0):
+            raise ValueError("channels: a user on its own link takes no subchannel (0)")
+        if np.any(c[self.cell] < 1):
+            raise ValueError("channels: every cell user needs at least one subchannel")
+        if c.sum() > self.cell_subchannels:
+            raise ValueError(f"channels: {int(c.sum())} subchannels given, the cell has "
+                             f"{self.cell_subchannels}")
+        return c
+
+    def bandwidth_hz(self, channels) -> np.ndarray:
+        """Each user's share of the cell's band in Hz (0 on its own link)."""
+        return np.asarray(channels, float) * self.cell_bandwidth_hz / self.cell_subchannels
 
     @cached_property
     def reference(self) -> Costs:
         """Costs at the reference allocation used to normalise the objective."""
-        split, assoc, share = reference_allocation(self)
-        t, e, s = cost_components(self, split, assoc, share)
+        split, assoc, share, channels = reference_allocation(self)
+        t, e, s = cost_components(self, split, assoc, share, channels)
         w = self.weights
         return Costs(w.energy + w.time + w.stability, e, t, s)
 
@@ -206,17 +263,35 @@ class MakespanScenario(Normalised):
 # --- Physics of one allocation ------------------------------------------------------------
 
 
-def step_times(scenario: MakespanScenario, split, association, share, users=None):
+def link_slowdown(scenario: MakespanScenario, channels, users=None) -> np.ndarray:
+    """How many times a user's transfer takes its full-band time: ``J / c`` for a cell user
+    with ``c`` subchannels, 1 on its own link (``channels`` broadcasts with ``users``)."""
+    sc = scenario
+    users = np.arange(sc.n_users) if users is None else users
+    c = np.asarray(channels, float)
+    with np.errstate(divide="ignore"):
+        return np.where(sc.cell[users], sc.cell_subchannels / c, 1.0)
+
+
+def step_times(scenario: MakespanScenario, split, association, share, users=None,
+               channels=None):
     """Per-user (device, transfer, server) seconds of one step.
 
-    ``split``, ``association`` and ``users`` (default: every user, in order) broadcast
-    together, so one call can cost a whole (user, server, split) table."""
+    ``split``, ``association``, ``channels`` and ``users`` (default: every user, in order)
+    broadcast together, so one call can cost a whole (user, server, split, channel) table;
+    ``channels`` (0 on a user's own link, its subchannels in the cell) may be None only when
+    the scenario has no cell."""
     sc = scenario
     users = np.arange(sc.n_users) if users is None else users
     a, m = np.asarray(split, float), np.asarray(association, int)
     device = a * sc.device_layer_s[users] + sc.device_fixed_s[users]
     server = server_work_s(sc, a, m) / np.asarray(share, float)
-    return device, sc.transfer_s[users, m], server
+    transfer = sc.transfer_s[users, m]
+    if sc.has_cell:
+        if channels is None:
+            raise ValueError("a scenario with a cell needs each user's subchannels")
+        transfer = transfer * link_slowdown(sc, channels, users)
+    return device, transfer, server
 
 
 def fifo_response_s(base, work, association, concurrency, start=None,
@@ -264,29 +339,29 @@ def fifo_response_s(base, work, association, concurrency, start=None,
     return response
 
 
-def _fifo_work_and_response(scenario: MakespanScenario, split, association
+def _fifo_work_and_response(scenario: MakespanScenario, split, association, channels=None
                             ) -> tuple[np.ndarray, np.ndarray]:
     """Per-user tail work ``W`` and FIFO response ``R`` (``fifo_response_s``) of one step, with
     the scenario's start offsets; each shape (N,)."""
     sc = scenario
     m = np.asarray(association, int) * np.ones(sc.n_users, int)
-    device, transfer, _ = step_times(sc, split, m, 1.0)
+    device, transfer, _ = step_times(sc, split, m, 1.0, channels=channels)
     work = server_work_s(sc, split, m)
     return work, fifo_response_s(device + transfer, work, m, sc.concurrency, sc.start_step_s)
 
 
-def fifo_queue_s(scenario: MakespanScenario, split, association) -> np.ndarray:
+def fifo_queue_s(scenario: MakespanScenario, split, association, channels=None) -> np.ndarray:
     """Per-user seconds a step waits behind other clients' tails at a first-come-first-served
     server (``fifo_response_s`` less its own tail), with the scenario's start offsets; shape
     (N,)."""
-    work, response = _fifo_work_and_response(scenario, split, association)
+    work, response = _fifo_work_and_response(scenario, split, association, channels)
     return response - work
 
 
-def fifo_shares(scenario: MakespanScenario, split, association) -> np.ndarray:
+def fifo_shares(scenario: MakespanScenario, split, association, channels=None) -> np.ndarray:
     """Each user's effective share of its FIFO server, ``W / R`` (its tail over its wait and
     tail): what ``step_times`` needs to give the FIFO model's server seconds."""
-    work, response = _fifo_work_and_response(scenario, split, association)
+    work, response = _fifo_work_and_response(scenario, split, association, channels)
     return work / response
 
 
@@ -310,13 +385,15 @@ def user_energy_j(scenario: MakespanScenario, split, association, users=None) ->
     """Joules per step of each user's device, radio and share of its server.
 
     None depends on the shares: a share changes when the server works for a client, not how
-    long. Arguments broadcast as in ``step_times``."""
+    long, and a cell user's radio sends at ``c / J`` of its full-band power for ``J / c`` of
+    its full-band time. Arguments broadcast as in ``step_times``."""
     sc = scenario
     users = np.arange(sc.n_users) if users is None else users
-    device, transfer, _ = step_times(sc, split, association, 1.0, users)
     m = np.asarray(association, int)
+    device = np.asarray(split, float) * sc.device_layer_s[users] + sc.device_fixed_s[users]
     server = server_work_s(sc, split, m) * sc.server_power_w[m] / sc.concurrency[m]
-    return device * sc.device_power_w[users] + transfer * sc.tx_power_w[users] + server
+    return (device * sc.device_power_w[users] + sc.transfer_s[users, m] * sc.tx_power_w[users]
+            + server)
 
 
 def user_stability(scenario: MakespanScenario, split, users=None) -> np.ndarray:
@@ -327,26 +404,40 @@ def user_stability(scenario: MakespanScenario, split, users=None) -> np.ndarray:
                              sc.weights.lipschitz)
 
 
-def cost_components(scenario: MakespanScenario, split, association, share
+def cost_components(scenario: MakespanScenario, split, association, share, channels=None
                     ) -> tuple[float, float, float]:
     """(makespan s, energy J, stability) of an allocation (under "fifo" the shares are the
     model's own, ``fifo_shares``: ``share`` is not used)."""
     if scenario.queue == "fifo":
-        share = fifo_shares(scenario, split, association)
-    device, transfer, server = step_times(scenario, split, association, share)
+        share = fifo_shares(scenario, split, association, channels)
+    device, transfer, server = step_times(scenario, split, association, share,
+                                          channels=channels)
     return (makespan_s(scenario, device + transfer + server),
             float(user_energy_j(scenario, split, association).sum()),
             float(user_stability(scenario, split).sum()))
 
 
+def equal_channels(scenario: MakespanScenario) -> np.ndarray:
+    """The cell's subchannels dealt out evenly to its users (the first ones get one more when
+    they do not divide), 0 for users on their own links."""
+    sc = scenario
+    count = int(sc.cell.sum())
+    channels = np.zeros(sc.n_users, int)
+    if count:
+        extra = np.arange(count) < sc.cell_subchannels % count
+        channels[sc.cell] = sc.cell_subchannels // count + extra
+    return channels
+
+
 def reference_allocation(scenario: MakespanScenario):
     """Every user at its smallest split, on the server of its fastest link, with an equal
-    share of it (at most 1). Returns (split, association, share), each (N,)."""
+    share of it (at most 1) and of the cell's subchannels. Returns (split, association, share,
+    channels), each (N,)."""
     sc = scenario
     assoc = np.argmax(sc.uplink_bps, axis=1)
     count = np.bincount(assoc, minlength=sc.n_servers)[assoc]
     share = np.minimum(1.0, sc.concurrency[assoc] / count)
-    return sc.min_split.copy(), assoc, share
+    return sc.min_split.copy(), assoc, share, equal_channels(sc)
 
 
 # --- Scenario builders --------------------------------------------------------------------
@@ -380,13 +471,17 @@ def device_fixed_s(model: ModelCost, layer_s, overhead_s=0.0) -> np.ndarray:
 def catalogue_scenario(n_users: int, model: ModelCost, n_servers: int = 1, seed: int = 0, *,
                        servers: tuple[str, ...] = ("l4",), batch_tails: bool = False,
                        area_m: float = 200.0, weights: Weights | None = None,
-                       devices: tuple[str, ...] | None = None) -> MakespanScenario:
+                       devices: tuple[str, ...] | None = None,
+                       cell_links: tuple[str, ...] = (), cell_bandwidth_hz: float = 20e6,
+                       cell_subchannels: int = 50) -> MakespanScenario:
     """Users drawn uniformly from the device catalogue, servers from ``servers`` (cycled).
 
     Each device's uplink rate to its nearest server is drawn log-uniformly from its link's
     typical range; to a server at distance d instead of d0 its SNR falls as (d0/d)^3.76 (the
     3GPP path-loss slope) on the link's channel width. Users are uniform in a square of side
     ``area_m``, servers on a grid in it. Samples are uniform in [100, 1000] as in the paper.
+    Devices whose link is one of ``cell_links`` (e.g. ``("5g", "lte")``) share one cell of
+    ``cell_bandwidth_hz`` in ``cell_subchannels``, at the spectral efficiency of their draw.
     """
     rng = np.random.default_rng(seed)
     names = list(devices or DEVICES)
@@ -404,7 +499,8 @@ def catalogue_scenario(n_users: int, model: ModelCost, n_servers: int = 1, seed:
     channel = np.array([link.channel_hz for link in links])[:, None]
     snr_near = 2.0 ** (near_rate[:, None] / channel) - 1.0
     snr = snr_near * (dist.min(axis=1, keepdims=True) / dist) ** 3.76
-    uplink = channel * np.log2(1.0 + snr)
+    cell = np.array([d.link in cell_links for d in classes], bool)
+    uplink = np.where(cell[:, None], cell_bandwidth_hz, channel) * np.log2(1.0 + snr)
     layer_s = device_seconds_per_layer(model, [d.peak_flops for d in classes])
     figures = [server_figures(model, s, batch_tails) for s in server_hw]
     return MakespanScenario(
@@ -414,7 +510,8 @@ def catalogue_scenario(n_users: int, model: ModelCost, n_servers: int = 1, seed:
         tx_power_w=[link.tx_power_w for link in links], uplink_bps=uplink,
         samples=rng.integers(100, 1001, n_users).astype(float),
         **{k: [f[k] for f in figures] for k in figures[0]}, model=model,
-        weights=weights or Weights())
+        weights=weights or Weights(), cell=cell, cell_bandwidth_hz=cell_bandwidth_hz,
+        cell_subchannels=cell_subchannels)
 
 
 def makespan_scenario_from_profiles(
@@ -422,7 +519,8 @@ def makespan_scenario_from_profiles(
         batch_tails: bool = False, measured: Sequence[Measured | None] | None = None,
         server_measured: Measured | None = None, weights: Weights | None = None,
         min_split=None, queue: str = "shares", start_s: Sequence[float | None] | None = None,
-        local_steps: int = 1) -> MakespanScenario:
+        local_steps: int = 1, cell_bandwidth_hz: float = 0.0,
+        cell_subchannels: int = 50) -> MakespanScenario:
     """One server and the sampled clients' reported profiles: measured speeds where given,
     the catalogue's sustained figures otherwise.
 
@@ -435,7 +533,11 @@ def makespan_scenario_from_profiles(
         The server's catalogue class (power, and speed until measured).
     measured, server_measured : optional
         Calibrations, aligned with ``profiles`` (None where a device has none).
-    queue, local_steps : as ``MakespanScenario``.
+    queue, local_steps, cell_subchannels : as ``MakespanScenario``.
+    cell_bandwidth_hz : float (default: 0, no cell)
+        The cell's band: a client whose profile says ``cell`` (true) with a
+        ``spectral_efficiency`` (bit/s/Hz) shares it, at that efficiency times this band with
+        the whole band; every other client keeps its ``uplink_bps``.
     start_s : optional
         Each client's start offset measured the round before, aligned with ``profiles``; a
         client without one (new this round) is taken to start at the median of the others.
@@ -448,6 +550,10 @@ def makespan_scenario_from_profiles(
     layer_s = np.where([m is None for m in measured], device_seconds_per_layer(model, peak),
                        [m.layer_s if m else 0.0 for m in measured])
     overhead = [m.fixed_s if m else 0.0 for m in measured]
+    efficiency = np.array([float(p.get("spectral_efficiency", 0.0)) for p in profiles])
+    cell = (cell_bandwidth_hz > 0) & np.array([bool(p.get("cell", False)) for p in profiles],
+                                              bool) & (efficiency > 0)
+    uplink = np.where(cell, efficiency * cell_bandwidth_hz, column["uplink_bps"])
     figures = server_figures(model, server, batch_tails)
     if server_measured is not None:
         figures.update(
@@ -458,10 +564,11 @@ def makespan_scenario_from_profiles(
         device_layer_s=layer_s, device_fixed_s=device_fixed_s(model, layer_s, overhead),
         device_power_w=column["power_w"],
         memory_bytes=column["memory_gb"] * 1e9 * USABLE_MEMORY,
-        tx_power_w=column["tx_power_w"], uplink_bps=column["uplink_bps"][:, None],
+        tx_power_w=column["tx_power_w"], uplink_bps=uplink[:, None],
         samples=column["num-examples"], **{k: [v] for k, v in figures.items()}, model=model,
         weights=weights or Weights(), min_split=min_split, queue=queue,
-        start_s=_known_starts(start_s), local_steps=local_steps)
+        start_s=_known_starts(start_s), local_steps=local_steps, cell=cell,
+        cell_bandwidth_hz=cell_bandwidth_hz or 20e6, cell_subchannels=cell_subchannels)
 
 
 def _known_starts(start_s: Sequence[float | None] | None) -> np.ndarray | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,13 +35,21 @@ class MakespanAllocation:
         Objective of the incumbent after each of them.
     method : str
     gap : float
-        Certified relative optimality gap: 0 when the walk proved its answer optimal, NaN for
-        methods that do not bound it.
+        Certified relative optimality gap ``(J - bound) / J`` for the decisions the method
+        optimises: 0 when its search proved the answer optimal (to its tolerance), NaN where
+        nothing bounds it (heuristics, a search stopped before any bound).
+    search : str
+        How the answer was found and what backs ``gap``: "exact" (proved optimal),
+        "branch-and-bound" or "threshold walk" (stopped by its budget with a certified gap),
+        "descent" (a local search; gap NaN), "enumeration", "rule" (a fixed rule: gap NaN).
+    channels : np.ndarray of int, shape (N,)
+        Subchannels of the cell each user transmits on (0 for users on their own links).
     """
 
     split: np.ndarray
     association: np.ndarray
     share: np.ndarray
+    channels: np.ndarray | None = None
     objective: float = float("nan")
     energy: float = float("nan")
     delay: float = float("nan")
@@ -49,11 +58,22 @@ class MakespanAllocation:
     history: tuple = field(default_factory=tuple)
     method: str = ""
     gap: float = float("nan")
+    search: str = ""
 
     def step_times(self, scenario: MakespanScenario) -> tuple[np.ndarray, np.ndarray,
                                                              np.ndarray]:
         """Per-user modelled (device, transfer, server) seconds of one step."""
-        return step_times(scenario, self.split, self.association, self.share)
+        return step_times(scenario, self.split, self.association, self.share,
+                          channels=self.channels)
+
+    def rate_bps(self, scenario: MakespanScenario) -> np.ndarray:
+        """Each user's uplink rate: its own link's, or its subchannels' share of the cell's."""
+        users = np.arange(scenario.n_users)
+        rate = scenario.uplink_bps[users, np.asarray(self.association, int)]
+        if self.channels is None:
+            return rate
+        return np.where(scenario.cell, rate * np.asarray(self.channels)
+                        / scenario.cell_subchannels, rate)
 
 
 def check_feasible(scenario: MakespanScenario, alloc: MakespanAllocation) -> None:
@@ -79,6 +99,7 @@ def check_feasible(scenario: MakespanScenario, alloc: MakespanAllocation) -> Non
     used = np.bincount(assoc.astype(int), weights=share, minlength=m)
     if sc.queue == "shares" and np.any(used > sc.concurrency * (1 + RTOL)):
         raise ValueError("share: a server's shares sum above its concurrency")
+    sc.own_channels(alloc.channels)  # raises naming what is wrong
 
 
 def evaluate_makespan(scenario: MakespanScenario, allocation: MakespanAllocation) -> Costs:
@@ -86,21 +107,23 @@ def evaluate_makespan(scenario: MakespanScenario, allocation: MakespanAllocation
     check_feasible(scenario, allocation)
     a = allocation
     t, e, s = cost_components(scenario, np.asarray(a.split), np.asarray(a.association, int),
-                              a.share)
+                              a.share, a.channels)
     return Costs(weighted_objective(scenario, e, t, s), e, t, s)
 
 
 def make_makespan_allocation(scenario: MakespanScenario, method: str, split, association,
-                             share, iterations: int = 0, history=(),
-                             gap: float = float("nan")) -> MakespanAllocation:
+                             share, channels=None, iterations: int = 0, history=(),
+                             gap: float = float("nan"), search: str = "rule"
+                             ) -> MakespanAllocation:
     """A ``MakespanAllocation`` whose costs come from ``evaluate_makespan`` (so checked); under
     a "fifo" server its shares are the model's effective ones, whatever ``share`` says."""
+    channels = scenario.own_channels(channels if scenario.has_cell else None)
     if scenario.queue == "fifo":
-        share = fifo_shares(scenario, split, association)
+        share = fifo_shares(scenario, split, association, channels)
     alloc = MakespanAllocation(np.asarray(split, int), np.asarray(association, int),
-                               np.asarray(share, float), iterations=iterations,
-                               history=tuple(float(h) for h in history), method=method, gap=gap)
+                               np.asarray(share, float), channels, iterations=iterations,
+                               history=tuple(float(h) for h in history), method=method, gap=gap,
+                               search=search)
     c = evaluate_makespan(scenario, alloc)
-    return MakespanAllocation(alloc.split, alloc.association, alloc.share, c.objective,
-                              c.energy_j, c.delay_s, c.stability, iterations, alloc.history,
-                              method, gap)
+    return dataclasses.replace(alloc, objective=c.objective, energy=c.energy_j,
+                               delay=c.delay_s, stability=c.stability)

@@ -1,56 +1,62 @@
-"""Exact solver of the makespan model (``makespan_model``), exhaustive search and baselines.
+"""Exact solver of the makespan model (``makespan_model``) under a sharing server, exhaustive
+search and the pieces the baselines reuse.
 
-Write ``B_n(a) = a D_n + F_n + s / r_nm`` (device and transfer seconds) and ``W_m(a)`` (tail
-seconds on the whole server) for user ``n`` on server ``m``, and ``h_n(a, m)`` for its weighted
-energy and stability, which do not depend on the shares. The problem is
+Write ``B_n(a, c) = a D_n + F_n + s / r_nm(c)`` (device and transfer seconds; ``c`` the user's
+subchannels of the cell, the rate fixed on its own link) and ``W_m(a)`` (tail seconds on the
+whole server) for user ``n`` on server ``m``, and ``h_n(a, m)`` for its weighted energy and
+stability, which depend on neither share (``makespan_model``). The problem is
 
     min  w_T T + sum_n h_n(a_n, m_n)
-    s.t. B_n(a_n) + W_m(a_n) / phi_n <= T,   sum_{n on m} phi_n <= c_m,   0 < phi_n <= 1,
+    s.t. B_n(a_n, c_n) + W_m(a_n) / phi_n <= T,   sum_{n on m} phi_n <= c_m,   0 < phi_n <= 1,
+         sum_{n in the cell} c_n <= J,   c_n >= 1 integer,
 
-over integer splits ``a_n`` in ``[min_split_n, max_split_n]`` (memory), the association and the
-shares.
+over integer splits ``a_n`` in ``[min_split_n, max_split_n]`` (memory), the association, the
+shares and the subchannels.
 
-1. Fixed splits and association: the shares only move ``T``. At the optimum every user of a
-   server finishes together: ``phi_n = W_n / (T_m - B_n)``, with ``T_m`` the root of
+1. Fixed splits, subchannels and association: the shares only move ``T``. At the optimum every
+   user of a server finishes together: ``phi_n = W_n / (T_m - B_n)``, with ``T_m`` the root of
    ``f(T) = sum_n W_n / (T - B_n) - c_m`` on ``T >= max_n (B_n + W_n)`` (where every
    ``phi_n <= 1``); ``T_m`` is that lower end when ``f`` is already <= 0 there. ``f`` is convex
    and decreasing, so Newton from the lower end climbs monotonically to the root
    (``server_makespans``). The round's makespan is ``T = max_m T_m``.
 
-2. A threshold ``tau`` on the makespan: ``T(a, m) <= tau`` holds iff every user has
+2. A threshold ``tau`` on the makespan: ``T <= tau`` holds iff every user has
    ``B_n + W_n <= tau`` and every server ``sum_n W_n / (tau - B_n) <= c_m``. So the cheapest
    vector within the threshold, ``H(tau) = min { sum_n h_n : T <= tau }``, is a multiple-choice
-   knapsack: one (split, server) item per user, weight ``W / (tau - B)`` in the capacity of its
-   server. We solve it exactly as a 0-1 integer program (HiGHS, through
-   ``scipy.optimize.milp``).
+   knapsack: one (split, server, subchannels) item per user, weight ``W / (tau - B)`` in the
+   capacity of its server and ``c`` in the cell's ``J``. We solve it exactly as a 0-1 integer
+   program (HiGHS, through ``scipy.optimize.milp``). With one server and no cell, a Lagrangian
+   relaxation of the capacity answers first (``Tables.relaxed_within``): one multiplier found by
+   bisection gives a lower bound on ``H`` (the knapsack's LP bound) and a feasible vector that
+   differs from the relaxed optimum in about one user, so with many users it is within a hair
+   of ``H`` at a tiny fraction of the integer program's cost; the integer program is called only
+   where that hair still matters.
 
 3. ``H`` is non-increasing in ``tau`` and the objective of a vector is ``w_T T + H``, so the
-   optimum is a vector ``a*`` that is the cheapest within its own makespan. Walk down: start
-   with ``tau = inf`` (every user at its cheapest item); each step takes the cheapest vector
-   within ``tau``, keeps it if it beats the incumbent ``J``, and lowers ``tau`` to just below
-   ``min(T(found), (J - H(tau)) / w_T)``: a vector not yet seen has a makespan below ``tau`` and
-   costs at least ``H(tau)``, so it can win only below the second term, and vectors in
-   ``[T(found), tau]`` cost at least what ``found`` costs. Once ``w_T T_floor + H(tau)``
-   reaches the incumbent nothing can beat it, where ``T_floor`` is a
-   lower bound on any makespan (exact for one server: every user at its smallest share for a
-   target, a bisection; several servers pool their capacity). Stepping breakpoint by
-   breakpoint is slow where many vectors have nearly the same objective (hundreds of users),
-   so ``walk`` searches intervals of thresholds best first and bisects the wide ones (an
-   interval ``(lo, hi]`` cannot hold anything better than ``w_T lo + H(hi)``). The result is
-   the exact optimum, up to a relative tolerance (1e-6 by default) and HiGHS' tolerances; a
-   budget of integer programs bounds the work on large instances, the certified gap is
-   reported, and an unfinished search ends with a one-user-at-a-time local search.
+   optimum is a vector ``a*`` that is the cheapest within its own makespan. ``walk`` searches
+   intervals ``(lo, hi]`` of makespans best first, each with a lower bound ``h`` on the cost of
+   its vectors: no vector in it beats ``w_T lo + h``. Querying ``hi`` returns a vector
+   (makespan ``T_f``) and a lower bound ``lb`` on ``H(hi)``: vectors with makespans in
+   ``[T_f, hi]`` score at least ``w_T T_f + lb`` (the vector's own score when the query was
+   exact, so that part is settled), and below ``T_f`` only a makespan under
+   ``(J - lb) / w_T`` can still win (J the incumbent). A wide interval is cut in two, so a long
+   flat stretch is crossed by bisection. Every part of the threshold axis is either still
+   queued or was dropped with its bound, so the certified gap ``(J - min bound) / J`` holds
+   whenever the search stops: at its tolerance (1e-6 by default, plus HiGHS' tolerances), or at
+   its budget of integer programs or time. A query that runs out of time keeps its interval and
+   its bound (never read as "nothing fits"). An unfinished search ends with a
+   one-user-at-a-time local search, which can only lower ``J`` against the same bound.
 
-The baselines keep the paper's comparisons (``api.METHODS``) and fix or randomise part of the
-decision; each solves the rest exactly with the same pieces.
+The FIFO server's solver is ``fifo_search``; the baselines (``makespan_methods``) fix or
+randomise part of the decision and solve the rest with the same pieces.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import time
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -58,21 +64,55 @@ from scipy.sparse import coo_array
 
 from .makespan_model import (
     MakespanScenario,
+    equal_channels,
     fifo_response_s,
     fifo_shares,
+    link_slowdown,
     reference_allocation,
     server_work_s,
-    step_times,
     user_energy_j,
     user_stability,
 )
 
 #: Relative step below a visited makespan (the walk's resolution).
 _STEP = 1e-9
-#: Largest number of (association, split vector) combinations ``exhaustive`` searches.
+#: Largest number of (association, split, subchannel) vectors ``exhaustive`` searches.
 MAX_COMBINATIONS = 2_000_000
-#: Largest number of vectors the FIFO model's optimum is found among by trying each.
-FIFO_ENUMERATION = 20_000
+
+
+class Vector(NamedTuple):
+    """One decision per user, each shape (N,): split, server and subchannels (0 on an own
+    link)."""
+
+    split: np.ndarray
+    association: np.ndarray
+    channels: np.ndarray
+
+
+class Threshold(NamedTuple):
+    """What a query at a makespan threshold ``tau`` learnt.
+
+    vector : the vector found within ``tau`` (None when none fits or none was found in time).
+    lower_bound : on ``H(tau)``, the cheapest cost within ``tau`` (inf when none fits).
+    status : "optimal" (vector within the query's tolerance of ``H``), "bound" (a feasible
+        vector and a bound that may be apart), "infeasible" (proved: nothing fits), "time-out"
+        (neither: the interval keeps what was known).
+    """
+
+    vector: Vector | None
+    lower_bound: float
+    status: str
+
+
+class Search(NamedTuple):
+    """A search's answer: its best vector, the incumbent's objective after each step, the
+    integer programs it solved, its certified relative gap (NaN: no bound) and how it ended."""
+
+    vector: Vector
+    history: tuple
+    programs: int
+    gap: float
+    search: str
 
 
 def server_makespans(base, work, group, capacity) -> np.ndarray:
@@ -97,8 +137,11 @@ def server_makespans(base, work, group, capacity) -> np.ndarray:
 
 
 class Tables:
-    """Per (user, server, split) seconds and weighted costs of a scenario, shape (N, M, K)
-    with split ``k + 1`` at index ``k``."""
+    """Per (user, server, split, channel) seconds and weighted costs of a scenario.
+
+    ``base`` has shape (N, M, K, C), split ``k + 1`` at index ``k`` and channel index ``c``
+    = subchannels of the cell (0: the user's own link; C = 1 without a cell); ``work`` (M, K);
+    ``cost`` (N, M, K) (energy and stability depend on neither share)."""
 
     def __init__(self, scenario: MakespanScenario) -> None:
         sc = self.scenario = scenario
@@ -108,52 +151,76 @@ class Tables:
         a = self.splits[None, None, :].astype(float)
         users = np.arange(n)[:, None, None]
         servers = np.arange(m)[None, :, None]
-        device, transfer, _ = step_times(sc, a, servers, 1.0, users)
-        self.base = device + transfer
+        chan = np.arange(sc.channel_options)
+        device = a * sc.device_layer_s[:, None, None] + sc.device_fixed_s[:, None, None]
+        self.channels_allowed = ((chan[None, :] == 0) != sc.cell[:, None])  # (N, C)
+        slowdown = np.where(self.channels_allowed,
+                            link_slowdown(sc, chan[None, :], np.arange(n)[:, None]), np.inf)
+        self.base = (device[..., None]
+                     + sc.transfer_s[:, :, None, None] * slowdown[:, None, None, :])
         self.work = server_work_s(sc, a, servers)[0]  # (M, K)
         self.cost = (unit_energy * user_energy_j(sc, a, servers, users)
                      + unit_stab * user_stability(sc, a, users))
         lo, hi = sc.min_split[:, None], sc.max_split[:, None]
         self.allowed = (self.splits >= lo) & (self.splits <= hi)  # (N, K)
 
-    def items(self, association=None, split=None) -> np.ndarray:
-        """Mask (N, M, K) of the items a method may choose: optionally each user's server or
-        split fixed."""
+    @property
+    def relaxable(self) -> bool:
+        """One server and no cell: the threshold knapsack has one capacity, which one
+        Lagrange multiplier relaxes (``relaxed_within``)."""
+        return self.scenario.n_servers == 1 and not self.scenario.has_cell
+
+    def items(self, association=None, split=None, channels=None) -> np.ndarray:
+        """Mask (N, M, K, C) of the items a method may choose: optionally each user's server,
+        split or subchannels fixed."""
         sc = self.scenario
-        mask = np.broadcast_to(self.allowed[:, None, :], self.base.shape).copy()
+        mask = (self.allowed[:, None, :, None] & self.channels_allowed[:, None, None, :]
+                & np.ones(self.base.shape, bool))
         if association is not None:
             mask &= (np.arange(sc.n_servers)[None, :] == np.asarray(association)[:, None]
-                     )[:, :, None]
+                     )[:, :, None, None]
         if split is not None:
-            mask &= (self.splits[None, :] == np.asarray(split)[:, None])[:, None, :]
-        if not mask.any(axis=(1, 2)).all():
+            mask &= (self.splits[None, :] == np.asarray(split)[:, None])[:, None, :, None]
+        if channels is not None:
+            mask &= (np.arange(sc.channel_options)[None, :] == np.asarray(channels)[:, None]
+                     )[:, None, None, :]
+        if not mask.any(axis=(1, 2, 3)).all():
             raise ValueError("a user has no allowed split (memory cap below its smallest split)")
         return mask
 
-    def makespans(self, split, association) -> np.ndarray:
-        """Per-server makespans of split vectors, shape (V, M) for inputs of shape (V, N)."""
+    def vector_base(self, split, association, channels) -> np.ndarray:
+        """Device and transfer seconds of vectors (V, N) (or one vector (N,))."""
+        split, association, channels = np.broadcast_arrays(split, association, channels)
+        users = np.broadcast_to(np.arange(split.shape[-1]), split.shape)
+        return self.base[users, association, split - 1, channels]
+
+    def makespans(self, split, association, channels) -> np.ndarray:
+        """Per-server makespans of vectors, shape (V, M) for inputs of shape (V, N)."""
         sc = self.scenario
-        split = np.atleast_2d(split)
-        association = np.atleast_2d(association)
-        v, n = split.shape
-        k = split - 1
-        users = np.broadcast_to(np.arange(n), (v, n))
+        split, association, channels = np.broadcast_arrays(
+            np.atleast_2d(split), np.atleast_2d(association), np.atleast_2d(channels))
+        v = split.shape[0]
+        base = self.vector_base(split, association, channels)
+        work = self.work[association, split - 1]
         if sc.queue == "fifo":
-            return self._fifo_makespans(self.base[users, association, k],
-                                        self.work[association, k], association)
+            return self._fifo_makespans(base, work, association)
         group = (np.arange(v)[:, None] * sc.n_servers + association).ravel()
-        t = server_makespans(self.base[users, association, k].ravel(),
-                             self.work[association, k].ravel(), group,
-                             np.tile(sc.concurrency, v))
+        t = server_makespans(base.ravel(), work.ravel(), group, np.tile(sc.concurrency, v))
         return t.reshape(v, sc.n_servers)
 
-    def objective(self, split, association) -> tuple[np.ndarray, np.ndarray]:
-        """(makespan, objective) of split vectors (V, N)."""
-        split, association = np.atleast_2d(split), np.atleast_2d(association)
-        makespan = self.makespans(split, association).max(axis=1)
+    def objective(self, split, association, channels) -> tuple[np.ndarray, np.ndarray]:
+        """(makespan, objective) of vectors (V, N)."""
+        split, association, channels = np.broadcast_arrays(
+            np.atleast_2d(split), np.atleast_2d(association), np.atleast_2d(channels))
+        makespan = self.makespans(split, association, channels).max(axis=1)
         users = np.arange(split.shape[1])
         return makespan, self.unit_time * makespan + self.cost[users, association,
                                                                split - 1].sum(axis=1)
+
+    def value(self, vector: Vector) -> tuple[float, float]:
+        """(makespan, objective) of one vector."""
+        makespan, objective = self.objective(*vector)
+        return float(makespan[0]), float(objective[0])
 
     def _fifo_makespans(self, base, work, association) -> np.ndarray:
         """Per-server makespans (V, M) under a first-come-first-served server: each user's
@@ -169,71 +236,181 @@ class Tables:
         np.maximum.at(t, (np.arange(v)[:, None], association), finish)
         return t
 
-    def shares(self, split, association) -> np.ndarray:
-        """The equal-finish shares of one split vector (each user finishes with its server);
-        under "fifo" each user's effective share ``W / R``."""
+    def shares(self, vector: Vector) -> np.ndarray:
+        """The equal-finish shares of one vector (each user finishes with its server); under
+        "fifo" each user's effective share ``W / R``."""
+        split, association, channels = vector
         if self.scenario.queue == "fifo":
-            return fifo_shares(self.scenario, split, association)
-        t = self.makespans(split, association)[0]
-        users, k = np.arange(split.size), np.asarray(split) - 1
+            return fifo_shares(self.scenario, split, association,
+                               channels if self.scenario.has_cell else None)
+        t = self.makespans(split, association, channels)[0]
+        k = np.asarray(split) - 1
         return np.minimum(1.0, self.work[association, k]
-                          / (t[association] - self.base[users, association, k]))
+                          / (t[association] - self.vector_base(split, association, channels)))
 
     # --- the threshold problem -------------------------------------------------------------
 
-    def cheapest_within(self, tau: float, mask: np.ndarray, rel_gap: float = 1e-7,
-                        time_limit_s: float | None = None):
-        """The cheapest vector with makespan <= tau among the items of ``mask``.
-
-        Returns (split, association, lower bound on the cheapest cost) or None when none fits
-        (or the time limit ran out first). The vector is within ``rel_gap`` of the cheapest.
-        """
+    def _cheapest(self, mask: np.ndarray) -> Threshold:
+        """No capacity binds (tau = inf): every user takes its cheapest item, on the fastest
+        of its channels (its own link, or the whole band)."""
         sc = self.scenario
-        fits = mask & (self.base + self.work[None] <= tau)
-        if not fits.any(axis=(1, 2)).all():
-            return None
-        n, m, k = np.nonzero(fits)
-        cost = self.cost[n, m, k]
-        if np.isinf(tau):  # no capacity binds: every user takes its cheapest item
-            best = np.full(sc.n_users, -1)
-            order = np.lexsort((cost, n))
-            first = np.r_[True, n[order][1:] != n[order][:-1]]
-            best[n[order][first]] = order[first]
-            return self.splits[k[best]], m[best], float(cost[best].sum())
+        cost = np.where(mask.any(axis=3), self.cost, np.inf)  # (N, M, K)
+        flat = cost.reshape(sc.n_users, -1).argmin(axis=1)
+        m, k = np.unravel_index(flat, cost.shape[1:])
+        users = np.arange(sc.n_users)
+        allowed = mask[users, m, k]  # (N, C)
+        even = equal_channels(sc)
+        # The cost does not depend on the subchannels: the even division where allowed, else
+        # each user's fewest (feasible whenever any division is).
+        chan = (even if allowed[users, even].all() else
+                np.where(allowed, np.arange(sc.channel_options), sc.channel_options).min(axis=1))
+        return Threshold(Vector(self.splits[k], m, chan), float(cost[users, m, k].sum()),
+                         "optimal")
+
+    def cheapest_within(self, tau: float, mask: np.ndarray, rel_gap: float = 1e-7,
+                        time_limit_s: float | None = None) -> Threshold:
+        """The cheapest vector with makespan <= tau among the items of ``mask``, by the
+        0-1 integer program (HiGHS), to ``rel_gap``."""
+        sc = self.scenario
+        fits = mask & (self.base + self.work[None, :, :, None] <= tau)
+        if not fits.any(axis=(1, 2, 3)).all():
+            return Threshold(None, np.inf, "infeasible")
+        if np.isinf(tau):  # no capacity binds
+            return self._cheapest(mask)
         with np.errstate(divide="ignore", invalid="ignore"):
-            weight_table = np.where(fits, self.work[None] / (tau - self.base), np.inf)
-        fits &= ~_dominated(weight_table, np.where(fits, self.cost, np.inf))
-        n, m, k = np.nonzero(fits)
+            weight_table = np.where(fits, self.work[None, :, :, None] / (tau - self.base),
+                                    np.inf)
+        cost_table = np.where(fits, self.cost[..., None], np.inf)
+        fits &= ~np.moveaxis(_dominated(np.moveaxis(weight_table, 2, 3),
+                                        np.moveaxis(cost_table, 2, 3)), 3, 2)
+        n, m, k, c = np.nonzero(fits)
         cost = self.cost[n, m, k]
-        weight = weight_table[n, m, k]
+        weight = weight_table[n, m, k, c]
         items = np.arange(n.size)
-        one_each = coo_array((np.ones(n.size), (n, items)), shape=(sc.n_users, n.size))
-        load = coo_array((weight, (m, items)), shape=(sc.n_servers, n.size))
-        res = milp(cost, integrality=np.ones(n.size), bounds=Bounds(0, 1),
-                   constraints=[LinearConstraint(one_each.tocsr(), 1, 1),
-                                LinearConstraint(load.tocsr(), -np.inf, sc.concurrency)],
+        rows = [LinearConstraint(coo_array((np.ones(n.size), (n, items)),
+                                           shape=(sc.n_users, n.size)).tocsr(), 1, 1),
+                LinearConstraint(coo_array((weight, (m, items)),
+                                           shape=(sc.n_servers, n.size)).tocsr(),
+                                 -np.inf, sc.concurrency)]
+        if sc.has_cell:
+            rows.append(LinearConstraint(c.astype(float)[None, :], -np.inf,
+                                         sc.cell_subchannels))
+        res = milp(cost, integrality=np.ones(n.size), bounds=Bounds(0, 1), constraints=rows,
                    options={"mip_rel_gap": rel_gap, "time_limit": time_limit_s})
-        if res.x is None:  # infeasible, or out of time before a first solution
-            return None
+        bound = getattr(res, "mip_dual_bound", None)
+        bound = float(bound) if bound is not None and np.isfinite(bound) else -np.inf
+        if res.status == 2:  # proved infeasible
+            return Threshold(None, np.inf, "infeasible")
+        if res.x is None:  # out of time before a first solution: only the bound is known
+            return Threshold(None, bound, "time-out")
         chosen = np.flatnonzero(res.x > 0.5)
         order = chosen[np.argsort(n[chosen])]
-        return self.splits[k[order]], m[order], float(res.mip_dual_bound)
+        vector = Vector(self.splits[k[order]], m[order], c[order])
+        return Threshold(vector, bound, "optimal" if res.status == 0 else "bound")
+
+    def relaxed_within(self, tau: float, mask: np.ndarray) -> Threshold:
+        """One server, no cell: a lower bound on ``H(tau)`` from the Lagrangian relaxation of
+        the server's capacity (``max_lambda sum_n min_a (h + lambda w) - lambda c``, equal to
+        the knapsack's LP bound), and the feasible vector at the smallest multiplier whose
+        choices fit, improved greedily toward the relaxed optimum."""
+        fits = mask[:, 0, :, 0] & (self.base[:, 0, :, 0] + self.work[0] <= tau)
+        if not fits.any(axis=1).all():
+            return Threshold(None, np.inf, "infeasible")
+        if np.isinf(tau):
+            return self._cheapest(mask)
+        capacity = float(self.scenario.concurrency[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.where(fits, self.work[0] / (tau - self.base[:, 0, :, 0]), 0.0)
+        cost = np.where(fits, self.cost[:, 0, :], np.inf)
+        users = np.arange(weight.shape[0])
+        if np.where(fits, weight, np.inf).min(axis=1).sum() > capacity:
+            return Threshold(None, np.inf, "infeasible")  # even the lightest items overflow
+
+        def pick(lam: float) -> tuple[np.ndarray, float]:
+            """Each user's item minimising h + lam w (ties to the lighter), and the dual
+            function's value at lam."""
+            value = cost + lam * weight
+            low = value.min(axis=1)
+            ties = value <= low[:, None] + 1e-12 * np.abs(low[:, None])
+            return np.where(ties, weight, np.inf).argmin(axis=1), float(low.sum())
+
+        def load(k: np.ndarray) -> float:
+            return float(weight[users, k].sum())
+
+        k_lo, dual_lo = pick(0.0)
+        if load(k_lo) <= capacity:  # the capacity does not bind: the cheapest items fit
+            return Threshold(self._vector(k_lo), dual_lo, "optimal")
+        # Bracket the multiplier where the chosen load crosses the capacity (from a guess of
+        # its scale: cost spread per weight), then bisect until the two sides' choices differ
+        # in one user: the LP's optimum then has that user fractional, at the multiplier
+        # that makes its two items equal (the dual's maximum).
+        finite = np.isfinite(cost)
+        lam_lo = 0.0
+        lam_hi = max(float(np.ptp(cost[finite]) / max(weight[finite].max(), 1e-300)), 1e-12)
+        k_hi, dual_hi = pick(lam_hi)
+        while load(k_hi) > capacity:
+            lam_lo, k_lo, dual_lo = lam_hi, k_hi, dual_hi
+            lam_hi *= 4.0
+            k_hi, dual_hi = pick(lam_hi)
+        for _ in range(100):
+            if np.count_nonzero(k_lo != k_hi) <= 1:
+                break
+            mid = 0.5 * (lam_lo + lam_hi)
+            if not lam_lo < mid < lam_hi:
+                break
+            k_mid, dual_mid = pick(mid)
+            if load(k_mid) > capacity:
+                lam_lo, k_lo, dual_lo = mid, k_mid, dual_mid
+            else:
+                lam_hi, k_hi, dual_hi = mid, k_mid, dual_mid
+        bound = max(dual_lo - lam_lo * capacity, dual_hi - lam_hi * capacity)
+        differ = np.flatnonzero(k_lo != k_hi)
+        if differ.size == 1:
+            i = differ[0]
+            extra = weight[i, k_lo[i]] - weight[i, k_hi[i]]
+            if extra > 0:
+                star = (cost[i, k_hi[i]] - cost[i, k_lo[i]]) / extra
+                if lam_lo <= star <= lam_hi:
+                    bound = max(bound, pick(star)[1] - star * capacity)
+        # Feasible at lam_hi; move users back toward their lam_lo choices (cheaper, heavier),
+        # most cost saved per weight added first, while the capacity holds.
+        chosen = k_hi.copy()
+        room = capacity - load(chosen)
+        movers = np.flatnonzero(k_lo != k_hi)
+        saving = cost[movers, k_hi[movers]] - cost[movers, k_lo[movers]]
+        extra = weight[movers, k_lo[movers]] - weight[movers, k_hi[movers]]
+        for i in np.argsort(-saving / np.maximum(extra, 1e-300)):
+            if saving[i] > 0 and extra[i] <= room:
+                chosen[movers[i]] = k_lo[movers[i]]
+                room -= extra[i]
+        found = float(cost[users, chosen].sum())
+        status = "optimal" if found <= bound + 1e-12 * abs(found) else "bound"
+        return Threshold(self._vector(chosen), min(bound, found), status)
+
+    def _vector(self, k: np.ndarray) -> Vector:
+        n = k.size
+        return Vector(self.splits[k], np.zeros(n, int), np.zeros(n, int))
 
     def makespan_floor(self, mask: np.ndarray) -> float:
-        """A lower bound on the makespan of any vector of ``mask``: exact with one server.
+        """A lower bound on the makespan of any vector of ``mask``: exact with one server and
+        no cell.
 
-        At a target tau each user needs at least its smallest share over its items; tau is
-        reachable only if those fit in the (pooled) capacity. Bisection on tau."""
+        At a target tau each user needs at least its smallest share over its items, and a cell
+        user at least its fewest subchannels; tau is reachable only if both fit in the
+        (pooled) capacity and the cell. Bisection on tau."""
         sc = self.scenario
-        need_base = np.where(mask, self.base, np.inf)
-        total = self.base + self.work[None]
-        lo = float(np.where(mask, total, np.inf).min(axis=(1, 2)).max())
+        total = self.base + self.work[None, :, :, None]
+        lo = float(np.where(mask, total, np.inf).min(axis=(1, 2, 3)).max())
+        chan = np.arange(sc.channel_options)
 
         def fits(tau: float) -> bool:
+            inside = mask & (total <= tau)
             with np.errstate(divide="ignore", invalid="ignore"):
-                share = np.where(mask & (total <= tau), self.work[None] / (tau - need_base),
-                                 np.inf)
-            return share.min(axis=(1, 2)).sum() <= sc.concurrency.sum()
+                share = np.where(inside, self.work[None, :, :, None] / (tau - self.base), np.inf)
+            if share.min(axis=(1, 2, 3)).sum() > sc.concurrency.sum():
+                return False
+            fewest = np.where(inside.any(axis=(1, 2)), chan, np.inf).min(axis=1)
+            return fewest.sum() <= sc.cell_subchannels or not sc.has_cell
 
         hi = 2.0 * lo
         while not fits(hi):
@@ -252,8 +429,8 @@ class Tables:
 
 
 def _dominated(weight: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Items (…, K) some other split of the same user and server beats: no heavier, no
-    costlier, and strictly better in one (of equal twins the first is kept). Dropping them
+    """Items (…, K) some other split of the same user, server and channel beats: no heavier,
+    no costlier, and strictly better in one (of equal twins the first is kept). Dropping them
     leaves the knapsack's optimum unchanged and its search much smaller."""
     k = weight.shape[-1]
     w_le = weight[..., :, None] <= weight[..., None, :]
@@ -265,65 +442,90 @@ def _dominated(weight: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return (w_le & c_le & strict & finite).any(axis=-2)
 
 
-# --- Methods ------------------------------------------------------------------------------
+# --- Searches -----------------------------------------------------------------------------
 
 
 def walk(tables: Tables, mask: np.ndarray, starts=(), *, rtol: float = 1e-6,
-         max_programs: int = 2000, time_limit_s: float = 60.0):
-    """The exact search down the makespan thresholds (module docstring, step 3).
+         max_programs: int = 2000, time_limit_s: float = 60.0) -> tuple[Search, float]:
+    """The search down the makespan thresholds (module docstring, step 3).
 
-    Best first over intervals ``(lo, hi]`` of makespans not yet ruled out, each with a lower
-    bound ``h`` on the cost of its vectors (the cheapest cost at a threshold above it): no
-    vector in it beats ``w_T lo + h``. The most promising interval is queried at its top
-    (one integer program), which settles ``[T(found), hi]``, lowers ``hi`` to
-    ``(J - H(hi)) / w_T`` if that is smaller, and raises ``h`` to ``H(hi)``; an interval still
-    wider than the tolerance is cut in two, so a long flat stretch is crossed by bisection
-    rather than breakpoint by breakpoint. ``starts`` are (split, association) incumbents.
-
-    Returns (split, association, history, programs, gap): ``gap`` is the certified relative
-    optimality gap (below ``rtol`` when the search completed within its budget).
-    """
+    ``starts`` are incumbent vectors. Returns the ``Search`` and the lower bound it certified
+    on the optimum (``-inf`` when it stopped before bounding every threshold)."""
     best_j, best = np.inf, None
 
-    def offer(split, assoc) -> float:
+    def offer(vector: Vector) -> float:
         nonlocal best_j, best
-        makespan, j = (float(x[0]) for x in tables.objective(split, assoc))
+        makespan, j = tables.value(vector)
         if j < best_j:
-            best_j, best = j, (np.asarray(split, int), np.asarray(assoc, int))
+            best_j, best = j, vector
         return makespan
 
-    for split, assoc in starts:
-        offer(split, assoc)
+    for vector in starts:
+        offer(vector)
     history = [best_j] if best is not None else []
-    floor, w_t = tables.makespan_floor(mask), tables.unit_time
-    heap = [(-np.inf, floor, np.inf, -np.inf)]  # (bound, lo, hi, h)
+    w_t = tables.unit_time
+    # Heap of (bound, lo, hi, h, relaxed): makespans in (lo, hi], costs >= h, so nothing in
+    # it scores below the bound; `relaxed`: hi was queried by the relaxation only.
+    heap = [(-np.inf, tables.makespan_floor(mask), np.inf, -np.inf, False)]
+    dropped = np.inf  # the lowest bound of any part of the axis taken off the heap
     programs, deadline = 0, time.monotonic() + time_limit_s
-    while heap and programs < max_programs and time.monotonic() < deadline:
-        bound, lo, hi, h = heapq.heappop(heap)
+    stopped = False
+    while heap:
+        bound, lo, hi, h, relaxed = heap[0]
         if bound >= best_j * (1 - rtol):
-            heapq.heappush(heap, (bound, lo, hi, h))
             break
-        found = tables.cheapest_within(hi, mask, 0.1 * rtol, deadline - time.monotonic())
-        programs += 1
-        if found is None:  # no vector within hi at all
-            continue
-        split, assoc, h = found
-        makespan = offer(split, assoc)
-        history.append(best_j)
-        # Vectors in [T(found), hi] cost at least `found`; below, only a makespan under
-        # (J - h) / w_T can still win.
-        hi = min(makespan, hi, (best_j - h) / w_t) * (1 - _STEP)
-        if hi <= lo:
-            continue
-        if hi - lo > rtol * best_j / w_t:
-            mid = 0.5 * (lo + hi)
-            heapq.heappush(heap, (w_t * lo + h, lo, mid, h))
-            heapq.heappush(heap, (w_t * mid + h, mid, hi, h))
+        if programs >= max_programs or time.monotonic() >= deadline:
+            stopped = True
+            break
+        heapq.heappop(heap)
+        if tables.relaxable and not relaxed:
+            found = tables.relaxed_within(hi, mask)
         else:
-            heapq.heappush(heap, (w_t * lo + h, lo, hi, h))
-    bound = heap[0][0] if heap else best_j
-    gap = max(0.0, (best_j - bound) / abs(best_j))
-    return best[0], best[1], tuple(history), programs, gap
+            found = tables.cheapest_within(hi, mask, 0.1 * rtol,
+                                           max(0.0, deadline - time.monotonic()))
+            programs += 1
+        if found.status == "infeasible":  # nothing within hi: the interval is empty
+            continue
+        lb = max(h, found.lower_bound)
+        if found.vector is None:  # out of time: the interval keeps what was known
+            heapq.heappush(heap, (max(bound, w_t * lo + lb), lo, hi, lb, relaxed))
+            stopped = True
+            break
+        makespan = offer(found.vector)
+        history.append(best_j)
+        # Makespans in [T_f, hi] score at least w_T T_f + lb: settled by an exact query, else
+        # kept for the integer program unless the bound already settles it.
+        top = max(lo, makespan)
+        if (found.status != "optimal" and w_t * top + lb < best_j * (1 - rtol)
+                and top < hi):
+            heapq.heappush(heap, (w_t * top + lb, top, hi, lb, True))
+        else:
+            dropped = min(dropped, w_t * top + lb)
+        # Below T_f, only a makespan under (J - lb) / w_T can still win.
+        limit = (best_j - lb) / w_t if w_t > 0 else np.inf
+        below = min(makespan, hi, limit) * (1 - _STEP)
+        if below < min(makespan, hi) * (1 - _STEP):
+            dropped = min(dropped, best_j)
+        if below <= lo:
+            continue
+        if below - lo > rtol * best_j / max(w_t, 1e-300):
+            mid = 0.5 * (lo + below)
+            heapq.heappush(heap, (w_t * lo + lb, lo, mid, lb, False))
+            heapq.heappush(heap, (w_t * mid + lb, mid, below, lb, False))
+        else:
+            heapq.heappush(heap, (w_t * lo + lb, lo, below, lb, False))
+    bound = min(heap[0][0] if heap else np.inf, dropped)
+    gap = certified_gap(best_j, bound)
+    status = "exact" if not stopped and gap <= rtol else ("budget" if np.isfinite(gap)
+                                                          else "time-out")
+    return Search(best, tuple(history), programs, gap, f"threshold walk: {status}"), bound
+
+
+def certified_gap(objective: float, bound: float) -> float:
+    """``(J - bound) / J`` (at least 0); NaN when nothing bounds the optimum."""
+    if not np.isfinite(bound):
+        return 0.0 if bound == np.inf else float("nan")
+    return max(0.0, (objective - bound) / abs(objective))
 
 
 def fastest_link(scenario: MakespanScenario) -> np.ndarray:
@@ -337,108 +539,122 @@ def clip_splits(scenario: MakespanScenario, split) -> np.ndarray:
                    np.maximum(scenario.max_split, scenario.min_split)).astype(int)
 
 
-def _fixed_starts(tables: Tables, association) -> list:
-    """Incumbents the exact walk starts from: every single split for all (clipped), edge-only
-    and local-only, on the given association."""
+def fixed_starts(tables: Tables, association) -> list[Vector]:
+    """Incumbents a search starts from: every single split for all (clipped), on the given
+    association, with the cell's subchannels dealt out evenly."""
     sc = tables.scenario
-    return [(clip_splits(sc, s), association) for s in range(1, sc.layers)]
+    channels = equal_channels(sc)
+    return [Vector(clip_splits(sc, s), np.asarray(association), channels)
+            for s in range(1, sc.layers)]
 
 
-def optimal(tables: Tables, *, association=None, split=None, rtol: float = 1e-6,
-            max_programs: int = 2000, time_limit_s: float = 60.0):
-    """Exact splits and association (either may be fixed) for the makespan model.
+def optimal(tables: Tables, *, association=None, split=None, channels=None,
+            rtol: float = 1e-6, max_programs: int = 2000, time_limit_s: float = 60.0
+            ) -> Search:
+    """Exact splits, association and subchannels (any may be fixed) for the makespan model
+    with a sharing server.
 
-    Returns (split, association, history, programs, gap) as ``walk``; a search stopped by its
-    budget is finished by ``coordinate_descent`` from its best vector."""
+    A search stopped by its budget is finished by ``coordinate_descent`` from its best vector
+    (the certified bound stays, so the gap can only shrink)."""
     sc = tables.scenario
-    mask = tables.items(association, split)
+    mask = tables.items(association, split, channels)
     base_assoc = fastest_link(sc) if association is None else np.asarray(association)
-    starts = ([(np.asarray(split), base_assoc)] if split is not None
-              else _fixed_starts(tables, base_assoc))
-    if sc.queue == "fifo":
-        return _fifo_optimal(tables, mask, starts, association=association, split=split,
-                             rtol=rtol, max_programs=max_programs, time_limit_s=time_limit_s)
-    split, assoc, history, programs, gap = walk(tables, mask, starts, rtol=rtol,
-                                                max_programs=max_programs,
-                                                time_limit_s=time_limit_s)
-    if gap > rtol:
-        before = float(tables.objective(split, assoc)[1][0])
-        split, assoc = coordinate_descent(tables, split, assoc, mask)
-        after = float(tables.objective(split, assoc)[1][0])
-        history = (*history, after)
-        gap = max(0.0, gap - (before - after) / abs(before))
-    return split, assoc, history, programs, gap
+    starts = fixed_starts(tables, base_assoc) if split is None else [
+        Vector(np.asarray(split), base_assoc,
+               equal_channels(sc) if channels is None else np.asarray(channels))]
+    starts = [v for v in starts if mask[np.arange(sc.n_users), v.association,
+                                        v.split - 1, v.channels].all()]
+    result, bound = walk(tables, mask, starts, rtol=rtol, max_programs=max_programs,
+                         time_limit_s=time_limit_s)
+    if result.gap > rtol or np.isnan(result.gap):
+        vector = coordinate_descent(tables, result.vector, mask)
+        after = tables.value(vector)[1]
+        result = Search(vector, (*result.history, after), result.programs,
+                        certified_gap(after, bound), result.search + " + descent")
+    return result
 
 
-def _fifo_optimal(tables: Tables, mask: np.ndarray, starts, **share_problem):
-    """``optimal`` under a first-come-first-served server, where a user's wait depends on
-    every other user's split and start, so no knapsack describes the server: every vector of
-    ``mask`` is tried when there are at most ``FIFO_ENUMERATION`` (exact, gap 0); else the share
-    model's exact optimum (``share_problem``: its fixed parts and budget) and ``starts`` seed a
-    one-user-at-a-time descent on the FIFO objective (gap unknown)."""
-    sc = tables.scenario
-    items = [np.argwhere(mask[n]) for n in range(sc.n_users)]  # (server, split index) each
-    if np.prod([len(i) for i in items], dtype=float) <= FIFO_ENUMERATION:
-        pick = np.array(list(itertools.product(*(range(len(i)) for i in items))), int)
-        chosen = np.stack([items[n][pick[:, n]] for n in range(sc.n_users)], axis=1)
-        assoc, split = chosen[..., 0], tables.splits[chosen[..., 1]]
-        values = np.concatenate([tables.objective(split[i:i + 2000], assoc[i:i + 2000])[1]
-                                 for i in range(0, len(split), 2000)])
-        best = int(np.argmin(values))
-        return split[best], assoc[best], (float(values[best]),), 0, 0.0
-    shared = Tables(dataclasses.replace(sc, queue="shares"))
-    s_split, s_assoc, _, programs, _ = optimal(shared, **share_problem)
-    seeds = [*starts, (s_split, s_assoc)]
-    values = [float(tables.objective(s, a)[1][0]) for s, a in seeds]
-    split, assoc = coordinate_descent(tables, *seeds[int(np.argmin(values))], mask)
-    history = (min(values), float(tables.objective(split, assoc)[1][0]))
-    return split, assoc, history, programs, float("nan")
-
-
-def exhaustive(tables: Tables):
-    """Every allowed split vector and association, each with its exact shares."""
+def exhaustive(tables: Tables) -> Vector:
+    """Every allowed split vector, association and division of the cell, each with its exact
+    shares."""
     sc = tables.scenario
     n, m = sc.n_users, sc.n_servers
     ranges = [range(int(lo), int(hi) + 1) for lo, hi in zip(sc.min_split, sc.max_split,
                                                             strict=True)]
-    count = m ** n * int(np.prod([len(r) for r in ranges], dtype=float))
+    cell = np.flatnonzero(sc.cell)
+    divisions = np.zeros((1, n), int)
+    if cell.size:
+        ways = [c for c in itertools.product(range(1, sc.cell_subchannels + 1),
+                                             repeat=cell.size)
+                if sum(c) <= sc.cell_subchannels]
+        divisions = np.zeros((len(ways), n), int)
+        divisions[:, cell] = ways
+    count = m ** n * int(np.prod([len(r) for r in ranges], dtype=float)) * len(divisions)
     if count > MAX_COMBINATIONS:
         raise ValueError(f"exhaustive search too large: {count} combinations")
     splits = np.array(list(itertools.product(*ranges)), int).reshape(-1, n)
     assocs = np.array(list(itertools.product(range(m), repeat=n)), int).reshape(-1, n)
-    split = np.repeat(splits, len(assocs), axis=0)
-    assoc = np.tile(assocs, (len(splits), 1))
-    objective = np.concatenate([tables.objective(split[i:i + 20000], assoc[i:i + 20000])[1]
-                                for i in range(0, len(split), 20000)])
+    combos = np.array(list(itertools.product(range(len(splits)), range(len(assocs)),
+                                             range(len(divisions)))), int)
+    split, assoc, chan = splits[combos[:, 0]], assocs[combos[:, 1]], divisions[combos[:, 2]]
+    objective = np.concatenate([
+        tables.objective(split[i:i + 20000], assoc[i:i + 20000], chan[i:i + 20000])[1]
+        for i in range(0, len(split), 20000)])
     best = int(np.argmin(objective))
-    return split[best], assoc[best]
+    return Vector(split[best], assoc[best], chan[best])
 
 
-def coordinate_descent(tables: Tables, split, association, mask=None, max_sweeps: int = 50):
+def coordinate_descent(tables: Tables, vector: Vector, mask=None, max_sweeps: int = 50,
+                       deadline: float = np.inf) -> Vector:
     """Alternating optimisation without a relaxation: one user at a time moves to its best
-    (server, split) among the items of ``mask`` (default: all allowed) with the others fixed
-    and every share re-solved, until no move helps."""
+    (server, split, subchannels) among the items of ``mask`` (default: all allowed) with the
+    others fixed and every share re-solved, and one subchannel at a time moves between two
+    cell users, until no move helps (or ``time.monotonic()`` passes ``deadline``)."""
+    sc = tables.scenario
     mask = tables.items() if mask is None else mask
-    split, association = np.array(split, int), np.array(association, int)
-    current = float(tables.objective(split, association)[1][0])
+    split, association, channels = (np.array(x, int) for x in vector)
+    current = float(tables.objective(split, association, channels)[1][0])
     for _ in range(max_sweeps):
         moved = False
-        for user in range(tables.scenario.n_users):
-            servers, k = np.nonzero(mask[user])
-            trial_s = np.repeat(split[None], servers.size, axis=0)
-            trial_a = np.repeat(association[None], servers.size, axis=0)
-            trial_a[:, user], trial_s[:, user] = servers, tables.splits[k]
-            values = tables.objective(trial_s, trial_a)[1]
+        for user in range(sc.n_users):
+            if time.monotonic() >= deadline:
+                return Vector(split, association, channels)
+            servers, k, c = np.nonzero(mask[user])
+            room = sc.cell_subchannels - (channels.sum() - channels[user])
+            keep = c <= room if sc.has_cell and sc.cell[user] else np.ones(c.size, bool)
+            servers, k, c = servers[keep], k[keep], c[keep]
+            trial = [np.repeat(x[None], servers.size, axis=0)
+                     for x in (split, association, channels)]
+            trial[0][:, user], trial[1][:, user], trial[2][:, user] = (
+                tables.splits[k], servers, c)
+            values = tables.objective(*trial)[1]
             i = int(np.argmin(values))
             if values[i] < current * (1 - 1e-12):
-                split, association, current, moved = trial_s[i], trial_a[i], values[i], True
+                split, association, channels = (t[i] for t in trial)
+                current, moved = float(values[i]), True
+        cell = np.flatnonzero(sc.cell)
+        if cell.size > 1:
+            pairs = [(i, j) for i in cell for j in cell if i != j and channels[i] > 1]
+            if pairs:
+                trial_c = np.repeat(channels[None], len(pairs), axis=0)
+                for row, (i, j) in enumerate(pairs):
+                    trial_c[row, i] -= 1
+                    trial_c[row, j] += 1
+                ok = np.array([mask[np.arange(sc.n_users), association, split - 1, t].all()
+                               for t in trial_c])
+                values = np.where(ok, tables.objective(split, association, trial_c)[1],
+                                  np.inf)
+                i = int(np.argmin(values))
+                if values[i] < current * (1 - 1e-12):
+                    channels, current, moved = trial_c[i], float(values[i]), True
         if not moved:
             break
-    return split, association
+    return Vector(split, association, channels)
 
 
-def fixed_share_splits(tables: Tables, association, share) -> np.ndarray:
-    """Exact splits when association and shares are fixed (the paper's "alpha only").
+def fixed_share_splits(tables: Tables, association, share, channels) -> np.ndarray:
+    """Exact splits when association, shares and subchannels are fixed (the paper's "alpha
+    only").
 
     Each user's step time ``t_n(a)`` is then known, so ``w_T max_n t_n + sum h_n`` is
     minimised by trying every makespan candidate ``tau`` in {t_n(a)}: each user takes its
@@ -447,31 +663,46 @@ def fixed_share_splits(tables: Tables, association, share) -> np.ndarray:
     """
     sc = tables.scenario
     users = np.arange(sc.n_users)
-    t = (tables.base[users, association] + tables.work[association] / share[:, None])
+    t = (tables.base[users, association, :, channels]
+         + tables.work[association] / share[:, None])
     cost = np.where(tables.allowed, tables.cost[users, association], np.inf)
     t = np.where(tables.allowed, t, np.inf)
-    order = np.argsort(t, axis=None, kind="stable")
-    user_of, split_of = np.unravel_index(order, t.shape)
-    current = np.full(sc.n_users, np.inf)
-    best_value, best_tau = np.inf, np.inf
-    total, ready = 0.0, 0
-    for u, k in zip(user_of, split_of, strict=True):
-        tau, c = t[u, k], cost[u, k]
-        if not np.isfinite(tau):
-            break
-        if c < current[u]:
-            if np.isinf(current[u]):
-                ready += 1
-                total += c
-            else:
-                total += c - current[u]
-            current[u] = c
-        if ready == sc.n_users:
-            value = tables.unit_time * tau + total
-            if value < best_value:
-                best_value, best_tau = value, tau
-    cheapest = np.where(t <= best_tau, cost, np.inf)
+    tau, _ = cheapest_by_threshold(t, cost, tables.unit_time)
+    cheapest = np.where(t <= tau, cost, np.inf)
     return tables.splits[np.argmin(cheapest, axis=1)]
+
+
+def cheapest_by_threshold(finish: np.ndarray, cost: np.ndarray, unit_time: float
+                          ) -> tuple[float, float]:
+    """``min_tau w_T tau + sum_n min { cost_ni : finish_ni <= tau }`` over items (N, I) (inf
+    where not allowed): (the best tau, its value). The value is attained at a tau where some
+    user's cheapest affordable item gets cheaper, so the sorted finishes are swept once,
+    vectorised: each user's running cheapest cost in finish order, and the total once every
+    user has an item."""
+    n = finish.shape[0]
+    order = np.argsort(finish, axis=1, kind="stable")
+    f = np.take_along_axis(finish, order, axis=1)
+    c = np.minimum.accumulate(np.take_along_axis(cost, order, axis=1), axis=1)
+    first = np.isfinite(f) & np.isfinite(c)
+    if not first.any(axis=1).all():
+        return np.inf, np.inf
+    start = np.argmax(first, axis=1)
+    ready = float(f[np.arange(n), start].max())
+    # Events: (finish, change of a user's running cheapest cost) after its first item.
+    prev = np.concatenate([np.full((n, 1), np.inf), c[:, :-1]], axis=1)
+    change = np.isfinite(f) & (c < prev) & np.isfinite(prev)
+    base_cost = float(c[np.arange(n), start].sum())
+    ev_f, ev_d = f[change], c[change] - prev[change]
+    order = np.argsort(ev_f, kind="stable")
+    ev_f, ev_d = ev_f[order], np.cumsum(ev_d[order])
+    later = ev_f >= ready
+    # Before `ready` the events still count (every user's cost only drops with time).
+    at_ready = base_cost + (ev_d[~later][-1] if (~later).any() else 0.0)
+    taus = np.concatenate([[ready], ev_f[later]])
+    totals = np.concatenate([[at_ready], base_cost + ev_d[later]])
+    values = unit_time * taus + totals
+    i = int(np.argmin(values))
+    return float(taus[i]), float(values[i])
 
 
 def random_shares(scenario: MakespanScenario, association, rng) -> np.ndarray:
@@ -481,6 +712,19 @@ def random_shares(scenario: MakespanScenario, association, rng) -> np.ndarray:
     return np.minimum(1.0, u / total * scenario.concurrency[association])
 
 
+def random_channels(scenario: MakespanScenario, rng) -> np.ndarray:
+    """The cell's subchannels dealt at random: one each, the rest uniformly on the cell's
+    users (0 for users on their own links)."""
+    sc = scenario
+    channels = sc.cell.astype(int)
+    cell = np.flatnonzero(sc.cell)
+    if cell.size:
+        extra = rng.multinomial(sc.cell_subchannels - cell.size, np.full(cell.size,
+                                                                        1 / cell.size))
+        channels[cell] += extra
+    return channels
+
+
 def equal_shares(scenario: MakespanScenario, association) -> np.ndarray:
     """Each server's capacity split equally among its users (at most 1 each)."""
     count = np.bincount(association, minlength=scenario.n_servers)[association]
@@ -488,5 +732,7 @@ def equal_shares(scenario: MakespanScenario, association) -> np.ndarray:
 
 
 def reference(scenario: MakespanScenario):
-    """The reference allocation (split, association, share) that normalises the objective."""
+    """The reference allocation (split, association, share, channels) that normalises the
+    objective."""
     return reference_allocation(scenario)
+

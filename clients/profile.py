@@ -20,6 +20,9 @@ import numpy as np
 
 from edgesplit.hardware import DEVICES, LINKS, device_class
 
+#: Catalogue links whose devices attach to the run's cell, when it has one.
+CELLULAR_LINKS = ("5g", "lte")
+
 
 @dataclass(frozen=True)
 class DeviceProfile:
@@ -46,6 +49,13 @@ class DeviceProfile:
         them costs.
     label : str (default: "")
         A free name for reports (the testbed's device class).
+    cell : bool (default: False)
+        The device is attached to the cell (one base station's uplink) whose band the round's
+        cell devices share, when the run has one (`cell-bandwidth-hz`); simulated 5G and LTE
+        devices are.
+    spectral_efficiency : float (default: 0.0)
+        A cell device's bit/s per Hz of band (its rate with the whole band is this times the
+        cell's bandwidth); simulated ones: their drawn uplink over their link's channel width.
     """
 
     device_class: str
@@ -60,6 +70,8 @@ class DeviceProfile:
     downlink_bps: float = 0.0
     link_shaped: bool = False
     label: str = ""
+    cell: bool = False
+    spectral_efficiency: float = 0.0
 
     @property
     def flops_per_s(self) -> float:
@@ -76,11 +88,14 @@ def class_profile(name: str, rng: np.random.Generator) -> DeviceProfile:
     hw = device_class(name)
     link = LINKS[hw.link]
     low, high = np.log(link.uplink_bps)
+    uplink = float(np.exp(rng.uniform(low, high)))
+    cellular = hw.link in CELLULAR_LINKS
     return DeviceProfile(
         device_class=name, cpu_freq_hz=hw.clock_hz, cores=hw.units,
         flops_per_cycle=hw.flops_per_cycle, memory_gb=hw.memory_gb, power_w=hw.power_w,
-        tx_power_w=link.tx_power_w, uplink_bps=float(np.exp(rng.uniform(low, high))),
-        distance_m=float(rng.uniform(50.0, 500.0)))
+        tx_power_w=link.tx_power_w, uplink_bps=uplink,
+        distance_m=float(rng.uniform(50.0, 500.0)), cell=cellular,
+        spectral_efficiency=uplink / link.channel_hz if cellular else 0.0)
 
 
 def _rng(partition_id: int, seed: int) -> np.random.Generator:
@@ -120,4 +135,7 @@ def device_profile(node_config: Mapping[str, object], partition_id: int, seed: i
         drawn[name] = type(default)(value)
         if drawn[name] <= 0:
             raise ValueError(f"node config {key} = {value!r}: must be > 0")
+    if drawn["cell"] and drawn["spectral_efficiency"] <= 0:
+        raise ValueError("node config device.cell = true: give the device's "
+                         "device.spectral-efficiency (bit/s per Hz of the cell's band)")
     return DeviceProfile(**drawn)

@@ -114,6 +114,8 @@ class Settings:
     device_tail_layers: int = 0  # U-shaped split: the device also runs the last N layers + LM head
     split: int = 4  # `fixed`: everyone's split; `heterogeneous-fixed`: the deepest split
     server_bandwidth_hz: float = 20e6
+    cell_bandwidth_hz: float = 0.0  # makespan model: the band `cell` devices share; 0 = none
+    cell_subchannels: int = 50  # makespan model: the cell's subchannels (resource blocks)
     objective_weights: str = "1,1,1"  # the allocator's weights of time, energy, stability
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
     min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
@@ -188,6 +190,8 @@ class Settings:
             ("split", self.split >= 1, "must be >= 1"),
             ("calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
             ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
+            ("cell-bandwidth-hz", self.cell_bandwidth_hz >= 0, "must be >= 0 (0 = no cell)"),
+            ("cell-subchannels", self.cell_subchannels >= 1, "must be >= 1"),
             ("min-device-layers", self.min_device_layers >= 0, "must be >= 0 (0 = no floor)"),
             ("max-token-recovery", 0 <= self.max_token_recovery <= 1,
              "must be in [0, 1] (1 = no budget)"),

@@ -72,6 +72,9 @@ def check_names(settings: Settings) -> None:
                       'rl-policy="DIR/policy"')
     if s.server_queue != "shares" and s.cost_model != "makespan":
         raise s.error("server-queue", 'the server\'s queue is part of cost-model = "makespan"')
+    if s.cell_bandwidth_hz and s.cost_model != "makespan":
+        raise s.error("cell-bandwidth-hz", 'a cell is part of cost-model = "makespan" (the '
+                      "paper model's clients already share server-bandwidth-hz)")
     if ALLOCATORS[s.allocator].learned and s.cost_model != "paper":
         raise s.error("cost-model", f"allocator {s.allocator} reads the paper model's radio: "
                       'set cost-model = "paper"')

@@ -58,7 +58,9 @@ def build_strategy(settings: Settings, grid: Grid,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
                                 server=settings.server_class, batch_tails=settings.batch_tails,
                                 min_split=floor, server_queue=settings.server_queue,
-                                local_steps=settings.local_steps)
+                                local_steps=settings.local_steps,
+                                cell_bandwidth_hz=settings.cell_bandwidth_hz,
+                                cell_subchannels=settings.cell_subchannels)
     calibrator = None
     if settings.calibration != "none":
         calibrator = Calibrator(

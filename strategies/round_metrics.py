@@ -40,6 +40,10 @@ def round_costs(allocations: Mapping[int, ClientAllocation],
         "modelled_energy_j": plan.energy_j if plan else None,
         "modelled_delay_s": plan.delay_s if plan else None,
         "modelled_stability": plan.stability if plan else None,
+        # The allocator's certified optimality gap (None: nothing bounds it) and how its
+        # search ended (exact, stopped by its budget, no bound...).
+        "allocation_gap": (plan.gap if plan and np.isfinite(plan.gap) else None),
+        "allocation_search": plan.search if plan else None,
         **model_fit(clients),
         "failures": {str(n): r for n, r in failures.items()},
         "bytes_up": sum(o.bytes_up for o in outcomes.values()),
@@ -56,7 +60,7 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
              **{k: v for k, v in (("bandwidth_hz", a.bandwidth_hz), ("power_w", a.power_w),
                                   ("user_freq_hz", a.user_freq_hz),
                                   ("server_share", a.server_share), ("loss_rate", a.loss_rate),
-                                  ("rate_bps", a.rate_bps))
+                                  ("rate_bps", a.rate_bps), ("subchannels", a.subchannels))
                 if v is not None},
              "examples": int(profile["num-examples"]),
              "bytes_up": outcome.bytes_up if outcome else 0,

@@ -131,8 +131,14 @@ class SplitFedStrategy:
                 downlink = float(record.get("downlink_bps", 0.0))
                 if downlink != 0.0 and not 1e3 <= downlink <= 1e12:
                     raise ValueError(f"profile downlink_bps = {downlink!r} outside [1e3, 1e12]")
+                efficiency = float(record.get("spectral_efficiency", 0.0))
+                if not 0.0 <= efficiency <= 100.0:
+                    raise ValueError(f"profile spectral_efficiency = {efficiency!r} outside "
+                                     "[0, 100] bit/s/Hz")
                 profiles[node] = {**profile, **names, "downlink_bps": downlink,
-                                  "link_shaped": bool(record.get("link_shaped", 0.0))}
+                                  "link_shaped": bool(record.get("link_shaped", 0.0)),
+                                  "cell": bool(record.get("cell", 0.0)),
+                                  "spectral_efficiency": efficiency}
             except Exception as exc:  # a bad profile excludes the client, never the server
                 failures[node] = f"profile: {type(exc).__name__}: {exc}"
         return profiles, failures

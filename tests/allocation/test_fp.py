@@ -69,15 +69,21 @@ def test_fp_fast_and_cvxpy_paths_agree():
     np.testing.assert_array_equal(fast.split, ref.split)
 
 
-def test_fp_close_to_exhaustive_on_small_instances():
-    gaps = []
-    for seed in range(100):
+def test_fp_against_exhaustive_search_on_each_small_instance():
+    """Seed A's fp is a heuristic (a stationary point of the relaxation, rounded): on these 40
+    instances (most with an optimum above split 1) it is optimal on at least 36 and never more
+    than 3% above the optimum (measured: 92 of 100 optimal, worst 2.5%)."""
+    gaps, deeper = [], 0
+    for seed in range(40):
         sc = small_scenario(seed)
-        best = solve(sc, "exhaustive").objective
-        gaps.append((solve(sc, "fp", seed=seed).objective - best) / best)
+        best = solve(sc, "exhaustive")
+        deeper += np.any(best.split > 1)
+        gaps.append((solve(sc, "fp", seed=seed).objective - best.objective) / best.objective)
     gaps = np.array(gaps)
+    assert deeper >= 20  # the instances are not won by edge-only
     assert gaps.min() >= -1e-9  # never below the exhaustive optimum
-    assert np.median(gaps) <= 0.01
+    assert gaps.max() <= 0.03
+    assert np.sum(gaps <= 1e-6) >= 36
 
 
 def test_exhaustive_matches_naive_enumeration():

@@ -1,5 +1,6 @@
 """The makespan model: its physics by hand, exact shares against cvxpy, fp against exhaustive
-search and every baseline, memory caps and split floors."""
+search (on instances whose optimum is usually not edge-only, each checked) and every baseline,
+memory caps and split floors."""
 
 import dataclasses
 import itertools
@@ -8,36 +9,18 @@ import numpy as np
 import pytest
 
 from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, solve
+from allocation.makespan_methods import TOLERANCE
 from allocation.makespan_model import catalogue_scenario, fifo_queue_s
 from allocation.makespan_result import MakespanAllocation
 from allocation.makespan_solver import server_makespans
+from tests.allocation.instances import small_makespan
 
 TINY = ModelCost(layers=6, hidden_size=8, batch_size=2, seq_len=4, activation_bits=16,
                  vocab_size=32, attention_heads=2, layer_params=1000, embedding_params=500)
 
 
 def small_scenario(seed: int, **overrides) -> MakespanScenario:
-    """N <= 4 users, M <= 2 servers, Y <= 8 layers, random speeds, links, memory, floors,
-    concurrency and weights (a third of them time only)."""
-    rng = np.random.default_rng(seed)
-    n, m, y = int(rng.integers(1, 5)), int(rng.integers(1, 3)), int(rng.integers(3, 9))
-    model = ModelCost(layers=y, hidden_size=8, batch_size=2, seq_len=4, vocab_size=32,
-                      attention_heads=2, layer_params=1000, embedding_params=500)
-    need = model.device_bytes(np.arange(1, y))
-    weights = (Weights(energy=0.0, stability=0.0) if seed % 3 == 0 else
-               Weights(time=float(rng.uniform(1, 10)), energy=float(rng.uniform(0, 3)),
-                       stability=float(rng.uniform(0, 3))))
-    kw = dict(
-        device_layer_s=rng.uniform(0.01, 0.3, n), device_fixed_s=rng.uniform(0, 0.05, n),
-        device_power_w=rng.uniform(5, 20, n),
-        memory_bytes=rng.choice([need[min(2, y - 2)], need[-1], np.inf], n),
-        tx_power_w=rng.uniform(0.1, 0.2, n), uplink_bps=rng.uniform(1e3, 1e5, (n, m)),
-        samples=rng.integers(100, 1000, n), server_layer_s=rng.uniform(0.005, 0.05, m),
-        server_fixed_s=rng.uniform(0, 0.02, m), server_power_w=rng.uniform(50, 400, m),
-        concurrency=rng.choice([0.7, 1.0, 2.5], m), model=model, weights=weights,
-        min_split=rng.integers(1, 3, n))
-    kw.update(overrides)
-    return MakespanScenario(**kw)
+    return small_makespan(seed, **overrides)
 
 
 def test_costs_match_a_hand_computation():
@@ -86,13 +69,16 @@ def test_fp_gives_shares_that_finish_together_within_capacity():
     assert alloc.share.sum() <= sc.concurrency[0] * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_fp_equals_exhaustive_search_on_small_instances(seed):
+@pytest.mark.parametrize("seed", range(40))
+def test_fp_is_within_its_tolerance_of_exhaustive_search_on_each_instance(seed):
+    """Per instance: fp's objective within its tolerance of the optimum, and its certified
+    gap at least the true one."""
     sc = small_scenario(seed)
     exact = solve(sc, "exhaustive")
     fp = solve(sc, "fp")
-    assert fp.gap <= 1e-6
-    assert fp.objective == pytest.approx(exact.objective, rel=1e-6)
+    true_gap = (fp.objective - exact.objective) / fp.objective
+    assert fp.gap <= TOLERANCE * (1 + 1e-9) and fp.search == "threshold walk: exact"
+    assert -1e-9 <= true_gap <= fp.gap + 1e-9
 
 
 def test_exhaustive_matches_a_naive_enumeration_with_cvxpy_shares():
@@ -100,7 +86,7 @@ def test_exhaustive_matches_a_naive_enumeration_with_cvxpy_shares():
     each costed by `evaluate` at shares from a generic convex solver."""
     import cvxpy as cp
 
-    sc = small_scenario(31, min_split=None)  # 3 users, 2 servers, 5 layers: 288 vectors
+    sc = small_scenario(4, max_users=3, max_layers=5, min_split=None)  # 3 users, 2 servers
     assert (sc.n_users, sc.n_servers, sc.layers) == (3, 2, 5)
     best = np.inf
     ranges = [range(1, int(h) + 1) for h in sc.max_split]
@@ -137,12 +123,12 @@ def test_fp_never_worse_than_any_baseline(seed):
     for method in sorted(set(METHODS) - {"fp", "exhaustive"}):
         options = {"split": 5} if method == "fixed" else {}
         other = solve(sc, method, seed=seed, **options)
-        assert fp.objective <= other.objective * (1 + 1e-6), method
+        assert fp.objective <= other.objective * (1 + TOLERANCE), method
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_is_feasible_deterministic_and_respects_floor_and_memory(method):
-    sc = small_scenario(11, min_split=np.array([2, 1, 3, 1])[:small_scenario(11).n_users])
+    sc = small_scenario(0, min_split=np.array([2, 1, 3, 1]))  # 4 users
     options = {"split": 2} if method == "fixed" else {}
     a, b = solve(sc, method, **options), solve(sc, method, **options)
     evaluate(sc, a)
@@ -192,7 +178,7 @@ def test_a_crowded_server_makes_device_layers_worth_it():
     assert alone.split.tolist() == [1]
     crowd = catalogue_scenario(64, model, seed=3, servers=("cpu-epyc-9654",), weights=time_only)
     fp, edge = solve(crowd, "fp"), solve(crowd, "edge-only")
-    assert fp.gap <= 1e-6 and fp.delay < 0.8 * edge.delay
+    assert fp.gap <= TOLERANCE * (1 + 1e-9) and fp.delay < 0.8 * edge.delay
     assert np.all((fp.split == 1) | (fp.split == crowd.max_split)) and fp.split.max() > 1
 
 
@@ -257,27 +243,3 @@ def test_fifo_costs_by_hand_for_two_clients_that_never_meet():
     costs = evaluate(sc, solve(sc, "fixed", split=[1, 2]))
     np.testing.assert_allclose(costs.delay_s, 1000.0 + finish[1], rtol=1e-9)
     np.testing.assert_allclose(solve(sc, "fixed", split=[1, 2]).share, [1.0, 1.0])
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_fp_under_a_fifo_server_is_exhaustive_and_never_worse_than_a_baseline(seed):
-    base = small_scenario(seed)
-    starts = np.random.default_rng(seed).uniform(0.0, 5.0, base.n_users)
-    sc = dataclasses.replace(base, queue="fifo", start_s=starts, local_steps=3)
-    fp, best = solve(sc, "fp"), solve(sc, "exhaustive")
-    assert fp.gap == 0.0
-    np.testing.assert_allclose(fp.objective, best.objective, rtol=1e-9)
-    others = [solve(sc, m) for m in METHODS if m not in ("fp", "exhaustive", "fixed")]
-    others += [solve(sc, "fixed", split=k) for k in range(1, sc.layers)]
-    assert all(fp.objective <= o.objective * (1 + 1e-9) for o in others)
-
-
-def test_fp_under_a_fifo_server_descends_where_there_are_too_many_vectors_to_try():
-    model = ModelCost(layers=8, hidden_size=64, batch_size=8, seq_len=64, activation_bits=32)
-    sc = dataclasses.replace(
-        catalogue_scenario(12, model, seed=2, servers=("cpu-epyc-9654",)), queue="fifo",
-        start_s=np.random.default_rng(2).uniform(0.0, 30.0, 12), local_steps=20)
-    fp = solve(sc, "fp")
-    assert np.isnan(fp.gap)  # 7^12 vectors: a local optimum, from the best of the seeds
-    for other in [solve(sc, "edge-only"), *(solve(sc, "fixed", split=k) for k in range(1, 8))]:
-        assert fp.objective <= other.objective * (1 + 1e-9)

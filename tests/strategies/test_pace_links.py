@@ -85,3 +85,20 @@ def test_a_shaped_link_is_paced_only_for_the_difference(tmp_path, paced):
     assert all(charged == 0.0 for *_, charged in device_side)  # the link is the allocation
     assert all(charged == pytest.approx(8 * n / rate - 8 * n / 1e9)
                for rate, _, n, charged in server_side)
+
+
+def test_a_cell_clients_frames_are_paced_at_its_share_of_the_band(tmp_path, paced):
+    """With a cell, the simulated 5G and LTE devices share its band: each is paced at its
+    subchannels' rate, which its modelled transfer is costed at; the round's metrics carry
+    the allocator's certificate."""
+    strategy, _, (row,) = _run(tmp_path, **{"pace-links": True, "cell-bandwidth-hz": 20e6,
+                                            "cell-subchannels": 10})
+    assert row["completed"] == 4
+    cell = [c for c in row["clients"] if "bandwidth_hz" in c]
+    assert cell and sum(c["subchannels"] for c in cell) <= 10
+    for client in cell:
+        assert client["bandwidth_hz"] == pytest.approx(client["subchannels"] * 2e6)
+        assert len([c for c in paced if c[0] == client["rate_bps"]]) == 2 * STEPS
+        per_step = client["modelled_transfer_s"] / STEPS
+        assert client["rate_bps"] * per_step == pytest.approx(strategy.costs.bits_per_step)
+    assert row["allocation_search"].endswith("exact") and row["allocation_gap"] <= 1e-4

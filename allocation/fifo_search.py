@@ -1,0 +1,356 @@
+"""Branch and bound for the makespan model under a first-come-first-served server ("fifo").
+
+There a user's wait depends on every other user's split, subchannels and start
+(``makespan_model.fifo_response_s``: ``R_n = W_n + sum_k o_nk Q_k W_k / c_m``, a mean-value
+analysis over the users of its server, ``Q_k = R_k / (B_k + R_k)`` and ``o_nk`` the share of
+n's data plane, the window ``[s_n, s_n + B_n + R_n]`` per step, that k's overlaps), so no
+knapsack describes the server. What holds for any fixed point of those equations, and so for
+the model's answer:
+
+- ``Q_k W_k`` grows with ``R_k``, so ``R_lo <= R_k <= R_hi`` bounds k's load
+  ``W R / (B + R)`` on both sides;
+- the overlap grows with the other window's length and, per unit of n's own, first grows then
+  falls, so over the cycles the bounds allow its least value is at one end of n's range and
+  its largest at one end or at the peak;
+- hence ``R_n >= W_n + sum_k min_j (o_min load_lo)_kj / c_m`` over k's allowed items j (0 if
+  k may sit on another server), and the same with maxima from above. Starting from
+  ``R_lo = W``, ``R_hi = W + sum_k max W_k / c``, a few rounds of these close in on the fixed
+  point; at a single vector they meet it.
+
+A node of the search allows each user a subset of its (server, split, subchannels) items.
+Each item's ``finish_low = s_n + B_n + R_lo`` bounds that user's finish, so
+``min_tau w_T tau + sum_n min {h_n : finish_low <= tau}`` (a sweep over the sorted finishes,
+``makespan_solver.cheapest_by_threshold``) bounds every vector of the node from below; with a
+cell, the band enters through a Lagrange multiplier (each item's cost plus ``mu c_n``, less
+``mu J``; maximised over ``mu`` by a ternary search). Items that cannot be in a vector beating
+the incumbent are dropped first (their users' finishes bound the makespan from below), which
+raises the others' least loads, so that repeats. The sweep's minimiser (ties to the lightest
+load) is a vector, evaluated exactly as an incumbent (its subchannels first cut back into the
+band). Best-first: the node with the lowest bound is split in two by the user whose load there
+exceeds its least most (or whose cycle is least pinned down), its items halved by load. The
+search stops when the incumbent is within ``rtol`` of the lowest bound left (exact), or at its
+budget with that gap certified. A one-user-at-a-time descent on the exact objective, seeded
+with every single split and the sharing server's optimum, gives the first incumbent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .makespan_model import equal_channels
+from .makespan_solver import (
+    Search,
+    Tables,
+    Vector,
+    certified_gap,
+    cheapest_by_threshold,
+    coordinate_descent,
+)
+
+#: Margin the bound keeps below the fixed point, relative to the largest response (at least
+#: 1 s): ``fifo_response_s`` stops once a step moves less than 1e-9 of that scale, which leaves
+#: it up to about 1e-8 of the scale from its fixed point on random instances.
+MODEL_SLACK = 1e-6
+
+
+class ItemLists:
+    """Each user's allowed items as rows of (N, I) arrays (padded; ``valid`` marks real
+    items): server, split, subchannels, device + transfer seconds ``B``, tail ``W``, cost ``h``
+    and ``g = W^2 / (B + W)``."""
+
+    def __init__(self, tables: Tables, mask: np.ndarray) -> None:
+        sc = self.scenario = tables.scenario
+        self.tables = tables
+        lists = [np.argwhere(mask[n]) for n in range(sc.n_users)]
+        width = max(len(x) for x in lists)
+        self.valid = np.zeros((sc.n_users, width), bool)
+        index = np.zeros((sc.n_users, width, 3), int)
+        for n, x in enumerate(lists):
+            self.valid[n, :len(x)] = True
+            index[n, :len(x)] = x
+            index[n, len(x):] = x[0]
+        self.server, k, self.channels = index[..., 0], index[..., 1], index[..., 2]
+        self.split = tables.splits[k]
+        users = np.arange(sc.n_users)[:, None]
+        self.base = tables.base[users, self.server, k, self.channels]
+        self.work = tables.work[self.server, k]
+        self.cost = tables.cost[users, self.server, k]
+        self.load = self.work**2 / (self.base + self.work)
+        start = sc.start_step_s
+        self.start = np.zeros(sc.n_users) if start is None else start - start.min()
+        self.offsets = start is not None
+
+    def vector(self, pick: np.ndarray) -> Vector:
+        users = np.arange(self.scenario.n_users)
+        return Vector(self.split[users, pick], self.server[users, pick],
+                      self.channels[users, pick])
+
+
+def _overlap_ratio(start_n, x, start_k, y) -> np.ndarray:
+    """Share of n's window ``[s_n, s_n + x]`` that k's ``[s_k, s_k + y]`` overlaps."""
+    both = np.minimum(start_n + x, start_k + y) - np.maximum(start_n, start_k)
+    return np.clip(both, 0.0, None) / x
+
+
+class NodeBound:
+    """The lower bound of one node (module docstring) and the vector that attains it.
+
+    Lower and upper bounds on every item's response ``R`` are tightened together: each
+    round, the least loads (``W R_lo / (B + R_lo)``) and least overlaps (over cycles in
+    ``[B + R_lo, B + R_hi]``) give new least responses, the largest loads and overlaps new
+    largest ones. At a node of one vector they close in on the model's fixed point."""
+
+    def __init__(self, items: ItemLists, alive: np.ndarray, rounds: int = 12) -> None:
+        sc, it = items.scenario, items
+        n = sc.n_users
+        inf = np.inf
+        servers = np.arange(sc.n_servers)
+        on = alive[..., None] & (it.server[..., None] == servers)  # (N, I, M)
+        elsewhere = (alive[..., None] & ~on).any(axis=1)  # (N, M): k may sit off m
+        capacity = sc.concurrency
+        users = np.arange(n)[:, None]
+        others = ~np.eye(n, dtype=bool)
+        work_max = np.where(alive, it.work, 0.0).max(axis=1)
+        low = it.work.copy()
+        high = it.work + (work_max.sum() - work_max)[:, None] / capacity.min()
+        s = it.start
+        for _ in range(rounds):
+            load_lo = it.work * low / (it.base + low)
+            load_hi = it.work * high / (it.base + high)
+            x_lo = np.where(alive, it.base + low, inf).min(axis=1)
+            x_hi = np.where(alive, it.base + high, -inf).max(axis=1)
+            if it.offsets:
+                # (n, k, j): the least / largest share of n's window that item j of user k
+                # overlaps, over n's cycles in [x_lo, x_hi] (k's window at its least / largest).
+                sn, sk = s[:, None, None], s[None, :, None]
+                y_lo, y_hi = (it.base + low)[None], (it.base + high)[None]
+                xl, xh = x_lo[:, None, None], x_hi[:, None, None]
+                o_min = np.minimum(_overlap_ratio(sn, xl, sk, y_lo),
+                                   _overlap_ratio(sn, xh, sk, y_lo))
+                peak = np.clip(sk - sn + y_hi, xl, xh)
+                o_max = np.maximum.reduce([_overlap_ratio(sn, x, sk, y_hi)
+                                           for x in (xl, xh, peak)])
+            else:
+                o_min = o_max = np.ones((n, 1, 1))
+            least = np.where(on, (o_min * load_lo[None])[..., None], inf).min(axis=2)
+            least = np.where(elsewhere[None], 0.0, least)  # (n, k, M)
+            most = np.where(on, (o_max * load_hi[None])[..., None], 0.0).max(axis=2)
+            self.contrib = least
+            wait_lo = np.einsum("nkm,nk->nm", np.where(np.isfinite(least), least, 0.0),
+                                others) / capacity
+            wait_hi = np.einsum("nkm,nk->nm", most, others) / capacity
+            new_low = it.work + wait_lo[users, it.server]
+            new_high = it.work + wait_hi[users, it.server]
+            rise = np.max(np.where(alive, new_low - low, 0.0))
+            low, high = np.maximum(low, new_low), np.minimum(high, new_high)
+            if rise <= 1e-7 * float(np.max(np.where(alive, low, 0.0))):
+                break
+        self.cycle_range = np.maximum(x_hi - x_lo, 0.0)
+        self.load = np.where(alive, it.work * low / (it.base + low), inf)
+        # The model's iteration stops near, not at, its fixed point: keep a margin below it.
+        scale = max(1.0, float(np.max(np.where(alive, low, 0.0))))
+        low = np.maximum(it.work, low - MODEL_SLACK * scale)
+        self.finish = np.where(alive, it.start[:, None] + it.base + low, inf)
+        self.items, self.alive = items, alive
+
+    def sweep(self, mu: float = 0.0, floor: float = -np.inf) -> tuple[float, np.ndarray | None]:
+        """The bound with the band's multiplier ``mu`` and makespans from ``floor`` on, and
+        the vector attaining it (per user the cheapest item finishing by the bound's makespan,
+        ties to the lightest load, which spares the others' waits); None if none fits."""
+        it, sc, inf = self.items, self.items.scenario, np.inf
+        cost = np.where(self.alive, it.cost + mu * it.channels, inf)
+        tau, value = cheapest_by_threshold(np.maximum(self.finish, floor), cost,
+                                           it.tables.unit_time)
+        if not np.isfinite(tau):
+            return inf, None
+        within = np.where(self.finish <= tau, cost, inf)
+        low = within.min(axis=1, keepdims=True)
+        ties = within <= low + 1e-12 * np.abs(low)
+        pick = np.where(ties, self.load, inf).argmin(axis=1)
+        return value - (mu * sc.cell_subchannels if sc.has_cell else 0.0), pick
+
+
+class Node(NamedTuple):
+    """A node's live items (fewer than it was given when the incumbent rules some out), its
+    bound and the vector attaining it; ``pruned``: the bound of anything ruled out."""
+
+    alive: np.ndarray
+    bound: NodeBound
+    value: float
+    pick: np.ndarray | None
+    pruned: float
+
+
+def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: float
+               ) -> Node | None:
+    """The node's bound (None when no vector of it can beat ``incumbent`` by ``rtol``).
+
+    First the items that cannot be in such a vector are dropped, until none is: item i of
+    user n scores at least ``w_T max(T_floor, finish_low_i) + h_i + sum_{k != n} min h_k``
+    (``T_floor`` the largest of the users' least finishes); dropping items raises the
+    others' least loads and waits, so this repeats. With a cell, the band's constraint then
+    enters the sweep through its multiplier, maximised by a ternary search."""
+    sc, w_t = items.scenario, items.tables.unit_time
+    target = incumbent * (1 - rtol)
+    pruned = np.inf
+    for _ in range(8):
+        nb = NodeBound(items, alive)
+        if not (w_t > 0 and np.isfinite(incumbent)):
+            break
+        cheapest = np.where(alive, items.cost, np.inf).min(axis=1)
+        floor = np.min(nb.finish, axis=1).max()
+        score = (w_t * np.maximum(nb.finish, floor) + items.cost
+                 + (cheapest.sum() - cheapest)[:, None])
+        keep = alive & (score < target)
+        if sc.has_cell:
+            fewest = np.where(keep, items.channels, np.inf).min(axis=1)
+            if fewest.sum() > sc.cell_subchannels:
+                return None
+        if not keep.any(axis=1).all():
+            return None
+        if (keep == alive).all():
+            break
+        pruned, alive = target, keep
+    if not sc.has_cell:
+        value, pick = nb.sweep()
+        return Node(alive, nb, value, pick, pruned)
+    lo, hi = 0.0, 4.0 * abs(incumbent if np.isfinite(incumbent) else 1.0) / sc.cell_subchannels
+    value, pick = nb.sweep()
+    for _ in range(24):
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        (va, pa), (vb, pb) = nb.sweep(a), nb.sweep(b)
+        if max(va, vb) > value:
+            value, pick = (va, pa) if va >= vb else (vb, pb)
+        if va < vb:
+            lo = a
+        else:
+            hi = b
+    return Node(alive, nb, value, pick, pruned)
+
+
+def fit_band(items: ItemLists, pick: np.ndarray, alive: np.ndarray) -> np.ndarray | None:
+    """``pick`` with cell users' subchannels cut one at a time (the one whose step grows
+    least) until they fit in the band, within the node's items; None if they cannot."""
+    sc = items.scenario
+    pick = pick.copy()
+    users = np.arange(sc.n_users)
+    while items.channels[users, pick].sum() > sc.cell_subchannels:
+        best, best_user, best_item = np.inf, -1, -1
+        for n in np.flatnonzero(sc.cell):
+            c = items.channels[n, pick[n]]
+            same = (alive[n] & (items.server[n] == items.server[n, pick[n]])
+                    & (items.split[n] == items.split[n, pick[n]])
+                    & (items.channels[n] == c - 1))
+            if c > 1 and same.any():
+                j = int(np.argmax(same))
+                if items.base[n, j] < best:
+                    best, best_user, best_item = items.base[n, j], n, j
+        if best_user < 0:
+            return None
+        pick[best_user] = best_item
+    return pick
+
+
+def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-6,
+                time_limit_s: float = 60.0, max_nodes: int = 1_000_000) -> Search:
+    """The FIFO model's optimum over the items of ``mask`` (module docstring), from the
+    incumbents ``seeds``; the gap is certified against the lowest bound left open (or taken
+    off the search)."""
+    sc = tables.scenario
+    deadline = time.monotonic() + time_limit_s
+    items = ItemLists(tables, mask)
+    users = np.arange(sc.n_users)
+    seeds = [v for v in seeds if mask[users, v.association, v.split - 1, v.channels].all()]
+    values = [tables.value(v)[1] for v in seeds]
+    best = coordinate_descent(tables, seeds[int(np.argmin(values))], mask, deadline=deadline)
+    best_j = tables.value(best)[1]
+    history = [min(values), best_j]
+    seen: set[bytes] = set()
+
+    def offer(pick: np.ndarray | None) -> None:
+        nonlocal best, best_j
+        if pick is None or pick.tobytes() in seen:
+            return
+        seen.add(pick.tobytes())
+        vector = items.vector(pick)
+        j = tables.value(vector)[1]
+        if j < best_j:
+            best, best_j = vector, j
+            history.append(j)
+
+    counter = itertools.count()
+    dropped = np.inf  # the lowest bound of anything taken off the search
+    heap = []
+    root = node_bound(items, items.valid.copy(), best_j, rtol)
+    if root is None:
+        dropped = best_j * (1 - rtol)
+    else:
+        heap.append((root.value, next(counter), root))
+    nodes, stopped = 0, False
+    while heap:
+        bound, _, node = heap[0]
+        if bound >= best_j * (1 - rtol):
+            break
+        if nodes >= max_nodes or time.monotonic() >= deadline:
+            stopped = True
+            break
+        heapq.heappop(heap)
+        nodes += 1
+        dropped = min(dropped, node.pruned)
+        if node.pick is None:  # no vector of the node fits
+            continue
+        offer(fit_band(items, node.pick, node.alive) if sc.has_cell else node.pick)
+        counts = node.alive.sum(axis=1)
+        if (counts <= 1).all():  # one vector: evaluated exactly above
+            continue
+        # Branch: the user whose bound understates its load most (or whose cycle is the
+        # least pinned down), its live items halved by load.
+        nb, chosen = node.bound, node.pick
+        lightest = np.where(node.alive, nb.load, np.inf).min(axis=1)
+        under = nb.load[users, chosen] - lightest
+        score = np.where(counts > 1, under + nb.cycle_range, -np.inf)
+        user = int(np.argmax(score))
+        live = np.flatnonzero(node.alive[user])
+        order = live[np.argsort(nb.load[user, live], kind="stable")]
+        for part in (order[:len(order) // 2], order[len(order) // 2:]):
+            alive = node.alive.copy()
+            alive[user] = False
+            alive[user, part] = True
+            child = node_bound(items, alive, best_j, rtol)
+            if child is None:
+                dropped = min(dropped, best_j * (1 - rtol))
+            elif child.value < best_j * (1 - rtol):
+                heapq.heappush(heap, (max(child.value, bound), next(counter), child))
+            else:
+                dropped = min(dropped, child.value, child.pruned)
+    lowest = heap[0][0] if heap else np.inf
+    gap = certified_gap(best_j, min(lowest, dropped, best_j))
+    status = "budget" if stopped else "exact"
+    return Search(best, tuple(history), nodes, gap, f"branch and bound: {status}")
+
+
+def fifo_seeds(tables: Tables, starts, shared_vector: Vector | None) -> list[Vector]:
+    """Incumbents for the FIFO search: ``starts``, the sharing server's optimum and, with a
+    cell, the even division of the band on every one."""
+    seeds = list(starts)
+    if shared_vector is not None:
+        seeds.append(shared_vector)
+    sc = tables.scenario
+    if sc.has_cell:
+        even = equal_channels(sc)
+        seeds += [Vector(v.split, v.association, even) for v in list(seeds)]
+    return seeds
+
+
+def response_lower_bound(items: ItemLists, pick: np.ndarray) -> np.ndarray:
+    """The bound's least response of each user at one vector (a node of one item each), to
+    set beside ``fifo_response_s``'s."""
+    alive = np.zeros_like(items.valid)
+    users = np.arange(alive.shape[0])
+    alive[users, pick] = True
+    return NodeBound(items, alive).finish[users, pick] - items.start - items.base[users, pick]
