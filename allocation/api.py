@@ -149,7 +149,8 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         search; see ``fp.optimise``) and ``warm_starts`` (fp: association starts when warm,
         default 1), ``split`` (fixed: one split for every user, or a sequence of one per user),
         ``resources`` (``"equal"`` or ``"random"``, alpha-only); makespan model:
-        ``max_programs`` and ``time_limit_s`` (fp's budget; ``time_limit_s`` also for greedy and
+        ``max_programs`` and ``time_limit_s`` (fp's budget: integer programs, default 2000, and
+        CPU seconds of this process, default 10; ``time_limit_s`` also for greedy and
         random-association), ``tolerance`` (fp: the relative gap at which its search stops,
         default 1e-4), ``split`` (fixed).
 

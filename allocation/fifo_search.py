@@ -100,12 +100,16 @@ def _overlap_ratio(start_n, x, start_k, y) -> np.ndarray:
 class NodeBound:
     """The lower bound of one node (module docstring) and the vector that attains it.
 
-    Lower and upper bounds on every item's response ``R`` are tightened together: each
-    round, the least loads (``W R_lo / (B + R_lo)``) and least overlaps (over cycles in
-    ``[B + R_lo, B + R_hi]``) give new least responses, the largest loads and overlaps new
-    largest ones. At a node of one vector they close in on the model's fixed point."""
+    Each item's queue ``q = R - W`` satisfies ``q (B + W + q) = sum_k ov_nk Q_k W_k / c``
+    (the equation times n's cycle), where the overlap length ``ov`` grows with both windows
+    and ``Q_k W_k`` with ``R_k``. So from lower bounds on every response, ``A_n = sum_k min_j
+    ov(n's least cycle, j's least cycle) Q_lo W / c`` bounds the right side from below, and
+    ``q >= (sqrt(b^2 + 4 A_n) - b) / 2`` (``b = B + W``); the new bounds feed the next round.
+    Every map is monotone, so the bounds only rise, toward the model's fixed point (which they
+    meet at a node of one vector). Upper bounds (loads and overlaps at their largest) give
+    each user's cycle range, for branching."""
 
-    def __init__(self, items: ItemLists, alive: np.ndarray, rounds: int = 12) -> None:
+    def __init__(self, items: ItemLists, alive: np.ndarray, rounds: int = 30) -> None:
         sc, it = items.scenario, items
         n = sc.n_users
         inf = np.inf
@@ -115,48 +119,58 @@ class NodeBound:
         capacity = sc.concurrency
         users = np.arange(n)[:, None]
         others = ~np.eye(n, dtype=bool)
+        cycle = it.base + it.work  # b: each item's cycle without queueing
+        cycle_max = np.where(alive, cycle, -inf).max(axis=1)
         work_max = np.where(alive, it.work, 0.0).max(axis=1)
         low = it.work.copy()
         high = it.work + (work_max.sum() - work_max)[:, None] / capacity.min()
-        s = it.start
+        s = it.start[:, None, None], it.start[None, :, None]
         for _ in range(rounds):
             load_lo = it.work * low / (it.base + low)
-            load_hi = it.work * high / (it.base + high)
             x_lo = np.where(alive, it.base + low, inf).min(axis=1)
-            x_hi = np.where(alive, it.base + high, -inf).max(axis=1)
             if it.offsets:
-                # (n, k, j): the least / largest share of n's window that item j of user k
-                # overlaps, over n's cycles in [x_lo, x_hi] (k's window at its least / largest).
-                sn, sk = s[:, None, None], s[None, :, None]
-                y_lo, y_hi = (it.base + low)[None], (it.base + high)[None]
-                xl, xh = x_lo[:, None, None], x_hi[:, None, None]
-                o_min = np.minimum(_overlap_ratio(sn, xl, sk, y_lo),
-                                   _overlap_ratio(sn, xh, sk, y_lo))
-                peak = np.clip(sk - sn + y_hi, xl, xh)
-                o_max = np.maximum.reduce([_overlap_ratio(sn, x, sk, y_hi)
-                                           for x in (xl, xh, peak)])
+                # (n, k, j): the least length of n's window that item j of k overlaps.
+                both = (np.minimum(s[0] + x_lo[:, None, None], s[1] + (it.base + low)[None])
+                        - np.maximum(s[0], s[1]))
+                length = np.clip(both, 0.0, None)
             else:
-                o_min = o_max = np.ones((n, 1, 1))
-            least = np.where(on, (o_min * load_lo[None])[..., None], inf).min(axis=2)
+                length = x_lo[:, None, None] * np.ones((1, 1, it.base.shape[1]))
+            pair = length * load_lo[None]
+            least = np.where(on, pair[..., None], inf).min(axis=2)
             least = np.where(elsewhere[None], 0.0, least)  # (n, k, M)
-            most = np.where(on, (o_max * load_hi[None])[..., None], 0.0).max(axis=2)
-            self.contrib = least
-            wait_lo = np.einsum("nkm,nk->nm", np.where(np.isfinite(least), least, 0.0),
-                                others) / capacity
-            wait_hi = np.einsum("nkm,nk->nm", most, others) / capacity
-            new_low = it.work + wait_lo[users, it.server]
-            new_high = it.work + wait_hi[users, it.server]
+            area = np.einsum("nkm,nk->nm", np.where(np.isfinite(least), least, 0.0),
+                             others) / capacity  # A_n on each server
+            a_n = area[users, it.server]
+            new_low = it.work + (np.sqrt(cycle**2 + 4 * a_n) - cycle) / 2
             rise = np.max(np.where(alive, new_low - low, 0.0))
-            low, high = np.maximum(low, new_low), np.minimum(high, new_high)
+            low = np.maximum(low, new_low)
             if rise <= 1e-7 * float(np.max(np.where(alive, low, 0.0))):
                 break
+        # Largest responses: every overlap whole, every load at its largest (a few rounds).
+        for _ in range(3):
+            load_hi = it.work * high / (it.base + high)
+            most = np.where(on, load_hi[..., None], 0.0).max(axis=1)  # (k, M)
+            wait_hi = (others.astype(float) @ most) / capacity
+            high = np.minimum(high, it.work + wait_hi[users, it.server])
+        x_lo = np.where(alive, it.base + low, inf).min(axis=1)
+        x_hi = np.where(alive, it.base + high, -inf).max(axis=1)
+        self.contrib = least
         self.cycle_range = np.maximum(x_hi - x_lo, 0.0)
         self.load = np.where(alive, it.work * low / (it.base + low), inf)
         # The model's iteration stops near, not at, its fixed point: keep a margin below it.
-        scale = max(1.0, float(np.max(np.where(alive, low, 0.0))))
-        low = np.maximum(it.work, low - MODEL_SLACK * scale)
+        self.slack = MODEL_SLACK * max(1.0, float(np.max(np.where(alive, low, 0.0))))
+        low = np.maximum(it.work, low - self.slack)
         self.finish = np.where(alive, it.start[:, None] + it.base + low, inf)
         self.items, self.alive = items, alive
+        # Linear in the others' items, for the Lagrangian: the queue's bound is concave in
+        # A, so above its chord from 0 to the largest A: q >= kappa_n A, with b at its largest.
+        settled = ~elsewhere & on.any(axis=1)  # (N, M): every live item of n on m
+        coupling = pair * others[..., None] * settled[:, it.server] / capacity[it.server][None]
+        a_max = np.where(alive[None], coupling, 0.0).max(axis=2).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kappa = np.where(a_max > 0, (np.sqrt(cycle_max**2 + 4 * a_max) - cycle_max)
+                             / (2 * a_max), 0.0)
+        self.coupling = kappa[:, None, None] * coupling
 
     def sweep(self, mu: float = 0.0, floor: float = -np.inf) -> tuple[float, np.ndarray | None]:
         """The bound with the band's multiplier ``mu`` and makespans from ``floor`` on, and
@@ -173,6 +187,39 @@ class NodeBound:
         ties = within <= low + 1e-12 * np.abs(low)
         pick = np.where(ties, self.load, inf).argmin(axis=1)
         return value - (mu * sc.cell_subchannels if sc.has_cell else 0.0), pick
+
+
+    def lagrangian(self, iterations: int = 30) -> tuple[float, np.ndarray | None]:
+        """The bound from ``T >= finish_n`` for every n, weighted by multipliers ``lambda_n``
+        (>= 0, summing to ``w_T``): ``J >= sum_n lambda_n finish_n + sum_n h_n``, and each
+        finish at least ``s_n + B_n + W_n + sum_k coupling_nk``, which is separable by user
+        once weighted. So the load every user puts on the others is priced, which the sweep
+        (each user's least finish with everyone else at their lightest) leaves out. The
+        multipliers climb by exponentiated subgradient steps (the subgradient: each user's
+        bounded finish at the minimising items); returns the best value and its items."""
+        it, inf = self.items, np.inf
+        w_t = it.tables.unit_time
+        if w_t <= 0:
+            return -inf, None
+        n = it.scenario.n_users
+        users = np.arange(n)
+        own = np.where(self.alive, it.start[:, None] + it.base + it.work, inf)
+        cost = np.where(self.alive, it.cost, inf)
+        lam = np.full(n, w_t / n)
+        best, best_pick = -inf, None
+        for step in range(iterations):
+            price = lam[:, None] * own + cost + np.einsum("n,nkj->kj", lam, self.coupling)
+            pick = price.argmin(axis=1)
+            value = float(price[users, pick].sum())
+            if value > best:
+                best, best_pick = value, pick
+            finish = own[users, pick] + self.coupling[:, users, pick].sum(axis=1)
+            spread = float(finish.max() - finish.min())
+            if spread <= 0:
+                break
+            lam = lam * np.exp((2.0 / np.sqrt(step + 1)) * (finish - finish.max()) / spread)
+            lam *= w_t / lam.sum()
+        return best - w_t * self.slack, best_pick
 
 
 class Node(NamedTuple):
@@ -216,8 +263,11 @@ def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: floa
         if (keep == alive).all():
             break
         pruned, alive = target, keep
+    dual, dual_pick = nb.lagrangian()
     if not sc.has_cell:
         value, pick = nb.sweep()
+        if dual > value:
+            value, pick = dual, dual_pick
         return Node(alive, nb, value, pick, pruned)
     lo, hi = 0.0, 4.0 * abs(incumbent if np.isfinite(incumbent) else 1.0) / sc.cell_subchannels
     value, pick = nb.sweep()
@@ -230,6 +280,8 @@ def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: floa
             lo = a
         else:
             hi = b
+    if dual > value:
+        value, pick = dual, dual_pick
     return Node(alive, nb, value, pick, pruned)
 
 
@@ -262,12 +314,14 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
     incumbents ``seeds``; the gap is certified against the lowest bound left open (or taken
     off the search)."""
     sc = tables.scenario
-    deadline = time.monotonic() + time_limit_s
+    deadline = time.process_time() + time_limit_s  # CPU seconds of this process
     items = ItemLists(tables, mask)
     users = np.arange(sc.n_users)
     seeds = [v for v in seeds if mask[users, v.association, v.split - 1, v.channels].all()]
     values = [tables.value(v)[1] for v in seeds]
-    best = coordinate_descent(tables, seeds[int(np.argmin(values))], mask, deadline=deadline)
+    # The descent takes at most half of the budget; the search the rest.
+    best = coordinate_descent(tables, seeds[int(np.argmin(values))], mask,
+                              deadline=time.process_time() + time_limit_s / 2)
     best_j = tables.value(best)[1]
     history = [min(values), best_j]
     seen: set[bytes] = set()
@@ -296,7 +350,7 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
         bound, _, node = heap[0]
         if bound >= best_j * (1 - rtol):
             break
-        if nodes >= max_nodes or time.monotonic() >= deadline:
+        if nodes >= max_nodes or time.process_time() >= deadline:
             stopped = True
             break
         heapq.heappop(heap)

@@ -38,8 +38,10 @@ from .makespan_solver import (
 )
 from .makespan_solver import exhaustive as exhaustive_search
 
-#: Relative gap at which fp's searches stop (they stop earlier at their time budget).
+#: Relative gap at which fp's searches stop, and their budget in CPU seconds (a round's
+#: allocation should not hold the round up).
 TOLERANCE = 1e-4
+TIME_LIMIT_S = 10.0
 
 
 class Answer(NamedTuple):
@@ -72,8 +74,8 @@ def _exact(tables: Tables, association=None, split=None, channels=None, *,
 
 def _fifo_exact(tables: Tables, association, split, channels, *, tolerance: float,
                 max_programs: int, time_limit_s: float) -> Search:
-    """``fifo_search`` over what is not fixed, from the sharing server's optimum (found with
-    a fifth of the budget) and every single split."""
+    """``fifo_search`` over what is not fixed, from the sharing server's optimum (to 0.1%,
+    with a fifth of the budget) and every single split."""
     sc = tables.scenario
     mask = tables.items(association, split, channels)
     base = fastest_link(sc) if association is None else np.asarray(association)
@@ -82,14 +84,15 @@ def _fifo_exact(tables: Tables, association, split, channels, *, tolerance: floa
                       equal_channels(sc) if channels is None else np.asarray(channels))])
     shared = Tables(dataclasses.replace(sc, queue="shares"))
     seed = optimal(shared, association=association, split=split, channels=channels,
-                   rtol=max(tolerance, 1e-4), max_programs=max_programs,
+                   rtol=max(tolerance, 1e-3), max_programs=min(max_programs, 5),
                    time_limit_s=time_limit_s / 5).vector
     return fifo_search(tables, mask, fifo_seeds(tables, starts, seed), rtol=tolerance,
                        time_limit_s=time_limit_s)
 
 
-def fp(tables: Tables, *, seed: int = 0, max_programs: int = 2000, time_limit_s: float = 60.0,
-       tolerance: float = TOLERANCE) -> Answer:  # deterministic: seed unused
+def fp(tables: Tables, *, seed: int = 0, max_programs: int = 2000,
+       time_limit_s: float = TIME_LIMIT_S, tolerance: float = TOLERANCE
+       ) -> Answer:  # deterministic up to its time budget: seed unused
     return _exact(tables, max_programs=max_programs, time_limit_s=time_limit_s,
                   tolerance=tolerance)
 

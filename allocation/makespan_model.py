@@ -295,7 +295,7 @@ def step_times(scenario: MakespanScenario, split, association, share, users=None
 
 
 def fifo_response_s(base, work, association, concurrency, start=None,
-                    iterations: int = 500, tol: float = 1e-9) -> np.ndarray:
+                    iterations: int = 500, tol: float = 1e-9, initial=None) -> np.ndarray:
     """Per-user seconds from a step's arrival at its server to its answer (queue + tail) when
     the server runs tails one at a time, first come first served (the stream transport's tail
     worker), not in shares.
@@ -311,7 +311,9 @@ def fifo_response_s(base, work, association, concurrency, start=None,
     idle gaps while devices compute and transmit and while others have not started or are done.
 
     Arrays broadcast over leading dimensions (many vectors at once), users on the last;
-    ``association`` indexes ``concurrency``. Returns ``R``, shape of ``base``.
+    ``association`` indexes ``concurrency``. The iteration starts at ``W`` (or at ``initial``,
+    e.g. a neighbouring vector's answer, to rank moves fast: the model's value of a vector is
+    the one from ``W``). Returns ``R``, shape of ``base``.
     """
     base, work, association = np.broadcast_arrays(np.asarray(base, float),
                                                   np.asarray(work, float),
@@ -320,7 +322,8 @@ def fifo_response_s(base, work, association, concurrency, start=None,
     contend = ((association[..., :, None] == association[..., None, :])
                & ~np.eye(n, dtype=bool)).astype(float)
     capacity = np.asarray(concurrency, float)[association]
-    response = work.copy()
+    response = work.copy() if initial is None else np.maximum(
+        work, np.broadcast_to(initial, work.shape))
     for _ in range(iterations):
         cycle = base + response
         overlap = contend

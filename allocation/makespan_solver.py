@@ -194,8 +194,10 @@ class Tables:
         users = np.broadcast_to(np.arange(split.shape[-1]), split.shape)
         return self.base[users, association, split - 1, channels]
 
-    def makespans(self, split, association, channels) -> np.ndarray:
-        """Per-server makespans of vectors, shape (V, M) for inputs of shape (V, N)."""
+    def makespans(self, split, association, channels, initial=None) -> np.ndarray:
+        """Per-server makespans of vectors, shape (V, M) for inputs of shape (V, N)
+        (``initial``: "fifo" responses to start the iteration from, see
+        ``fifo_response_s``)."""
         sc = self.scenario
         split, association, channels = np.broadcast_arrays(
             np.atleast_2d(split), np.atleast_2d(association), np.atleast_2d(channels))
@@ -203,16 +205,17 @@ class Tables:
         base = self.vector_base(split, association, channels)
         work = self.work[association, split - 1]
         if sc.queue == "fifo":
-            return self._fifo_makespans(base, work, association)
+            return self._fifo_makespans(base, work, association, initial)
         group = (np.arange(v)[:, None] * sc.n_servers + association).ravel()
         t = server_makespans(base.ravel(), work.ravel(), group, np.tile(sc.concurrency, v))
         return t.reshape(v, sc.n_servers)
 
-    def objective(self, split, association, channels) -> tuple[np.ndarray, np.ndarray]:
+    def objective(self, split, association, channels, initial=None
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """(makespan, objective) of vectors (V, N)."""
         split, association, channels = np.broadcast_arrays(
             np.atleast_2d(split), np.atleast_2d(association), np.atleast_2d(channels))
-        makespan = self.makespans(split, association, channels).max(axis=1)
+        makespan = self.makespans(split, association, channels, initial).max(axis=1)
         users = np.arange(split.shape[1])
         return makespan, self.unit_time * makespan + self.cost[users, association,
                                                                split - 1].sum(axis=1)
@@ -222,13 +225,14 @@ class Tables:
         makespan, objective = self.objective(*vector)
         return float(makespan[0]), float(objective[0])
 
-    def _fifo_makespans(self, base, work, association) -> np.ndarray:
+    def _fifo_makespans(self, base, work, association, initial=None) -> np.ndarray:
         """Per-server makespans (V, M) under a first-come-first-served server: each user's
         device, transfer and response time (``fifo_response_s``), from the round's first
         start."""
         sc = self.scenario
         start = sc.start_step_s
-        finish = base + fifo_response_s(base, work, association, sc.concurrency, start)
+        finish = base + fifo_response_s(base, work, association, sc.concurrency, start,
+                                        initial=initial)
         if start is not None:
             finish = finish + start - start.min()
         v = base.shape[0]
@@ -468,13 +472,13 @@ def walk(tables: Tables, mask: np.ndarray, starts=(), *, rtol: float = 1e-6,
     # it scores below the bound; `relaxed`: hi was queried by the relaxation only.
     heap = [(-np.inf, tables.makespan_floor(mask), np.inf, -np.inf, False)]
     dropped = np.inf  # the lowest bound of any part of the axis taken off the heap
-    programs, deadline = 0, time.monotonic() + time_limit_s
+    programs, deadline = 0, time.process_time() + time_limit_s
     stopped = False
     while heap:
         bound, lo, hi, h, relaxed = heap[0]
         if bound >= best_j * (1 - rtol):
             break
-        if programs >= max_programs or time.monotonic() >= deadline:
+        if programs >= max_programs or time.process_time() >= deadline:
             stopped = True
             break
         heapq.heappop(heap)
@@ -482,7 +486,7 @@ def walk(tables: Tables, mask: np.ndarray, starts=(), *, rtol: float = 1e-6,
             found = tables.relaxed_within(hi, mask)
         else:
             found = tables.cheapest_within(hi, mask, 0.1 * rtol,
-                                           max(0.0, deadline - time.monotonic()))
+                                           max(0.0, deadline - time.process_time()))
             programs += 1
         if found.status == "infeasible":  # nothing within hi: the interval is empty
             continue
@@ -609,7 +613,7 @@ def coordinate_descent(tables: Tables, vector: Vector, mask=None, max_sweeps: in
     """Alternating optimisation without a relaxation: one user at a time moves to its best
     (server, split, subchannels) among the items of ``mask`` (default: all allowed) with the
     others fixed and every share re-solved, and one subchannel at a time moves between two
-    cell users, until no move helps (or ``time.monotonic()`` passes ``deadline``)."""
+    cell users, until no move helps (or ``time.process_time()`` passes ``deadline``)."""
     sc = tables.scenario
     mask = tables.items() if mask is None else mask
     split, association, channels = (np.array(x, int) for x in vector)
@@ -617,7 +621,7 @@ def coordinate_descent(tables: Tables, vector: Vector, mask=None, max_sweeps: in
     for _ in range(max_sweeps):
         moved = False
         for user in range(sc.n_users):
-            if time.monotonic() >= deadline:
+            if time.process_time() >= deadline:
                 return Vector(split, association, channels)
             servers, k, c = np.nonzero(mask[user])
             room = sc.cell_subchannels - (channels.sum() - channels[user])
@@ -627,11 +631,16 @@ def coordinate_descent(tables: Tables, vector: Vector, mask=None, max_sweeps: in
                      for x in (split, association, channels)]
             trial[0][:, user], trial[1][:, user], trial[2][:, user] = (
                 tables.splits[k], servers, c)
-            values = tables.objective(*trial)[1]
+            # A FIFO server's responses move little when one user does: the moves are ranked
+            # from the current ones, the best then costed from scratch.
+            values = tables.objective(*trial, initial=_responses(tables, split, association,
+                                                                 channels))[1]
             i = int(np.argmin(values))
             if values[i] < current * (1 - 1e-12):
-                split, association, channels = (t[i] for t in trial)
-                current, moved = float(values[i]), True
+                value = float(tables.objective(*(t[i] for t in trial))[1][0])
+                if value < current * (1 - 1e-12):
+                    split, association, channels = (t[i] for t in trial)
+                    current, moved = value, True
         cell = np.flatnonzero(sc.cell)
         if cell.size > 1:
             pairs = [(i, j) for i in cell for j in cell if i != j and channels[i] > 1]
@@ -650,6 +659,16 @@ def coordinate_descent(tables: Tables, vector: Vector, mask=None, max_sweeps: in
         if not moved:
             break
     return Vector(split, association, channels)
+
+
+def _responses(tables: Tables, split, association, channels) -> np.ndarray | None:
+    """A vector's FIFO responses (None under a sharing server)."""
+    sc = tables.scenario
+    if sc.queue != "fifo":
+        return None
+    base = tables.vector_base(split, association, channels)
+    return fifo_response_s(base, tables.work[association, split - 1], association,
+                           sc.concurrency, sc.start_step_s)
 
 
 def fixed_share_splits(tables: Tables, association, share, channels) -> np.ndarray:
