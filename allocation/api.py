@@ -152,7 +152,7 @@ def solve(scenario: Scenario | MakespanScenario, method: str = "fp",
         ``max_programs`` and ``time_limit_s`` (fp's budget: integer programs, default 2000, and
         CPU seconds of this process, default 10; ``time_limit_s`` also for greedy and
         random-association), ``tolerance`` (fp: the relative gap at which its search stops,
-        default 1e-4), ``split`` (fixed).
+        default 1e-3), ``split`` (fixed).
 
     Returns
     -------

@@ -52,6 +52,11 @@ from .makespan_solver import (
     coordinate_descent,
 )
 
+#: Most users for which the FIFO search runs its first one-user-at-a-time descent, and most
+#: (user, user, item) triples for which its bounds model the queue (above: the bound without
+#: queueing, R >= W).
+DESCENT_USERS = 300
+PAIRWISE_LIMIT = 4_000_000
 #: Margin the bound keeps below the fixed point, relative to the largest response (at least
 #: 1 s): ``fifo_response_s`` stops once a step moves less than 1e-9 of that scale, which leaves
 #: it up to about 1e-8 of the scale from its fixed point on random instances.
@@ -109,7 +114,8 @@ class NodeBound:
     meet at a node of one vector). Upper bounds (loads and overlaps at their largest) give
     each user's cycle range, for branching."""
 
-    def __init__(self, items: ItemLists, alive: np.ndarray, rounds: int = 30) -> None:
+    def __init__(self, items: ItemLists, alive: np.ndarray, rounds: int = 10,
+                 low: np.ndarray | None = None) -> None:
         sc, it = items.scenario, items
         n = sc.n_users
         inf = np.inf
@@ -122,10 +128,14 @@ class NodeBound:
         cycle = it.base + it.work  # b: each item's cycle without queueing
         cycle_max = np.where(alive, cycle, -inf).max(axis=1)
         work_max = np.where(alive, it.work, 0.0).max(axis=1)
-        low = it.work.copy()
+        # Start from W, or from a parent node's bounds (they hold for its subsets too).
+        low = it.work.copy() if low is None else np.maximum(it.work, low)
         high = it.work + (work_max.sum() - work_max)[:, None] / capacity.min()
         s = it.start[:, None, None], it.start[None, :, None]
-        for _ in range(rounds):
+        self.pairwise = n * n * it.base.shape[1] <= PAIRWISE_LIMIT
+        least = np.zeros((n, n, sc.n_servers))
+        pair = np.zeros((n, n, it.base.shape[1])) if self.pairwise else None
+        for _ in range(rounds if self.pairwise else 0):
             load_lo = it.work * low / (it.base + low)
             x_lo = np.where(alive, it.base + low, inf).min(axis=1)
             if it.offsets:
@@ -154,6 +164,7 @@ class NodeBound:
             high = np.minimum(high, it.work + wait_hi[users, it.server])
         x_lo = np.where(alive, it.base + low, inf).min(axis=1)
         x_hi = np.where(alive, it.base + high, -inf).max(axis=1)
+        self.low = low  # before the margin: where a child's bounds start
         self.contrib = least
         self.cycle_range = np.maximum(x_hi - x_lo, 0.0)
         self.load = np.where(alive, it.work * low / (it.base + low), inf)
@@ -164,6 +175,9 @@ class NodeBound:
         self.items, self.alive = items, alive
         # Linear in the others' items, for the Lagrangian: the queue's bound is concave in
         # A, so above its chord from 0 to the largest A: q >= kappa_n A, with b at its largest.
+        if not self.pairwise:
+            self.coupling = None
+            return
         settled = ~elsewhere & on.any(axis=1)  # (N, M): every live item of n on m
         coupling = pair * others[..., None] * settled[:, it.server] / capacity[it.server][None]
         a_max = np.where(alive[None], coupling, 0.0).max(axis=2).sum(axis=1)
@@ -199,7 +213,7 @@ class NodeBound:
         bounded finish at the minimising items); returns the best value and its items."""
         it, inf = self.items, np.inf
         w_t = it.tables.unit_time
-        if w_t <= 0:
+        if w_t <= 0 or self.coupling is None:
             return -inf, None
         n = it.scenario.n_users
         users = np.arange(n)
@@ -233,8 +247,8 @@ class Node(NamedTuple):
     pruned: float
 
 
-def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: float
-               ) -> Node | None:
+def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: float,
+               low: np.ndarray | None = None) -> Node | None:
     """The node's bound (None when no vector of it can beat ``incumbent`` by ``rtol``).
 
     First the items that cannot be in such a vector are dropped, until none is: item i of
@@ -246,7 +260,8 @@ def node_bound(items: ItemLists, alive: np.ndarray, incumbent: float, rtol: floa
     target = incumbent * (1 - rtol)
     pruned = np.inf
     for _ in range(8):
-        nb = NodeBound(items, alive)
+        nb = NodeBound(items, alive, low=low)
+        low = nb.low
         if not (w_t > 0 and np.isfinite(incumbent)):
             break
         cheapest = np.where(alive, items.cost, np.inf).min(axis=1)
@@ -318,10 +333,18 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
     items = ItemLists(tables, mask)
     users = np.arange(sc.n_users)
     seeds = [v for v in seeds if mask[users, v.association, v.split - 1, v.channels].all()]
-    values = [tables.value(v)[1] for v in seeds]
-    # The descent takes at most half of the budget; the search the rest.
-    best = coordinate_descent(tables, seeds[int(np.argmin(values))], mask,
-                              deadline=time.process_time() + time_limit_s / 2)
+    # Seeds in order until a quarter of the budget is spent, the descent to half of it
+    # (skipped where one move costs too much: each trial vector is a mean-value analysis of
+    # N^2 pairs); the search has the rest.
+    started = time.process_time()
+    values = []
+    for vector in seeds:
+        if values and time.process_time() - started > time_limit_s / 4:
+            break
+        values.append(tables.value(vector)[1])
+    best = seeds[int(np.argmin(values))]
+    if sc.n_users <= DESCENT_USERS:
+        best = coordinate_descent(tables, best, mask, deadline=started + time_limit_s / 2)
     best_j = tables.value(best)[1]
     history = [min(values), best_j]
     seen: set[bytes] = set()
@@ -375,7 +398,7 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
             alive = node.alive.copy()
             alive[user] = False
             alive[user, part] = True
-            child = node_bound(items, alive, best_j, rtol)
+            child = node_bound(items, alive, best_j, rtol, low=nb.low)
             if child is None:
                 dropped = min(dropped, best_j * (1 - rtol))
             elif child.value < best_j * (1 - rtol):
@@ -389,11 +412,9 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
 
 
 def fifo_seeds(tables: Tables, starts, shared_vector: Vector | None) -> list[Vector]:
-    """Incumbents for the FIFO search: ``starts``, the sharing server's optimum and, with a
-    cell, the even division of the band on every one."""
-    seeds = list(starts)
-    if shared_vector is not None:
-        seeds.append(shared_vector)
+    """Incumbents for the FIFO search, the most promising first: the sharing server's
+    optimum, then ``starts`` and, with a cell, the even division of the band on every one."""
+    seeds = ([] if shared_vector is None else [shared_vector]) + list(starts)
     sc = tables.scenario
     if sc.has_cell:
         even = equal_channels(sc)

@@ -40,7 +40,7 @@ from .makespan_solver import exhaustive as exhaustive_search
 
 #: Relative gap at which fp's searches stop, and their budget in CPU seconds (a round's
 #: allocation should not hold the round up).
-TOLERANCE = 1e-4
+TOLERANCE = 1e-3
 TIME_LIMIT_S = 10.0
 
 
@@ -87,7 +87,7 @@ def _fifo_exact(tables: Tables, association, split, channels, *, tolerance: floa
                    rtol=max(tolerance, 1e-3), max_programs=min(max_programs, 5),
                    time_limit_s=time_limit_s / 5).vector
     return fifo_search(tables, mask, fifo_seeds(tables, starts, seed), rtol=tolerance,
-                       time_limit_s=time_limit_s)
+                       time_limit_s=time_limit_s * 4 / 5)
 
 
 def fp(tables: Tables, *, seed: int = 0, max_programs: int = 2000,

@@ -231,8 +231,14 @@ class Tables:
         start."""
         sc = self.scenario
         start = sc.start_step_s
-        finish = base + fifo_response_s(base, work, association, sc.concurrency, start,
-                                        initial=initial)
+        # The mean-value analysis holds (V, N, N) arrays: a few million numbers at a time.
+        chunk = max(1, int(4e6 // sc.n_users**2))
+        initial = None if initial is None else np.broadcast_to(initial, base.shape)
+        finish = base + np.concatenate([
+            fifo_response_s(base[i:i + chunk], work[i:i + chunk], association[i:i + chunk],
+                            sc.concurrency, start,
+                            initial=None if initial is None else initial[i:i + chunk])
+            for i in range(0, base.shape[0], chunk)])
         if start is not None:
             finish = finish + start - start.min()
         v = base.shape[0]
