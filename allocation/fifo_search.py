@@ -333,18 +333,18 @@ def fifo_search(tables: Tables, mask: np.ndarray, seeds=(), *, rtol: float = 1e-
     items = ItemLists(tables, mask)
     users = np.arange(sc.n_users)
     seeds = [v for v in seeds if mask[users, v.association, v.split - 1, v.channels].all()]
-    # Seeds in order until a quarter of the budget is spent, the descent to half of it
+    # Seeds in order until an eighth of the budget is spent, the descent to a quarter of it
     # (skipped where one move costs too much: each trial vector is a mean-value analysis of
     # N^2 pairs); the search has the rest.
     started = time.process_time()
     values = []
     for vector in seeds:
-        if values and time.process_time() - started > time_limit_s / 4:
+        if values and time.process_time() - started > time_limit_s / 8:
             break
         values.append(tables.value(vector)[1])
     best = seeds[int(np.argmin(values))]
     if sc.n_users <= DESCENT_USERS:
-        best = coordinate_descent(tables, best, mask, deadline=started + time_limit_s / 2)
+        best = coordinate_descent(tables, best, mask, deadline=started + time_limit_s / 4)
     best_j = tables.value(best)[1]
     history = [min(values), best_j]
     seen: set[bytes] = set()

@@ -1,16 +1,26 @@
-"""Does the split matter? fp against fixed splits under the makespan model, 8 to 200 clients.
+"""Does the split matter? fp against fixed splits and SflLLM's rule under the makespan
+model, 8 to 200 clients, on their own links and in a shared cell.
 
 The built-in job's shape (SmolLM2-135M as the run config builds it: batch 4 x 32 tokens,
 float32 activations on the wire), clients drawn from the device catalogue, one server of a
 catalogue class, catalogue speeds (no calibration). For every scenario: fp, edge-only (split 1),
 local-only (each device's deepest split), every single split for all clients (the best one by
-makespan is "best fixed") and random. The objective's weights are swept from the paper's
+makespan is "best fixed"), random and sflllm (SflLLM's rule: greedy subchannels, each client's
+fastest split; `makespan_methods.sflllm`). The objective's weights are swept from the paper's
 (time, energy and stability alike) to time alone, since which split wins depends on what the
 user pays for. Writes ``tradeoffs.csv`` (one row per scenario and method), ``summary.csv``
 (means over scenarios, and whether fp has >= 3 distinct splits and a makespan >= 20% below
-best fixed and edge-only) and ``tradeoffs.png`` to ``--out``. Usage::
+best fixed and edge-only) and ``tradeoffs.png`` to ``--out``.
 
-    nice -n 10 python -m experiments.allocation_tradeoffs [--quick] [--out DIR]
+The cell: the same clients, the 5G and LTE ones sharing one 20 MHz cell of 50 subchannels
+(at their drawn spectral efficiency), the Wi-Fi ones on their own links; fp decides each
+client's subchannels with its split and server share, sflllm by its greedy rule, edge-only
+and "equal" (split 1, the band and the server split evenly) are the references. Writes
+``cell.csv`` (one row per scenario and method) and ``cell_summary.csv`` (per point: fp's and
+sflllm's makespan and objective, mean and 95% interval over the scenarios, and fp's relative
+improvement on each). Usage::
+
+    nice -n 10 python -m experiments.allocation_tradeoffs [--quick] [--seeds N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from allocation import ModelCost, Weights, catalogue_scenario, solve  # noqa: E402
+from allocation import ModelCost, Weights, catalogue_scenario, evaluate, solve  # noqa: E402
+from allocation.makespan_model import equal_channels  # noqa: E402
+from allocation.makespan_result import MakespanAllocation  # noqa: E402
+from allocation.makespan_solver import equal_shares, fastest_link  # noqa: E402
 from edgesplit.hardware import DEFAULT_SERVER  # noqa: E402
 from edgesplit.settings import Settings  # noqa: E402
 from edgesplit.split_model import SplitModel  # noqa: E402
@@ -36,6 +49,8 @@ from strategies.split_fed import model_cost  # noqa: E402
 #: Objective weights swept: (label, energy and stability weight; time weight 1).
 WEIGHTS = (("paper (1,1,1)", 1.0), ("time x10", 0.1), ("time x100", 0.01), ("time only", 0.0))
 MUST = {"distinct_splits": 3, "reduction": 0.2}  # issue 15's bar
+#: The cell of the cell scenarios.
+CELL = {"cell_links": ("5g", "lte"), "cell_bandwidth_hz": 20e6, "cell_subchannels": 50}
 
 
 def default_model() -> ModelCost:
@@ -62,11 +77,66 @@ def scenario_rows(model: ModelCost, n_users: int, seed: int, server: str, label:
 
     started = time.perf_counter()
     add("fp", solve(sc, "fp", time_limit_s=time_limit_s), time.perf_counter() - started)
-    for method in ("edge-only", "local-only", "random"):
+    for method in ("edge-only", "local-only", "random", "sflllm"):
         add(method, solve(sc, method, seed=seed))
     for k in range(1, sc.layers):
         add(f"fixed-{k}", solve(sc, "fixed", split=k))
     return rows
+
+
+def cell_rows(model: ModelCost, n_users: int, seed: int, server: str, label: str,
+              other: float, time_limit_s: float) -> list[dict]:
+    """fp, sflllm, edge-only and equal on one cell scenario (module docstring)."""
+    weights = Weights(energy=other, stability=other)
+    sc = catalogue_scenario(n_users, model, seed=seed, servers=(server,), weights=weights,
+                            **CELL)
+    keys = {"n_users": n_users, "server": server, "weights": label, "seed": seed,
+            "cell_clients": int(sc.cell.sum())}
+    assoc = fastest_link(sc)
+    equal = MakespanAllocation(sc.min_split, assoc, equal_shares(sc, assoc), equal_channels(sc))
+    rows = []
+    for name, alloc in (("fp", solve(sc, "fp", time_limit_s=time_limit_s)),
+                        ("sflllm", solve(sc, "sflllm")), ("edge-only", solve(sc, "edge-only")),
+                        ("equal", equal)):
+        costs = evaluate(sc, alloc)
+        band = sc.bandwidth_hz(alloc.channels)[sc.cell]
+        rows.append({**keys, "method": name, "makespan_s": costs.delay_s,
+                     "energy_j": costs.energy_j, "stability": costs.stability,
+                     "objective": costs.objective, "gap": getattr(alloc, "gap", float("nan")),
+                     "mean_split": float(np.mean(alloc.split)),
+                     "band_min_mhz": float(band.min() / 1e6) if band.size else float("nan"),
+                     "band_max_mhz": float(band.max() / 1e6) if band.size else float("nan")})
+    return rows
+
+
+def summarise_cell(rows: list[dict]) -> list[dict]:
+    """Per (users, server, weights): fp's and sflllm's makespan and objective over the
+    scenarios (mean, 95% half-width) and fp's relative improvement on each."""
+    from experiments.report.stats import mean_ci
+
+    out = []
+    groups = list(dict.fromkeys((r["n_users"], r["server"], r["weights"]) for r in rows))
+    for n, server, label in groups:
+        part = [r for r in rows if (r["n_users"], r["server"], r["weights"]) == (n, server,
+                                                                                label)]
+        seeds = sorted({r["seed"] for r in part})
+
+        def of(method: str, key: str, part: list[dict] = part, seeds: list = seeds
+               ) -> list[float]:
+            return [next(r[key] for r in part if r["seed"] == s and r["method"] == method)
+                    for s in seeds]
+
+        row = {"n_users": n, "server": server, "weights": label, "scenarios": len(seeds),
+               "cell_clients": float(np.mean([r["cell_clients"] for r in part]))}
+        for key in ("makespan_s", "objective"):
+            for method in ("fp", "sflllm", "edge-only", "equal"):
+                mean, half = mean_ci(of(method, key))
+                row[f"{method}_{key}"], row[f"{method}_{key}_ci"] = mean, half
+            gain = [1 - f / o for f, o in zip(of("fp", key), of("sflllm", key), strict=True)]
+            row[f"fp_vs_sflllm_{key}"], row[f"fp_vs_sflllm_{key}_ci"] = mean_ci(gain)
+        row["fp_max_gap"] = max(of("fp", "gap"))
+        out.append(row)
+    return out
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -132,7 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="1 scenario per point, 8 and 50")
     parser.add_argument("--seeds", type=int, default=3, help="scenarios per point")
     parser.add_argument("--servers", nargs="+", default=[DEFAULT_SERVER, "cpu-epyc-9654"])
-    parser.add_argument("--time-limit-s", type=float, default=120.0, help="fp's budget")
+    parser.add_argument("--time-limit-s", type=float, default=10.0,
+                        help="fp's budget (CPU s)")
     parser.add_argument("--out", type=Path, default=Path("results/allocation_tradeoffs"))
     args = parser.parse_args(argv)
     model = default_model()
@@ -153,6 +224,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(rows, args.out / "tradeoffs.csv")
     write_csv(summary, args.out / "summary.csv")
     plot(summary, args.out / "tradeoffs.png")
+    cell = []
+    for server in args.servers:
+        for n in (8, 50):
+            for label, other in WEIGHTS:
+                for seed in range(seeds):
+                    cell += cell_rows(model, n, seed, server, label, other, args.time_limit_s)
+            print(f"cell {server} N={n}: {time.perf_counter() - started:.0f} s", flush=True)
+    write_csv(cell, args.out / "cell.csv")
+    cell_summary = summarise_cell(cell)
+    write_csv(cell_summary, args.out / "cell_summary.csv")
+    for r in cell_summary:
+        print(f"cell {r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: makespan fp "
+              f"{r['fp_makespan_s']:.3f} s, sflllm {r['sflllm_makespan_s']:.3f} s "
+              f"(fp -{100 * r['fp_vs_sflllm_makespan_s']:.1f}%), objective fp -"
+              f"{100 * r['fp_vs_sflllm_objective']:.1f}% vs sflllm")
     for r in summary:
         print(f"{r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: fp "
               f"{r['fp_makespan_s'] * 1e3:8.1f} ms, best fixed "

@@ -8,10 +8,16 @@ inherit both. The SuperLink, the ServerApp it launches and the ServerApp's strea
 the root namespace, in a cgroup of their own, so device and server speeds keep their ratio on a
 small machine. Devices reach the server at one address on the root namespace's loopback.
 
-Everything the testbed creates (namespaces, veths and their qdiscs, the server address, cgroups,
-processes) is removed when it exits, also after a failure; `Testbed.preflight` refuses with a
-clear message without root, `ip`/`tc`, namespaces or the cgroup controllers. Traffic goes only to
-addresses the testbed created (one private /16, `SUBNET`).
+A fleet may declare a cell (`[cell]`): the uplinks of its cell devices then also pass, at the
+host's end, through one `htb` class of the cell's capacity shared by a child class per device
+(`Cell`), as devices attached to one base station share its band; the allocator divides the band
+(`cell-bandwidth-hz`, set for the run) and pacing holds each device to its share.
+
+Everything the testbed creates (namespaces, veths and their qdiscs, the cell's `ifb` device, the
+server address, cgroups, processes) is removed when it exits, also after a failure;
+`Testbed.preflight` refuses with a clear message without root, `ip`/`tc`, namespaces or the
+cgroup controllers. Traffic goes only to addresses the testbed created (one private /16,
+`SUBNET`).
 
     with Testbed(load_fleet("fleet.toml"), FlowerHarness(home)) as bed:
         bed.run({"num-server-rounds": 2, ...})
@@ -59,6 +65,11 @@ class DeviceClass:
         figures in `node_config` (`device.cpu-freq-hz`, `device.cores`, ...).
     node_config : dict
         Extra `--node-config` entries (declared device figures; they win over the class's).
+    cell : bool or None (default: None)
+        In a fleet with a cell: whether the device is attached to it (its `uplink_mbit` is
+        then its rate with the whole band); None in a fleet without one.
+    spectral_efficiency : float (default: 0.0)
+        A cell device's bit/s per Hz of the cell's band (`load_fleet` sets it).
 
     Every SuperNode also declares its link as shaped (`device.uplink-bps`,
     `device.downlink-bps`, `device.link-shaped`) and its class name (`device.label`), so the
@@ -73,13 +84,18 @@ class DeviceClass:
     downlink_mbit: float
     catalogue: str = ""
     node_config: dict[str, Any] = field(default_factory=dict)
+    cell: bool | None = None
+    spectral_efficiency: float = 0.0
 
     def declared(self) -> dict[str, Any]:
         """The `--node-config` device keys of this class (partition keys aside)."""
+        cell = {} if self.cell is None else {"device.cell": self.cell}
+        if self.cell:
+            cell["device.spectral-efficiency"] = self.spectral_efficiency
         return {**({"device.class": self.catalogue} if self.catalogue else {}),
                 "device.label": self.name, "device.uplink-bps": self.uplink_mbit * 1e6,
                 "device.downlink-bps": self.downlink_mbit * 1e6, "device.link-shaped": True,
-                **self.node_config}
+                **cell, **self.node_config}
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class Fleet:
     server_cpu_cores: float
     server_memory_mb: int
     server_class: str = ""
+    cell_bandwidth_hz: float = 0.0  # the cell's band (0: no cell)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.devices) - set(self.classes))
@@ -99,6 +116,13 @@ class Fleet:
             raise ValueError(f"fleet: devices of unknown classes {unknown}")
         if not self.devices:
             raise ValueError("fleet: no devices")
+        if any(c.cell for c in self.classes.values()) and not self.cell_bandwidth_hz > 0:
+            raise ValueError("fleet: classes with cell = true need a [cell] bandwidth-mhz > 0")
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """What a run on this fleet must be told about it (the cell's band)."""
+        return {"cell-bandwidth-hz": self.cell_bandwidth_hz} if self.cell_bandwidth_hz else {}
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -119,18 +143,26 @@ def load_fleet(path: str | Path) -> Fleet:
 
         [fleet]
         phone = 3          # how many devices of each class, in this order
+
+        [cell]             # optional: a cell whose band the classes with cell = true share
+        bandwidth-mhz = 20 # (their uplink-mbit: their rate with the whole band)
     """
     raw = tomllib.loads(Path(path).read_text())
     try:
+        band_hz = float(raw.get("cell", {}).get("bandwidth-mhz", 0.0)) * 1e6
         classes = {name: DeviceClass(name, float(c["cpu-cores"]), int(c["memory-mb"]),
                                      float(c["uplink-mbit"]), float(c["downlink-mbit"]),
                                      str(c.get("catalogue", "")),
-                                     dict(c.get("node-config", {})))
+                                     dict(c.get("node-config", {})),
+                                     bool(c.get("cell", False))
+                                     if "cell" in raw or "cell" in c else None,
+                                     float(c["uplink-mbit"]) * 1e6 / band_hz
+                                     if band_hz and c.get("cell", False) else 0.0)
                    for name, c in raw["classes"].items()}
         devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
         server = raw["server"]
         return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
-                     str(server.get("class", "")))
+                     str(server.get("class", "")), band_hz)
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
 
@@ -251,6 +283,51 @@ class Link:
             subprocess.run(["ip", *argv], capture_output=True)
 
 
+def _tc(*args: str) -> None:
+    subprocess.run(["tc", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class Cell:
+    """The cell's shared band: an `ifb` device that the cell devices' uplink traffic is
+    redirected to at the host's end of their veths, shaped by `htb`: a parent class of the
+    cell's capacity (the best device's full-band rate: the allocator's shares never ask for
+    more) and a child class per device, guaranteed an equal part and allowed up to its own
+    full-band rate, classified by the device's address."""
+
+    device: str
+
+    @classmethod
+    def create(cls, tag: str, links: list[Link], uplink_mbit: list[float]) -> Cell:
+        cell = cls(f"esc{tag}")
+        _ip("link", "add", cell.device, "type", "ifb")
+        try:
+            _ip("link", "set", cell.device, "up")
+            capacity = max(uplink_mbit)
+            _tc("qdisc", "add", "dev", cell.device, "root", "handle", "1:", "htb")
+            _tc("class", "add", "dev", cell.device, "parent", "1:", "classid", "1:1", "htb",
+                "rate", f"{capacity}mbit", "ceil", f"{capacity}mbit")
+            for i, (link, mbit) in enumerate(zip(links, uplink_mbit, strict=True)):
+                child = f"1:{10 + i}"
+                _tc("class", "add", "dev", cell.device, "parent", "1:1", "classid", child,
+                    "htb", "rate", f"{capacity / len(links)}mbit", "ceil", f"{mbit}mbit")
+                _tc("filter", "add", "dev", cell.device, "parent", "1:", "protocol", "ip",
+                    "prio", "1", "u32", "match", "ip", "src", f"{link.device_ip}/32",
+                    "flowid", child)
+                _tc("qdisc", "add", "dev", link.host_end, "handle", "ffff:", "ingress")
+                _tc("filter", "add", "dev", link.host_end, "parent", "ffff:", "protocol", "ip",
+                    "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect",
+                    "dev", cell.device)
+        except Exception:
+            cell.remove()
+            raise
+        return cell
+
+    def remove(self) -> None:
+        """Delete the `ifb` device (with its classes; the veths' ingress goes with them)."""
+        subprocess.run(["ip", "link", "del", self.device], capture_output=True)
+
+
 # ---- the testbed ------------------------------------------------------------------------------
 class Testbed:
     """A SuperLink and one shaped, CPU-capped SuperNode per device of `fleet`, on this machine.
@@ -270,6 +347,7 @@ class Testbed:
         self.partitions = partitions or len(fleet.devices)
         self.tag = secrets.token_hex(2)  # short: interface names have 15 characters
         self.links: list[Link] = []
+        self.cell: Cell | None = None
         self.cgroups: list[Cgroup] = []
         self.connection = f"testbed-{self.tag}"
         self.superlink_port = 0
@@ -332,12 +410,18 @@ class Testbed:
                 self.links[-1].namespace, flwr_bin("flower-supernode"), "--insecure",
                 "--superlink", f"{SERVER_IP}:{http_port}", "--node-config",
                 " ".join(f"{k}={_toml(v)}" for k, v in node_config.items()))))
+        members = [i for i, name in enumerate(self.fleet.devices)
+                   if self.fleet.classes[name].cell]
+        if members:
+            self.cell = Cell.create(self.tag, [self.links[i] for i in members],
+                                    [self.fleet.classes[self.fleet.devices[i]].uplink_mbit
+                                     for i in members])
         self.harness.write_connection(self.connection, f"{SERVER_IP}:{http_port}")
 
     def run(self, run_config: dict[str, Any], timeout_s: float = 1800.0) -> tuple[int, str]:
         """`flwr run .` on the testbed (stream endpoint on the server address); returns the
         exit code and output."""
-        config = {"stream-host": SERVER_IP, **run_config}
+        config = {"stream-host": SERVER_IP, **self.fleet.run_config, **run_config}
         argv = [flwr_bin("flwr"), "run", ".", self.connection, "--stream", "--run-config",
                 " ".join(f"{k}={_toml(v)}" for k, v in config.items())]
         return self.harness.run(f"flwr-run-{secrets.token_hex(2)}", argv, timeout_s=timeout_s)
@@ -345,6 +429,9 @@ class Testbed:
     def close(self) -> None:
         """Stop every process, then remove links, namespaces, the server address and cgroups."""
         survivors = self.harness.stop()
+        if self.cell is not None:
+            self.cell.remove()
+            self.cell = None
         for link in self.links:
             link.remove()
         if self._server_address:
@@ -417,8 +504,12 @@ def leftovers(tag_prefix: str = "es-") -> dict[str, list[str]]:
                            text=True).stdout
     groups = [str(p) for p in CGROUP_ROOT.glob("*/edgesplit-*")] + [
         str(p) for p in CGROUP_ROOT.glob("edgesplit-*")]
+    ifbs = subprocess.run(["ip", "-o", "link", "show", "type", "ifb"], capture_output=True,
+                          text=True).stdout
     return {"namespaces": [n.split()[0] for n in namespaces.splitlines()
                            if n.startswith(tag_prefix)],
             "veths": [line.split(": ")[1].split("@")[0] for line in links.splitlines()
                       if ": esh" in line or ": esd" in line],
+            "cells": [line.split(": ")[1].split("@")[0] for line in ifbs.splitlines()
+                      if ": esc" in line],
             "cgroups": groups}

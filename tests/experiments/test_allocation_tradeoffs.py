@@ -3,6 +3,7 @@
 import pytest
 
 from allocation import ModelCost
+from allocation.makespan_methods import TOLERANCE
 from experiments import allocation_tradeoffs as tradeoffs
 from experiments.model_fit import client_rows
 
@@ -13,11 +14,29 @@ SMALL = ModelCost(layers=8, hidden_size=576, batch_size=4, seq_len=32, activatio
 def test_every_method_of_a_scenario_is_costed_and_fp_is_the_best_objective():
     rows = tradeoffs.scenario_rows(SMALL, 4, 0, "cpu-epyc-9654", "time only", 0.0, 10.0)
     methods = [r["method"] for r in rows]
-    assert methods == ["fp", "edge-only", "local-only", "random",
+    assert methods == ["fp", "edge-only", "local-only", "random", "sflllm",
                        *(f"fixed-{k}" for k in range(1, 8))]
     fp = rows[0]
-    assert all(fp["objective"] <= r["objective"] * (1 + 1e-6) for r in rows)
-    assert fp["gap"] <= 1e-6
+    assert all(fp["objective"] <= r["objective"] * (1 + TOLERANCE) for r in rows)
+    assert fp["gap"] <= TOLERANCE * (1 + 1e-9)
+
+
+def test_a_cell_scenario_costs_fp_sflllm_and_the_references_and_summarises_them():
+    rows = [r for seed in range(2)
+            for r in tradeoffs.cell_rows(SMALL, 8, seed, "cpu-epyc-9654", "time only", 0.0,
+                                         10.0)]
+    assert [r["method"] for r in rows[:4]] == ["fp", "sflllm", "edge-only", "equal"]
+    for seed in range(2):
+        fp, *others = [r for r in rows if r["seed"] == seed]
+        assert fp["cell_clients"] >= 1
+        assert all(fp["objective"] <= o["objective"] * (1 + TOLERANCE) for o in others)
+    (summary,) = tradeoffs.summarise_cell(rows)
+    fp = [r["makespan_s"] for r in rows if r["method"] == "fp"]
+    sfl = [r["makespan_s"] for r in rows if r["method"] == "sflllm"]
+    assert summary["scenarios"] == 2
+    assert summary["fp_makespan_s"] == pytest.approx(sum(fp) / 2)
+    assert summary["fp_vs_sflllm_makespan_s"] == pytest.approx(
+        sum(1 - f / s for f, s in zip(fp, sfl, strict=True)) / 2)
 
 
 def test_summary_picks_the_best_fixed_split_per_scenario_and_checks_the_bar():

@@ -74,3 +74,41 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
             for part in ("device", "server", "queue", "transfer", "dataplane"):
                 assert client[f"measured_{part}_s"] >= 0, (part, client)
     assert leftovers() == before  # every namespace, veth and cgroup is gone
+
+
+CELL_FLEET = Fleet({"near": DeviceClass("near", 0.5, 2000, 20.0, 40.0, "jetson-orin-nano",
+                                        cell=True, spectral_efficiency=1.0),
+                    "far": DeviceClass("far", 0.5, 2000, 10.0, 40.0, "phone-snapdragon-855",
+                                       cell=True, spectral_efficiency=0.5)},
+                   ["near", "far"], server_cpu_cores=1.0, server_memory_mb=6000,
+                   cell_bandwidth_hz=20e6)
+
+
+def test_a_cell_shares_its_band_and_the_allocator_divides_it(tmp_path):
+    """Two devices in a 20 MHz cell (full-band rates 20 and 10 Mbit/s): each alone reaches its
+    own rate, both at once share the cell's 20 Mbit/s; a round allocates each its
+    subchannels, paced at their rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = leftovers()
+    with testbed.Testbed(CELL_FLEET, FlowerHarness(tmp_path / "flwr-home")) as bed:
+        alone = [measure_mbit(bed, i, "up", 2_000_000) for i in range(2)]
+        assert abs(alone[0] / 20 - 1) <= 0.25 and abs(alone[1] / 10 - 1) <= 0.25, alone
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda i: measure_mbit(bed, i, "up", 4_000_000), range(2)))
+        assert sum(both) <= 20 * 1.25 and min(both) < min(alone), (both, alone)
+        out = tmp_path / "outputs"
+        rc, log = bed.run({"model-name": "tiny-llama", "corpus": "synthetic",
+                           "num-server-rounds": 1, "local-steps": 2, "block-size": 16,
+                           "eval-every": 0, "pace-links": True, "cell-subchannels": 10,
+                           "output-dir": str(out), "run-name": "cell"}, timeout_s=900)
+        assert rc == 0, log[-4000:]
+        (row,) = [json.loads(line) for line in (out / "cell" / "metrics.jsonl").open()]
+        assert row["completed"] == 2 and not row["failures"], row
+        assert sum(c["subchannels"] for c in row["clients"]) <= 10
+        for client in row["clients"]:
+            device = CELL_FLEET.classes[client["label"]]
+            assert client["bandwidth_hz"] == pytest.approx(client["subchannels"] * 2e6)
+            assert client["rate_bps"] == pytest.approx(
+                client["bandwidth_hz"] * device.spectral_efficiency)
+    assert leftovers() == before  # the cell's ifb too
