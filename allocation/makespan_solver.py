@@ -576,6 +576,8 @@ def optimal(tables: Tables, *, association=None, split=None, channels=None,
                                         v.split - 1, v.channels].all()]
     result, bound = walk(tables, mask, starts, rtol=rtol, max_programs=max_programs,
                          time_limit_s=time_limit_s)
+    if result.vector is None:
+        raise RuntimeError(f"no feasible allocation found within {time_limit_s:g} CPU s")
     if result.gap > rtol or np.isnan(result.gap):
         vector = coordinate_descent(tables, result.vector, mask)
         after = tables.value(vector)[1]

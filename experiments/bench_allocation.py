@@ -62,6 +62,8 @@ SMOLLM2 = ModelCost(layers=30, hidden_size=576, batch_size=4, seq_len=32, activa
                     vocab_size=49152, attention_heads=9)
 MAKESPAN_SERVER = "cpu-epyc-9654"
 MAKESPAN_WEIGHTS = Weights(energy=0.1, stability=0.1)
+#: "fifo": clients start uniformly over this many seconds, with this many local steps.
+START_SPREAD_S, LOCAL_STEPS = 60.0, 80
 
 
 def makespan_scenario(model: str, n_users: int, seed: int):
@@ -69,8 +71,8 @@ def makespan_scenario(model: str, n_users: int, seed: int):
     sc = catalogue_scenario(n_users, SMOLLM2, seed=seed, servers=(MAKESPAN_SERVER,),
                             weights=MAKESPAN_WEIGHTS)
     if model == "fifo":
-        start = np.random.default_rng([seed, 7]).uniform(0.0, 60.0, n_users)
-        sc = dataclasses.replace(sc, queue="fifo", start_s=start, local_steps=80)
+        start = np.random.default_rng([seed, 7]).uniform(0.0, START_SPREAD_S, n_users)
+        sc = dataclasses.replace(sc, queue="fifo", start_s=start, local_steps=LOCAL_STEPS)
     return sc
 
 

@@ -92,9 +92,12 @@ def clients_figure(rows: Sequence[Row]) -> Figure:
               ("bandwidth (MHz)", lambda c: c.get("bandwidth_hz") and c["bandwidth_hz"] / 1e6),
               ("bytes up + down (MB)", lambda c: None if c.get("bytes_up") is None
                else (c["bytes_up"] + c.get("bytes_down", 0)) / 1e6)]
+    # One colour per client across the panels (some, like bandwidth, show only some clients).
+    nodes = sorted(_client_series(rows, lambda c: c.get("split")))
     for ax, (label, value) in zip(axes, panels, strict=True):
         for node, (rounds, values) in sorted(_client_series(rows, value).items()):
-            ax.plot(rounds, values, marker="o", label=_node_label(node))
+            color = f"C{nodes.index(node) % 10}" if node in nodes else None
+            ax.plot(rounds, values, marker="o", label=_node_label(node), color=color)
         ax.set_ylabel(label)
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes[0].get_legend_handles_labels()

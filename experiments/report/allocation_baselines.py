@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments import allocation_tradeoffs as tradeoffs
 from experiments.report import stats
 
 
@@ -56,8 +57,10 @@ def render(results: Path) -> str:
         "slowest) with each client's fastest split given its subchannels; its LoRA rank and "
         "power control are not decisions in our model, and its server shares are solved "
         "exactly for its splits, as every baseline's are (`allocation.makespan_methods."
-        "sflllm`). The built-in job's shape, catalogue clients; in the cell, the 5G and LTE "
-        "clients share a 20 MHz band of 50 subchannels. Improvements are fp's relative to the "
+        "sflllm`). The built-in job's shape, catalogue clients; in the cell, the "
+        + " and ".join(link.upper() for link in tradeoffs.CELL["cell_links"])
+        + f" clients share a {tradeoffs.CELL['cell_bandwidth_hz'] / 1e6:g} MHz band of "
+        f"{tradeoffs.CELL['cell_subchannels']} subchannels. Improvements are fp's relative to the "
         "other method on the same scenario (positive: fp lower), mean and 95% interval over "
         "the scenarios. \"equal\": split 1 with the server and the band split evenly.\n\n"
         + stats.table(["server", "clients", "in the cell", "weights", "fp makespan s",

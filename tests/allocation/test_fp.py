@@ -153,3 +153,22 @@ def test_u_shaped_optimiser_objective_matches_the_system_model_and_exhaustive():
         np.testing.assert_allclose(cand.objective, result.objective, rtol=1e-9)
         best = solve(sc, "exhaustive").objective
         assert solve(sc, "fp", seed=seed).objective <= best * (1 + 1e-6)
+
+
+def test_sflllm_deals_each_servers_band_in_subchannels_and_takes_each_users_fastest_split():
+    from allocation.system_model import step_times
+
+    sc = random_scenario(12, 3, seed=4, layers=8, server_cores=(1, 3))
+    alloc = solve(sc, "sflllm")
+    evaluate(sc, alloc)
+    used = np.bincount(alloc.association, alloc.bandwidth, sc.n_servers)
+    np.testing.assert_allclose(used, sc.server_bandwidth_hz)  # every subchannel dealt
+    width = sc.server_bandwidth_hz / 50
+    channels = alloc.bandwidth / width[alloc.association]
+    np.testing.assert_allclose(channels, np.round(channels))
+    assert channels.min() >= 1
+    # Given its bandwidth, each user's split is its own fastest iteration.
+    delays = np.stack([sum(step_times(sc, np.full(12, a), alloc.association, alloc.bandwidth,
+                                      alloc.power, alloc.user_freq, alloc.server_freq))
+                       for a in range(1, sc.layers)])
+    np.testing.assert_array_equal(alloc.split, 1 + delays.argmin(axis=0))

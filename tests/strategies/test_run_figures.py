@@ -63,3 +63,14 @@ def test_a_figure_that_fails_is_logged_and_the_round_is_recorded(tmp_path, monke
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
     assert "run figures not drawn: RuntimeError: no fonts" in caplog.text
     assert (tmp_path / "run" / "figures" / "training.png").is_file()  # round 1's stays
+
+
+def test_a_client_keeps_its_colour_in_a_panel_that_shows_only_some_clients():
+    """Bandwidth exists only for clients that share a cell: the second client's bandwidth
+    line has its colour in the split panel, not the first colour of the panel."""
+    rows = [{"round": 1, "clients": [{"node": 1, "split": 1}, {"node": 5, "split": 2,
+                                                                 "bandwidth_hz": 2e6}]}]
+    split, bandwidth, _ = clients_figure(rows).axes
+    colour = {line.get_label(): line.get_color() for line in split.lines}
+    (line,) = bandwidth.lines
+    assert line.get_color() == colour["node 5"] != colour["node 1"]
