@@ -12,15 +12,16 @@ user pays for. Writes ``tradeoffs.csv`` (one row per scenario and method), ``sum
 (means over scenarios, and whether fp has >= 3 distinct splits and a makespan >= 20% below
 best fixed and edge-only) and ``tradeoffs.png`` to ``--out``.
 
-The cell: the same clients, the 5G and LTE ones sharing one 20 MHz cell of 50 subchannels
-(at their drawn spectral efficiency), the Wi-Fi ones on their own links; fp decides each
-client's subchannels with its split and server share, sflllm by its greedy rule, edge-only
-and "equal" (split 1, the band and the server split evenly) are the references. Writes
-``cell.csv`` (one row per scenario and method) and ``cell_summary.csv`` (per point: fp's and
-sflllm's makespan and objective, mean and 95% interval over the scenarios, and fp's relative
-improvement on each). Usage::
+The cell (SflLLM's and seed A's setting): the same clients all attached to one base station,
+sharing its 20 MHz uplink in 100 subchannels, each at the spectral efficiency of its draw; fp
+decides each client's subchannels with its split and server share, sflllm by its greedy rule,
+edge-only and "equal" (split 1, the band and the server split evenly) are the references.
+Writes ``cell.csv`` (one row per scenario and method) and ``cell_summary.csv`` (per point:
+fp's and sflllm's makespan and objective, mean and 95% interval over the scenarios, and fp's
+relative improvement on each). ``--part`` runs one of the two. Usage::
 
-    nice -n 10 python -m experiments.allocation_tradeoffs [--quick] [--seeds N] [--out DIR]
+    nice -n 10 python -m experiments.allocation_tradeoffs [--quick] [--seeds N]
+        [--part all|splits|cell] [--out DIR]
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from strategies.split_fed import model_cost  # noqa: E402
 WEIGHTS = (("paper (1,1,1)", 1.0), ("time x10", 0.1), ("time x100", 0.01), ("time only", 0.0))
 MUST = {"distinct_splits": 3, "reduction": 0.2}  # issue 15's bar
 #: The cell of the cell scenarios.
-CELL = {"cell_links": ("5g", "lte"), "cell_bandwidth_hz": 20e6, "cell_subchannels": 50}
+CELL = {"cell_links": ("wifi", "5g", "lte"), "cell_bandwidth_hz": 20e6,
+        "cell_subchannels": 100}
 
 
 def default_model() -> ModelCost:
@@ -204,50 +206,56 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--servers", nargs="+", default=[DEFAULT_SERVER, "cpu-epyc-9654"])
     parser.add_argument("--time-limit-s", type=float, default=10.0,
                         help="fp's budget (CPU s)")
+    parser.add_argument("--part", choices=("all", "splits", "cell"), default="all")
     parser.add_argument("--out", type=Path, default=Path("results/allocation_tradeoffs"))
     args = parser.parse_args(argv)
     model = default_model()
     counts = (8, 50) if args.quick else (8, 50, 200)
     seeds = 1 if args.quick else args.seeds
     started = time.perf_counter()
-    rows = []
-    for server in args.servers:
-        for n in counts:
-            for label, other in WEIGHTS:
-                for seed in range(seeds):
-                    rows += scenario_rows(model, n, seed, server, label, other,
-                                          args.time_limit_s)
-                print(f"{server} N={n} {label}: {time.perf_counter() - started:.0f} s",
-                      flush=True)
-    summary = summarise(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, args.out / "tradeoffs.csv")
-    write_csv(summary, args.out / "summary.csv")
-    plot(summary, args.out / "tradeoffs.png")
-    cell = []
-    for server in args.servers:
-        for n in (8, 50):
-            for label, other in WEIGHTS:
-                for seed in range(seeds):
-                    cell += cell_rows(model, n, seed, server, label, other, args.time_limit_s)
-            print(f"cell {server} N={n}: {time.perf_counter() - started:.0f} s", flush=True)
-    write_csv(cell, args.out / "cell.csv")
-    cell_summary = summarise_cell(cell)
-    write_csv(cell_summary, args.out / "cell_summary.csv")
-    for r in cell_summary:
-        print(f"cell {r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: makespan fp "
-              f"{r['fp_makespan_s']:.3f} s, sflllm {r['sflllm_makespan_s']:.3f} s "
-              f"(fp -{100 * r['fp_vs_sflllm_makespan_s']:.1f}%), objective fp -"
-              f"{100 * r['fp_vs_sflllm_objective']:.1f}% vs sflllm")
-    for r in summary:
-        print(f"{r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: fp "
-              f"{r['fp_makespan_s'] * 1e3:8.1f} ms, best fixed "
-              f"{r['best_fixed_makespan_s'] * 1e3:8.1f} ms (split {r['best_fixed_split']}), "
-              f"edge-only {r['edge_only_makespan_s'] * 1e3:8.1f} ms | fp -"
-              f"{100 * r['fp_reduction_vs_best_fixed']:4.1f}% / -"
-              f"{100 * r['fp_reduction_vs_edge_only']:4.1f}%, >= "
-              f"{r['fp_distinct_splits_min']} splits, gap {r['fp_max_gap']:.1e}"
-              f"{'  MEETS BAR' if r['meets_issue_bar'] else ''}")
+    summary: list[dict] = []
+    if args.part in ("all", "splits"):
+        rows = []
+        for server in args.servers:
+            for n in counts:
+                for label, other in WEIGHTS:
+                    for seed in range(seeds):
+                        rows += scenario_rows(model, n, seed, server, label, other,
+                                              args.time_limit_s)
+                    print(f"{server} N={n} {label}: {time.perf_counter() - started:.0f} s",
+                          flush=True)
+        summary = summarise(rows)
+        write_csv(rows, args.out / "tradeoffs.csv")
+        write_csv(summary, args.out / "summary.csv")
+        plot(summary, args.out / "tradeoffs.png")
+        for r in summary:
+            print(f"{r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: fp "
+                  f"{r['fp_makespan_s'] * 1e3:8.1f} ms, best fixed "
+                  f"{r['best_fixed_makespan_s'] * 1e3:8.1f} ms (split {r['best_fixed_split']}), "
+                  f"edge-only {r['edge_only_makespan_s'] * 1e3:8.1f} ms | fp -"
+                  f"{100 * r['fp_reduction_vs_best_fixed']:4.1f}% / -"
+                  f"{100 * r['fp_reduction_vs_edge_only']:4.1f}%, >= "
+                  f"{r['fp_distinct_splits_min']} splits, gap {r['fp_max_gap']:.1e}"
+                  f"{'  MEETS BAR' if r['meets_issue_bar'] else ''}")
+    if args.part in ("all", "cell"):
+        cell = []
+        for server in args.servers:
+            for n in (8, 50):
+                for label, other in WEIGHTS:
+                    for seed in range(seeds):
+                        cell += cell_rows(model, n, seed, server, label, other,
+                                          args.time_limit_s)
+                print(f"cell {server} N={n}: {time.perf_counter() - started:.0f} s",
+                      flush=True)
+        write_csv(cell, args.out / "cell.csv")
+        cell_summary = summarise_cell(cell)
+        write_csv(cell_summary, args.out / "cell_summary.csv")
+        for r in cell_summary:
+            print(f"cell {r['server']:>14} N={r['n_users']:>3} {r['weights']:>13}: makespan "
+                  f"fp {r['fp_makespan_s']:.3f} s, sflllm {r['sflllm_makespan_s']:.3f} s "
+                  f"(fp {-100 * r['fp_vs_sflllm_makespan_s']:+.1f}%), objective fp "
+                  f"{-100 * r['fp_vs_sflllm_objective']:+.1f}% vs sflllm")
     print(f"{time.perf_counter() - started:.0f} s; wrote {args.out}")
     return summary
 

@@ -57,10 +57,11 @@ def render(results: Path) -> str:
         "slowest) with each client's fastest split given its subchannels; its LoRA rank and "
         "power control are not decisions in our model, and its server shares are solved "
         "exactly for its splits, as every baseline's are (`allocation.makespan_methods."
-        "sflllm`). The built-in job's shape, catalogue clients; in the cell, the "
-        + " and ".join(link.upper() for link in tradeoffs.CELL["cell_links"])
-        + f" clients share a {tradeoffs.CELL['cell_bandwidth_hz'] / 1e6:g} MHz band of "
-        f"{tradeoffs.CELL['cell_subchannels']} subchannels. Improvements are fp's relative to the "
+        "sflllm`). The built-in job's shape, catalogue clients; in the cell, the clients on "
+        + ", ".join(tradeoffs.CELL["cell_links"])
+        + f" links share one base station's {tradeoffs.CELL['cell_bandwidth_hz'] / 1e6:g} MHz "
+        f"uplink of {tradeoffs.CELL['cell_subchannels']} subchannels, each at the spectral "
+        "efficiency of its draw. Improvements are fp's relative to the "
         "other method on the same scenario (positive: fp lower), mean and 95% interval over "
         "the scenarios. \"equal\": split 1 with the server and the band split evenly.\n\n"
         + stats.table(["server", "clients", "in the cell", "weights", "fp makespan s",
