@@ -94,14 +94,17 @@ class Threshold(NamedTuple):
 
     vector : the vector found within ``tau`` (None when none fits or none was found in time).
     lower_bound : on ``H(tau)``, the cheapest cost within ``tau`` (inf when none fits).
-    status : "optimal" (vector within the query's tolerance of ``H``), "bound" (a feasible
-        vector and a bound that may be apart), "infeasible" (proved: nothing fits), "time-out"
-        (neither: the interval keeps what was known).
+    status : "optimal" (vector within the query's tolerance of ``H``), "bound" (a bound, and
+        a feasible vector if one was found, that may be apart), "infeasible" (proved: nothing
+        fits), "time-out" (neither: the interval keeps what was known).
+    items : a relaxation's mask of the items that can still beat its vector (None: all);
+        without a vector, the items' reduced costs (what each adds to the bound at least).
     """
 
     vector: Vector | None
     lower_bound: float
     status: str
+    items: np.ndarray | None = None
 
 
 class Search(NamedTuple):
@@ -166,9 +169,9 @@ class Tables:
 
     @property
     def relaxable(self) -> bool:
-        """One server and no cell: the threshold knapsack has one capacity, which one
-        Lagrange multiplier relaxes (``relaxed_within``)."""
-        return self.scenario.n_servers == 1 and not self.scenario.has_cell
+        """One server: the threshold knapsack has one capacity (and the cell's band), which
+        Lagrange multipliers relax (``relaxed_within``)."""
+        return self.scenario.n_servers == 1
 
     def items(self, association=None, split=None, channels=None) -> np.ndarray:
         """Mask (N, M, K, C) of the items a method may choose: optionally each user's server,
@@ -278,13 +281,46 @@ class Tables:
                          "optimal")
 
     def cheapest_within(self, tau: float, mask: np.ndarray, rel_gap: float = 1e-7,
-                        time_limit_s: float | None = None) -> Threshold:
+                        time_limit_s: float | None = None, known: Threshold | None = None,
+                        cutoff: float = np.inf) -> Threshold:
         """The cheapest vector with makespan <= tau among the items of ``mask``, by the
-        0-1 integer program (HiGHS), to ``rel_gap``."""
+        0-1 integer program (HiGHS), to ``rel_gap``. ``known``: a relaxation's answer at the
+        same tau, whose vector bounds the cheapest from above: the program then searches
+        only the items that could beat it (``known.items``). ``cutoff``: only vectors cheaper
+        than it matter (the caller's incumbent); with a relaxation's reduced costs the items
+        that cannot be in one are left out, and if nothing is left the answer's status is
+        "cutoff": every vector within tau costs at least ``cutoff``."""
         sc = self.scenario
         fits = mask & (self.base + self.work[None, :, :, None] <= tau)
         if not fits.any(axis=(1, 2, 3)).all():
             return Threshold(None, np.inf, "infeasible")
+        if (known is not None and known.vector is None and known.items is not None
+                and np.isfinite(cutoff) and np.isfinite(known.lower_bound)):
+            inside = fits & (known.items <= cutoff - known.lower_bound)
+            if not inside.any(axis=(1, 2, 3)).all():
+                return Threshold(None, cutoff, "cutoff")
+            found = self.cheapest_within(tau, inside, rel_gap, time_limit_s)
+            if found.status == "infeasible":
+                return Threshold(None, cutoff, "cutoff")
+            return found._replace(lower_bound=min(cutoff, max(found.lower_bound,
+                                                              known.lower_bound)))
+        if known is not None and known.vector is not None and known.items is not None:
+            inside = fits & known.items
+            if inside.any(axis=(1, 2, 3)).all():
+                found = self.cheapest_within(tau, inside, rel_gap, time_limit_s)
+            else:
+                found = Threshold(None, np.inf, "infeasible")
+            upper = float(self.cost[np.arange(sc.n_users), known.vector.association,
+                                    known.vector.split - 1].sum())
+            if found.status == "infeasible" or (found.vector is not None and upper <= float(
+                    self.cost[np.arange(sc.n_users), found.vector.association,
+                              found.vector.split - 1].sum())):
+                # Nothing beats the relaxation's vector: it is the cheapest.
+                bound = upper if found.status == "infeasible" else min(upper, found.lower_bound)
+                return Threshold(known.vector, bound,
+                                 "optimal" if found.status in ("infeasible", "optimal")
+                                 else "bound")
+            return found._replace(lower_bound=min(upper, found.lower_bound))
         if np.isinf(tau):  # no capacity binds
             return self._cheapest(mask)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -319,87 +355,152 @@ class Tables:
         return Threshold(vector, bound, "optimal" if res.status == 0 else "bound")
 
     def relaxed_within(self, tau: float, mask: np.ndarray) -> Threshold:
-        """One server, no cell: a lower bound on ``H(tau)`` from the Lagrangian relaxation of
-        the server's capacity (``max_lambda sum_n min_a (h + lambda w) - lambda c``, equal to
-        the knapsack's LP bound), and the feasible vector at the smallest multiplier whose
-        choices fit, improved greedily toward the relaxed optimum."""
-        fits = mask[:, 0, :, 0] & (self.base[:, 0, :, 0] + self.work[0] <= tau)
-        if not fits.any(axis=1).all():
+        """One server: a lower bound on ``H(tau)`` from the Lagrangian relaxation of the
+        server's capacity and, with a cell, of its band (``max_{lambda, mu} sum_n min_i
+        (h + lambda w + mu c) - lambda cap - mu J``; with the capacity alone it equals the
+        knapsack's LP bound), and a feasible vector near the relaxed optimum: its splits,
+        with the band dealt greedily (each next subchannel where it frees the most server
+        capacity, exact for given splits since the load is convex in the subchannels),
+        improved toward cheaper choices while everything fits. The vector is None when the
+        repair fails; ``keep`` (in ``Threshold.items``) marks the items whose reduced cost
+        leaves them a chance to beat it, for the integer program."""
+        sc = self.scenario
+        fits = mask[:, 0] & (self.base[:, 0] + self.work[0][None, :, None] <= tau)  # (N,K,C)
+        if not fits.any(axis=(1, 2)).all():
             return Threshold(None, np.inf, "infeasible")
         if np.isinf(tau):
             return self._cheapest(mask)
-        capacity = float(self.scenario.concurrency[0])
+        n_users, n_k, n_c = fits.shape
+        capacity, band_cap = float(sc.concurrency[0]), float(sc.cell_subchannels)
         with np.errstate(divide="ignore", invalid="ignore"):
-            weight = np.where(fits, self.work[0] / (tau - self.base[:, 0, :, 0]), 0.0)
-        cost = np.where(fits, self.cost[:, 0, :], np.inf)
-        users = np.arange(weight.shape[0])
-        if np.where(fits, weight, np.inf).min(axis=1).sum() > capacity:
+            weight = np.where(fits, self.work[0][None, :, None] / (tau - self.base[:, 0]), 0.0)
+        flat = fits.reshape(n_users, -1)
+        w = weight.reshape(n_users, -1)
+        h = np.where(flat, np.repeat(self.cost[:, 0, :], n_c, axis=1), np.inf)
+        band = np.tile(np.arange(n_c, dtype=float), n_k)[None, :] * np.ones((n_users, 1))
+        users = np.arange(n_users)
+        if (np.where(flat, w, np.inf).min(axis=1).sum() > capacity
+                or np.where(flat, band, np.inf).min(axis=1).sum() > band_cap):
             return Threshold(None, np.inf, "infeasible")  # even the lightest items overflow
 
-        def pick(lam: float) -> tuple[np.ndarray, float]:
-            """Each user's item minimising h + lam w (ties to the lighter), and the dual
-            function's value at lam."""
-            value = cost + lam * weight
+        def pick(lam: float, mu: float) -> tuple[np.ndarray, float]:
+            """Each user's item minimising h + lam w + mu c (ties to the lighter), and the
+            dual function's value."""
+            value = h + lam * w + mu * band
             low = value.min(axis=1)
             ties = value <= low[:, None] + 1e-12 * np.abs(low[:, None])
-            return np.where(ties, weight, np.inf).argmin(axis=1), float(low.sum())
+            i = np.where(ties, w + 1e-9 * band, np.inf).argmin(axis=1)
+            return i, float(low.sum()) - lam * capacity - mu * band_cap
 
-        def load(k: np.ndarray) -> float:
-            return float(weight[users, k].sum())
+        def best_lambda(mu: float) -> tuple[float, float, np.ndarray, float, np.ndarray]:
+            """Bisection on lambda for this mu: (dual, lambda_lo, picks there, lambda_hi,
+            picks there); the server fits the picks at lambda_hi."""
+            i_lo, d_lo = pick(0.0, mu)
+            if w[users, i_lo].sum() <= capacity:
+                return d_lo, 0.0, i_lo, 0.0, i_lo
+            finite = np.isfinite(h)
+            lo, hi = 0.0, max(float(np.ptp(h[finite]) / max(w[finite].max(), 1e-300)), 1e-12)
+            i_hi, d_hi = pick(hi, mu)
+            while w[users, i_hi].sum() > capacity:
+                lo, i_lo, d_lo = hi, i_hi, d_hi
+                hi *= 4.0
+                i_hi, d_hi = pick(hi, mu)
+            for _ in range(60):
+                if np.count_nonzero(i_lo != i_hi) <= 1 or hi - lo <= 1e-7 * hi:
+                    break
+                mid = 0.5 * (lo + hi)
+                i_mid, d_mid = pick(mid, mu)
+                if w[users, i_mid].sum() > capacity:
+                    lo, i_lo, d_lo = mid, i_mid, d_mid
+                else:
+                    hi, i_hi, d_hi = mid, i_mid, d_mid
+            dual = max(d_lo, d_hi)
+            differ = np.flatnonzero(i_lo != i_hi)
+            if differ.size == 1:
+                j = differ[0]
+                extra = w[j, i_lo[j]] - w[j, i_hi[j]]
+                if extra > 0:
+                    star = (h[j, i_hi[j]] - h[j, i_lo[j]]
+                            + mu * (band[j, i_hi[j]] - band[j, i_lo[j]])) / extra
+                    if lo <= star <= hi:
+                        dual = max(dual, pick(star, mu)[1])
+            return dual, lo, i_lo, hi, i_hi
 
-        k_lo, dual_lo = pick(0.0)
-        if load(k_lo) <= capacity:  # the capacity does not bind: the cheapest items fit
-            return Threshold(self._vector(k_lo), dual_lo, "optimal")
-        # Bracket the multiplier where the chosen load crosses the capacity (from a guess of
-        # its scale: cost spread per weight), then bisect until the two sides' choices differ
-        # in one user: the LP's optimum then has that user fractional, at the multiplier
-        # that makes its two items equal (the dual's maximum).
-        finite = np.isfinite(cost)
-        lam_lo = 0.0
-        lam_hi = max(float(np.ptp(cost[finite]) / max(weight[finite].max(), 1e-300)), 1e-12)
-        k_hi, dual_hi = pick(lam_hi)
-        while load(k_hi) > capacity:
-            lam_lo, k_lo, dual_lo = lam_hi, k_hi, dual_hi
-            lam_hi *= 4.0
-            k_hi, dual_hi = pick(lam_hi)
-        for _ in range(100):
-            if np.count_nonzero(k_lo != k_hi) <= 1:
-                break
-            mid = 0.5 * (lam_lo + lam_hi)
-            if not lam_lo < mid < lam_hi:
-                break
-            k_mid, dual_mid = pick(mid)
-            if load(k_mid) > capacity:
-                lam_lo, k_lo, dual_lo = mid, k_mid, dual_mid
-            else:
-                lam_hi, k_hi, dual_hi = mid, k_mid, dual_mid
-        bound = max(dual_lo - lam_lo * capacity, dual_hi - lam_hi * capacity)
-        differ = np.flatnonzero(k_lo != k_hi)
-        if differ.size == 1:
-            i = differ[0]
-            extra = weight[i, k_lo[i]] - weight[i, k_hi[i]]
-            if extra > 0:
-                star = (cost[i, k_hi[i]] - cost[i, k_lo[i]]) / extra
-                if lam_lo <= star <= lam_hi:
-                    bound = max(bound, pick(star)[1] - star * capacity)
-        # Feasible at lam_hi; move users back toward their lam_lo choices (cheaper, heavier),
-        # most cost saved per weight added first, while the capacity holds.
-        chosen = k_hi.copy()
-        room = capacity - load(chosen)
-        movers = np.flatnonzero(k_lo != k_hi)
-        saving = cost[movers, k_hi[movers]] - cost[movers, k_lo[movers]]
-        extra = weight[movers, k_lo[movers]] - weight[movers, k_hi[movers]]
-        for i in np.argsort(-saving / np.maximum(extra, 1e-300)):
-            if saving[i] > 0 and extra[i] <= room:
-                chosen[movers[i]] = k_lo[movers[i]]
-                room -= extra[i]
-        found = float(cost[users, chosen].sum())
+        result = best_lambda(0.0)
+        mu_best = 0.0
+        if sc.has_cell and band[users, result[4]].sum() > band_cap:
+            # The band binds: a ternary search over its multiplier (the dual is concave).
+            mu_lo, mu_hi = 0.0, 1e-12 + float(np.ptp(h[np.isfinite(h)]))
+            for _ in range(60):
+                if band[users, best_lambda(mu_hi)[4]].sum() <= band_cap:
+                    break
+                mu_lo, mu_hi = mu_hi, mu_hi * 16.0
+            for _ in range(16):
+                m1, m2 = mu_lo + (mu_hi - mu_lo) / 3, mu_hi - (mu_hi - mu_lo) / 3
+                r1, r2 = best_lambda(m1), best_lambda(m2)
+                for mu, r in ((m1, r1), (m2, r2)):
+                    if r[0] > result[0]:
+                        result, mu_best = r, mu
+                if r1[0] < r2[0]:
+                    mu_lo = m1
+                else:
+                    mu_hi = m2
+            if band[users, result[4]].sum() > band_cap:  # take the band-feasible side
+                result, mu_best = best_lambda(mu_hi), mu_hi
+        bound, lam, i_lo, lam_hi, i_hi = result
+        chosen = self._repair(i_hi, i_lo, flat, w, h, band, capacity, band_cap, n_c)
+        value = h + lam_hi * w + mu_best * band
+        # An item's reduced cost: what choosing it adds to the dual bound at least.
+        reduced = (value - value.min(axis=1, keepdims=True)).reshape(n_users, 1, n_k, n_c)
+        if chosen is None:
+            return Threshold(None, bound, "bound", reduced)
+        found = float(h[users, chosen].sum())
+        keep = (reduced <= found - bound + 1e-9 * abs(found)) & fits[:, None]
         status = "optimal" if found <= bound + 1e-12 * abs(found) else "bound"
-        return Threshold(self._vector(chosen), min(bound, found), status)
+        k, c = np.divmod(chosen, n_c)
+        vector = Vector(self.splits[k], np.zeros(n_users, int), c)
+        return Threshold(vector, min(bound, found), status, keep)
 
-    def _vector(self, k: np.ndarray) -> Vector:
-        n = k.size
-        return Vector(self.splits[k], np.zeros(n, int), np.zeros(n, int))
+    def _repair(self, i_hi, i_lo, flat, w, h, band, capacity, band_cap, n_c):
+        """A feasible choice from the relaxation's picks: their splits with the band dealt
+        greedily; then users moved to their cheaper ``i_lo`` choices (their own subchannel
+        count kept) while both capacities hold. None if the splits cannot fit."""
+        sc = self.scenario
+        users = np.arange(flat.shape[0])
+
+        def deal(chosen: np.ndarray) -> np.ndarray | None:
+            if not sc.has_cell:
+                return chosen if w[users, chosen].sum() <= capacity else None
+            k = chosen // n_c
+            rows = flat.reshape(flat.shape[0], -1, n_c)[users, k]  # (N, C) allowed channels
+            loads = w.reshape(w.shape[0], -1, n_c)[users, k]
+            c = np.where(rows, np.arange(n_c), n_c).min(axis=1)  # the fewest that fit
+            if np.any(c >= n_c) or c.sum() > band_cap:
+                return None
+            cell = np.flatnonzero(sc.cell)
+            for _ in range(int(band_cap - c.sum())):
+                nxt = np.minimum(c[cell] + 1, n_c - 1)
+                gain = np.where((c[cell] + 1 < n_c) & rows[cell, nxt],
+                                loads[cell, c[cell]] - loads[cell, nxt], -np.inf)
+                if not np.isfinite(gain).any() or gain.max() <= 0:
+                    break
+                c[cell[int(np.argmax(gain))]] += 1
+            out = k * n_c + c
+            return out if w[users, out].sum() <= capacity else None
+
+        chosen = deal(i_hi)
+        if chosen is None:
+            return None
+        saving = h[users, chosen] - h[users, i_lo]
+        for u in np.argsort(-saving):
+            if saving[u] <= 0:
+                break
+            trial = chosen.copy()
+            trial[u] = i_lo[u]
+            trial = deal(trial)
+            if trial is not None and h[users, trial].sum() < h[users, chosen].sum():
+                chosen = trial
+        return chosen
 
     def makespan_floor(self, mask: np.ndarray) -> float:
         """A lower bound on the makespan of any vector of ``mask``: exact with one server and
@@ -478,6 +579,7 @@ def walk(tables: Tables, mask: np.ndarray, starts=(), *, rtol: float = 1e-6,
     # it scores below the bound; `relaxed`: hi was queried by the relaxation only.
     heap = [(-np.inf, tables.makespan_floor(mask), np.inf, -np.inf, False)]
     dropped = np.inf  # the lowest bound of any part of the axis taken off the heap
+    known: dict[float, Threshold] = {}  # the relaxation's answer at each threshold queried
     programs, deadline = 0, time.process_time() + time_limit_s
     stopped = False
     while heap:
@@ -490,11 +592,18 @@ def walk(tables: Tables, mask: np.ndarray, starts=(), *, rtol: float = 1e-6,
         heapq.heappop(heap)
         if tables.relaxable and not relaxed:
             found = tables.relaxed_within(hi, mask)
-        else:
+            known[hi] = found
+        if not (tables.relaxable and not relaxed) or (found.vector is None
+                                                      and found.status == "bound"):
+            # Only vectors costing below J - w_T lo can still win in this interval.
             found = tables.cheapest_within(hi, mask, 0.1 * rtol,
-                                           max(0.0, deadline - time.process_time()))
+                                           max(0.0, deadline - time.process_time()),
+                                           known.get(hi), best_j - w_t * lo)
             programs += 1
         if found.status == "infeasible":  # nothing within hi: the interval is empty
+            continue
+        if found.status == "cutoff":  # nothing in the interval beats the incumbent
+            dropped = min(dropped, w_t * lo + found.lower_bound)
             continue
         lb = max(h, found.lower_bound)
         if found.vector is None:  # out of time: the interval keeps what was known

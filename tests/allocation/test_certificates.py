@@ -35,10 +35,11 @@ def _time_out_at(monkeypatch, call: int, read_as: str) -> None:
     original = Tables.cheapest_within
     count = itertools.count(1)
 
-    def cheapest_within(self, tau, mask, rel_gap=1e-7, time_limit_s=None):
+    def cheapest_within(self, tau, mask, rel_gap=1e-7, time_limit_s=None, known=None,
+                        cutoff=np.inf):
         if next(count) >= call:
             return Threshold(None, -np.inf if read_as == "time-out" else np.inf, read_as)
-        return original(self, tau, mask, rel_gap, time_limit_s)
+        return original(self, tau, mask, rel_gap, time_limit_s, known, cutoff)
 
     monkeypatch.setattr(Tables, "cheapest_within", cheapest_within)
 

@@ -64,3 +64,29 @@ def test_the_baselines_table_compares_fp_and_sflllm_per_scenario(tmp_path):
 def test_the_committed_results_render():
     assert "The allocator at scale" in allocation_scale.render(RESULTS)
     assert "SflLLM" in allocation_baselines.render(RESULTS)
+
+
+def test_the_cell_runs_table_lists_each_clients_band_per_round(tmp_path):
+    from experiments import cell_run
+    from experiments.report import allocation_cell
+
+    def client(node, subchannels, split=1):
+        return {"node": node, "device_class": "phone", "split": split,
+                "subchannels": subchannels, "bandwidth_hz": subchannels * 0.4e6,
+                "rate_bps": subchannels * 0.8e6, "modelled_transfer_s": 1.0,
+                "measured_transfer_s": 1.1}
+
+    metrics = [{"round": 1, "allocation_gap": 0.0005, "allocation_search": "threshold walk: exact",
+                "clients": [client(1, 30), client(2, 20), {"node": 3, "split": 2}]},
+               {"round": 2, "allocation_gap": 0.0, "allocation_search": "threshold walk: exact",
+                "clients": [client(1, 30), client(2, 25, split=2)]}]
+    rows = cell_run.bandwidth_rows(metrics)
+    assert [(r["round"], r["node"], r["bandwidth_mhz"]) for r in rows] == [
+        (1, 1, 12.0), (1, 2, 8.0), (2, 1, 12.0), (2, 2, 10.0)]  # node 3: on its own link
+    (tmp_path / "cell_run").mkdir()
+    write_csv(rows, tmp_path / "cell_run" / "bandwidth.csv")
+    text = allocation_cell.render(tmp_path)
+    assert "| 2 | phone | 8.0 MHz = 16.00 Mbit/s (split 1) | 10.0 MHz = 20.00 Mbit/s (split 2) |" \
+        in text
+    assert "1 of the 2 cell clients got different shares" in text
+    assert "gaps up to 0.05%" in text
