@@ -491,6 +491,16 @@ class Tables:
         chosen = deal(i_hi)
         if chosen is None:
             return None
+        if not sc.has_cell:  # one capacity: most cost saved per weight added first
+            room = capacity - w[users, chosen].sum()
+            movers = np.flatnonzero(i_lo != chosen)
+            saving = h[movers, chosen[movers]] - h[movers, i_lo[movers]]
+            extra = w[movers, i_lo[movers]] - w[movers, chosen[movers]]
+            for i in np.argsort(-saving / np.maximum(extra, 1e-300)):
+                if saving[i] > 0 and extra[i] <= room:
+                    chosen[movers[i]] = i_lo[movers[i]]
+                    room -= extra[i]
+            return chosen
         saving = h[users, chosen] - h[users, i_lo]
         for u in np.argsort(-saving):
             if saving[u] <= 0:
