@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError(f"the run recorded no round (status {status})")
     size_mb = model_bytes(args.model) / 2**20
     summary = {"command": " ".join(["python -m experiments.soak", *(argv or sys.argv[1:])]),
-               "drop_check": "client identities (partitions)",
+               "drop_check": "identity",
                "model": args.model, "model_mb": round(size_mb, 1), "clients": args.clients,
                "rounds_asked": args.rounds, "fault_rate": args.fault_rate,
                "fault_kinds": args.fault_kinds, "run_status": status,

@@ -29,7 +29,22 @@ the command that rewrites its files.
 """
 
 #: The doc's sections, in order: module names in this package.
-SECTIONS: tuple[str, ...] = ()
+SECTIONS: tuple[str, ...] = (
+    "seed_allocation",
+    "allocation_tradeoffs",
+    "seed_allocation_makespan",
+    "model_fit",
+    "queue_oracle",
+    "testbed",
+    "seed_b",
+    "privacy",
+    "training",
+    "benchmarks",
+    "scale",
+    "reliability",
+    "bench_allocation",
+    "reproduce",
+)
 
 
 def render_section(name: str, results: Path = RESULTS) -> str:
