@@ -100,11 +100,19 @@ def render(results: Path) -> str:
     gemma_worst, gemma_q, gemma_p = max_damage(gemma)
     hidden = {int(k): v for k, v in gemma["hidden_abs_max_by_split"].items()}
     smol_hidden = {int(k): v for k, v in smol.get("hidden_abs_max_by_split", {}).items()}
-    hidden_text = (
-        f"SmolLM2's jumps from {num(smol_hidden[1])} after layer 1 to "
-        f"{num(min(v for k, v in smol_hidden.items() if k >= 3))}-"
-        f"{num(max(v for k, v in smol_hidden.items() if k >= 3))} from layer 3 on"
-        if smol_hidden else "SmolLM2's is not in its report")
+    if smol_hidden:
+        deep = [v for k, v in smol_hidden.items() if k >= 3]
+        hidden_text = (f"SmolLM2's jumps from {num(smol_hidden[1])} after layer 1 to "
+                       f"{num(min(deep))}-{num(max(deep))} from layer 3 on (same held-out text). "
+                       "Huge elements alone do not predict the damage")
+        hidden_cause = ("A few hidden-state elements are huge from layer 3 on "
+                        "(`hidden_abs_max_by_split`), and erasing them wrecks the tail.")
+    else:
+        hidden_text = ("SmolLM2's run predates that record (`experiments/split_rl.py` writes it "
+                       "now), so the files cannot say whether huge elements predict the damage")
+        hidden_cause = ("A likely cause, not recorded in this run's report: a few very large "
+                        "hidden-state elements past the first layers, whose erasure wrecks the "
+                        "tail (the current script records `hidden_abs_max_by_split`).")
     gemma_agents_at_oracle = [n for n in AGENTS
                               if abs(gemma["mean_reward"][n] - gemma["mean_reward"]["oracle"])
                               < 1e-9]
@@ -129,7 +137,7 @@ split per row:
 The paper reports shallow splits (1-3 layers) suffering most; on SmolLM2 the damage is U-shaped
 in the split: cutting after layer 1 loses least, middle splits lose most (up to
 {num(smol_worst, 2)}x at q = {smol_q:.2f}, split {smol_p}), deep splits recover part of it.
-From layer 3 on a few hidden-state elements are huge, and erasing them wrecks the tail.
+{hidden_cause}
 
 ![policy](../results/split_rl/split_rl_policy.png)
 
@@ -172,8 +180,7 @@ Compared with SmolLM2:
   channel;
 - the largest hidden-state element grows steadily with depth on Gemma ({num(hidden[1])} after
   layer 1, {num(hidden[4])} after 4, {num(hidden[max(hidden)])} after {max(hidden)};
-  `hidden_abs_max_by_split`), where {hidden_text} (same held-out text). Huge elements alone do
-  not predict the damage: Gemma's are larger and its worst damage smaller;
+  `hidden_abs_max_by_split`), where {hidden_text};
 - the oracle split is 1 at {sum(s['oracle']['split'] == 1 for s in gemma['held_out'])} of
   {len(gemma['held_out'])} held-out loss rates, so "always split 1" is optimal here too. Agents
   that score the oracle's mean reward: {", ".join(gemma_agents_at_oracle) or "none"}; below it:
