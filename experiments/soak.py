@@ -17,7 +17,9 @@ Writes `<out>/soak.csv` (one row per round), `<out>/soak.json` (the summary and 
 - memory: current RSS at the end of each round (`server_rss_mb`), after round 3 at most 5 % above
   round 3's, and the peak at most twice the frozen model's bytes + 1 GiB;
 - every round has a readable checkpoint holding that round;
-- every skipped round says why, and each round lost exactly as many clients as drew a fault.
+- every skipped round says why, and each round lost exactly the clients that drew a fault: the
+  partitions of the nodes it dropped (each client's `partition` in the round's metrics) are the
+  partitions `clients.faults.drawn` picked for that round.
 """
 
 from __future__ import annotations
@@ -106,10 +108,12 @@ def check(rows: list[dict], run_dir: Path, args: argparse.Namespace, limit_mb: f
     kinds = parse_kinds(args.fault_kinds)
     unexplained, lost = [], []
     for r in rows:
-        drawn_faults = sum(drawn(args.fault_rate, kinds, args.seed, r["round"], p) is not None
-                           for p in range(args.clients))
-        if len(r["failures"]) != drawn_faults:
-            unexplained.append({"round": r["round"], "drawn": drawn_faults,
+        faulty = sorted(p for p in range(args.clients)
+                        if drawn(args.fault_rate, kinds, args.seed, r["round"], p) is not None)
+        partition = {str(c["node"]): c.get("partition", -1) for c in r.get("clients", [])}
+        dropped = sorted(partition.get(node, -1) for node in r["failures"])
+        if dropped != faulty:
+            unexplained.append({"round": r["round"], "drawn": faulty, "dropped": dropped,
                                 "failures": r["failures"]})
         if "skipped" in r and not r["skipped"]:
             unexplained.append({"round": r["round"], "skipped": "no reason"})
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         raise RuntimeError(f"the run recorded no round (status {status})")
     size_mb = model_bytes(args.model) / 2**20
-    summary = {"model": args.model, "model_mb": round(size_mb, 1), "clients": args.clients,
+    summary = {"command": " ".join(["python -m experiments.soak", *(argv or sys.argv[1:])]),
+               "drop_check": "identity",
+               "model": args.model, "model_mb": round(size_mb, 1), "clients": args.clients,
                "rounds_asked": args.rounds, "fault_rate": args.fault_rate,
                "fault_kinds": args.fault_kinds, "run_status": status,
                "wall_s": round(wall, 1),

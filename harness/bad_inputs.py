@@ -466,6 +466,9 @@ CASES: list[Case] = [
          compare=False),
     Case(F, "profile wrong type", 'cores = "many"', "could not convert string",
          profile(lambda p: p.__setitem__("cores", "many"))),
+    Case(F, "profile bad partition", 'partition-id = "two"',
+         "profile partition-id = 'two' is not a partition index",
+         profile(lambda p: p.__setitem__("partition-id", "two"))),
     Case(F, "profile error reply", "an Error reply to query.profile", "client error 2",
          crash((QUERY_PROFILE,))),
     # Evaluation (always Flower messages; after aggregation, so the adapter is unaffected).

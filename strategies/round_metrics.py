@@ -62,6 +62,7 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                                   ("server_share", a.server_share), ("loss_rate", a.loss_rate),
                                   ("rate_bps", a.rate_bps), ("subchannels", a.subchannels))
                 if v is not None},
+             "partition": profile.get("partition_id", -1),
              "examples": int(profile["num-examples"]),
              "bytes_up": outcome.bytes_up if outcome else 0,
              "bytes_down": outcome.bytes_down if outcome else 0,

@@ -3,7 +3,12 @@
 - `training.png`: training loss and perplexities (federated validation, server held-out) per
   round;
 - `clients.png`: each client's split point, uplink bandwidth and bytes on the wire per round;
-- `time.png`: the system model's round delay beside the measured training time per round.
+- `time.png`: each client's time on the data plane per round, modelled (the cost model's
+  device + transfer + server + queue seconds of the plan, times the local steps) against
+  measured (its device compute plus its wait on the stream), for the slowest client of each
+  round and for every client; where the data plane is not measured apart (the Flower-message
+  transport), the measured side is the client's round from its train message to its reply,
+  which also holds Flower's control plane, and the figure says so.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, so no global backend is set in
 the process hosting the ServerApp) and written atomically: a reader sees the old figure or the
@@ -106,11 +111,36 @@ def clients_figure(rows: Sequence[Row]) -> Figure:
     return fig
 
 
+def _measured_key(rows: Sequence[Row]) -> tuple[str, str]:
+    """The measured side of a client's modelled time: its data plane where measured apart."""
+    if any(c.get("measured_dataplane_s") is not None for r in rows for c in r.get("clients", [])):
+        return "measured_dataplane_s", "data plane"
+    return "measured_s", "round, train message to reply (with Flower's control plane)"
+
+
 def time_figure(rows: Sequence[Row]) -> Figure:
-    """The allocator's modelled round delay and the measured training time per round."""
-    fig, (ax,) = _figure(1)
-    _log_lines(ax, rows, [("modelled_delay_s", "modelled delay (system model)"),
-                          ("time_train_s", "measured training time")], "seconds")
+    """A client's round on the data plane, modelled and measured: per round the slowest
+    client's of each (left), and every client-round with the line of equality (right)."""
+    fig, (slowest, each) = _figure(2)
+    key, what = _measured_key(rows)
+    pairs = [(r["round"], c["modelled_s"], c[key]) for r in rows for c in r.get("clients", [])
+             if c.get("modelled_s") is not None and c.get(key) is not None]
+    rounds = sorted({p[0] for p in pairs})
+    for index, label in ((1, "modelled"), (2, "measured")):
+        slowest.plot(rounds, [max(p[index] for p in pairs if p[0] == k) for k in rounds],
+                     marker="o", label=label)
+    slowest.set_ylabel(f"slowest client's {what.split(',')[0]} (s)")
+    for k in rounds:
+        each.scatter([p[2] for p in pairs if p[0] == k], [p[1] for p in pairs if p[0] == k],
+                     s=12, label=f"round {k}")
+    if pairs:
+        top = max(max(p[1], p[2]) for p in pairs)
+        each.plot([0, top], [0, top], "k:", linewidth=1, label="modelled = measured")
+        slowest.legend()
+        each.legend(fontsize="small")
+    each.set_xlabel(f"measured client {what} (s)")
+    each.set_ylabel("modelled (s)")
+    fig.suptitle("a client's time in the round: cost model against the clock", fontsize="medium")
     return fig
 
 

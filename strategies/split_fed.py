@@ -128,6 +128,10 @@ class SplitFedStrategy:
                         raise ValueError(f"profile {key} = {name!r:.80} is not a name of at "
                                          f"most {_MAX_CLASS_NAME} characters")
                     names[key] = name
+                partition = record.get("partition-id", -1)  # absent from older devices
+                if not isinstance(partition, int) or partition < -1:
+                    raise ValueError(f"profile partition-id = {partition!r:.80} is not a "
+                                     "partition index")
                 downlink = float(record.get("downlink_bps", 0.0))
                 if downlink != 0.0 and not 1e3 <= downlink <= 1e12:
                     raise ValueError(f"profile downlink_bps = {downlink!r} outside [1e3, 1e12]")
@@ -135,7 +139,8 @@ class SplitFedStrategy:
                 if not 0.0 <= efficiency <= 100.0:
                     raise ValueError(f"profile spectral_efficiency = {efficiency!r} outside "
                                      "[0, 100] bit/s/Hz")
-                profiles[node] = {**profile, **names, "downlink_bps": downlink,
+                profiles[node] = {**profile, **names, "partition_id": partition,
+                                  "downlink_bps": downlink,
                                   "link_shaped": bool(record.get("link_shaped", 0.0)),
                                   "cell": bool(record.get("cell", 0.0)),
                                   "spectral_efficiency": efficiency}

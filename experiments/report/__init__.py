@@ -29,7 +29,25 @@ the command that rewrites its files.
 """
 
 #: The doc's sections, in order: module names in this package.
-SECTIONS: tuple[str, ...] = ("allocation_scale", "allocation_baselines")
+SECTIONS: tuple[str, ...] = (
+    "seed_allocation",
+    "allocation_tradeoffs",
+    "allocation_baselines",
+    "allocation_cell",
+    "seed_allocation_makespan",
+    "model_fit",
+    "queue_oracle",
+    "testbed",
+    "seed_b",
+    "privacy",
+    "training",
+    "benchmarks",
+    "scale",
+    "reliability",
+    "bench_allocation",
+    "allocation_scale",
+    "reproduce",
+)
 
 
 def render_section(name: str, results: Path = RESULTS) -> str:

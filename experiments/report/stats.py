@@ -54,3 +54,47 @@ def table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
+
+
+def num(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits, exponents written short (``1.18e4``)."""
+    text = f"{x:.{digits}g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def pct(x: float, digits: int = 0, sign: bool = False) -> str:
+    """A fraction as a percentage (``0.123`` -> ``12%``; with ``sign``: ``+12%``)."""
+    value = round(100 * x, digits) + 0.0  # + 0.0: no "-0%"
+    return f"{value:{'+' if sign else ''}.{digits}f}%"
+
+
+def mean(values: Iterable[float]) -> float:
+    values = list(values)
+    if not values:
+        raise ValueError("no values")
+    return sum(values) / len(values)
+
+
+def spread(values: Iterable[float], fmt=num) -> str:
+    """``lo-hi`` of the values, or the one value when they are all equal once formatted."""
+    values = list(values)
+    lo, hi = fmt(min(values)), fmt(max(values))
+    if lo == hi:
+        return lo
+    return f"{lo} to {hi}" if lo.startswith("-") or hi.startswith("-") else f"{lo}-{hi}"
+
+
+def median(values: Iterable[float]) -> float:
+    values = sorted(values)
+    if not values:
+        raise ValueError("no values")
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def fixed(digits: int):
+    """A formatter with ``digits`` decimals, for ``spread``."""
+    return lambda x: f"{x:.{digits}f}"

@@ -13,15 +13,16 @@ ROWS = [
     {"round": 1, "train_loss": 3.0, "val_ppl": 30.0, "heldout_ppl": 31.0,
      "modelled_delay_s": 2.0, "time_train_s": 5.0,
      "clients": [{"node": 7, "split": 2, "bandwidth_hz": 4e6, "bytes_up": 1_000_000,
-                  "bytes_down": 500_000}]},
+                  "bytes_down": 500_000, "modelled_s": 6.0, "measured_dataplane_s": 5.0,
+                  "measured_s": 50.0}]},
     {"round": 2, "skipped": "0 clients completed", "heldout_ppl": 31.0, "time_train_s": 1.0,
      "modelled_delay_s": None, "clients": []},
     {"round": 3, "train_loss": 2.5, "heldout_ppl": 20.0, "modelled_delay_s": 1.5,
      "time_train_s": 4.0,
      "clients": [{"node": 7, "split": 3, "bandwidth_hz": 5e6, "bytes_up": 2_000_000,
-                  "bytes_down": 1_000_000},
+                  "bytes_down": 1_000_000, "modelled_s": 9.0, "measured_dataplane_s": 8.0},
                  {"node": 12345678901, "split": 1, "bandwidth_hz": 6e6, "bytes_up": 0,
-                  "bytes_down": 0}]},
+                  "bytes_down": 0, "modelled_s": 3.0, "measured_dataplane_s": 2.0}]},
 ]
 
 
@@ -41,9 +42,18 @@ def test_the_figures_show_the_metrics_of_the_rounds_that_have_them():
     assert _lines(bandwidth)["node 7"] == ([1, 3], [4.0, 5.0])
     assert _lines(traffic)["node 7"] == ([1, 3], [1.5, 3.0])
 
-    (ax,) = time_figure(ROWS).axes
-    assert _lines(ax) == {"modelled delay (system model)": ([1, 3], [2.0, 1.5]),
-                          "measured training time": ([1, 2, 3], [5.0, 1.0, 4.0])}
+    slowest, each = time_figure(ROWS).axes
+    assert _lines(slowest) == {"modelled": ([1, 3], [6.0, 9.0]), "measured": ([1, 3], [5.0, 8.0])}
+    assert "data plane" in slowest.get_ylabel()
+    points = {c.get_label(): c.get_offsets().tolist() for c in each.collections}
+    assert points == {"round 1": [[5.0, 6.0]], "round 3": [[8.0, 9.0], [2.0, 3.0]]}
+
+
+def test_the_time_figure_says_when_it_falls_back_to_the_whole_round():
+    rows = [{"round": 1, "clients": [{"node": 1, "modelled_s": 2.0, "measured_s": 7.0}]}]
+    slowest, each = time_figure(rows).axes
+    assert _lines(slowest) == {"modelled": ([1], [2.0]), "measured": ([1], [7.0])}
+    assert "control plane" in each.get_xlabel()
 
 
 def test_a_figure_that_fails_is_logged_and_the_round_is_recorded(tmp_path, monkeypatch, caplog):

@@ -49,6 +49,8 @@ def test_metrics_checkpoints_and_exported_adapter(tmp_path):
     for r in rows:
         assert r["completed"] == 4 and r["train_loss"] > 0 and r["val_ppl"] > 1
         assert r["bytes_up"] > 0 and r["bytes_down"] > 0 and not r["failures"]
+        # Each client is named by its data partition as well as its node id.
+        assert {c["node"]: c["partition"] for c in r["clients"]} == {n: n - 1 for n in range(1, 5)}
     assert (folder / "metrics.csv").read_text().startswith("round,")
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
         "round-0001.pt", "round-0002.pt"]
