@@ -44,6 +44,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                          ["--quick", "--out", "{out}/bench_allocation"]),
     "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
+    "families": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
     "instruction_run": (["--out", "{out}/instruction_run"],
                         ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
                          "--block-size", "256", "--tokens", "8",
