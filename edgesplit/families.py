@@ -4,8 +4,10 @@ Once split, every supported model runs the same way: embed -> decoder layers -> 
 LM head. `describe` finds those pieces in a loaded `*ForCausalLM` by their role, not by a
 per-family table: the input embeddings (`get_input_embeddings()`), the ModuleList of
 `num_hidden_layers` decoder blocks, the one norm beside them, the rotary table, a learned
-absolute-position table (GPT-2's `wpe`), an embedding norm (BLOOM) and embedding dropout; the
-LM head is `get_output_embeddings()`; LoRA targets are the linear layers inside the blocks.
+absolute-position table (GPT-2's `wpe`; OPT's, called with the padding mask), an embedding
+norm (BLOOM), OPT-350m's projections in and out, and embedding dropout, in the backbone or one
+level deeper (OPT's `model.decoder`); the LM head is `get_output_embeddings()`; LoRA targets
+are the linear layers inside the blocks.
 Decoder layers may return a tensor or a tuple whose first entry is the hidden state (GPT-J,
 GPT-Neo, CodeGen, Falcon, BLOOM, MPT). What a few families do outside their modules is switched
 on by the config attribute that holds it (`EMBEDDING_SCALARS`, `LOGIT_SCALARS`: the override
@@ -143,7 +145,8 @@ class Architecture:
     Attributes
     ----------
     backbone_attr : str
-        Attribute of the `*ForCausalLM` holding the decoder stack (its `base_model_prefix`).
+        Attribute of the `*ForCausalLM` holding the decoder stack (its `base_model_prefix`),
+        dotted when the stack sits one level deeper (OPT's `model.decoder`).
     layers_attr : str
         Attribute of the backbone holding the decoder blocks (also peft's `layers_pattern`).
     norm_attr : str or None
@@ -154,6 +157,12 @@ class Architecture:
         The rotary embedding takes the layer kind (Gemma 3: one table per attention kind).
     positions_attr : str or None
         A learned absolute-position table added to the token embeddings (GPT-2).
+    positions_from_mask : bool
+        The position table is called with the padding mask and the positions (OPT's, which
+        offsets them by 2 inside) rather than with the positions alone.
+    project_in_attr, project_out_attr : str or None
+        Linear maps between the embedding width and the layers' width, before the positions
+        are added and after the final norm (OPT-350m).
     embedding_norm_attr : str or None
         A norm applied to the embeddings before the first layer (BLOOM).
     attention_bias : str or None
@@ -179,6 +188,9 @@ class Architecture:
     rotary_attr: str | None
     rotary_by_kind: bool
     positions_attr: str | None
+    positions_from_mask: bool
+    project_in_attr: str | None
+    project_out_attr: str | None
     embedding_norm_attr: str | None
     attention_bias: str | None
     layer_parameters: frozenset[str] | None
@@ -191,18 +203,24 @@ class Architecture:
 
     def backbone(self, model: nn.Module) -> nn.Module:
         """The decoder stack of a `*ForCausalLM`."""
-        return getattr(model, self.backbone_attr)
+        for attr in self.backbone_attr.split("."):
+            model = getattr(model, attr)
+        return model
 
     def embed(self, model: PreTrainedModel, input_ids: torch.Tensor,
-              position_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings (+ scalars, + learned positions, then the embedding norm), then
-        embedding dropout."""
+              attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (+ scalars, projected in, + learned positions, then the embedding
+        norm), then embedding dropout."""
         hidden = model.get_input_embeddings()(input_ids)
         for name, value in self.embedding_scalars:
             hidden = EMBEDDING_SCALARS[name](hidden, value)
         backbone = self.backbone(model)
+        if self.project_in_attr:
+            hidden = getattr(backbone, self.project_in_attr)(hidden)
         if self.positions_attr:
-            hidden = hidden + getattr(backbone, self.positions_attr)(position_ids)
+            table = getattr(backbone, self.positions_attr)
+            hidden = hidden + (table(attention_mask, 0, position_ids=position_ids)
+                               if self.positions_from_mask else table(position_ids))
         if self.embedding_norm_attr:
             hidden = getattr(backbone, self.embedding_norm_attr)(hidden)
         for name in self.dropout_attrs:
@@ -241,8 +259,11 @@ class Architecture:
 
     def logits(self, model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm, LM head, and the logit scalars the model applies after it."""
+        backbone = self.backbone(model)
         if self.norm_attr:
-            hidden = getattr(self.backbone(model), self.norm_attr)(hidden)
+            hidden = getattr(backbone, self.norm_attr)(hidden)
+        if self.project_out_attr:
+            hidden = getattr(backbone, self.project_out_attr)(hidden)
         logits = model.get_output_embeddings()(hidden)
         for name, value in self.logit_scalars:
             logits = LOGIT_SCALARS[name](logits, value)
@@ -342,12 +363,17 @@ def describe(model: PreTrainedModel) -> Architecture:
         recurrent layers or share weights.
     """
     config, name = model.config, model.config.model_type
-    backbone = getattr(model, model.base_model_prefix, None)
+    backbone_attr = model.base_model_prefix
+    backbone = getattr(model, backbone_attr, None)
     if not isinstance(backbone, nn.Module) or backbone is model:
         raise UnsupportedModel(f"{name}: no decoder stack under {model.base_model_prefix!r}")
+    children = dict(backbone.named_children())
+    if list(children) == ["decoder"]:  # the whole stack one level deeper (OPT)
+        backbone_attr, backbone = f"{backbone_attr}.decoder", children["decoder"]
     embeddings = model.get_input_embeddings()
     layers_attr, rotary_attr = None, None
     norms, positions, dropouts, unknown = [], [], [], []  # norms: (attr, before the layers)
+    projections = {}
     for attr, child in backbone.named_children():
         kind = type(child).__name__
         if child is embeddings:
@@ -359,8 +385,10 @@ def describe(model: PreTrainedModel) -> Architecture:
             rotary_attr = attr
         elif "Norm" in kind:
             norms.append((attr, layers_attr is None))
-        elif type(child) is nn.Embedding:  # exactly: subclasses (OPT's) take other arguments
+        elif isinstance(child, nn.Embedding) and _position_call(child) is not None:
             positions.append(attr)
+        elif attr in ("project_in", "project_out") and isinstance(child, nn.Linear):
+            projections[attr] = attr
         elif isinstance(child, nn.Dropout):
             dropouts.append(attr)
         elif isinstance(child, nn.ModuleList):
@@ -391,11 +419,14 @@ def describe(model: PreTrainedModel) -> Architecture:
     targets, conv1d = _linear_layers(layers)
     rotary = getattr(backbone, rotary_attr) if rotary_attr else None
     return Architecture(
-        backbone_attr=model.base_model_prefix, layers_attr=layers_attr, norm_attr=final_norm,
+        backbone_attr=backbone_attr, layers_attr=layers_attr, norm_attr=final_norm,
         rotary_attr=rotary_attr,
         rotary_by_kind=rotary is not None
         and "layer_type" in inspect.signature(rotary.forward).parameters,
         positions_attr=positions[0] if positions else None,
+        positions_from_mask=bool(positions) and _position_call(getattr(backbone, positions[0])),
+        project_in_attr=projections.get("project_in"),
+        project_out_attr=projections.get("project_out"),
         embedding_norm_attr=embedding_norm or REUSED_EMBEDDING_NORMS.get(config.model_type),
         attention_bias=attention_bias,
         layer_parameters=None if any(p.kind is p.VAR_KEYWORD for p in signature)
@@ -404,6 +435,16 @@ def describe(model: PreTrainedModel) -> Architecture:
         embedding_scalars=_scalars(config, EMBEDDING_SCALARS),
         logit_scalars=_scalars(config, LOGIT_SCALARS),
         lora_targets=targets, lora_parameters=_expert_parameters(layers), fan_in_fan_out=conv1d)
+
+
+def _position_call(table: nn.Embedding) -> bool | None:
+    """How a learned position table is called: False with the positions (a plain
+    `nn.Embedding`), True with the padding mask and the positions (OPT's offset table), None
+    for any other signature (no place for it)."""
+    if type(table) is nn.Embedding:
+        return False
+    parameters = list(inspect.signature(table.forward).parameters)
+    return True if parameters[:1] == ["attention_mask"] and "position_ids" in parameters else None
 
 
 def _final_and_embedding_norm(name: str, norms: list[tuple[str, bool]]

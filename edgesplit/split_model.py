@@ -273,7 +273,8 @@ class SplitModel:
         self._check_split(split, need_tail=False)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         position_ids = positions_from_mask(attention_mask)
-        hidden = self.architecture.embed(self.base_model, input_ids, position_ids)
+        hidden = self.architecture.embed(self.base_model, input_ids, attention_mask,
+                                         position_ids)
         return self._run_layers(hidden, attention_mask, range(split))
 
     def body(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,

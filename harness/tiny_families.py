@@ -76,6 +76,11 @@ SUPPORTED: dict[str, Callable[[], PretrainedConfig]] = {
     "bloom": _config("bloom", hidden_size=64, n_layer=4, n_head=4, hidden_dropout=0.0,
                      attention_dropout=0.0),  # + a norm on the embeddings
     "mpt": _config("mpt", d_model=64, n_layers=4, n_heads=4, max_seq_len=512),
+    # The stack one level deeper, a position table called with the mask (offset by 2 inside),
+    # OPT-350m's projections around a narrower embedding and post-norm layers (no final norm).
+    "opt-350m": _config("opt", hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                        ffn_dim=128, max_position_embeddings=512, word_embed_proj_dim=32,
+                        do_layer_norm_before=False, dropout=0.0, attention_dropout=0.0),
 }
 
 _SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=257)
@@ -97,8 +102,6 @@ REFUSED: dict[str, tuple[Callable[[], PretrainedConfig], str]] = {
     "lfm2": (_config("lfm2", **_SMALL, full_attn_idxs=[1]), "short-convolution"),
     "rwkv": (_config("rwkv", hidden_size=32, num_hidden_layers=2, attention_hidden_size=32,
                      intermediate_size=64), "recurrent"),
-    "opt": (_config("opt", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    ffn_dim=64, word_embed_proj_dim=32), "nested one level deeper"),
     "bert": (_config("bert", **_SMALL, intermediate_size=64, is_decoder=True),
              "encoder \\(masked-LM\\) family"),
     "gemma3": (_config("gemma3"), "multimodal model \\(vision_config"),
@@ -111,7 +114,7 @@ REFUSED: dict[str, tuple[Callable[[], PretrainedConfig], str]] = {
                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
                    "differ from the model's own forward"),
 }
-NEEDS_WEIGHTS = ("rwkv", "opt", "xlnet", "openai-gpt")  # refused after loading
+NEEDS_WEIGHTS = ("rwkv", "xlnet", "openai-gpt")  # refused after loading
 
 
 # Size attributes of transformers' configs (their many spellings) and the tiny value each takes
@@ -156,14 +159,14 @@ _TINY_OVERRIDES: dict[str, dict[str, object]] = {
 
 
 def tiny_config(model_type: str) -> PretrainedConfig:
-    """A tiny config of any family: its own test config above if it has one, else transformers'
-    default config with every size attribute it has shrunk (`_TINY_SIZES`; sub-configs such as
-    a vision tower's too), dropouts 0, a sliding window (if any) of 8 tokens, a 257-token
-    vocabulary, and what a few families need besides (`_TINY_OVERRIDES`)."""
-    for build in SUPPORTED.values():
-        config = build()
-        if config.model_type == model_type:
-            return config
+    """A tiny config of any family: its own test config above if it has one (by name: the
+    `falcon-alibi` and `opt-350m` layouts are extra rows), else transformers' default config
+    with every size attribute it has shrunk (`_TINY_SIZES`; sub-configs such as a vision
+    tower's too), dropouts 0, a sliding window (if any) of 8 tokens, a 257-token vocabulary,
+    and what a few families need besides (`_TINY_OVERRIDES`)."""
+    for name, build in SUPPORTED.items():
+        if name.replace("-", "_") == model_type.replace("-", "_"):
+            return build()
     extra = _TINY_OVERRIDES.get(model_type, {})
     try:
         default = AutoConfig.for_model(model_type)

@@ -72,6 +72,7 @@ EXPECTED_TARGETS = {
     "falcon-alibi": (FUSED_QKV, set()),
     "bloom": (FUSED_QKV, set()),
     "mpt": ({"Wqkv", "out_proj", "up_proj", "down_proj"}, set()),
+    "opt-350m": ({"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}, set()),
 }
 
 
@@ -89,26 +90,34 @@ def test_lora_targets_are_the_blocks_own_linear_layers(model, request):
     assert all(len(model.lora_keys([i])) == per_layer for i in range(model.num_layers))
 
 
-def test_lora_state_round_trip_is_exact_and_per_layer(model):
+DEVICE_LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def device(model) -> SplitModel:
+    """The same checkpoint loaded as a device's head of 3 of its 4 layers."""
+    return SplitModel(model.folder.as_posix(), head_layers=DEVICE_LAYERS)
+
+
+def test_lora_state_round_trip_is_exact_and_per_layer(model, device):
     state = model.lora_state([1, 2])
     assert state and {model.layer_of(k) for k in state} == {1, 2}
-    other = SplitModel(model.folder.as_posix())
-    other.load_lora_state(state)
-    for key, value in other.lora_state([1, 2]).items():
+    device.load_lora_state(state)
+    for key, value in device.lora_state([1, 2]).items():
         assert torch.equal(value, state[key])
     with pytest.raises(KeyError, match="unknown adapter key"):
-        other.load_lora_state({"not.a.key": torch.zeros(1)})
+        device.load_lora_state({"not.a.key": torch.zeros(1)})
 
 
-def test_device_head_holds_only_its_layers_and_matches_the_full_model(model):
-    split = 2
-    device = SplitModel(model.folder.as_posix(), head_layers=split)
+def test_device_head_holds_only_its_layers_and_matches_the_full_model(model, device):
+    split = DEVICE_LAYERS
     device.load_lora_state(model.lora_state(range(split)))
     ids, mask = padded_batch()
     assert torch.equal(device.head(ids, mask, split), model.head(ids, mask, split))
     assert set(device.lora_keys()) == set(model.lora_keys(range(split)))
     blocks = [n for n, _ in device.base_model.named_parameters()]
-    assert not any(f".{split}." in n or f".{split + 1}." in n for n in blocks)
+    assert any(f".{split - 1}." in n for n in blocks)
+    assert not any(f".{split}." in n for n in blocks)
     with pytest.raises(ValueError, match="only a head"):
         device.tail(torch.zeros(1, 1, 64), mask[:1, :1], split)
 
@@ -155,13 +164,17 @@ ATTENTION_BIAS = {"falcon": "falcon", "falcon-alibi": "falcon", "bloom": "bloom"
 
 
 def test_pieces_outside_the_layers_are_found(model, request):
-    """BLOOM's embedding norm and the ALiBi families' bias builders (the oracle above shows
-    they are applied right)."""
+    """BLOOM's embedding norm, the ALiBi families' bias builders, OPT's nested stack, mask-
+    called position table and projections (the oracle above shows they are applied right)."""
     family = request.node.callspec.params["model"]
     arch = model.architecture
     assert arch.embedding_norm_attr == ("word_embeddings_layernorm" if family == "bloom"
                                         else None)
     assert arch.attention_bias == ATTENTION_BIAS.get(family)
+    opt = family == "opt-350m"
+    assert (arch.backbone_attr == "model.decoder") == opt and arch.positions_from_mask == opt
+    assert (arch.project_in_attr, arch.project_out_attr, arch.norm_attr is None) == (
+        ("project_in", "project_out", True) if opt else (None, None, False))
 
 
 @pytest.fixture(scope="module")
