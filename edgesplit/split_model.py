@@ -99,9 +99,11 @@ class SplitModel:
             overrides["num_hidden_layers"] = head_layers
             if getattr(config, "layer_types", None):
                 overrides["layer_types"] = config.layer_types[:head_layers]
-        with _refusing(config.model_type, "loading it"), quiet_transformers():
-            # (a head load skips the tail's tensors: expected, not news)
+        # (quiet: a head load skips the tail's tensors, expected, not news)
+        with (_refusing(config.model_type, "loading it", family_limit=False),
+              quiet_transformers()):
             base = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype, **overrides)
+        with _refusing(config.model_type, "reading its structure"):
             self.architecture = describe(base)
         if head_layers is not None:
             # A device never runs the final norm or LM head: free them (an untied LM head is as
@@ -337,17 +339,20 @@ class SplitModel:
 
 
 @contextmanager
-def _refusing(model_type: str, step: str) -> Iterator[None]:
+def _refusing(model_type: str, step: str, family_limit: bool = True) -> Iterator[None]:
     """The load probe's last word: any failure of a step that depends on the family becomes a
-    refusal naming the cause, never a raw error from inside transformers."""
+    refusal naming the cause, never a raw error from inside transformers. `family_limit`:
+    the step only fails for a family the split does not handle (not, say, for a broken
+    weights file), so the refusal says so."""
     try:
         yield
     except UnsupportedModel:
         raise
     except Exception as exc:
+        verdict = ("; this family is not supported (it would need an entry in "
+                   "edgesplit/families.py)" if family_limit else "")
         raise UnsupportedModel(f"{model_type}: {step} for the split failed ({type(exc).__name__}: "
-                               f"{exc}); this family is not supported (it would need an entry in "
-                               "edgesplit/families.py)") from exc
+                               f"{exc}){verdict}") from exc
 
 
 def trainable_copy(state: Mapping[str, torch.Tensor], device: torch.device | str | None = None

@@ -201,6 +201,14 @@ def test_the_load_probe_turns_any_failure_into_a_refusal_naming_it(falcon_folder
     assert isinstance(refusal.value.__cause__, TypeError)
 
 
+def test_a_broken_weights_file_is_a_refusal_naming_it_not_a_family_verdict(tmp_path):
+    folder = save_tiny(SUPPORTED["llama"](), tmp_path / "llama")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UnsupportedModel, match="llama: loading it for the split failed") as e:
+        SplitModel(str(folder))
+    assert "not supported" not in str(e.value)
+
+
 def test_a_family_that_deviates_unseen_is_refused_at_load(tmp_path, monkeypatch):
     """The load check: were Granite's logit scaling unknown, head + tail would not reproduce
     the model's own forward, and the model is refused rather than trained wrongly."""
