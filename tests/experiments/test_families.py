@@ -74,3 +74,26 @@ def test_docs_list_the_verdicts_of_the_committed_table():
     for section, status in (("Refused", "refused"), ("Not checked", "untested")):
         assert listed(section) == {r["family"] for r in rows.values() if r["status"] == status}
     assert not any(r["status"] in ("crash", "inexact") for r in rows.values())
+
+
+def test_report_section_reads_every_verdict_from_the_table(tmp_path):
+    from experiments.report import families as section
+
+    rows = [{"family": "gptj", "model_type": "gptj", "status": "exact", "reason": "",
+             "cuts": "8", "logits_gap": "0", "loss_gap": "0", "grad_gap": "0", "seconds": "1"},
+            {"family": "mamba", "model_type": "mamba", "status": "refused",
+             "reason": "mamba has a | pipe", "cuts": "", "logits_gap": "", "loss_gap": "",
+             "grad_gap": "", "seconds": "1"},
+            {"family": "x", "model_type": "x", "status": "crash", "reason": "TypeError: y",
+             "cuts": "", "logits_gap": "", "loss_gap": "", "grad_gap": "", "seconds": "1"}]
+    with (tmp_path / "families.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "families_versions.txt").write_text("transformers 9.9\n")
+    text = section.render(tmp_path)
+    assert "| 3 | 1 | 1 | 0 | 1 | 0 |" in text and "transformers 9.9" in text
+    assert "| gptj | gptj | 8 | 0 | 0 | 0 |" in text
+    assert "mamba has a \\| pipe" in text and "### Crashed (a bug)" in text
+    assert "### Untested" not in text
+    assert "| 191 |" in section.render(ROOT / "results")  # the committed table renders
