@@ -13,16 +13,18 @@ embeddings from the checkpoint (transformers skips the other tensors) and drops 
 
 Any dense decoder-only causal LM of the installed transformers loads: `edgesplit.families` reads
 its structure off the model and refuses what cannot split exactly, and a whole-model load checks
-that head + tail reproduce the model's own forward before anything uses it. The frozen base may
-be bfloat16 or float16 on any torch device; LoRA parameters stay float32. Tensors may come in on
-any device and dtype (activations arrive widened by the wire); outputs stay on the model's device.
+that head + tail reproduce the model's own forward before anything uses it; any failure while
+loading or probing becomes such a refusal with its cause (docs/models.md lists the families).
+The frozen base may be bfloat16 or float16 on any torch device; LoRA parameters stay float32.
+Tensors may come in on any device and dtype (activations arrive widened by the wire); outputs
+stay on the model's device.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -32,7 +34,6 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from edgesplit.families import (
     UnsupportedModel,
-    build_masks,
     check_config,
     describe,
     layer_kinds,
@@ -79,7 +80,8 @@ class SplitModel:
         lora = lora or LoraSettings()
         self.folder: Path = resolve_checkpoint(model_name)
         config = AutoConfig.from_pretrained(self.folder)
-        check_config(config)  # refuse before reading any weight
+        with _refusing(config.model_type, "reading its config"):
+            check_config(config)  # refuse before reading any weight
         self.num_layers: int = config.num_hidden_layers
         self.layer_types = layer_kinds(config)
         if head_layers is not None and not 0 <= head_layers <= self.num_layers:
@@ -97,13 +99,18 @@ class SplitModel:
             overrides["num_hidden_layers"] = head_layers
             if getattr(config, "layer_types", None):
                 overrides["layer_types"] = config.layer_types[:head_layers]
-        with quiet_transformers():  # a head load skips the tail's tensors: expected, not news
+        # (quiet: a head load skips the tail's tensors, expected, not news)
+        with (_refusing(config.model_type, "loading it", family_limit=False),
+              quiet_transformers()):
             base = AutoModelForCausalLM.from_pretrained(self.folder, dtype=dtype, **overrides)
-        self.architecture = describe(base)
+        with _refusing(config.model_type, "reading its structure"):
+            self.architecture = describe(base)
         if head_layers is not None:
             # A device never runs the final norm or LM head: free them (an untied LM head is as
             # large as the embeddings).
-            setattr(self.architecture.backbone(base), self.architecture.norm_attr, nn.Identity())
+            if self.architecture.norm_attr:
+                setattr(self.architecture.backbone(base), self.architecture.norm_attr,
+                        nn.Identity())
             base.set_output_embeddings(nn.Identity())
         base.requires_grad_(False)
         base.eval()
@@ -120,14 +127,18 @@ class SplitModel:
         from peft import LoraConfig, get_peft_model
 
         # peft keeps the adapter in float32 over a bfloat16/float16 base (autocast_adapter_dtype).
-        self.peft_model = get_peft_model(base, LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=modules, target_parameters=experts,
-            fan_in_fan_out=arch.fan_in_fan_out, bias="none"))
+        # Targets we derived that peft cannot adapt are the family's limit; named ones the user's.
+        with (nullcontext() if lora.target_modules else
+              _refusing(config.model_type, "adding LoRA to the layers found")):
+            self.peft_model = get_peft_model(base, LoraConfig(
+                r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=modules, target_parameters=experts,
+                fan_in_fan_out=arch.fan_in_fan_out, bias="none"))
         self.peft_model.eval()
         self._lora = self._index_lora_parameters()
         if head_layers is None:
-            self._check_exact()
+            with _refusing(config.model_type, "running head + tail on a test batch"):
+                self._check_exact()
 
     # ---- structure -------------------------------------------------------------------------
     @property
@@ -249,15 +260,13 @@ class SplitModel:
         attention_mask = attention_mask.to(self.device)
         position_ids = positions_from_mask(attention_mask)
         kinds = {self.layer_types[i] for i in layers}
-        masks = build_masks(self.config, hidden, attention_mask, position_ids, kinds)
-        rotary = self.architecture.position_embeddings(self.base_model, hidden, position_ids,
-                                                       kinds)
+        inputs = self.architecture.layer_inputs(self.base_model, hidden, attention_mask,
+                                                position_ids, kinds)
         blocks = self._blocks
         for i in layers:  # layer kinds by ABSOLUTE index, on either side of the cut
-            kind = self.layer_types[i]
-            extra = {} if rotary[kind] is None else {"position_embeddings": rotary[kind]}
-            hidden = blocks[i](hidden, attention_mask=masks[kind], position_ids=position_ids,
-                               **extra)
+            out = blocks[i](hidden, **inputs[self.layer_types[i]])
+            # GPT-J, GPT-Neo, CodeGen and the ALiBi families return (hidden, attention weights).
+            hidden = out[0] if isinstance(out, tuple | list) else out
         return hidden
 
     def head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -266,7 +275,8 @@ class SplitModel:
         self._check_split(split, need_tail=False)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         position_ids = positions_from_mask(attention_mask)
-        hidden = self.architecture.embed(self.base_model, input_ids, position_ids)
+        hidden = self.architecture.embed(self.base_model, input_ids, attention_mask,
+                                         position_ids)
         return self._run_layers(hidden, attention_mask, range(split))
 
     def body(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
@@ -307,13 +317,15 @@ class SplitModel:
         (a family that deviates outside its modules in a way `describe` cannot see)."""
         ids = torch.arange(32).remainder(self.config.vocab_size).reshape(2, 16)
         mask = torch.ones_like(ids)
-        mask[1, :5] = 0  # left padding: positions and masks must come from the mask
+        mask[0, -3:] = 0  # right and left padding: positions and masks must come from the mask
+        mask[1, :5] = 0
         reference = self.full(ids, mask).logits
         split = self.num_layers // 2
         logits = self.tail(self.head(ids, mask, split), mask, split).logits
-        real = mask.bool().to(self.device)  # padded slots are nobody's prediction
-        error = float((logits[real] - reference[real]).abs().max())
-        scale = max(1.0, float(reference[real].abs().max()))
+        # Every slot, padded ones too: under left padding the last padded slot predicts the
+        # first real token, so its logits enter the model's own loss (GPT-1 differs only there).
+        error = float((logits - reference).abs().max())
+        scale = max(1.0, float(reference.abs().max()))
         if not error <= EXACT_TOLERANCE[self.dtype] * scale:
             raise UnsupportedModel(
                 f"{self.config.model_type}: head + tail at split {split} differ from the model's "
@@ -324,6 +336,23 @@ class SplitModel:
         """Write `state` as a peft adapter folder (`PeftModel.from_pretrained(base, folder)`)."""
         self.load_lora_state(state)
         self.peft_model.save_pretrained(str(folder))
+
+
+@contextmanager
+def _refusing(model_type: str, step: str, family_limit: bool = True) -> Iterator[None]:
+    """The load probe's last word: any failure of a step that depends on the family becomes a
+    refusal naming the cause, never a raw error from inside transformers. `family_limit`:
+    the step only fails for a family the split does not handle (not, say, for a broken
+    weights file), so the refusal says so."""
+    try:
+        yield
+    except UnsupportedModel:
+        raise
+    except Exception as exc:
+        verdict = ("; this family is not supported (it would need an entry in "
+                   "edgesplit/families.py)" if family_limit else "")
+        raise UnsupportedModel(f"{model_type}: {step} for the split failed ({type(exc).__name__}: "
+                               f"{exc}){verdict}") from exc
 
 
 def trainable_copy(state: Mapping[str, torch.Tensor], device: torch.device | str | None = None

@@ -48,6 +48,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "cell_run": (["--out", "{out}/cell_run"], ["--quick", "--out", "{out}/cell_run"]),
     "bench_framing": (["--out", "{out}"], ["--repeats", "20", "--out", "{out}"]),
     "bad_inputs": (["--out", "{out}"], ["--out", "{out}"]),
+    "families": (["--out", "{out}"], ["--quick", "--out", "{out}"]),
     "instruction_run": (["--out", "{out}/instruction_run"],
                         ["--model", "tiny-llama", "--rounds", "1", "--clients", "2",
                          "--block-size", "256", "--tokens", "8",

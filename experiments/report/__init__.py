@@ -41,6 +41,7 @@ SECTIONS: tuple[str, ...] = (
     "seed_b",
     "privacy",
     "training",
+    "families",
     "benchmarks",
     "scale",
     "reliability",

@@ -6,8 +6,8 @@ import torch
 
 from edgesplit.placement import resolve_device
 from edgesplit.split_model import SplitModel, trainable_copy
+from harness.split_oracle import labels_of, padded_batch, randomised
 from harness.tiny_families import SUPPORTED, save_tiny
-from tests.edgesplit.test_split_model import labels_of, padded_batch, randomised
 
 STEPS = 3
 

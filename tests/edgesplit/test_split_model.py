@@ -1,6 +1,6 @@
 """Oracle 1: head + tail equals the unsplit model, in outputs and LoRA gradients, for every
-family of issue 14 (tiny random configs built here), and the refusal of models that cannot split
-exactly."""
+family of issues 14 and 26 (tiny random configs of harness/tiny_families.py), and the refusal of
+models that cannot split exactly, with the reason."""
 
 from dataclasses import replace
 
@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from edgesplit import families
 from edgesplit import split_model as split_model_module
 from edgesplit.families import UnsupportedModel, describe
 from edgesplit.settings import LoraSettings
 from edgesplit.split_model import SplitModel, trainable_copy
+from harness.split_oracle import cut_errors, cuts, labels_of, padded_batch, randomised
 from harness.tiny_families import (
     NEEDS_WEIGHTS,
     REFUSED,
@@ -19,31 +21,6 @@ from harness.tiny_families import (
     save_config_only,
     save_tiny,
 )
-
-
-def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Four sequences: unpadded, left-padded, right-padded, and padded on both sides."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 256, (4, 16), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[1, :5] = 0
-    mask[2, -6:] = 0
-    mask[3, :2] = 0
-    mask[3, -3:] = 0
-    return ids, mask
-
-
-def labels_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Next-token labels: the inputs, padding ignored (-100)."""
-    return ids.masked_fill(mask == 0, -100)
-
-
-def randomised(model: SplitModel, seed: int = 1) -> dict[str, torch.Tensor]:
-    """Non-zero LoRA weights (peft starts B at zero, which would hide gradient bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {k: 0.1 * torch.randn(v.shape, generator=gen) for k, v in model.lora_state().items()}
-    model.load_lora_state(state)
-    return state
 
 
 @pytest.fixture(scope="module", params=list(SUPPORTED))
@@ -55,74 +32,14 @@ def model(request, tmp_path_factory) -> SplitModel:
     return m
 
 
-def test_every_split_reproduces_full_logits_and_loss(model):
-    ids, mask = padded_batch()
-    labels = labels_of(ids, mask)
-    reference = model.full(ids, mask, labels)
-    for split in range(1, model.num_layers):
-        out = model.tail(model.head(ids, mask, split), mask, split, labels)
-        assert (out.logits - reference.logits).abs().max() < 1e-5, split
-        assert abs(out.loss.item() - reference.loss.item()) < 1e-5, split
-
-
-def test_every_split_reproduces_full_lora_gradients(model):
-    ids, mask = padded_batch(seed=3)
-    labels = labels_of(ids, mask)
-    state = model.lora_state()
-    reference = trainable_copy(state)
-    with model.using_lora(reference):
-        model.full(ids, mask, labels).loss.backward()
-    for split in range(1, model.num_layers):
-        params = trainable_copy(state)
-        with model.using_lora(params):
-            activations = model.head(ids, mask, split)
-            sent = activations.detach().requires_grad_()  # what crosses the wire
-            model.tail(sent, mask, split, labels).loss.backward()
-            activations.backward(sent.grad)
-        for key, param in params.items():
-            assert param.grad is not None, key
-            assert (param.grad - reference[key].grad).abs().max() < 1e-5, (split, key)
-
-
-def u_pairs(model: SplitModel) -> list[tuple[int, int]]:
-    """Every U-shaped split: device head [0, k1), server body [k1, k2), device tail [k2, L)."""
-    return [(k1, k2) for k1 in range(1, model.num_layers - 1)
-            for k2 in range(k1 + 1, model.num_layers)]
-
-
-def test_every_u_shaped_split_reproduces_full_logits_and_loss(model):
-    ids, mask = padded_batch(seed=5)
-    labels = labels_of(ids, mask)
-    reference = model.full(ids, mask, labels)
-    assert u_pairs(model)
-    for k1, k2 in u_pairs(model):
-        body = model.body(model.head(ids, mask, k1), mask, k1, k2)
-        out = model.tail(body, mask, k2, labels)
-        assert (out.logits - reference.logits).abs().max() < 1e-5, (k1, k2)
-        assert abs(out.loss.item() - reference.loss.item()) < 1e-5, (k1, k2)
-
-
-def test_every_u_shaped_split_reproduces_full_lora_gradients(model):
-    """Gradients flow device tail -> server body -> device head through two detached cuts."""
-    ids, mask = padded_batch(seed=7)
-    labels = labels_of(ids, mask)
-    state = model.lora_state()
-    reference = trainable_copy(state)
-    with model.using_lora(reference):
-        model.full(ids, mask, labels).loss.backward()
-    for k1, k2 in u_pairs(model):
-        params = trainable_copy(state)
-        with model.using_lora(params):
-            head_out = model.head(ids, mask, k1)
-            body_in = head_out.detach().requires_grad_()  # first cut: device -> server
-            body_out = model.body(body_in, mask, k1, k2)
-            tail_in = body_out.detach().requires_grad_()  # second cut: server -> device
-            model.tail(tail_in, mask, k2, labels).loss.backward()
-            body_out.backward(tail_in.grad)
-            head_out.backward(body_in.grad)
-        for key, param in params.items():
-            assert param.grad is not None, key
-            assert (param.grad - reference[key].grad).abs().max() < 1e-5, (k1, k2, key)
+def test_every_cut_reproduces_full_logits_loss_and_lora_gradients(model):
+    """Every head/tail split and every U-shaped split (device head -> server body -> device
+    tail, gradients back through two detached cuts), on left-, right- and two-sided padding."""
+    errors = cut_errors(model)
+    assert set(errors) == set(cuts(model.num_layers))
+    assert any(len(cut) == 2 for cut in errors)  # U-shaped cuts exist at 4 layers
+    off = {cut: gaps for cut, gaps in errors.items() if not max(gaps.values()) < 1e-5}
+    assert not off, off
 
 
 def test_base_weights_are_frozen_and_never_get_gradients(model):
@@ -137,15 +54,25 @@ def test_base_weights_are_frozen_and_never_get_gradients(model):
 
 LLAMA_STYLE = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 EXPERTS = {"experts.gate_up_proj", "experts.down_proj"}
+# GPT-NeoX, Falcon, BLOOM
+FUSED_QKV = {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}
 # Read off each family's modeling file: attention + MLP projections, routers left out.
 EXPECTED_TARGETS = {
     "gpt2": ({"c_attn", "c_proj", "c_fc"}, set()),
-    "gpt-neox": ({"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}, set()),
+    "gpt-neox": (FUSED_QKV, set()),
     "phi3": ({"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}, set()),
     "starcoder2": ({"q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"}, set()),
     "glm4": ({"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"}, set()),
     "mixtral": ({"q_proj", "k_proj", "v_proj", "o_proj"}, EXPERTS),
     "qwen2-moe": (LLAMA_STYLE, EXPERTS),  # the shared expert's MLP; not shared_expert_gate
+    "gptj": ({"q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"}, set()),
+    "gpt-neo": ({"q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"}, set()),
+    "codegen": ({"qkv_proj", "out_proj", "fc_in", "fc_out"}, set()),
+    "falcon": (FUSED_QKV, set()),
+    "falcon-alibi": (FUSED_QKV, set()),
+    "bloom": (FUSED_QKV, set()),
+    "mpt": ({"Wqkv", "out_proj", "up_proj", "down_proj"}, set()),
+    "opt-350m": ({"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}, set()),
 }
 
 
@@ -163,26 +90,34 @@ def test_lora_targets_are_the_blocks_own_linear_layers(model, request):
     assert all(len(model.lora_keys([i])) == per_layer for i in range(model.num_layers))
 
 
-def test_lora_state_round_trip_is_exact_and_per_layer(model):
+DEVICE_LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def device(model) -> SplitModel:
+    """The same checkpoint loaded as a device's head of 3 of its 4 layers."""
+    return SplitModel(model.folder.as_posix(), head_layers=DEVICE_LAYERS)
+
+
+def test_lora_state_round_trip_is_exact_and_per_layer(model, device):
     state = model.lora_state([1, 2])
     assert state and {model.layer_of(k) for k in state} == {1, 2}
-    other = SplitModel(model.folder.as_posix())
-    other.load_lora_state(state)
-    for key, value in other.lora_state([1, 2]).items():
+    device.load_lora_state(state)
+    for key, value in device.lora_state([1, 2]).items():
         assert torch.equal(value, state[key])
     with pytest.raises(KeyError, match="unknown adapter key"):
-        other.load_lora_state({"not.a.key": torch.zeros(1)})
+        device.load_lora_state({"not.a.key": torch.zeros(1)})
 
 
-def test_device_head_holds_only_its_layers_and_matches_the_full_model(model):
-    split = 2
-    device = SplitModel(model.folder.as_posix(), head_layers=split)
+def test_device_head_holds_only_its_layers_and_matches_the_full_model(model, device):
+    split = DEVICE_LAYERS
     device.load_lora_state(model.lora_state(range(split)))
     ids, mask = padded_batch()
     assert torch.equal(device.head(ids, mask, split), model.head(ids, mask, split))
     assert set(device.lora_keys()) == set(model.lora_keys(range(split)))
     blocks = [n for n, _ in device.base_model.named_parameters()]
-    assert not any(f".{split}." in n or f".{split + 1}." in n for n in blocks)
+    assert any(f".{split - 1}." in n for n in blocks)
+    assert not any(f".{split}." in n for n in blocks)
     with pytest.raises(ValueError, match="only a head"):
         device.tail(torch.zeros(1, 1, 64), mask[:1, :1], split)
 
@@ -223,6 +158,55 @@ def test_layers_that_share_weights_are_refused():
     base.model.layers[1].mlp = base.model.layers[0].mlp  # one MLP serving two layers
     with pytest.raises(UnsupportedModel, match="layers 0 and 1 share weights"):
         describe(base)
+
+
+ATTENTION_BIAS = {"falcon": "falcon", "falcon-alibi": "falcon", "bloom": "bloom", "mpt": "mpt"}
+
+
+def test_pieces_outside_the_layers_are_found(model, request):
+    """BLOOM's embedding norm, the ALiBi families' bias builders, OPT's nested stack, mask-
+    called position table and projections (the oracle above shows they are applied right)."""
+    family = request.node.callspec.params["model"]
+    arch = model.architecture
+    assert arch.embedding_norm_attr == ("word_embeddings_layernorm" if family == "bloom"
+                                        else None)
+    assert arch.attention_bias == ATTENTION_BIAS.get(family)
+    opt = family == "opt-350m"
+    assert (arch.backbone_attr == "model.decoder") == opt and arch.positions_from_mask == opt
+    assert (arch.project_in_attr, arch.project_out_attr, arch.norm_attr is None) == (
+        ("project_in", "project_out", True) if opt else (None, None, False))
+
+
+@pytest.fixture(scope="module")
+def falcon_folder(tmp_path_factory):
+    return save_tiny(SUPPORTED["falcon-alibi"](), tmp_path_factory.mktemp("falcon-alibi"))
+
+
+def test_a_layer_input_the_split_does_not_build_is_refused_naming_it(falcon_folder,
+                                                                     monkeypatch):
+    monkeypatch.delitem(families.ATTENTION_BIASES, "falcon")
+    with pytest.raises(UnsupportedModel, match="FalconDecoderLayer.*require alibi"):
+        SplitModel(str(falcon_folder))
+
+
+def test_the_load_probe_turns_any_failure_into_a_refusal_naming_it(falcon_folder,
+                                                                   monkeypatch):
+    """Were the bias left out after `describe` (a layer then raises TypeError), the model is
+    refused with the cause, not crashed."""
+    monkeypatch.setattr(split_model_module, "describe",
+                        lambda base: replace(describe(base), attention_bias=None))
+    with pytest.raises(UnsupportedModel,
+                       match=r"running head \+ tail.*TypeError.*'alibi'") as refusal:
+        SplitModel(str(falcon_folder))
+    assert isinstance(refusal.value.__cause__, TypeError)
+
+
+def test_a_broken_weights_file_is_a_refusal_naming_it_not_a_family_verdict(tmp_path):
+    folder = save_tiny(SUPPORTED["llama"](), tmp_path / "llama")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UnsupportedModel, match="llama: loading it for the split failed") as e:
+        SplitModel(str(folder))
+    assert "not supported" not in str(e.value)
 
 
 def test_a_family_that_deviates_unseen_is_refused_at_load(tmp_path, monkeypatch):
