@@ -21,7 +21,7 @@ def blocks(n):
     return TokenBlocks(ids, torch.ones_like(ids), ids.clone())
 
 
-def task(server_round, local_steps=3, batch_size=4):
+def task(server_round, local_steps=4, batch_size=4):
     return RoundTask(server_round=server_round, split=1, local_steps=local_steps,
                      batch_size=batch_size, learning_rate=1e-3, optimizer="adamw", seed=3,
                      device_tail_layers=1)
@@ -52,11 +52,11 @@ def test_block_releases_match_the_batches_drawn_including_repeats():
 
 
 def test_budget_runs_out_at_the_step_the_accountant_predicts():
-    """Planned for one round of 3 steps; in round 2 the device refuses the round, naming the
+    """Planned for one round of 4 steps; in round 2 the device refuses the round, naming the
     first step whose releases take a block past the budget, as opacus counts it."""
     data, settings = blocks(10), PrivacySettings(epsilon=5.0, delta=DELTA, planned_rounds=1)
     first = PrivacyAccount.open(settings, data, task(1))
-    planned = int(counted(data, task(1), range(3)).max())
+    planned = int(counted(data, task(1), range(4)).max())
     assert first.noise_multiplier == pytest.approx(
         PrivacyAccount.open(settings, data, task(1)).noise_multiplier)
     assert opacus_epsilon(first.noise_multiplier, planned) <= 5.0
@@ -64,11 +64,12 @@ def test_budget_runs_out_at_the_step_the_accountant_predicts():
     assert spent == pytest.approx(opacus_epsilon(first.noise_multiplier, planned), rel=1e-9)
 
     second = PrivacyAccount.open(settings, data, task(2))
-    assert torch.equal(second.released, counted(data, task(2), range(3)))
-    predicted = next(step for step in range(3)
+    assert torch.equal(second.released, counted(data, task(2), range(4)))
+    predicted = next(step for step in range(4)
                      if opacus_epsilon(second.noise_multiplier,
-                                       int(counted(data, task(2), range(3 + step + 1)).max()))
+                                       int(counted(data, task(2), range(4 + step + 1)).max()))
                      > 5.0)
+    assert 0 < predicted < 3  # neither the round's first step nor its last
     with pytest.raises(BudgetSpent, match=f"step {predicted} of round 2 would take"):
         second.admit(data, task(2))
     # A larger budget planned for two rounds covers both.
