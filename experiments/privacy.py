@@ -37,6 +37,7 @@ Writes ``<out>/<model>.csv`` (columns `edgesplit.privacy_report.COLUMNS`, read b
 `privacy-report`) and ``<out>/<model>.png``. Usage::
 
     python -m experiments.privacy [--model smollm2-135m] [--splits 1 4 15] [--out DIR]
+    python -m experiments.privacy --budget first --attacks learned --out results/privacy
     python -m experiments.privacy --noise 0.5 1 --dp 0.01 0.1 --attacks learned gradient
     python -m experiments.privacy --quick --out /tmp/quick   # tiny-llama, seconds (CI)
     python -m experiments.privacy --resume             # continue a stopped run
@@ -114,7 +115,7 @@ class Budget:
     heldout_fraction : share of the corpus's records in the public hold-out.
     max_blocks : hold-out blocks used (None: all of them).
     attack : the learned attacker's training.
-    eval_blocks : evaluated blocks the learned attack is scored on.
+    eval_blocks : evaluated blocks the learned attack is scored on (None: all).
     whitebox_blocks, whitebox_iterations : the white-box attack's blocks and Adam steps.
     gradient_blocks : evaluated (and, for calibration, public) blocks of the gradient attack.
     ppl_blocks : evaluated blocks whose perplexity is measured per split and condition.
@@ -123,15 +124,20 @@ class Budget:
     heldout_fraction: float
     max_blocks: int | None
     attack: AttackSettings
-    eval_blocks: int
+    eval_blocks: int | None
     whitebox_blocks: int
     whitebox_iterations: int
     gradient_blocks: int
     ppl_blocks: int
 
 
+# The first meter's: the default hold-out (2 % of the records: 20 k tokens of attacker's text),
+# a decoder of one hidden layer of 128, the learned attack only (results/privacy/<model>.csv).
+FIRST = Budget(heldout_fraction=0.02, max_blocks=None, attack=AttackSettings(),
+               eval_blocks=None, whitebox_blocks=4, whitebox_iterations=200,
+               gradient_blocks=16, ppl_blocks=8)
 # 0.2 of Shakespeare's records: 6 400 blocks (205 k tokens) of attacker's text, 10x the first
-# meter's 20 k; a decoder of two hidden layers of 256 (the first: one of 128).
+# meter's; a decoder of two hidden layers of 256.
 FULL = Budget(heldout_fraction=0.2, max_blocks=8000,
               attack=AttackSettings(width=256, depth=2, epochs=2, batch_tokens=1024),
               eval_blocks=256, whitebox_blocks=4, whitebox_iterations=200, gradient_blocks=16,
@@ -227,14 +233,16 @@ def measure(model_name: str, conditions: Sequence[Condition], budget: Budget,
     ids = text.heldout.input_ids[:budget.max_blocks]
     mask = text.heldout.attention_mask[:budget.max_blocks]
     cut = int(TRAIN_SHARE * len(ids))
-    evaluated = slice(cut, min(len(ids), cut + budget.eval_blocks))
+    evaluated = slice(cut, len(ids) if budget.eval_blocks is None
+                      else min(len(ids), cut + budget.eval_blocks))
     eval_ids, eval_mask = ids[evaluated], mask[evaluated]
     train_tokens = ids[:cut][mask[:cut].bool()]
     eval_tokens = eval_ids[eval_mask.bool()]
     vocab = torch.unique(train_tokens)
     labels = eval_ids.masked_fill(eval_mask == 0, IGNORE)[:budget.ppl_blocks]
     model = SplitModel(model_name)
-    every = range(1, model.num_layers - DEVICE_TAIL_LAYERS)
+    every = range(1, model.num_layers)
+    u_shaped = range(1, model.num_layers - DEVICE_TAIL_LAYERS)  # where the gradient attack runs
     chosen = sorted(set(splits)) if splits is not None else list(every)
     if not chosen or not set(chosen) <= set(every):
         raise ValueError(f"splits must be a non-empty subset of 1..{every.stop - 1}, "
@@ -264,13 +272,16 @@ def measure(model_name: str, conditions: Sequence[Condition], budget: Budget,
     scales: dict[int, ReleaseScale] = {}
     for condition in conditions:
         for split in chosen:
-            todo = [a for a in attacks if (a, *condition.key(), split) not in measured]
+            todo = [a for a in attacks if (a, *condition.key(), split) not in measured
+                    and (a != "gradient" or split in u_shaped)]
             if not todo:
                 continue
             acts = hidden[split]
             if split not in scales:
-                scales[split] = probe_scale(model, split, {}, block_size, 4,
-                                            tail_from=model.num_layers - DEVICE_TAIL_LAYERS)
+                scales[split] = probe_scale(
+                    model, split, {}, block_size, 4,
+                    tail_from=model.num_layers - DEVICE_TAIL_LAYERS if split in u_shaped
+                    else None)
             release = release_noise(condition, scales[split], block_size)
             perturb = sender(condition, release)
             # A draw the attacker never trained on.
@@ -416,12 +427,14 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def conditions_from(args: argparse.Namespace) -> list[Condition]:
-    noise = args.noise if args.noise is not None else [1.0] if args.quick else NOISE_LEVELS
+    """float32, then each noise level, each DP multiplier, and int8 (--quick: float32 and one
+    DP multiplier)."""
+    noise = args.noise if args.noise is not None else [] if args.quick else NOISE_LEVELS
     dp = args.dp if args.dp is not None else [0.01] if args.quick else []
     return [Condition(), *(Condition(noise_std=s) for s in noise),
             *(Condition(noise_multiplier=z, activation_clip=args.activation_clip,
                         gradient_clip=args.gradient_clip) for z in dp),
-            *([Condition(wire="int8")] if args.int8 else [])]
+            *([Condition(wire="int8")] if args.int8 and not args.quick else [])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{DEFAULT_MODEL}; tiny-llama with --quick)")
     parser.add_argument("--noise", type=float, nargs="*", default=None,
                         help="activation-noise-std levels to measure (default "
-                        f"{' '.join(f'{n:g}' for n in NOISE_LEVELS)}; 1 with --quick)")
+                        f"{' '.join(f'{n:g}' for n in NOISE_LEVELS)}; none with --quick)")
     parser.add_argument("--dp", type=float, nargs="*", default=None,
                         help="DP noise multipliers to measure (default none; 0.01 with --quick)")
     parser.add_argument("--activation-clip", type=float, default=1.0)
@@ -440,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the int8 wire format")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     parser.add_argument("--quick", action="store_true", help="tiny-llama, few blocks (CI)")
+    parser.add_argument("--budget", choices=("full", "first"), default="full",
+                        help="full: 10x the first meter's text and a larger decoder; first: the "
+                        "first meter's budget (results/privacy/<model>.csv)")
     parser.add_argument("--out", type=Path, default=Path("results/privacy/attacks"))
     parser.add_argument("--plot-only", action="store_true", help="redraw from the CSV")
     parser.add_argument("--resume", action="store_true",
@@ -457,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.plot_only:
             started = time.perf_counter()
             args.out.mkdir(parents=True, exist_ok=True)
-            rows = measure(model, conditions_from(args), QUICK if args.quick else FULL,
+            budget = QUICK if args.quick else FIRST if args.budget == "first" else FULL
+            rows = measure(model, conditions_from(args), budget,
                            out=csv_path, done=rows, splits=args.splits, attacks=args.attacks)
             print(f"{len(rows)} rows in {time.perf_counter() - started:.0f} s: {csv_path}")
         print(f"figure: {plot(rows, png_path)}")

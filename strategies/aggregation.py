@@ -92,6 +92,12 @@ def make_aggregator(name: str, trim_fraction: float = 0.1) -> Aggregator:
     raise ValueError(f"unknown aggregation {name!r}: one of {AGGREGATIONS}")
 
 
+def update_norm(adapter: Adapter, previous: Adapter) -> float:
+    """L2 norm of `adapter - previous` over every key of `adapter` (one client's update)."""
+    return math.sqrt(sum(float((v.detach().float() - previous[k].float()).pow(2).sum())
+                         for k, v in adapter.items()))
+
+
 @dataclass(frozen=True)
 class AdapterPrivacy:
     """User-level differential privacy of the global adapter (DP-FedAvg, replace-one client).
@@ -137,7 +143,7 @@ class AdapterPrivacy:
         holders: dict[str, int] = {}
         for adapter in adapters:
             update = {k: v.detach().float() - previous[k].float() for k, v in adapter.items()}
-            norm = math.sqrt(sum(float(u.pow(2).sum()) for u in update.values()))
+            norm = update_norm(adapter, previous)
             scale = min(1.0, self.clip / norm) if norm > 0 else 1.0
             for k, u in update.items():
                 sums[k] = sums[k] + scale * u if k in sums else scale * u

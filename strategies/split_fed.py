@@ -28,7 +28,7 @@ from edgesplit.records import reply_content
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from edgesplit.splits import device_layers
-from strategies.aggregation import AdapterPrivacy, Aggregator
+from strategies.aggregation import AdapterPrivacy, Aggregator, update_norm
 from strategies.batched_tail import serve_requests
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator
@@ -256,6 +256,9 @@ class SplitFedStrategy:
         row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
         if len(done) >= s.min_train_clients:
             adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
+            # What adapter-clip is measured against: each client's update this round.
+            row["update_norm_median"] = float(np.median([update_norm(a, self.global_lora)
+                                                         for a in adapters]))
             if self.adapter_privacy:
                 self.global_lora = self.adapter_privacy.aggregate(adapters, self.global_lora)
                 row["adapter_epsilon"] = self.adapter_privacy.spent(server_round)

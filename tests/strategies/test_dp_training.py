@@ -10,7 +10,7 @@ import torch
 from edgesplit import dp
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
-from strategies.aggregation import AdapterPrivacy
+from strategies.aggregation import AdapterPrivacy, update_norm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The adapters these configs trained at main 4f35c08, before any privacy code existed.
@@ -92,6 +92,7 @@ def test_dp_adapters_aggregate_clients_with_different_key_sets():
         assert torch.allclose(result[k], expected, atol=1e-6), k
     assert torch.equal(result[keys[3]], previous[keys[3]])
     assert scales[0] < 1 and scales[2] == 1  # the first update was clipped, the last not
+    assert update_norm(clients[1], previous) == pytest.approx(0.5 * 12 ** 0.5)
     assert privacy.spent(3) == pytest.approx(dp.epsilon(0.5, 3, 1e-5))
     with pytest.raises(ValueError, match="not in the global adapter"):
         privacy.aggregate([adapter(["other"], 1.0)], previous)
@@ -110,4 +111,5 @@ def test_dp_adapters_in_a_run_with_different_splits(tmp_path):
     assert [r["adapter_epsilon"] for r in rows] == pytest.approx(
         [dp.epsilon(z, 1, 1e-5), dp.epsilon(z, 2, 1e-5)])
     assert rows[-1]["adapter_epsilon"] <= 20.0
+    assert all(r["update_norm_median"] > 0.01 for r in rows)  # the clip binds
     assert all(torch.isfinite(v).all() for v in final.values())
