@@ -89,3 +89,24 @@ def test_frontier_joins_runs_with_the_strongest_attack_at_their_noise():
     assert mid["ppl_cost"] == pytest.approx(0.2) and mid["goal_met"]  # <= 0.2 at <= 25 %
     assert strict["strongest_recovery"] == 0.05 and strict["ppl_cost"] == pytest.approx(0.9)
     assert not strict["goal_met"] and strict["loss_row_accuracy"] == 0.9
+
+
+def test_the_report_section_renders_the_frontier_from_its_files(tmp_path):
+    from experiments.report import privacy_frontier as section
+    from experiments.plotting import write_csv
+
+    folder = tmp_path / "privacy" / "frontier"
+    folder.mkdir(parents=True)
+    training = [{**run(1, e, z, p), "clients": 4, "rounds": 3, "local_steps": 4, "batch_size": 4,
+                 "eval_tokens": 2000} for e, z, p in ((0.0, 0.0, 100.0), (1e4, 0.02, 130.0))]
+    leakage = [leak(1, z, a, acc) | {"train_tokens": 9, "eval_tokens": 5, "width": 7,
+                                     "epochs": 2}
+               for z, accs in ((0.0, (0.9, 0.5, 0.95)), (0.02, (0.15, 0.05, 0.18)))
+               for a, acc in zip(ATTACKS, accs, strict=True)]
+    write_csv(training, folder / "training.csv")
+    write_csv(leakage, folder / "m.csv")
+    write_csv(privacy_frontier.frontier(training, leakage), folder / "frontier.csv")
+    text = section.render(tmp_path)
+    assert "| 1 | off |" in text and "| 1 | 10000 |" in text
+    assert "No measured setting meets the goal" in text
+    assert "costs 30.0 % in held-out perplexity" in text  # the cheapest private point
