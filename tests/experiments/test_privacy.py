@@ -92,8 +92,8 @@ def test_frontier_joins_runs_with_the_strongest_attack_at_their_noise():
 
 
 def test_the_report_section_renders_the_frontier_from_its_files(tmp_path):
-    from experiments.report import privacy_frontier as section
     from experiments.plotting import write_csv
+    from experiments.report import privacy_frontier as section
 
     folder = tmp_path / "privacy" / "frontier"
     folder.mkdir(parents=True)
