@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import math
 import tempfile
 import time
@@ -41,6 +42,7 @@ from edgesplit.split_model import SplitModel
 from experiments import privacy
 from experiments.plotting import save, subplots, write_csv
 from harness.inprocess import run_in_process
+from strategies.server_memory import release_free_memory
 
 #: The frontier's goal (issue 25): every attack at most this share of tokens ...
 GOAL_RECOVERY = 0.20
@@ -112,6 +114,8 @@ def train(plan: Plan, out: Path) -> list[dict]:
             with tempfile.TemporaryDirectory() as folder:
                 _, final, metrics = run_in_process(run_config(plan, split, epsilon, folder),
                                                    plan.clients)
+            gc.collect()  # the run's server model goes before the next one loads
+            release_free_memory()
             clients = [c for m in metrics for c in m["clients"]]
             completed = sum(m["completed"] for m in metrics)
             if completed != plan.clients * plan.rounds:
