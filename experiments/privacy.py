@@ -140,7 +140,7 @@ FIRST = Budget(heldout_fraction=0.02, max_blocks=None, attack=AttackSettings(),
 # meter's; a decoder of two hidden layers of 256.
 FULL = Budget(heldout_fraction=0.2, max_blocks=8000,
               attack=AttackSettings(width=256, depth=2, epochs=2, batch_tokens=1024),
-              eval_blocks=256, whitebox_blocks=4, whitebox_iterations=200, gradient_blocks=16,
+              eval_blocks=256, whitebox_blocks=2, whitebox_iterations=100, gradient_blocks=16,
               ppl_blocks=8)
 QUICK = Budget(heldout_fraction=0.02, max_blocks=100, attack=AttackSettings(width=32, epochs=2),
                eval_blocks=20, whitebox_blocks=2, whitebox_iterations=20, gradient_blocks=4,
@@ -267,8 +267,9 @@ def measure(model_name: str, conditions: Sequence[Condition], budget: Budget,
     rows = list(done)
     block_size = ids.shape[1]
     public = slice(0, budget.gradient_blocks)  # the gradient attack's calibration text
-    hidden = activations(model, ids, mask, chosen, list(range(cut)) + list(
-        range(evaluated.start, evaluated.stop)))
+    blocks = list(range(cut)) + list(range(evaluated.start, evaluated.stop))
+    hidden = cached(out, lambda: activations(model, ids, mask, chosen, blocks),
+                    (model_name, budget.heldout_fraction, len(ids), tuple(chosen), len(blocks)))
     scales: dict[int, ReleaseScale] = {}
     for condition in conditions:
         for split in chosen:
@@ -311,6 +312,22 @@ def measure(model_name: str, conditions: Sequence[Condition], budget: Budget,
                 if out:
                     write_csv(rows, out)
     return rows
+
+
+def cached(out: Path | None, compute: Callable[[], dict[int, torch.Tensor]], key: tuple
+           ) -> dict[int, torch.Tensor]:
+    """`compute()`, kept beside the report (``<out>.activations.pt``, not committed) so a
+    resumed run does not recompute the activations (tens of CPU minutes for SmolLM2)."""
+    if out is None:
+        return compute()
+    path = out.with_suffix(".activations.pt")
+    if path.exists():
+        saved = torch.load(path)
+        if saved["key"] == key:
+            return saved["hidden"]
+    hidden = compute()
+    torch.save({"key": key, "hidden": hidden}, path)
+    return hidden
 
 
 def activations(model: SplitModel, ids: torch.Tensor, mask: torch.Tensor,
