@@ -18,7 +18,7 @@ from clients.profile import DeviceProfile, device_profile
 from edgesplit.data import ClientShard, federated_text
 from edgesplit.placement import BASE_DTYPES, resolve_device
 from edgesplit.records import from_record, lora_spec
-from edgesplit.settings import DataSettings, LoraSettings
+from edgesplit.settings import DataSettings, LoraSettings, PrivacySettings
 from edgesplit.split_model import SplitModel
 from edgesplit.splits import check_split, device_layers
 
@@ -49,6 +49,8 @@ class Device:
     activation_noise_std : float (default: 0.0)
         Gaussian noise this device adds to every activation it sends, relative to each
         sequence's median token RMS (`edgesplit.activation_noise`); 0 = none.
+    privacy : PrivacySettings, optional
+        This device's differential privacy budget for what it sends (`clients.privacy`).
     """
 
     model_name: str
@@ -64,6 +66,7 @@ class Device:
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = faults.KINDS
     activation_noise_std: float = 0.0
+    privacy: PrivacySettings | None = None
 
     def fault_in(self, server_round: int) -> str | None:
         """The fault this device injects in `server_round`, if any."""

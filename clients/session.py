@@ -13,6 +13,7 @@ import torch
 
 from edgesplit.activation_noise import add_noise
 from edgesplit.data import TokenBlocks
+from edgesplit.dp import ReleaseNoise, clip_around
 from edgesplit.optim import load_optimizer_state, make_optimizer, optimizer_state
 from edgesplit.protocol import RoundTask
 from edgesplit.split_model import SplitModel, trainable_copy
@@ -36,13 +37,18 @@ class DeviceSession:
     noise_std : float (default: 0.0)
         Relative Gaussian noise added to the hidden states before they are sent
         (`edgesplit.activation_noise.add_noise`); 0 = none.
+    release : ReleaseNoise, optional
+        Differential privacy (`privacy-epsilon`): activations are clipped per token around
+        the public centre and noised, and (U-shaped) the returned gradients clipped per row and
+        noised; the head's backward runs through the same clipping. None = sent as computed.
     """
 
     def __init__(self, model: SplitModel, data: TokenBlocks, task: RoundTask,
                  lora: Mapping[str, torch.Tensor],
                  optim_state: Mapping[str, torch.Tensor] | None = None,
-                 noise_std: float = 0.0) -> None:
+                 noise_std: float = 0.0, release: ReleaseNoise | None = None) -> None:
         self.model, self.data, self.task, self.noise_std = model, data, task, noise_std
+        self.release = release
         self.params = trainable_copy(lora, model.device)
         self.optimizer = make_optimizer(self.params, task.optimizer, task.learning_rate)
         if optim_state:
@@ -61,14 +67,17 @@ class DeviceSession:
 
     def activations(self, step: int) -> dict[str, torch.Tensor]:
         """What crosses the split at `step`: hidden states (on the CPU, in the base's dtype;
-        noisy when `noise_std` > 0), padding mask and (unless the split is U-shaped) labels.
+        noisy when `noise_std` > 0; clipped and noised under `release`), padding mask and
+        (unless the split is U-shaped) labels.
 
         The noise is only on what is sent: `apply_gradient` backpropagates the server's gradient
-        through the clean head, as d(h + n)/dh = I.
+        through the clean (or clipped) head, as d(h + n)/dh = I.
         """
         batch = self._batch(step)
         with torch.no_grad():
-            hidden = add_noise(self._head(batch, step), self.noise_std).cpu()
+            hidden = self._head(batch, step)
+            hidden = (self.release.activations(hidden) if self.release
+                      else add_noise(hidden, self.noise_std).cpu())
         sent = {"hidden": hidden, "attention_mask": batch["attention_mask"]}
         if not self.task.u_shaped:
             sent["labels"] = batch["labels"]
@@ -85,12 +94,14 @@ class DeviceSession:
                                    batch["labels"]).loss
         loss.backward()
         self.losses.append(loss.item())
-        return hidden.grad
+        return self.release.gradients(hidden.grad) if self.release else hidden.grad
 
     def apply_gradient(self, step: int, grad: torch.Tensor) -> None:
         """Recompute step `step`'s head forward, backpropagate the server's gradient, update
         (head and, U-shaped, tail together, as the unsplit model would)."""
         out = self._head(self._batch(step), step)
+        if self.release:
+            out = clip_around(out, self.release.activation_clip, self.release.centre)
         out.backward(grad.to(out.device, out.dtype))  # the wire widens bfloat16 gradients
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

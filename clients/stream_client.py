@@ -25,8 +25,11 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from clients import faults
 from clients.cache import HEAD_LOCK
 from clients.device import Device
+from clients.privacy import PrivacyAccount
 from clients.session import DeviceSession
 from edgesplit import framing
+from edgesplit.blocks import TokenBlocks
+from edgesplit.dp import ReleaseNoise, probe_scale
 from edgesplit.pacing import Pacer
 from edgesplit.protocol import (
     ACTIVATIONS,
@@ -40,6 +43,8 @@ from edgesplit.protocol import (
     LORA,
     METHOD_PATH,
     METRICS,
+    PRIVACY_EPSILON,
+    PRIVACY_NOISE_MULTIPLIER,
     STREAM,
     RoundTask,
     activation_spec,
@@ -47,6 +52,7 @@ from edgesplit.protocol import (
     step_exchanges,
 )
 from edgesplit.records import PayloadError, check_tensors, to_record
+from edgesplit.split_model import SplitModel
 
 # A server refusing a call as busy (handshake limits) or not reachable yet: dial again.
 _BUSY = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
@@ -165,6 +171,24 @@ class StreamCall:
             self._channel = None
 
 
+def private_release(device: Device, model: SplitModel, data: TokenBlocks, task: RoundTask,
+                    lora: dict[str, torch.Tensor]) -> tuple[ReleaseNoise, float, float] | None:
+    """Under `privacy-epsilon`: how this round's frames are clipped and noised, the epsilon
+    spent after the round and the noise multiplier; `BudgetSpent` (nothing sent) when the
+    round does not fit the budget. None without differential privacy."""
+    if device.privacy is None:
+        return None
+    if not task.u_shaped:
+        raise ValueError("privacy-epsilon needs a U-shaped split (device-tail-layers >= 1)")
+    account = PrivacyAccount.open(device.privacy, data, task)
+    spent = account.admit(data, task)
+    block_size = data.input_ids.shape[1]
+    scale = probe_scale(model, task.split, lora, block_size, task.batch_size,
+                        tail_from=model.num_layers - task.device_tail_layers)
+    release = ReleaseNoise.plan(scale, device.privacy, account.noise_multiplier, block_size)
+    return release, spent, account.noise_multiplier
+
+
 def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
     """Run every local step of the round over the stream; reply with the trained adapter.
 
@@ -177,9 +201,10 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     wire = framing.WIRE_DTYPES[link.wire_dtype]
     with HEAD_LOCK:
         model, data = device.model(task.split, task.device_tail_layers), device.shard().train
-        session = DeviceSession(model, data, task, device.received_lora(
-            content[LORA], task.split, task.device_tail_layers),
-            noise_std=device.activation_noise_std)
+        lora = device.received_lora(content[LORA], task.split, task.device_tail_layers)
+        privacy = private_release(device, model, data, task, lora)
+        session = DeviceSession(model, data, task, lora, noise_std=device.activation_noise_std,
+                                release=privacy[0] if privacy else None)
         hidden_spec = gradient_spec(task.batch_size, data.input_ids.shape[1],
                                     model.config.hidden_size)
         sent_specs = [spec for _, spec, _ in step_exchanges(framing.with_batch(activation_spec(
@@ -244,6 +269,9 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
         call.close()
     metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s,
                             EXCHANGE_S: exchange_s})
+    if privacy:
+        metrics[PRIVACY_EPSILON] = privacy[1]
+        metrics[PRIVACY_NOISE_MULTIPLIER] = privacy[2]
     if session.losses:  # U-shaped: only the device knows its loss
         metrics["train-losses"] = session.losses
     return RecordDict({LORA: to_record(session.lora()), METRICS: metrics})

@@ -71,6 +71,11 @@ class TokenBlocks:
         dict of str to torch.Tensor
             ``input_ids``, ``attention_mask`` and ``labels``, each ``[batch_size, block_size]``.
         """
+        return self._rows(self.batch_indices(step, batch_size, seed))
+
+    def batch_indices(self, step: int, batch_size: int, seed: int = 0) -> torch.Tensor:
+        """The block indices of `batch` (int64 ``[batch_size]``; a block appears twice when
+        the batch spans two epochs of a shard smaller than the batch)."""
         n = len(self)
         if n == 0:
             raise ValueError("cannot sample a batch from an empty shard")
@@ -78,7 +83,7 @@ class TokenBlocks:
         epochs = range(start // n, (start + batch_size - 1) // n + 1)
         order = np.concatenate([seeded_rng(seed, epoch).permutation(n) for epoch in epochs])
         offset = start - epochs.start * n
-        return self._rows(torch.from_numpy(order[offset : offset + batch_size]))
+        return torch.from_numpy(order[offset : offset + batch_size])
 
     def eval_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Yield every block once, in order, in batches (the last one may be smaller)."""

@@ -59,6 +59,29 @@ class DataSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """A device's differential privacy budget for what it sends (`clients.privacy`).
+
+    epsilon, delta : float
+        The (epsilon, delta) every block of the device's text keeps over the whole run.
+    activation_clip : float (default: 1.0)
+        Per-token L2 clip of the activations, in units of the median centred token norm of a
+        public probe at the device's split (`edgesplit.dp.probe_scale`).
+    gradient_clip : float (default: 1.0)
+        Per-row L2 clip of the gradients a U-shaped device returns, in units of the probe's.
+    planned_rounds : int (default: 1)
+        Rounds the noise is planned for (the run's `num-server-rounds`): a device that trains
+        in all of them ends the run with exactly its budget spent.
+    """
+
+    epsilon: float
+    delta: float
+    activation_clip: float = 1.0
+    gradient_clip: float = 1.0
+    planned_rounds: int = 1
+
+
 def _key(name: str) -> str:
     return name.replace("lora_", "lora.").replace("_", "-")
 
@@ -122,6 +145,13 @@ class Settings:
     max_token_recovery: float = 1.0  # leakage budget read from privacy-report; 1 = none
     privacy_report: str = ""  # CSV of `python -m experiments.privacy` (for max-token-recovery)
     activation_noise_std: float = 0.0  # device: noise on sent activations, x median token RMS
+    privacy_epsilon: float = 0.0  # device: (epsilon, delta)-DP of every frame it sends; 0 = off
+    privacy_delta: float = 1e-5  # the delta of privacy-epsilon and adapter-epsilon
+    privacy_rounds: int = 0  # rounds both budgets are planned for; 0 = num-server-rounds
+    activation_clip: float = 1.0  # per-token L2 clip, x the probe's median centred token norm
+    gradient_clip: float = 1.0  # U-shaped: per-row clip of returned gradients, x the probe's median
+    adapter_epsilon: float = 0.0  # server: user-level DP of the global adapter; 0 = off
+    adapter_clip: float = 0.05  # L2 clip of one client's adapter update in one round
     nakagami_m: float = 1.0  # fading shape of the SNR -> loss-rate mapping and the channel
     channel: str = "none"  # evaluation only: the link the validation activations cross
     channel_snr_db: float = 10.0
@@ -202,6 +232,18 @@ class Settings:
              "max-token-recovery < 1 reads its floor from a report (`python -m "
              "experiments.privacy` writes one)"),
             ("activation-noise-std", self.activation_noise_std >= 0, "must be >= 0 (0 = off)"),
+            ("privacy-epsilon", self.privacy_epsilon >= 0, "must be >= 0 (0 = off)"),
+            ("privacy-epsilon", self.privacy_epsilon == 0 or self.device_tail_layers > 0,
+             "differentially private activations need device-tail-layers >= 1: the two-part "
+             "split sends the labels, that is the text itself, to the server"),
+            ("privacy-epsilon", self.privacy_epsilon == 0 or self.activation_noise_std == 0,
+             "replaces activation-noise-std (set it to 0)"),
+            ("privacy-delta", 0 < self.privacy_delta < 1, "must be in (0, 1)"),
+            ("privacy-rounds", self.privacy_rounds >= 0, "must be >= 0 (0 = num-server-rounds)"),
+            ("activation-clip", self.activation_clip > 0, "must be > 0"),
+            ("gradient-clip", self.gradient_clip > 0, "must be > 0"),
+            ("adapter-epsilon", self.adapter_epsilon >= 0, "must be >= 0 (0 = off)"),
+            ("adapter-clip", self.adapter_clip > 0, "must be > 0"),
             ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
             ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
             ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),
@@ -234,6 +276,21 @@ class Settings:
         targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
         return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha,
                             dropout=self.lora_dropout, target_modules=targets or None)
+
+    @property
+    def privacy(self) -> PrivacySettings | None:
+        """What a device needs to protect what it sends; None when `privacy-epsilon` is 0."""
+        if not self.privacy_epsilon:
+            return None
+        return PrivacySettings(epsilon=self.privacy_epsilon, delta=self.privacy_delta,
+                               activation_clip=self.activation_clip,
+                               gradient_clip=self.gradient_clip,
+                               planned_rounds=self.planned_privacy_rounds)
+
+    @property
+    def planned_privacy_rounds(self) -> int:
+        """Rounds `privacy-epsilon` and `adapter-epsilon` are planned for."""
+        return self.privacy_rounds or self.num_server_rounds
 
     @property
     def data(self) -> DataSettings:

@@ -56,8 +56,10 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_flood": (["--repeats", "5", "--out", "{out}/bench_flood"],
                     ["--model", "tiny-llama", "--local-steps", "20", "--attempts", "200",
                      "--repeats", "1", "--out", "{out}/bench_flood"]),
-    "privacy": (["--model", "smollm2-135m", "tiny-llama", "--out", "{out}/privacy"],
-                ["--quick", "--out", "{out}/privacy"]),
+    "privacy": (["--model", "smollm2-135m", "tiny-llama", "--budget", "first", "--attacks",
+                 "learned", "--out", "{out}/privacy"], ["--quick", "--out", "{out}/privacy"]),
+    "privacy_frontier": (["--out", "{out}/privacy/frontier"],
+                         ["--quick", "--out", "{out}/privacy/frontier"]),
     # Through the real Flower runtime (a private SuperLink).
     "bench_scale": (["--out", "{out}/bench_scale"], ["--quick", "--out", "{out}/bench_scale"]),
     "bench_compute_bound": (["--rounds", "3", "--local-steps", "2", "--unit-repeats", "3",

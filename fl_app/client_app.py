@@ -37,7 +37,8 @@ def device(context: Context, settings: Settings | None = None) -> Device:
                   fault=faults.parse(settings.inject_faults).get(partition_id),
                   fault_rate=settings.fault_rate,
                   fault_kinds=faults.parse_kinds(settings.fault_kinds),
-                  activation_noise_std=settings.activation_noise_std)
+                  activation_noise_std=settings.activation_noise_std,
+                  privacy=settings.privacy)
 
 
 def _serve(handler: Handler, msg: Message, context: Context) -> Message:

@@ -66,6 +66,9 @@ def check_names(settings: Settings) -> None:
                       "partition-by names a column of a local dataset")
     if s.device_tail_layers and s.transport != "stream":
         raise s.error("device-tail-layers", 'a U-shaped split needs transport = "stream"')
+    if s.adapter_epsilon and s.aggregation != "fedavg":
+        raise s.error("adapter-epsilon", "DP-FedAvg averages the clipped updates: set "
+                      'aggregation = "fedavg"')
     if ALLOCATORS[s.allocator].learned and not s.rl_policy:
         raise s.error("rl-policy", f"allocator {s.allocator} needs a trained split policy: train "
                       "one with `python -m experiments.split_rl --out DIR`, then set "

@@ -22,7 +22,7 @@ from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, lowest_split, parse
 from fl_app.simulation_poll import skip_idle_nodes
-from strategies.aggregation import make_aggregator
+from strategies.aggregation import AdapterPrivacy, make_aggregator
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
 from strategies.flower_transport import FlowerTransport
@@ -77,9 +77,13 @@ def build_strategy(settings: Settings, grid: Grid,
         reply_timeout_s=settings.reply_timeout_s, seed=settings.seed,
         channel=evaluation_channel(settings.channel, settings.channel_snr_db,
                                    settings.nakagami_m, settings.channel_bits))
+    adapter_privacy = (AdapterPrivacy.plan(settings.adapter_epsilon, settings.privacy_delta,
+                                           settings.adapter_clip,
+                                           settings.planned_privacy_rounds)
+                       if settings.adapter_epsilon else None)
     return SplitFedStrategy(settings, model, allocator, build_transport(settings, grid, spec),
                             make_aggregator(settings.aggregation, settings.trim_fraction),
-                            recorder, evaluator, calibrator)
+                            recorder, evaluator, calibrator, adapter_privacy)
 
 
 def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:

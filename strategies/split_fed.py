@@ -28,7 +28,7 @@ from edgesplit.records import reply_content
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel
 from edgesplit.splits import device_layers
-from strategies.aggregation import Aggregator
+from strategies.aggregation import AdapterPrivacy, Aggregator, update_norm
 from strategies.batched_tail import serve_requests
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator
@@ -87,14 +87,18 @@ class SplitFedStrategy:
     calibrator : Calibrator, optional
         Measures devices and the server (`calibration = "measure"`, or "track": rescaled
         after every round by what it measured); None: catalogue only.
+    adapter_privacy : AdapterPrivacy, optional
+        DP-FedAvg of the global adapter (`adapter-epsilon`) in place of `aggregate`.
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
                  transport: Transport, aggregate: Aggregator, recorder: RunRecorder,
-                 evaluator: Evaluator, calibrator: Calibrator | None = None) -> None:
+                 evaluator: Evaluator, calibrator: Calibrator | None = None,
+                 adapter_privacy: AdapterPrivacy | None = None) -> None:
         self.settings, self.model, self.allocator = settings, model, allocator
         self.transport, self.aggregate, self.recorder = transport, aggregate, recorder
         self.evaluator, self.calibrator = evaluator, calibrator
+        self.adapter_privacy = adapter_privacy
         self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
         self.costs = model_cost(settings, model)
 
@@ -202,6 +206,11 @@ class SplitFedStrategy:
             raise ValueError("checkpoint adapter does not match this model and LoRA config")
         saved, now = checkpoint.get("config", {}), self.settings.as_dict()
         changed = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != now.get(k))
+        if (now["privacy-epsilon"] or now["adapter-epsilon"]) and "num-server-rounds" in saved \
+                and not now["privacy-rounds"] and saved["num-server-rounds"] != \
+                now["num-server-rounds"]:  # the noise was planned for the old number
+            changed.append("num-server-rounds (the privacy budgets' plan: set privacy-rounds "
+                           f"= {saved['num-server-rounds']} to keep it)")
         if changed:  # the continuation would silently follow another trajectory
             raise ValueError("cannot resume: the run config changed since the checkpoint: "
                              + ", ".join(f"{k} {saved[k]!r} -> {now.get(k)!r}" for k in changed))
@@ -214,6 +223,13 @@ class SplitFedStrategy:
     def run(self, grid: Grid, first_round: int = 1) -> dict[str, torch.Tensor]:
         s = self.settings
         for server_round in range(first_round, s.num_server_rounds + 1):
+            privacy = self.adapter_privacy
+            if privacy and privacy.spent(server_round) > s.adapter_epsilon + 0.01:
+                log(WARNING, "stopping before round %d: adapter privacy budget spent (a round "
+                    "more takes epsilon to %.4g > adapter-epsilon %g, planned for %d rounds)",
+                    server_round, privacy.spent(server_round), s.adapter_epsilon,
+                    s.planned_privacy_rounds)
+                break
             row = self.play_round(grid, server_round)
             # The round's sessions, adapters and optimizer states died with play_round: hand
             # their pages back to the OS, then record what the process really holds.
@@ -251,7 +267,14 @@ class SplitFedStrategy:
         row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
         if len(done) >= s.min_train_clients:
             adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
-            self.global_lora = self.aggregate(adapters, [o.num_examples for o in done])
+            # What adapter-clip is measured against: each client's update this round.
+            row["update_norm_median"] = float(np.median([update_norm(a, self.global_lora)
+                                                         for a in adapters]))
+            if self.adapter_privacy:
+                self.global_lora = self.adapter_privacy.aggregate(adapters, self.global_lora)
+                row["adapter_epsilon"] = self.adapter_privacy.spent(server_round)
+            else:
+                self.global_lora = self.aggregate(adapters, [o.num_examples for o in done])
             losses = [x for o in done for x in tails[o.node_id].losses + o.device_losses]
             row["train_loss"] = float(np.mean(losses))
         else:

@@ -57,7 +57,13 @@ from edgesplit.records import PayloadError, Spec, check_tensors, client_error, t
 from strategies.stream_admission import Busy, Handshakes, Ticket
 from strategies.stream_sessions import Refusal, Refused, RoundSessions, StreamSession
 from strategies.tail_queue import TailQueue
-from strategies.transport import TailStep, TrainJob, TrainOutcome, read_final_reply
+from strategies.transport import (
+    TailStep,
+    TrainJob,
+    TrainOutcome,
+    read_final_reply,
+    read_privacy,
+)
 
 _SPARE_WORKERS = 2  # threads beyond one per client and per pending handshake
 _HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
@@ -261,6 +267,7 @@ class StreamTransport:
             content = reply.content
             outcome.bytes_up += sum(r.count_bytes() for r in content.array_records.values())
             head_lora, num_examples, losses, compute_s = read_final_reply(content, job)
+            privacy = read_privacy(content[METRICS])
             exchange_s = content[METRICS].get(EXCHANGE_S)
             if exchange_s is not None and not (isinstance(exchange_s, float)
                                                and math.isfinite(exchange_s) and exchange_s >= 0):
@@ -274,6 +281,7 @@ class StreamTransport:
         outcome.head_lora, outcome.num_examples = head_lora, num_examples
         outcome.device_losses, outcome.device_compute_s = losses, compute_s
         outcome.device_exchange_s = exchange_s
+        outcome.privacy = privacy
         session.state = "done"
 
     # ---- one stream (a gRPC worker thread) ---------------------------------------------------

@@ -17,7 +17,14 @@ from typing import Protocol
 import torch
 from flwr.app import RecordDict
 
-from edgesplit.protocol import COMPUTE_S, LORA, METRICS, RoundTask
+from edgesplit.protocol import (
+    COMPUTE_S,
+    LORA,
+    METRICS,
+    PRIVACY_EPSILON,
+    PRIVACY_NOISE_MULTIPLIER,
+    RoundTask,
+)
 from edgesplit.records import PayloadError, from_record, lora_spec
 
 #: The data planes a run may name (run config `transport`): `flower_transport.FlowerTransport`
@@ -69,6 +76,7 @@ class TrainOutcome:
     device_compute_s: float | None = None  # the device's own compute time, as it reports it
     round_s: float = 0.0  # wall time from the round's first message to the final reply
     start_s: float | None = None  # from the round's first message to its first step (stream)
+    privacy: dict[str, float] = field(default_factory=dict)  # privacy-epsilon: what it spent
 
 
 def read_final_reply(content: RecordDict, job: TrainJob
@@ -94,6 +102,21 @@ def read_final_reply(content: RecordDict, job: TrainJob
                                       and compute_s >= 0):
         raise PayloadError(f"{COMPUTE_S} {compute_s!r} is not a finite float >= 0")
     return head_lora, num_examples, list(losses), compute_s
+
+
+def read_privacy(metrics: Mapping) -> dict[str, float]:
+    """The privacy spend a device reports in its final reply (`privacy-epsilon`), under the
+    metrics row's names; empty when it reports none."""
+    spend = {}
+    for key, name in ((PRIVACY_EPSILON, "privacy_epsilon"),
+                      (PRIVACY_NOISE_MULTIPLIER, "privacy_noise_multiplier")):
+        value = metrics.get(key)
+        if value is None:
+            continue
+        if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
+            raise PayloadError(f"{key} {value!r} is not a finite float >= 0")
+        spend[name] = value
+    return spend
 
 
 class Transport(Protocol):

@@ -40,6 +40,7 @@ SECTIONS: tuple[str, ...] = (
     "testbed",
     "seed_b",
     "privacy",
+    "privacy_frontier",
     "training",
     "families",
     "benchmarks",

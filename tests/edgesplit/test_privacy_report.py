@@ -4,14 +4,21 @@ import csv
 
 import pytest
 
-from edgesplit.privacy_report import COLUMNS, LeakageRow, read_report, report_wire, split_floor
+from edgesplit.privacy_report import (
+    COLUMNS,
+    REQUIRED,
+    LeakageRow,
+    read_report,
+    report_wire,
+    split_floor,
+)
 
 SPLITS = range(1, 6)
 
 
-def rows(recovery, wire="float32", noise=0.0, model="m"):
-    return [LeakageRow(model, k, wire, noise, acc, acc) for k, acc in zip(SPLITS, recovery,
-                                                                           strict=True)]
+def rows(recovery, wire="float32", noise=0.0, model="m", attack="learned", multiplier=0.0):
+    return [LeakageRow(model, k, wire, noise, acc, acc, attack, multiplier)
+            for k, acc in zip(SPLITS, recovery, strict=True)]
 
 
 def test_floor_is_the_shallowest_split_from_which_every_deeper_one_is_within_budget():
@@ -34,6 +41,14 @@ def test_rows_of_the_runs_wire_and_the_largest_noise_not_above_its_own():
         split_floor(report, "m", "float32", 0.4, 0.5, SPLITS)  # judged at 0: none qualifies
 
 
+def test_the_strongest_attack_at_each_split_sets_the_floor():
+    report = (rows([0.9, 0.7, 0.5, 0.4, 0.3]) + rows([0.2, 0.2, 0.6, 0.2, 0.2], attack="gradient")
+              + rows([0.0] * 5, attack="white-box", multiplier=0.1))  # DP rows: not the floor's
+    assert split_floor(report, "m", "float32", 0.0, 0.5, SPLITS) == 4
+    with pytest.raises(ValueError, match=r"lacks splits \[5\] .* for the gradient attack"):
+        split_floor(report[:-6], "m", "float32", 0.0, 0.5, SPLITS)
+
+
 def test_a_report_that_cannot_answer_is_refused():
     with pytest.raises(ValueError, match="no float32 rows for model 'x'"):
         split_floor(rows([0.1] * 5), "x", "float32", 0.0, 0.5, SPLITS)
@@ -50,8 +65,16 @@ def test_read_report_round_trips_and_names_what_is_wrong(tmp_path):
         writer.writeheader()
         writer.writerow({c: 0 for c in COLUMNS} | {"model": "m", "split": 2, "wire": "int8",
                                                     "noise_std": 0.5, "token_accuracy": 0.25,
-                                                    "rouge_l_f1": 0.125})
-    assert read_report(path) == [LeakageRow("m", 2, "int8", 0.5, 0.25, 0.125)]
+                                                    "rouge_l_f1": 0.125, "attack": "gradient",
+                                                    "noise_multiplier": 0.01})
+    assert read_report(path) == [LeakageRow("m", 2, "int8", 0.5, 0.25, 0.125, "gradient", 0.01)]
+    first = tmp_path / "first.csv"  # a report of the first meter: no attack column
+    with first.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=REQUIRED)
+        writer.writeheader()
+        writer.writerow({c: 0 for c in REQUIRED} | {"model": "m", "split": 1, "wire": "float32",
+                                                     "token_accuracy": 0.5, "rouge_l_f1": 0.5})
+    assert read_report(first) == [LeakageRow("m", 1, "float32", 0.0, 0.5, 0.5)]
     with pytest.raises(ValueError, match="cannot read the privacy report"):
         read_report(tmp_path / "absent.csv")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
