@@ -8,7 +8,7 @@ import re
 import torch
 
 from edgesplit.settings import START_HERE, Settings, key_of
-from fl_app.run_config import RULES, ignored, read, summary
+from fl_app.run_config import RULES, deciders, ignored, read, summary
 from fl_app.server_app import read_settings
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
@@ -42,18 +42,18 @@ def test_keys_the_run_does_not_read_change_nothing_and_each_gets_a_warning(tmp_p
 def test_the_warning_names_the_setting_that_leaves_the_key_unread():
     assert ignored(Settings(server_bandwidth_hz=5e6)) == [
         "config allocation.server-bandwidth-hz = 5000000.0 has no effect: it is read only when "
-        "allocation.cost-model is \"paper\" (this run: allocation.cost-model = 'makespan')"]
+        "allocation.cost-model = \"paper\" (this run: allocation.cost-model = 'makespan')"]
     assert ignored(Settings(server_bandwidth_hz=5e6, cost_model="paper")) == []
     assert ignored(Settings(text_field="body", corpus="data.jsonl")) == []
     [message] = ignored(Settings(text_field="body", corpus="data.jsonl", data_format="chat"))
-    assert "read only when data.format is \"text\"" in message
+    assert "read only when data.format = \"text\"" in message
     assert ignored(Settings()) == []  # keys at their defaults are never warned about
 
 
 def test_every_rule_names_real_settings():
     names = set(vars(Settings()))
-    for attribute, is_read, deciders, _ in RULES:
-        assert attribute in names and set(deciders) <= names
+    for attribute, is_read, when in RULES:
+        assert attribute in names and set(deciders(when)) <= names and deciders(when)
         assert isinstance(is_read(Settings()), bool)
 
 
