@@ -1,7 +1,8 @@
 """Run settings: `[tool.flwr.app.config]` read once into a typed object, with its range checks.
 
-Each field's kebab-case key is the field name with `_` -> `-` (dotted groups for LoRA). Types and
-numeric ranges are checked here, so a wrong value stops the run with an error naming the key.
+Each field's run-config key is a dotted `section.name` (the `KEYS` table); the old flat keys of
+EdgeSplit 0.1 still work, with a `DeprecatedKeyWarning` naming the new key. Types and numeric
+ranges are checked here, so a wrong value stops the run with an error naming the key.
 Which names are valid (allocators, partitionings, wire dtypes...) is known only to the modules
 that implement them: `fl_app.run_config` checks those once, at the top, with every registry in
 reach. This module imports nothing of ours, so every floor can take its settings from here.
@@ -13,6 +14,7 @@ Flower needs each key there, and a test keeps the two equal.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,12 +84,174 @@ class PrivacySettings:
     planned_rounds: int = 1
 
 
-def _key(name: str) -> str:
-    return name.replace("lora_", "lora.").replace("_", "-")
+# The run config's keys, section by section in the order pyproject.toml lists them (after its
+# "start here" block): `Settings` attribute -> dotted key. Adding a key to a section is one line
+# here (plus its line, with a comment, in pyproject.toml). A field missing here keeps its flat
+# kebab-case name, and tests/edgesplit/test_settings.py says which section it lacks.
+KEYS: dict[str, str] = {
+    # model: what is fine-tuned
+    "model_name": "model.name",
+    "base_dtype": "model.base-dtype",
+    # lora: the adapter
+    "lora_rank": "lora.rank",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "lora_targets": "lora.targets",
+    # data: the corpus, its format and how clients share it
+    "corpus": "data.corpus",
+    "data_format": "data.format",
+    "text_field": "data.text-field",
+    "instruction_field": "data.instruction-field",
+    "input_field": "data.input-field",
+    "output_field": "data.output-field",
+    "messages_field": "data.messages-field",
+    "partition_by": "data.partition-by",
+    "partitioning": "data.partitioning",
+    "dirichlet_alpha": "data.dirichlet-alpha",
+    "block_size": "data.block-size",
+    "val_fraction": "data.val-fraction",
+    "heldout_fraction": "data.heldout-fraction",
+    # train: rounds, local steps, optimizer, aggregation
+    "num_server_rounds": "train.rounds",
+    "fraction_train": "train.client-fraction",
+    "min_train_clients": "train.min-clients",
+    "local_steps": "train.local-steps",
+    "batch_size": "train.batch-size",
+    "learning_rate": "train.learning-rate",
+    "optimizer": "train.optimizer",
+    "aggregation": "train.aggregation",
+    "trim_fraction": "train.trim-fraction",
+    # allocation: who splits where, and the cost model that decides it
+    "allocator": "allocation.method",
+    "cost_model": "allocation.cost-model",
+    "objective_weights": "allocation.objective-weights",
+    "split": "allocation.fixed-split",
+    "server_class": "allocation.server-class",
+    "server_queue": "allocation.server-queue",
+    "calibration": "allocation.calibration",
+    "calibration_steps": "allocation.calibration-steps",
+    "server_bandwidth_hz": "allocation.server-bandwidth-hz",
+    "cell_bandwidth_hz": "allocation.cell-bandwidth-hz",
+    "cell_subchannels": "allocation.cell-subchannels",
+    "rl_policy": "allocation.rl-policy",
+    # privacy: what the server may see
+    "device_tail_layers": "privacy.device-tail-layers",
+    "min_device_layers": "privacy.min-device-layers",
+    "max_token_recovery": "privacy.max-token-recovery",
+    "privacy_report": "privacy.report",
+    "activation_noise_std": "privacy.activation-noise-std",
+    "privacy_epsilon": "privacy.epsilon",
+    "privacy_delta": "privacy.delta",
+    "privacy_rounds": "privacy.rounds",
+    "activation_clip": "privacy.activation-clip",
+    "gradient_clip": "privacy.gradient-clip",
+    "adapter_epsilon": "privacy.adapter-epsilon",
+    "adapter_clip": "privacy.adapter-clip",
+    # channel: the lossy link of split inference (evaluation) and rl-split's radio
+    "channel": "channel.kind",
+    "channel_snr_db": "channel.snr-db",
+    "channel_bits": "channel.bits",
+    "nakagami_m": "channel.nakagami-m",
+    # stream: the data plane of per-step activations and gradients
+    "transport": "stream.transport",
+    "stream_host": "stream.host",
+    "stream_public_host": "stream.public-host",
+    "stream_port": "stream.port",
+    "stream_dtype": "stream.dtype",
+    "pace_links": "stream.pace-links",
+    "tls_certfile": "stream.tls-certfile",
+    "tls_keyfile": "stream.tls-keyfile",
+    "tls_ca_certfile": "stream.tls-ca-certfile",
+    # compute: where and on how many threads the models run
+    "server_device": "compute.server-device",
+    "client_device": "compute.client-device",
+    "server_threads": "compute.server-threads",
+    "client_threads": "compute.client-threads",
+    "batch_tails": "compute.batch-tails",
+    # eval: validation, held-out perplexity and sample generations
+    "eval_every": "eval.every",
+    "eval_batches": "eval.batches",
+    "eval_overlap": "eval.overlap",
+    "sample_prompts": "eval.sample-prompts",
+    "sample_tokens": "eval.sample-tokens",
+    # faults: when a silent client is dropped, and injected faults for testing
+    "step_timeout_s": "faults.step-timeout-s",
+    "reply_timeout_s": "faults.reply-timeout-s",
+    "inject_faults": "faults.inject",
+    "fault_rate": "faults.rate",
+    "fault_kinds": "faults.kinds",
+    # run: seed and run folder
+    "seed": "run.seed",
+    "output_dir": "run.output-dir",
+    "run_name": "run.name",
+    "resume_from": "run.resume-from",
+}
+
+#: The keys most runs change, listed first in pyproject.toml (a newcomer's one screen).
+START_HERE = ("model.name", "data.corpus", "data.format", "data.text-field", "data.partition-by",
+              "data.block-size", "train.rounds", "train.local-steps", "train.batch-size",
+              "train.learning-rate", "lora.rank", "allocation.method", "compute.server-device",
+              "run.name")
 
 
-def _attr(key: str) -> str:
-    return key.replace("lora.", "lora_").replace("-", "_")
+class DeprecatedKeyWarning(FutureWarning):
+    """A run config used an old flat key (EdgeSplit 0.1); the message names its new key."""
+
+
+def flat_name(attribute: str) -> str:
+    """The EdgeSplit 0.1 key of a `Settings` attribute (kebab-case, `lora.` dotted)."""
+    return attribute.replace("lora_", "lora.").replace("_", "-")
+
+
+def key_of(attribute: str) -> str:
+    """The run-config key of a `Settings` attribute."""
+    return KEYS.get(attribute, flat_name(attribute))
+
+
+def _attributes() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings)]
+
+
+def attribute_of(name: str) -> str:
+    """The `Settings` attribute named by a key, an old flat key or the attribute itself."""
+    attributes = _attributes()
+    if name in attributes:
+        return name
+    by_name = {key_of(a): a for a in attributes} | {flat_name(a): a for a in attributes}
+    if name not in by_name:
+        raise KeyError(f"no run-config key {name!r}")
+    return by_name[name]
+
+
+def old_names() -> dict[str, str]:
+    """Old flat key -> its new key, for every key that moved into a section (accepted with a
+    `DeprecatedKeyWarning` until the next release)."""
+    return {flat_name(a): key_of(a) for a in _attributes() if flat_name(a) != key_of(a)}
+
+
+def new_keys(run_config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rename a run config's old flat keys to their new keys.
+
+    Returns the renamed config and one deprecation message per old key set. pyproject.toml
+    declares every old key with its new key's name as the value (Flower refuses an override of
+    an undeclared key): an old key holding that value is not set. ValueError if an old key and
+    its new key are both set to different values; a new key at its default counts as not set
+    (under `flwr run` every key is present, at its default unless overridden).
+    """
+    moved, defaults = old_names(), Settings()
+    renamed = {k: v for k, v in run_config.items() if k not in moved}
+    messages = []
+    for old, key in moved.items():
+        if old not in run_config or run_config[old] == key:
+            continue
+        value, default = run_config[old], getattr(defaults, attribute_of(key))
+        if key in run_config and run_config[key] not in (default, value):
+            raise ValueError(f"config {old} = {value!r} and {key} = {run_config[key]!r} are both "
+                             f"set: {old} is the old name of {key}, keep {key} only")
+        renamed[key] = value
+        messages.append(f"config key {old} is deprecated (removed in the next release): use "
+                        f"{key} = {value!r}")
+    return renamed, messages
 
 
 @dataclass(frozen=True)
@@ -183,10 +347,14 @@ class Settings:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Settings:
-        """Build from `context.run_config`; unknown keys are ignored, wrong ones raise."""
+        """Build from `context.run_config`; unknown keys are ignored, wrong ones raise. Old flat
+        keys are renamed with a `DeprecatedKeyWarning` naming the new key (`new_keys`)."""
+        run_config, messages = new_keys(run_config)
+        for message in messages:
+            warnings.warn(message, DeprecatedKeyWarning, stacklevel=2)
         values = {}
         for f in dataclasses.fields(cls):
-            key = _key(f.name)
+            key = key_of(f.name)
             if key not in run_config:
                 continue
             value, expected = run_config[key], type(f.default)
@@ -267,9 +435,11 @@ class Settings:
             if not ok:
                 raise self.error(key, rule)
 
-    def error(self, key: str, rule: str) -> ValueError:
-        """The error every check raises: `config <key> = <value>: <rule>`."""
-        return ValueError(f"config {key} = {getattr(self, _attr(key))!r}: {rule}")
+    def error(self, name: str, rule: str) -> ValueError:
+        """The error every check raises: `config <key> = <value>: <rule>`; `name` is the key,
+        its old flat name or the attribute."""
+        attribute = attribute_of(name)
+        return ValueError(f"config {key_of(attribute)} = {getattr(self, attribute)!r}: {rule}")
 
     @property
     def lora(self) -> LoraSettings:
@@ -304,7 +474,7 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         """Settings under their run-config keys (for the run folder's config snapshot)."""
-        return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key_of(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def objective_weights(text: str) -> tuple[float, float, float]:

@@ -22,18 +22,19 @@ from transformers import AutoModelForCausalLM
 
 from edgesplit.generation import generate_text
 from edgesplit.presets import load_tokenizer, quiet_transformers, resolve_checkpoint
+from edgesplit.settings import new_keys
 from strategies.outputs import load_checkpoint
 
 
 def load_run_model(run: Path, server_round: int | None = None) -> tuple[PeftModel, dict]:
     """The run's base model with its final adapter (or round ``server_round``'s checkpoint),
     in eval mode, and the run config."""
-    config = json.loads((run / "config.json").read_text())
+    config = new_keys(json.loads((run / "config.json").read_text()))[0]  # 0.1: flat keys
     if not (run / "adapter").is_dir():
         raise SystemExit(f"{run}/adapter not found: the run has not finished (its checkpoints "
                          "hold the adapters of the rounds done)")
     with quiet_transformers():
-        base = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(config["model-name"]),
+        base = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(config["model.name"]),
                                                     dtype=torch.float32)
     model = PeftModel.from_pretrained(base, run / "adapter")
     if server_round is not None:
@@ -54,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also generate with the base model alone, for comparison")
     args = parser.parse_args(argv)
     model, config = load_run_model(args.run, args.round)
-    tokenizer = load_tokenizer(config["model-name"])
-    data_format, tokens = config.get("data-format", "text"), args.tokens or config.get(
-        "sample-tokens", 32)
+    tokenizer = load_tokenizer(config["model.name"])
+    data_format, tokens = config.get("data.format", "text"), args.tokens or config.get(
+        "eval.sample-tokens", 32)
     for prompt in args.prompt:
         print(f"prompt: {prompt!r}")
         print(f"  adapter: {generate_text(model, tokenizer, prompt, data_format, tokens)!r}")

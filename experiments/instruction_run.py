@@ -34,7 +34,7 @@ FAMOUS = [("hamlet/HAM", "To be, or not to be"), ("richard_iii/GLOSTER", "Now is
 def samples_table(folder: Path, records: list[dict], tokens: int) -> str:
     """Markdown: per famous speech, the true next line, the base model's and the adapter's."""
     model, config = load_run_model(folder)
-    tokenizer = load_tokenizer(config["model-name"])
+    tokenizer = load_tokenizer(config["model.name"])
     lines = ["| speech | true next line | base model | after training |", "|---|---|---|---|"]
     for record in records:
         prompt = prompt_of(record)

@@ -8,7 +8,9 @@ upper floor is here, so no lower module imports one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import string
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from allocation.allocators import ALLOCATORS, COST_MODELS
@@ -23,7 +25,14 @@ from edgesplit.hardware import SERVERS
 from edgesplit.optim import OPTIMIZERS
 from edgesplit.placement import BASE_DTYPES, check_device_name
 from edgesplit.privacy_report import read_report, report_wire, split_floor
-from edgesplit.settings import Settings, objective_weights
+from edgesplit.settings import (
+    KEYS,
+    START_HERE,
+    DeprecatedKeyWarning,
+    Settings,
+    key_of,
+    objective_weights,
+)
 from edgesplit.splits import check_split, split_range
 from strategies.aggregation import AGGREGATIONS
 from strategies.calibration import CALIBRATIONS
@@ -35,6 +44,111 @@ def parse(run_config: Mapping[str, Any]) -> Settings:
     settings = Settings.from_run_config(run_config)
     check_names(settings)
     return settings
+
+
+def read(run_config: Mapping[str, Any]) -> tuple[Settings, list[str]]:
+    """`parse`, and the warnings a run starts with: each old flat key used (with its new key),
+    then each key changed from its default that these settings do not read (`ignored`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecatedKeyWarning)
+        settings = parse(run_config)
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, DeprecatedKeyWarning)]
+    return settings, deprecated + ignored(settings)
+
+
+# Keys read only under other settings: (attribute, whether it is read, when: the condition, with
+# the deciding settings as {attribute} fields). A changed key its run does not read gets a
+# warning naming them.
+Rule = tuple[str, Callable[[Settings], bool], str]
+RULES: list[Rule] = [
+    *[(a, lambda s: s.corpus not in BUILTIN_CORPORA, "{corpus} is a local path")
+      for a in ("text_field", "instruction_field", "input_field", "output_field",
+                "messages_field", "partition_by")],
+    ("text_field", lambda s: s.data_format == "text", '{data_format} = "text"'),
+    *[(a, lambda s: s.data_format == "instruction", '{data_format} = "instruction"')
+      for a in ("instruction_field", "input_field", "output_field")],
+    ("messages_field", lambda s: s.data_format == "chat", '{data_format} = "chat"'),
+    ("partition_by", lambda s: s.partitioning != "iid", '{partitioning} is not "iid"'),
+    ("dirichlet_alpha", lambda s: s.partitioning == "dirichlet",
+     '{partitioning} = "dirichlet"'),
+    ("trim_fraction", lambda s: s.aggregation == "trimmed-mean",
+     '{aggregation} = "trimmed-mean"'),
+    ("split", lambda s: ALLOCATORS[s.allocator].uses_split,
+     '{allocator} = "fixed" or "heterogeneous-fixed"'),
+    ("rl_policy", lambda s: ALLOCATORS[s.allocator].learned, '{allocator} = "rl-split"'),
+    *[(a, lambda s: s.cost_model == "makespan", '{cost_model} = "makespan"')
+      for a in ("server_class", "server_queue")],
+    ("server_bandwidth_hz", lambda s: s.cost_model == "paper", '{cost_model} = "paper"'),
+    ("calibration_steps", lambda s: s.calibration != "none", '{calibration} is not "none"'),
+    ("privacy_report", lambda s: s.max_token_recovery < 1, "{max_token_recovery} < 1"),
+    *[(a, lambda s: s.channel != "none", '{channel} is not "none"')
+      for a in ("channel_snr_db", "channel_bits")],
+    ("channel_bits", lambda s: s.channel == "quantise-flip", '{channel} = "quantise-flip"'),
+    ("nakagami_m", lambda s: ALLOCATORS[s.allocator].learned or s.channel in ("erasure", "noise"),
+     '{allocator} = "rl-split" or {channel} is "erasure" or "noise"'),
+    *[(a, lambda s: s.transport == "stream", '{transport} = "stream"')
+      for a in ("stream_host", "stream_public_host", "stream_port", "stream_dtype", "pace_links",
+                "tls_certfile", "tls_keyfile", "tls_ca_certfile")],
+    *[(a, lambda s: s.eval_every > 0, "{eval_every} > 0")
+      for a in ("eval_batches", "eval_overlap", "sample_prompts", "sample_tokens", "channel",
+                "channel_snr_db", "channel_bits")],
+    *[(a, lambda s: not s.device_tail_layers,
+       "{device_tail_layers} = 0 (a U-shaped split's server evaluates alone)")
+      for a in ("eval_overlap", "channel", "channel_snr_db", "channel_bits")],
+    ("sample_tokens", lambda s: bool(s.prompts), "{sample_prompts} is not empty"),
+    ("fault_kinds", lambda s: s.fault_rate > 0, "{fault_rate} > 0"),
+]
+
+
+def deciders(when: str) -> list[str]:
+    """The settings a rule's condition names (its {attribute} fields)."""
+    return [name for _, name, _, _ in string.Formatter().parse(when) if name]
+
+
+def condition(when: str) -> str:
+    """A rule's condition with the run-config keys in place of its {attribute} fields."""
+    return when.format(**{name: key_of(name) for name in deciders(when)})
+
+
+def ignored(settings: Settings) -> list[str]:
+    """One warning per key changed from its default that `settings` do not read, naming the
+    setting that leaves it unread (the first rule it fails)."""
+    defaults, messages, warned = Settings(), [], set()
+    for attribute, is_read, when in RULES:
+        value = getattr(settings, attribute)
+        if attribute in warned or value == getattr(defaults, attribute) or is_read(settings):
+            continue
+        warned.add(attribute)
+        now = ", ".join(f"{key_of(d)} = {getattr(settings, d)!r}" for d in deciders(when))
+        messages.append(f"config {key_of(attribute)} = {value!r} has no effect: it is read only "
+                        f"when {condition(when)} (this run: {now})")
+    return messages
+
+
+def is_read(settings: Settings, attribute: str) -> bool:
+    """Whether a run with these settings reads this key (every rule on it holds)."""
+    return all(read(settings) for a, read, _ in RULES if a == attribute)
+
+
+# Beyond START_HERE, the keys a run's summary always shows (where they are read).
+SUMMARY_KEYS = ("model.base-dtype", "data.partitioning", "train.aggregation",
+                "allocation.cost-model", "allocation.calibration", "stream.transport",
+                "stream.dtype", "eval.every", "run.seed")
+
+
+def summary(settings: Settings) -> list[str]:
+    """The effective settings that matter, one line per section: the start-here and summary keys,
+    and every other key changed from its default; keys the run does not read are left out."""
+    defaults, shown = Settings(), set(START_HERE) | set(SUMMARY_KEYS)
+    lines: dict[str, list[str]] = {}
+    for attribute, key in KEYS.items():
+        value = getattr(settings, attribute)
+        changed = value != getattr(defaults, attribute)
+        if (key in shown or changed) and is_read(settings, attribute):
+            section, name = key.split(".", 1)
+            lines.setdefault(section, []).append(f"{name}={value!r}{'*' if changed else ''}")
+    width = max(map(len, lines), default=0)
+    return [f"{section:<{width}}  {' '.join(items)}" for section, items in lines.items()]
 
 
 def check_names(settings: Settings) -> None:

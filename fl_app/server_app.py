@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Mapping
 from logging import ERROR, INFO, WARNING
+from typing import Any
 
 import torch
 from flwr.app import Context
@@ -20,7 +22,7 @@ from edgesplit.records import Spec
 from edgesplit.settings import Settings, objective_weights
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
-from fl_app.run_config import check_against_model, lowest_split, parse
+from fl_app.run_config import check_against_model, lowest_split, read, summary
 from fl_app.simulation_poll import skip_idle_nodes
 from strategies.aggregation import AdapterPrivacy, make_aggregator
 from strategies.calibration import Calibrator
@@ -153,12 +155,23 @@ def log_runtime() -> None:
             "start `flwr run` again from this project's environment", problem)
 
 
+def read_settings(run_config: Mapping[str, Any]) -> Settings:
+    """The run's settings, logged: a warning for each old key used and each changed key the run
+    does not read, then the effective settings that matter."""
+    settings, warnings = read(run_config)
+    for message in warnings:
+        log(WARNING, "%s", message)
+    log(INFO, "effective settings (* = changed from the default; keys this run does not read "
+        "are left out; reference: docs/config.md):\n  %s", "\n  ".join(summary(settings)))
+    return settings
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     log_runtime()
     skip_idle_nodes(grid)  # Ray simulation: a tick of Flower's poller no longer grows with N
     try:
-        train(grid, parse(context.run_config))
+        train(grid, read_settings(context.run_config))
     except Exception as exc:
         # `flwr run` exits 0 whatever the ServerApp does: make the failure the last word of the
         # log. The full traceback goes first; Flower then prints only RunFailed's few frames.

@@ -558,6 +558,10 @@ CASES: list[Case] = [
     Case(C, "more clients required than exist", "min-train-clients = 5 with 3 nodes",
          "fewer than 5 nodes connected", overrides={"min-train-clients": 5,
                                                     "reply-timeout-s": 1.0}),
+    Case(C, "old key beside its new key",
+         "local-steps = 2 and train.local-steps = 5",  # rename-keys: keep
+         "config local-steps = 2 and train.local-steps = 5 are both set",  # rename-keys: keep
+         overrides={"local-steps": 2, "train.local-steps": 5}),  # rename-keys: keep
 ]
 
 

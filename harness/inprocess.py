@@ -110,11 +110,12 @@ def run_in_process(config: Mapping[str, Any], num_nodes: int = 4, *, fault: Faul
     Handlers run in a thread per node when the transport is the stream (its handler streams the
     whole round while the server serves it). Returns (strategy, final adapter, metrics rows).
     """
+    settings = parse(config)
     grid = InProcessGrid(client_app, config, num_nodes, fault=fault,
-                         concurrent=config.get("transport", "stream") == "stream")
+                         concurrent=settings.transport == "stream")
     if grid_hook:
         grid_hook(grid)
-    strategy = train(grid, parse(config))
+    strategy = train(grid, settings)
     metrics = Path(strategy.recorder.folder) / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     return strategy, strategy.global_lora, rows

@@ -120,6 +120,14 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
+def _is_ray_daemon(pid: int) -> bool:
+    """Ray's GCS, raylet and their helpers (killed at once on cleanup: they ignore SIGTERM)."""
+    line = _cmdline(pid)
+    return any(name in line for name in ("gcs_server", "raylet", "ray/dashboard",
+                                         "ray/_private/log_monitor", "ray/autoscaler",
+                                         "ray/_private/monitor", "default_worker.py", "ray::"))
+
+
 def descendants(roots: set[int]) -> set[int]:
     """All live descendants of `roots` (not including the roots)."""
     children: dict[int, list[int]] = {}
@@ -281,10 +289,14 @@ class FlowerHarness:
                 pass
 
     def stop(self, grace_s: float = 10.0) -> list[str]:
-        """SIGTERM everything owned, SIGKILL what is left after `grace_s`; return survivors."""
+        """SIGTERM everything owned, SIGKILL what is left after `grace_s`; return survivors.
+        Ray's own daemons sit out SIGTERM: once only they are left, the grace ends."""
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and self.owned_pids():
+        while time.monotonic() < deadline:
+            left = self.owned_pids()
+            if not left or all(_is_ray_daemon(pid) for pid in left):
+                break
             time.sleep(0.2)
         for _ in range(5):
             if not self.owned_pids():

@@ -25,7 +25,7 @@ from allocation.allocators import ClientAllocation, SystemAllocator
 from edgesplit import framing
 from edgesplit.protocol import PROFILE, QUERY_PROFILE, RoundTask
 from edgesplit.records import reply_content
-from edgesplit.settings import Settings
+from edgesplit.settings import Settings, key_of, new_keys
 from edgesplit.split_model import SplitModel
 from edgesplit.splits import device_layers
 from strategies.aggregation import AdapterPrivacy, Aggregator, update_norm
@@ -39,13 +39,12 @@ from strategies.server_memory import peak_rss_mb, release_free_memory, rss_mb
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
-# Run-config keys a resumed run may change without leaving the uninterrupted trajectory.
-RESUMABLE_CHANGES = frozenset({"num-server-rounds", "resume-from", "run-name", "output-dir",
-                               "step-timeout-s", "reply-timeout-s", "stream-host",
-                               "stream-public-host", "stream-port", "pace-links",
-                               "tls-certfile", "tls-keyfile", "tls-ca-certfile",
-                               "eval-every", "inject-faults", "sample-prompts",
-                               "sample-tokens", "fault-rate", "fault-kinds"})
+# Settings a resumed run may change without leaving the uninterrupted trajectory.
+RESUMABLE_CHANGES = frozenset(key_of(a) for a in (
+    "num_server_rounds", "resume_from", "run_name", "output_dir", "step_timeout_s",
+    "reply_timeout_s", "stream_host", "stream_public_host", "stream_port", "pace_links",
+    "tls_certfile", "tls_keyfile", "tls_ca_certfile", "eval_every", "inject_faults",
+    "sample_prompts", "sample_tokens", "fault_rate", "fault_kinds"))
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
@@ -204,7 +203,8 @@ class SplitFedStrategy:
         if lora.keys() != self.global_lora.keys() or any(
                 lora[k].shape != v.shape for k, v in self.global_lora.items()):
             raise ValueError("checkpoint adapter does not match this model and LoRA config")
-        saved, now = checkpoint.get("config", {}), self.settings.as_dict()
+        # A checkpoint of EdgeSplit 0.1 holds the old flat keys.
+        saved, now = new_keys(checkpoint.get("config", {}))[0], self.settings.as_dict()
         changed = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != now.get(k))
         if (now["privacy-epsilon"] or now["adapter-epsilon"]) and "num-server-rounds" in saved \
                 and not now["privacy-rounds"] and saved["num-server-rounds"] != \

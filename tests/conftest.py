@@ -4,6 +4,7 @@ material, and a recorder of the stream frames the server decodes."""
 import datetime
 import ipaddress
 import os
+import re
 import tempfile
 import threading
 
@@ -71,3 +72,30 @@ def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
             [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+# The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files.
+E2E_FILES = re.compile(r"^tests/(fl_app/test_e2e_\w+|harness/test_testbed)\.py$")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The e2e tests first (their worker starts on them at once), then the rest in order."""
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    misplaced = [i.nodeid for i in e2e if not E2E_FILES.match(i.nodeid.split("::")[0])]
+    if misplaced:
+        raise pytest.UsageError(f"e2e tests outside {E2E_FILES.pattern}: {misplaced}")
+    items[:] = e2e + [item for item in items if not item.get_closest_marker("e2e")]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Two workers (pyproject's `-n 2`): one unit of work per test module, and all e2e modules
+    one unit, so the e2e tests run one at a time on one worker while the other takes the rest
+    module by module (module fixtures run once)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "e2e" if E2E_FILES.match(path) else path
+
+    return E2EApart(config, log)

@@ -7,18 +7,18 @@ import json
 
 import pytest
 
-from harness.runtime import flwr_bin, run_status, start_simulation_superlink, started_run_id
+from harness.runtime import flwr_bin, run_status, started_run_id
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_failing_serverapp_ends_the_log_with_its_cause(harness, tmp_path):
+def test_a_failing_serverapp_ends_the_log_with_its_cause(simulation, tmp_path):
     # Prepare
-    superlink = start_simulation_superlink(harness, "e2e-failure")
+    harness, superlink = simulation
     missing, out = tmp_path / "nowhere.jsonl", tmp_path / "outputs"
 
     # Execute
-    rc, log = harness.run("flwr-run", [
+    rc, log = harness.run("flwr-run-failing", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config",
         f'model-name="tiny-llama" corpus="{missing}" output-dir="{out}" run-name="failed"',
         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1", "--stream",

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.runtime import (
-    flwr_bin,
-    run_status,
-    start_simulation_superlink,
-    started_run_id,
-)
+from harness.runtime import flwr_bin, run_status, started_run_id
 from tests.fl_app.e2e_checks import (
     FAULT_CLIENTS,
     SIMULATION_FAULTS,
@@ -31,20 +26,16 @@ FAULT_TIMEOUT_S = 20  # step-timeout-s; cold Ray actors answer the profile query
 # reply-timeout-s (its default, 600 s)
 
 
-@pytest.fixture
-def superlink(harness):
-    return start_simulation_superlink(harness, "e2e-sim")
-
-
 @pytest.mark.parametrize("transport", ["stream", "flower"])
-def test_simulation_two_rounds_through_flwr_run(harness, superlink, tmp_path, transport):
+def test_simulation_two_rounds_through_flwr_run(simulation, tmp_path, transport):
     """4 clients on 2 Ray actors: clients must progress independently (a lockstep server would
     deadlock). Both data planes run the same job."""
+    harness, superlink = simulation
     out = tmp_path / "outputs"
     run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
                   f'split=3 local-steps=2 block-size=16 transport="{transport}" '
                   f'output-dir="{out}" run-name="e2e"')
-    rc, log = harness.run("flwr-run", [
+    rc, log = harness.run(f"flwr-run-{transport}", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config", run_config,
         "--federation-config", f"num-supernodes={CLIENTS} client-resources-num-cpus=1",
         "--stream",
@@ -62,13 +53,14 @@ def test_simulation_two_rounds_through_flwr_run(harness, superlink, tmp_path, tr
 
 
 def test_simulation_drops_every_kind_of_faulty_client_and_completes_the_round(
-        harness, superlink, tmp_path):
+        simulation, tmp_path):
     """Four faulty clients (raise, silent, disconnect, straggle; the crash runs in deployment,
     `e2e_checks.SIMULATION_FAULTS`) and three healthy ones: the round trains with the three and
     records why each other one was dropped. One Ray actor per client: sleeping faulty clients
     must not hold up the healthy ones."""
+    harness, superlink = simulation
     out = tmp_path / "outputs"
-    rc, log = harness.run("flwr-run", [
+    rc, log = harness.run("flwr-run-faults", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config",
         f'{fault_run_config(SIMULATION_FAULTS)} step-timeout-s={FAULT_TIMEOUT_S} '
         f'output-dir="{out}" '
