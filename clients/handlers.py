@@ -33,21 +33,25 @@ from edgesplit.records import from_record, to_record
 _TASK, _LORA, _OPTIM = "round.task", "round.lora", "round.optim"
 
 
-def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
-    """Report the device profile and how much training data this device holds."""
+def query_profile(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+    """Report the device profile and how much training data this device holds; when the server
+    asks (a `calibration` record), also time this device's training steps at the shape asked
+    (`clients.calibration`): seconds per layer and per step, or why it could not."""
     record = ConfigRecord(device.profile().as_dict())
     record["num-examples"] = len(device.shard().train)
-    return RecordDict({PROFILE: record})
+    reply = RecordDict({PROFILE: record})
+    if CALIBRATION in content:
+        reply[CALIBRATION] = calibrate(content[CALIBRATION], device)
+    return reply
 
 
-def calibrate(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
-    """Time this device's training steps at the shape the server asks for (see
-    `clients.calibration`); reply with seconds per layer and per step."""
-    config = content[CONFIG]
-    measured = time_training(device, int(config["layers"]), int(config["batch-size"]),
-                             str(config["optimizer"]), int(config["steps"]))
-    return RecordDict({CALIBRATION: ConfigRecord({"layer-s": measured.layer_s,
-                                                  "fixed-s": measured.fixed_s})})
+def calibrate(request: ConfigRecord, device: Device) -> ConfigRecord:
+    try:
+        measured = time_training(device, int(request["layers"]), int(request["batch-size"]),
+                                 str(request["optimizer"]), int(request["steps"]))
+    except Exception as exc:  # the device still trains: the server keeps its catalogue figures
+        return ConfigRecord({"error": f"{type(exc).__name__}: {exc}"})
+    return ConfigRecord({"layer-s": measured.layer_s, "fixed-s": measured.fixed_s})
 
 
 def train_start(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:

@@ -511,6 +511,8 @@ CASES: list[Case] = [
          overrides={"stream-dtype": "float64"}),
     Case(C, "negative step timeout", "step-timeout-s = -1", "step-timeout-s",
          overrides={"step-timeout-s": -1.0}),
+    Case(C, "negative connect resends", "connect-resends = -1", "connect-resends",
+         overrides={"connect-resends": -1}),
     Case(C, "LoRA rank 0", "lora.rank = 0", "lora.rank", overrides={"lora.rank": 0}),
     Case(C, "unknown LoRA target", 'lora.targets = "nope_proj"', "nope_proj.*not found",
          overrides={"lora.targets": "nope_proj"}),

@@ -47,6 +47,7 @@ class TrainJob:
     task: RoundTask
     head_lora: dict[str, torch.Tensor]
     downlink_bps: float = math.inf  # its downlink's own rate when shaped (pacing adds the rest)
+    expected_start_s: float | None = None  # its measured start-up (None: not measured yet)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainOutcome:
     device_compute_s: float | None = None  # the device's own compute time, as it reports it
     round_s: float = 0.0  # wall time from the round's first message to the final reply
     start_s: float | None = None  # from the round's first message to its first step (stream)
+    resent: int = 0  # times the round message was sent again to a client late to connect
 
 
 def read_final_reply(content: RecordDict, job: TrainJob
