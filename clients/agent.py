@@ -39,6 +39,8 @@ import edgesplit
 from clients import agent_link
 from edgesplit.memory import rss_mb
 
+#: What the agent logs once it can serve (after importing torch and the device code).
+LOADED = "device code loaded"
 _PEER_CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid of the connecting process
 
 
@@ -207,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(INFO, "edgesplit-device pid %d: EdgeSplit %s, agent protocol %d, listening on %s",
         os.getpid(), edgesplit.__version__, agent_link.PROTOCOL, args.socket)
     seconds = agent.load()
-    log(INFO, "edgesplit-device: device code loaded in %.1f s, rss %.0f MB", seconds,
-        rss_mb() or 0.0)
+    log(INFO, "edgesplit-device: %s in %.1f s, rss %.0f MB", LOADED, seconds, rss_mb() or 0.0)
     stop = threading.Event()
     if args.idle_release_s > 0:
         threading.Thread(target=agent.release_when_idle, args=(stop,), daemon=True).start()

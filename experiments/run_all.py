@@ -58,6 +58,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "bench_compute_bound": (["--out", "{out}/bench_compute_bound"],
                             ["--quick", "--out", "{out}/bench_compute_bound"]),
     "bench_transport_deployment": (["--out", "{out}"], []),
+    "bench_agent": (["--out", "{out}/device_agent"], ["--quick", "--out", "{out}/device_agent"]),
     "soak": (["--rounds", "200", "--fault-rate", "0.1", "--out", "{out}/soak/tiny-llama"], []),
 }
 

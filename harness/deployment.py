@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from clients.agent import LOADED
 from harness.runtime import (
     FlowerHarness,
     descendants,
@@ -29,7 +30,6 @@ from harness.runtime import (
     wait_for,
 )
 
-AGENT_LOADED = "device code loaded"  # the agent's log line once torch and the device code are in
 AGENT_START_TIMEOUT_S = 180.0  # importing torch on a loaded 2-core machine
 
 
@@ -62,16 +62,16 @@ class LocalDeployment:
         registered (`register`) may join.
     connection : str (default: "e2e-deploy")
         The `flwr` connection name.
-    agents : bool (default: False)
-        Start a resident device agent beside every SuperNode (`agent-socket` in its node
-        config); without, every message costs a cold ClientApp that loads torch.
+
+    A SuperNode started with an agent's socket (`start_agents`) forwards every message to that
+    resident agent (`agent-socket` in its node config); without one, every message costs a cold
+    ClientApp process that loads torch and the model.
     """
 
     harness: FlowerHarness
     tls: Mapping[str, str] | None = None
     supernode_auth: bool = False
     connection: str = "e2e-deploy"
-    agents: bool = False
     superlink: subprocess.Popen | None = field(default=None, init=False)
     starts: int = field(default=0, init=False)
 
@@ -117,14 +117,16 @@ class LocalDeployment:
         self.superlink.wait(timeout=10)
         return pids
 
-    def start_agents(self, names: list[str], argv_prefix: tuple[str, ...] = ()) -> list[Path]:
+    def start_agents(self, names: list[str],
+                     commands: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
         """Device agents on their own sockets (logs `<name>.log`), started together; returns
-        their sockets once every one has loaded the device code. `argv_prefix` replaces the
-        `edgesplit-device` command (a test starts an agent of another version this way)."""
+        their sockets once every one has loaded the device code. `commands` replaces the
+        `edgesplit-device` command of some (a test starts an agent of another version so)."""
+        commands = commands or {}
         procs = {name: self.harness.start(name, [
-            *(argv_prefix or [flwr_bin("edgesplit-device")]),
+            *commands.get(name, [flwr_bin("edgesplit-device")]),
             "--socket", str(self.sockets / f"{name}.sock")]) for name in names}
-        wait_for(lambda: all(AGENT_LOADED in self.harness.log(n) or p.poll() is not None
+        wait_for(lambda: all(LOADED in self.harness.log(n) or p.poll() is not None
                              for n, p in procs.items()),
                  AGENT_START_TIMEOUT_S, f"{names} to load the device code")
         for name, proc in procs.items():
@@ -134,22 +136,21 @@ class LocalDeployment:
         return [self.sockets / f"{name}.sock" for name in names]
 
     def start_supernode(self, partition: int, partitions: int, private_key: Path | None = None,
-                        name: str = "", agent: Path | None = None) -> subprocess.Popen:
+                        name: str = "", agent: Path | None = None,
+                        superlink: str = "") -> subprocess.Popen:
         """A SuperNode for `partition` of `partitions`, with its own runtime port; it
-        authenticates with `private_key` when given, and forwards its messages to the agent on
-        the socket `agent` (started here when the deployment has `agents` and none is given)."""
-        name = name or f"supernode-{partition}"
-        if agent is None and self.agents:
-            (agent,) = self.start_agents([f"agent-{name.removeprefix('supernode-')}"])
+        authenticates with `private_key` when given, forwards its messages to the agent on
+        the socket `agent` when given, and dials `superlink` ("host:port", e.g. a
+        `harness.flaky_fleet` proxy) instead of the SuperLink when given."""
         node_config = f"partition-id={partition} num-partitions={partitions}"
         if agent is not None:
             node_config += f' agent-socket="{agent}"'
         (port,) = free_ports(1)
-        return self.harness.start(name, [
+        return self.harness.start(name or f"supernode-{partition}", [
             flwr_bin("flower-supernode"),
             *(["--root-certificates", self.ca] if self.tls else ["--insecure"]),
             *(["--auth-supernode-private-key", str(private_key)] if private_key else []),
-            "--superlink", f"127.0.0.1:{self.http_port}",
+            "--superlink", superlink or f"127.0.0.1:{self.http_port}",
             "--port", str(port),  # this SuperNode's own runtime API (its ClientApps connect here)
             "--node-config", node_config,
         ])
@@ -169,7 +170,7 @@ def start_deployment(harness: FlowerHarness, clients: int,
                      agents: bool = False) -> LocalDeployment:
     """A SuperLink and `clients` SuperNodes (partition i of `clients`), each with its device
     agent when `agents`."""
-    deployment = LocalDeployment(harness, tls, agents=agents)
+    deployment = LocalDeployment(harness, tls)
     deployment.start_superlink()
     sockets = (deployment.start_agents([f"agent-{p}" for p in range(clients)]) if agents
                else [None] * clients)

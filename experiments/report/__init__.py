@@ -29,7 +29,7 @@ the command that rewrites its files.
 """
 
 #: The doc's sections, in order: module names in this package.
-SECTIONS: tuple[str, ...] = ()
+SECTIONS: tuple[str, ...] = ("device_agent",)
 
 
 def render_section(name: str, results: Path = RESULTS) -> str:
