@@ -46,6 +46,8 @@ def query_profile(content: RecordDict, _state: RecordDict, device: Device) -> Re
 
 
 def calibrate(request: ConfigRecord, device: Device) -> ConfigRecord:
+    """The `calibration` record of a profile reply: seconds per layer and per step of this
+    device's training at the shape `request` asks, or the error that prevented it."""
     try:
         measured = time_training(device, int(request["layers"]), int(request["batch-size"]),
                                  str(request["optimizer"]), int(request["steps"]))

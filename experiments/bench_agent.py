@@ -12,12 +12,12 @@ paths must give the same adapter, which is checked bit for bit). It records:
   wall seconds from the process start to its reply -> `messages.csv`;
 - every round: its wall time and phases (the ServerApp's metrics), each client's start offset
   (train message pushed -> first step on the stream) and `flwr run`'s wall -> `rounds.csv`;
-- with `--rss-rounds N`: one run of N rounds through agents, each agent's resident memory after
-  every round's training (its log) -> `rss.csv`;
+- with `--rss-rounds N`: one run of N rounds of `--rss-model` (default SmolLM2-135M) through
+  agents, each agent's resident memory after every round's training (its log) -> `rss.csv`;
 - `summary.json`: the ratios and the machine's load averages.
 
     python -m experiments.bench_agent [--repeats 3] [--rss-rounds 20] [--out results/device_agent]
-    python -m experiments.bench_agent --quick --out /tmp/quick/device_agent   # 1 repeat, 3 rounds
+    python -m experiments.bench_agent --quick --out /tmp/quick/device_agent  # 1 repeat each
 """
 
 from __future__ import annotations
@@ -54,14 +54,15 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_once(mode: str, repeat: int, rounds: int, scratch: Path) -> tuple[list[dict], list[dict],
-                                                                         FlowerHarness, Path]:
+def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "tiny-llama"
+             ) -> tuple[list[dict], list[dict], FlowerHarness, Path]:
     """One deployment and one `flwr run`; returns (message rows, round rows, the harness, the
     run folder). The caller stops the harness."""
     harness = FlowerHarness(scratch / f"{mode}-{repeat}" / "flwr-home")
     deployment = start_deployment(harness, CLIENTS, agents=mode == "agent")
     out = scratch / f"{mode}-{repeat}" / "outputs"
-    config = {**CONFIG, "num-server-rounds": rounds, "output-dir": str(out), "run-name": mode}
+    config = {**CONFIG, "model-name": model, "num-server-rounds": rounds,
+              "output-dir": str(out), "run-name": mode}
     load = load_average()
     started = time.perf_counter()
     rc, log = harness.run("flwr-run", [flwr_bin("flwr"), "run", ".", deployment.connection,
@@ -98,16 +99,16 @@ def final_adapter(run_dir: Path, rounds: int) -> dict[str, torch.Tensor]:
                       weights_only=True)["lora"]
 
 
-def rss_run(rounds: int, scratch: Path) -> list[dict]:
+def rss_run(rounds: int, model: str, scratch: Path) -> list[dict]:
     """`rounds` rounds through agents; each agent's RSS after each round's training."""
-    _, _, harness, _ = run_once("agent", 0, rounds, scratch / "rss")
+    _, _, harness, _ = run_once("agent", 0, rounds, scratch / "rss", model)
     try:
         rows = []
         for node in range(CLIENTS):
             found = _AGENT_TRAINED.findall(harness.log(f"agent-{node}"))
             if len(found) != rounds:
                 raise RuntimeError(f"agent-{node} trained {len(found)} of {rounds} rounds")
-            rows += [{"node": node, "round": r + 1, "rss_mb": float(mb)}
+            rows += [{"model": model, "node": node, "round": r + 1, "rss_mb": float(mb)}
                      for r, mb in enumerate(found)]
         return rows
     finally:
@@ -147,11 +148,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode, alternating")
     parser.add_argument("--rss-rounds", type=int, default=20, help="0: skip the memory run")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, a 3-round memory run")
+    parser.add_argument("--rss-model", default="smollm2-135m")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, no memory run")
     parser.add_argument("--out", type=Path, default=Path("results/device_agent"))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.rss_rounds = 1, min(args.rss_rounds, 3)
+    if args.quick:  # one round each way; no memory run
+        args.repeats, args.rss_rounds = 1, 0
     messages, rounds, rss = [], [], []
     loads = {"start": load_average()}
     identical = True
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
             identical &= all(torch.equal(adapters["none"][k], adapters["agent"][k])
                              for k in adapters["none"])
         if args.rss_rounds:
-            rss = rss_run(args.rss_rounds, Path(tmp))
+            rss = rss_run(args.rss_rounds, args.rss_model, Path(tmp))
     loads["end"] = load_average()
     summary = summarise(messages, rounds, rss, identical, loads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             node_log = harness.log("supernode")
         finally:
             harness.stop()
-    lost = [line.strip() for line in node_log.splitlines()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", node_log)  # Flower colours its log levels
+    lost = [line.strip() for line in plain.splitlines()
             if "Receiving: query" in line or "Failed to receive message" in line]
     outcome = re.search(r"REPRO: .*", log)
     print("SuperNode:", *lost, sep="\n  ")

@@ -54,14 +54,17 @@ def _serve(msg: Message, context: Context) -> Message:
 
 
 def process_cost() -> tuple[float, float]:
-    """This process's CPU seconds (user + system) and wall seconds since it started."""
+    """This process's CPU seconds (user + system) and wall seconds since it started (nan
+    without Linux's /proc)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open("/proc/self/stat") as f:  # field 22: start time in clock ticks after boot
-        started = int(f.read().rpartition(")")[2].split()[19]) / ticks
-    with open("/proc/uptime") as f:
-        uptime = float(f.read().split()[0])
-    return usage.ru_utime + usage.ru_stime, uptime - started
+    try:
+        with open("/proc/self/stat") as f:  # field 22: start time in clock ticks after boot
+            started = int(f.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            wall_s = float(f.read().split()[0]) - started
+    except OSError:
+        wall_s = float("nan")
+    return usage.ru_utime + usage.ru_stime, wall_s
 
 
 @app.query(action(QUERY_PROFILE))
