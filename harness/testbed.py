@@ -349,8 +349,10 @@ class Testbed:
                 flwr_bin("flower-superlink"), "--insecure", "--isolation", "process",
                 "--disable-runtime-dependency-installation",
                 "--control-api-address", f"127.0.0.1:{control_port}",
-                "--host", SERVER_IP, "--port", str(http_port),
-                "--database", str(self.harness.home / "state.db")]))
+                # Its state in memory, not in SQLite: at a fraction of a core SQLite's lock
+                # waits ran out ("database is locked") and a device's message or reply was
+                # lost (docs/deployment.md, section 9); the testbed never restarts it.
+                "--host", SERVER_IP, "--port", str(http_port)]))
         self.harness.wait_healthy(http_port, link, host=SERVER_IP)
         self.harness.start("superexec", self._cgroup(
             "server", fleet.server_cpu_cores, fleet.server_memory_mb).join_command([

@@ -123,8 +123,10 @@ class StreamTransport:
         is quantised per token and arrives as float32).
     tls : TlsFiles, optional
         Without it the stream is plaintext (loopback and tests only).
-    poll_s, max_poll_s : float (default: 0.005, 0.1)
-        First and longest wait between pulls of the Flower replies (and deadline checks).
+    poll_s, max_poll_s : float (default: 0.005, 0.5)
+        First and longest wait between pulls of the Flower replies (and deadline checks). Each
+        pull is a request the SuperLink serves from its database; a stream's end wakes the
+        loop (its reply is due), so a long idle wait costs no latency.
     """
 
     def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float, *,
@@ -132,7 +134,7 @@ class StreamTransport:
                  host: str = "127.0.0.1",
                  port: int = 0, public_host: str = "",
                  wire_dtype: str = "float32", tls: TlsFiles | None = None,
-                 poll_s: float = 0.005, max_poll_s: float = 0.1) -> None:
+                 poll_s: float = 0.005, max_poll_s: float = 0.5) -> None:
         self.grid, self.spec, self.step_timeout_s = grid, activation_spec, step_timeout_s
         self.connect_timeout_s = connect_timeout_s or step_timeout_s
         self.connect_resends = connect_resends
