@@ -139,7 +139,7 @@ def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
                                 - min(c["measured_start_s"] for c in started)
                                 if started else None),
             "measured_train_phase_s": row["time_train_s"],
-            "measured_round_s": row["time_round_s"],
+            "measured_round_s": row.get("time_round_s"),
             "modelled_makespan_s": (row["modelled_delay_s"] or 0.0) * local_steps,
             "modelled_energy_j": (row["modelled_energy_j"] or 0.0) * local_steps,
             "calibrate_s": row.get("time_calibrate_s"), "load_average": load})
@@ -306,14 +306,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     rounds: list[dict] = []
     links: list[dict] = []
     loads = {"start": load_average()}
+    outcome = "completed"
     with tempfile.TemporaryDirectory(prefix="edgesplit-testbed-") as scratch:
         args.work = Path(scratch)
+        name, load = "", ""
         try:
             with Testbed(fleet, FlowerHarness(args.work / "flwr-home"),
                          agents=not args.no_agents) as bed:
-                for index, name in enumerate(fleet.devices):  # the shaped rates, measured
-                    device = fleet.classes[name]
-                    links.append({"device": index, "class": name,
+                for index, device_class in enumerate(fleet.devices):  # the shaped rates
+                    device = fleet.classes[device_class]
+                    links.append({"device": index, "class": device_class,
                                   "uplink_mbit": device.uplink_mbit,
                                   "measured_uplink_mbit": measure_mbit(bed, index, "up", 250_000),
                                   "downlink_mbit": device.downlink_mbit,
@@ -327,18 +329,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                     metrics = args.work / "runs" / name / "metrics.jsonl"
                     if rc != 0 or not metrics.exists():
                         raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
-                    rows = [json.loads(line) for line in metrics.open()]
                     status = json.loads((metrics.parent / "status.json").read_text())
                     if status.get("status") != "completed":
                         raise RuntimeError(f"run {name}: {status}")
-                    load = f"{load} -> {load_average()}"
-                    clients += client_rows(name, rows)
-                    rounds += round_rows(name, rows, args.local_steps, load)
-                    (args.out / "runs").mkdir(exist_ok=True)
-                    (args.out / "runs" / f"{name}.jsonl").write_text(metrics.read_text())
+                    new_clients, new_rounds = tabulate_run(args, name, load)
+                    clients, rounds = clients + new_clients, rounds + new_rounds
                     print(f"[testbed] {name}: {time.perf_counter() - started:.0f} s, "
-                          f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in rounds if r['run'] == name]}",  # noqa: E501
+                          f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in new_rounds]}",  # noqa: E501
                           flush=True)
+                    name = ""
+        except Exception as exc:  # keep what the failed run measured, as far as it got
+            outcome = f"{name or 'setup'}: {type(exc).__name__}: {str(exc)[:300]}"
+            print(f"[testbed] stopped: {outcome}", flush=True)
+            if name:
+                new_clients, new_rounds = tabulate_run(args, name, load)
+                clients, rounds = clients + new_clients, rounds + new_rounds
         finally:
             loads["end"] = load_average()
             left = {k: v for k, v in leftovers().items() if v != before[k]}
@@ -347,11 +352,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_csv(links, args.out / "links.csv")
     summary = {
         "fleet": str(args.fleet), "devices": fleet.devices, "model": args.model,
-        "agents": not args.no_agents,
+        "agents": not args.no_agents, "outcome": outcome,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
         "server_queue": args.server_queue, "load_average": loads, "leftovers_after": left}
     write_tables(args.out, summary, clients, rounds, compare=args.compare)
+    if outcome != "completed":
+        raise SystemExit(f"[testbed] {outcome}")
+
+
+def tabulate_run(args: argparse.Namespace, name: str, load: str) -> tuple[list[dict],
+                                                                          list[dict]]:
+    """The client and round rows of run `name`'s finished rounds (none if it has none)."""
+    metrics = args.work / "runs" / name / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.open()] if metrics.exists() else []
+    load = f"{load} -> {load_average()}"
+    return client_rows(name, rows), round_rows(name, rows, args.local_steps, load)
 
 
 def keep_records(work: Path, out: Path) -> None:
