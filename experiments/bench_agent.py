@@ -39,12 +39,12 @@ from harness.configs import tiny_run_config
 from harness.deployment import start_deployment
 from harness.runtime import FlowerHarness, flwr_bin, run_config_arg, started_run_id
 
-RUN_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 600  # per round (SmolLM2's rounds took about a minute on a loaded machine)
 MODES = ("none", "agent")
 CLIENTS = 2
 CONFIG = tiny_run_config(allocator="fixed", local_steps=2, transport="stream",
                          calibration="measure", calibration_steps=1, eval_every=1,
-                         min_train_clients=CLIENTS)
+                         min_train_clients=CLIENTS, sample_prompts="")
 _CLIENTAPP = re.compile(r"clientapp pid (\d+): (\S+) (via agent \S+|in-process): ([\d.]+) "
                         r"CPU-s, ([\d.]+) s since the process started")
 _AGENT_TRAINED = re.compile(r"train\.stream done in [\d.]+ s \(rss ([\d.]+) MB\)")
@@ -59,19 +59,24 @@ def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "t
     """One deployment and one `flwr run`; returns (message rows, round rows, the harness, the
     run folder). The caller stops the harness."""
     harness = FlowerHarness(scratch / f"{mode}-{repeat}" / "flwr-home")
-    deployment = start_deployment(harness, CLIENTS, agents=mode == "agent")
     out = scratch / f"{mode}-{repeat}" / "outputs"
     config = {**CONFIG, "model-name": model, "num-server-rounds": rounds,
               "output-dir": str(out), "run-name": mode}
     load = load_average()
-    started = time.perf_counter()
-    rc, log = harness.run("flwr-run", [flwr_bin("flwr"), "run", ".", deployment.connection,
-                                       "--run-config", run_config_arg(config), "--stream"],
-                          timeout_s=RUN_TIMEOUT_S)
-    wall = time.perf_counter() - started
-    started_run_id(log)
+    try:
+        deployment = start_deployment(harness, CLIENTS, agents=mode == "agent")
+        started = time.perf_counter()
+        rc, log = harness.run("flwr-run", [
+            flwr_bin("flwr"), "run", ".", deployment.connection, "--run-config",
+            run_config_arg(config), "--stream"], timeout_s=RUN_TIMEOUT_S * rounds)
+        wall = time.perf_counter() - started
+        started_run_id(log)
+    except BaseException:
+        harness.stop()
+        raise
     metrics = out / mode / "metrics.jsonl"
     if rc != 0 or not metrics.is_file():
+        harness.stop()
         raise RuntimeError(f"{mode}: the run failed:\n{log[-4000:]}")
     messages = []
     for node in range(CLIENTS):
@@ -83,6 +88,7 @@ def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "t
     rounds_ = []
     for row in (json.loads(line) for line in metrics.read_text().splitlines()):
         if row["completed"] != CLIENTS:
+            harness.stop()
             raise RuntimeError(f"{mode}: round {row['round']} lost clients: {row['failures']}")
         starts = [c["measured_start_s"] for c in row["clients"]]
         rounds_.append({"mode": mode, "repeat": repeat, "round": row["round"],
