@@ -8,10 +8,16 @@ client state lives in `context.state`). The tokenizer and the tokenised shards a
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
+from logging import DEBUG
 
 import torch
+from flwr.common.logger import log
 
+from edgesplit.data import clear_caches
+from edgesplit.memory import release_free_memory
 from edgesplit.settings import LoraSettings
 from edgesplit.split_model import SplitModel
 
@@ -32,7 +38,20 @@ def head_model(model_name: str, lora: LoraSettings, split: int, whole: bool = Fa
     too_small = cached is None or cached.loaded_layers < split or (
         whole and not cached.has_lm_head)
     if too_small:
+        started = time.perf_counter()
         cached = SplitModel(model_name, lora, head_layers=None if whole else split, dtype=dtype,
                             device=device)
         _HEADS[key] = cached
+        log(DEBUG, "device: loaded %s (%s layers) in %.1f s", model_name,
+            "all" if whole else split, time.perf_counter() - started)
     return cached
+
+
+def release() -> None:
+    """Drop every cached model, corpus split and tokenised shard of this process, and hand the
+    freed pages back to the OS (a device agent letting go of a run)."""
+    with HEAD_LOCK:
+        _HEADS.clear()
+    clear_caches()
+    gc.collect()
+    release_free_memory()

@@ -33,23 +33,29 @@ from edgesplit.records import from_record, to_record
 _TASK, _LORA, _OPTIM = "round.task", "round.lora", "round.optim"
 
 
-def query_profile(_content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+def query_profile(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
     """Report the device profile, how much training data this device holds and which data
-    partition it is (so reports can name a client by its data, not only its node id)."""
+    partition it is (so reports can name a client by its data, not only its node id); when the
+    server asks (a `calibration` record), also time this device's training steps at the shape
+    asked (`clients.calibration`): seconds per layer and per step, or why it could not."""
     record = ConfigRecord(device.profile().as_dict())
     record["num-examples"] = len(device.shard().train)
     record["partition-id"] = device.partition_id
-    return RecordDict({PROFILE: record})
+    reply = RecordDict({PROFILE: record})
+    if CALIBRATION in content:
+        reply[CALIBRATION] = calibrate(content[CALIBRATION], device)
+    return reply
 
 
-def calibrate(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
-    """Time this device's training steps at the shape the server asks for (see
-    `clients.calibration`); reply with seconds per layer and per step."""
-    config = content[CONFIG]
-    measured = time_training(device, int(config["layers"]), int(config["batch-size"]),
-                             str(config["optimizer"]), int(config["steps"]))
-    return RecordDict({CALIBRATION: ConfigRecord({"layer-s": measured.layer_s,
-                                                  "fixed-s": measured.fixed_s})})
+def calibrate(request: ConfigRecord, device: Device) -> ConfigRecord:
+    """The `calibration` record of a profile reply: seconds per layer and per step of this
+    device's training at the shape `request` asks, or the error that prevented it."""
+    try:
+        measured = time_training(device, int(request["layers"]), int(request["batch-size"]),
+                                 str(request["optimizer"]), int(request["steps"]))
+    except Exception as exc:  # the device still trains: the server keeps its catalogue figures
+        return ConfigRecord({"error": f"{type(exc).__name__}: {exc}"})
+    return ConfigRecord({"layer-s": measured.layer_s, "fixed-s": measured.fixed_s})
 
 
 def train_start(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:

@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from logging import DEBUG
 
 import grpc
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.common.logger import log
 
 from clients import faults
 from clients.cache import HEAD_LOCK
@@ -57,6 +59,10 @@ from edgesplit.split_model import SplitModel
 # A server refusing a call as busy (handshake limits) or not reachable yet: dial again.
 _BUSY = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.05, 1.0
+# In context.state: the last round this node trained. The server sends a round's message again
+# to a device that did not connect in time (`strategies.stream_transport`); a copy that arrives
+# after the first one trained is answered at once instead of dialling a finished round.
+_TRAINED = "stream.trained"
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ def private_release(device: Device, model: SplitModel, data: TokenBlocks, task: 
     return release, spent, account.noise_multiplier
 
 
-def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> RecordDict:
+def train_stream(content: RecordDict, state: RecordDict, device: Device) -> RecordDict:
     """Run every local step of the round over the stream; reply with the trained adapter.
 
     Head/tail: send activations, apply the gradient. U-shaped: send activations without labels,
@@ -199,6 +205,9 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     task = RoundTask.from_record(content[CONFIG])
     link = StreamLink.from_record(content[STREAM])
     wire = framing.WIRE_DTYPES[link.wire_dtype]
+    if _TRAINED in state and int(state[_TRAINED]["round"]) >= task.server_round:
+        raise ValueError(f"round {task.server_round} was trained already (this is a copy of "
+                         "its message sent again)")
     with HEAD_LOCK:
         model, data = device.model(task.split, task.device_tail_layers), device.shard().train
         lora = device.received_lora(content[LORA], task.split, task.device_tail_layers)
@@ -221,6 +230,10 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
     max_bytes = max(reply_limit, *(framing.max_frame_bytes(spec, wire) for spec in sent_specs))
     call = StreamCall(link, max_bytes, turn_s=device.step_timeout_s,
                       patience_s=device.step_timeout_s)
+    where = f"device: round {task.server_round}"
+    log(DEBUG, "%s: dialling %s (split %d, %d steps)", where, link.address, task.split,
+        task.local_steps)
+    dialled = time.perf_counter()
 
     def exchange(kind: str, step: int, tensors: dict, expected: str) -> torch.Tensor:
         nonlocal exchange_s
@@ -249,6 +262,12 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                 grad = exchange(BODY_GRAD, step, {"hidden": tail_grad}, GRADIENT)
             else:
                 grad = exchange(ACTIVATIONS, step, acts, GRADIENT)
+            if step == 0:
+                log(DEBUG, "%s: admitted, step 0 answered %.2f s after dialling", where,
+                    time.perf_counter() - dialled)
+            elif (step + 1) % max(1, task.local_steps // 4) == 0:
+                log(DEBUG, "%s: step %d/%d (%.1f s)", where, step + 1, task.local_steps,
+                    time.perf_counter() - dialled)
             if step + 1 == task.local_steps:
                 call.half_close()
             with HEAD_LOCK:
@@ -267,6 +286,9 @@ def train_stream(content: RecordDict, _state: RecordDict, device: Device) -> Rec
                               f"{exc.details()}") from exc
     finally:
         call.close()
+    state[_TRAINED] = ConfigRecord({"round": task.server_round})
+    log(DEBUG, "%s: trained %d steps in %.1f s", where, task.local_steps,
+        time.perf_counter() - dialled)
     metrics = MetricRecord({"num-examples": len(data), COMPUTE_S: compute_s,
                             EXCHANGE_S: exchange_s})
     if privacy:

@@ -22,6 +22,9 @@ frame name), `channel` (wireless channel models), `lora_routing` (per-row LoRA f
 
 from importlib import import_module
 
+#: The package version (pyproject's `version`): the device agent compares it with the app's.
+__version__ = "0.1.0"
+
 _EXPORTS = {
     "SplitModel": "edgesplit.split_model",
     "LoraSettings": "edgesplit.settings",

@@ -259,6 +259,12 @@ def _blocks(text: FederatedText, part: str, partition_id: int) -> TokenBlocks:
     return pack_text([records.texts[i] for i in indices], text.tokenizer, block_size)
 
 
+def clear_caches() -> None:
+    """Forget this process's corpus splits and tokenised shards (a device agent between runs)."""
+    _split.cache_clear()
+    _blocks.cache_clear()
+
+
 def federated_text(data: DataSettings, model_name: str, num_partitions: int) -> FederatedText:
     """The run's corpus split with the model's tokenizer (cached per process, shards too)."""
     return FederatedText(data, load_tokenizer(model_name), num_partitions)

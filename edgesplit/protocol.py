@@ -1,20 +1,25 @@
 """What server and devices say to each other: every message, record and frame name, the round
 task and the payload specs. Both apps import this module, so the two ends cannot drift apart.
+
+It imports no torch at module level: the thin ClientApp that forwards messages to a device agent
+(`clients.agent_link`) reads the names here without paying for torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from flwr.app import ConfigRecord
 
-from edgesplit.records import Spec
+if TYPE_CHECKING:
+    from edgesplit.records import Spec
 
 # Flower message types ("train.start" is served by `@app.train("start")`, see `action`).
+# The device's profile, once per run; the first time also a calibration when the message
+# carries a `calibration` request (time a few training steps of the head -> seconds per layer).
 QUERY_PROFILE = "query.profile"
-QUERY_CALIBRATE = "query.calibrate"  # time a few training steps of the head -> seconds per layer
 TRAIN_START = "train.start"  # Flower-message data plane: round task + head adapter -> step 0
 TRAIN_STEP = "train.step"  # gradient of step s-1 -> activations of step s, or the final adapter
 TRAIN_STREAM = "train.stream"  # stream data plane: round task + head adapter + stream address
@@ -26,7 +31,7 @@ LORA = "lora"
 ACTIVATIONS = "activations"
 GRADIENT = "gradient"
 PROFILE = "profile"
-CALIBRATION = "calibration"  # calibrate request (shape, steps) and reply (seconds)
+CALIBRATION = "calibration"  # in a profile query: request (shape, steps), reply (seconds)
 METRICS = "metrics"
 STREAM = "stream"  # the stream's address, secret and wire dtype in a train.stream message
 
@@ -106,6 +111,8 @@ def step_exchanges(activation_spec: Spec, u_shaped: bool) -> list[tuple[str, Spe
 
 def activation_spec(hidden_size: int, block_size: int) -> Spec:
     """Activations crossing the split: hidden states, padding mask and labels (any batch size)."""
+    import torch
+
     return {
         "hidden": ((-1, block_size, hidden_size), torch.float32),
         "attention_mask": ((-1, block_size), torch.int64),
@@ -115,4 +122,6 @@ def activation_spec(hidden_size: int, block_size: int) -> Spec:
 
 def gradient_spec(batch: int, block_size: int, hidden_size: int) -> Spec:
     """The gradient of the loss w.r.t. the activations a device sent."""
+    import torch
+
     return {"hidden": ((batch, block_size, hidden_size), torch.float32)}

@@ -177,6 +177,7 @@ KEYS: dict[str, str] = {
     # faults: when a silent client is dropped, and injected faults for testing
     "step_timeout_s": "faults.step-timeout-s",
     "reply_timeout_s": "faults.reply-timeout-s",
+    "connect_resends": "faults.connect-resends",
     "inject_faults": "faults.inject",
     "fault_rate": "faults.rate",
     "fault_kinds": "faults.kinds",
@@ -331,6 +332,7 @@ class Settings:
     tls_ca_certfile: str = ""  # the CA devices verify the server with; empty = the cert itself
     step_timeout_s: float = 300.0
     reply_timeout_s: float = 600.0  # profile and evaluation requests (cold starts included)
+    connect_resends: int = 1  # deployment: round messages resent to a client late to connect
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     fault_rate: float = 0.0  # testing: each client misbehaves in a round with this probability
@@ -421,6 +423,7 @@ class Settings:
              "needs tls-certfile and tls-keyfile"),
             ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
             ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
+            ("connect-resends", self.connect_resends >= 0, "must be >= 0 (0 = never)"),
             ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
             ("fault-rate", 0 <= self.fault_rate <= 1, "must be in [0, 1]"),
             ("eval-batches", self.eval_batches >= 1, "must be >= 1"),

@@ -62,9 +62,9 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """Write dict rows (all with the same keys) as a CSV."""
+    """Write dict rows (all with the same keys) as a CSV (an empty file for no rows)."""
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -36,13 +36,13 @@ import torch
 
 from edgesplit.blocks import IGNORE
 from edgesplit.data import federated_text
+from edgesplit.memory import release_free_memory
 from edgesplit.privacy_report import ATTACKS
 from edgesplit.settings import DataSettings
 from edgesplit.split_model import SplitModel
 from experiments import privacy
 from experiments.plotting import save, subplots, write_csv
 from harness.inprocess import run_in_process
-from strategies.server_memory import release_free_memory
 
 #: The frontier's goal (issue 25): every attack at most this share of tokens ...
 GOAL_RECOVERY = 0.20

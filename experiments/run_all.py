@@ -71,6 +71,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
                                "--out", "{out}/bench_scale"]),
     "queue_oracle": (["--out", "{out}/queue_oracle"], ["--quick", "--out", "{out}/queue_oracle"]),
     "default_run": (["--out", "{out}/default_run"], ["--quick", "--out", "{out}/default_run"]),
+    "bench_agent": (["--out", "{out}/device_agent"], ["--quick", "--out", "{out}/device_agent"]),
     "soak": (["--rounds", "200", "--fault-rate", "0.1", "--out", "{out}/soak/tiny-llama"], []),
     "soak:smollm2-135m": (["--model", "smollm2-135m", "--clients", "4", "--rounds", "30",
                            "--fault-kinds", "raise,disconnect", "--step-timeout-s", "60",

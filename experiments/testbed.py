@@ -1,13 +1,14 @@
 """The emulated edge testbed: the cost model and the allocators judged by the clock.
 
-Builds the fleet of a TOML file on this machine (`harness.testbed`: each device a SuperNode in
-its own network namespace, behind a veth shaped to its class's uplink and downlink, in a cgroup
-with its class's CPU share and memory; the SuperLink and the ServerApp in a cgroup of their
-own), and runs real Flower rounds through it with `pace-links` on and the makespan cost model
-calibrated on the testbed itself. Every round's metrics hold, per client, the cost model's
-seconds (device, transfer, server, queueing) beside the measured ones; this script tabulates
-them, plots them and computes the median absolute relative error of each client's modelled
-data-plane time (device compute + its wait on the stream) against the clock.
+Builds the fleet of a TOML file on this machine (`harness.testbed`: each device a SuperNode and
+its resident device agent in their own network namespace, behind a veth shaped to its class's
+uplink and downlink, in a cgroup with its class's CPU share and memory; the ServerApp in the
+server's cgroup, the SuperLink in one of its own), and runs real Flower rounds through it with
+`pace-links` on and the makespan cost model calibrated on the testbed itself. Every round's
+metrics hold, per client, the cost model's seconds (device, transfer, server, queueing) beside
+the measured ones; this script tabulates them, plots them and computes the median absolute
+relative error of each client's modelled data-plane time (device compute + its wait on the
+stream) against the clock.
 
 `--compare` runs the same fleet and seeds under fp, every fixed split (edge-only is split 1),
 and random, one after the other on the same testbed, and writes a table and a figure of the
@@ -16,14 +17,18 @@ time with Flower's control plane) beside the modelled makespan and energy.
 
 Everything the testbed creates is removed on exit, on failure and on Ctrl-C/SIGTERM; the script
 checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memory controllers.
-Usage::
+Usage (docs/testbed.md)::
 
     python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
         [--local-steps 80] [--server-queue fifo] [--out results/testbed] [--compare]
+        [--model smollm2-135m] [--no-agents]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
-also `compare.csv`, `compare.md` and `compare.png`.
+also `compare.csv`, `compare.md` and `compare.png`; `runs/<run>.jsonl` (each run's metrics, also
+of a run that failed or ran out of time, as far as it got, with `runs/<run>.status.json`) and
+`logs/` (every process's log: SuperLink, SuperExec, each SuperNode with its ClientApps' lines,
+each device agent, each `flwr run`), kept whatever happens.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -97,6 +103,8 @@ def client_rows(run: str, rows: Sequence[Mapping]) -> list[dict]:
             control[node] = c["measured_s"] - c["measured_dataplane_s"]
             entry = {"run": run, "round": row["round"], "node": str(c["node"]),
                      "class": c.get("label", ""), "split": c["split"],
+                     "measured_start_s": c.get("measured_start_s"),
+                     "resent": c.get("resent", 0),
                      "server_share": c.get("server_share"), "rate_bps": c.get("rate_bps"),
                      "bytes_up": c["bytes_up"], "bytes_down": c["bytes_down"]}
             for part, (modelled, measured) in PARTS.items():
@@ -131,6 +139,7 @@ def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
                                 - min(c["measured_start_s"] for c in started)
                                 if started else None),
             "measured_train_phase_s": row["time_train_s"],
+            "measured_round_s": row.get("time_round_s"),
             "modelled_makespan_s": (row["modelled_delay_s"] or 0.0) * local_steps,
             "modelled_energy_j": (row["modelled_energy_j"] or 0.0) * local_steps,
             "calibrate_s": row.get("time_calibrate_s"), "load_average": load})
@@ -278,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
     parser.add_argument("--tabulate", type=Path, default=None, metavar="DIR",
                         help="only rewrite the tables of a finished testbed folder")
+    parser.add_argument("--no-agents", action="store_true", help="no device agents: every "
+                        "Flower message starts a ClientApp that imports torch and builds the "
+                        "model at the device's CPU share (the testbed before issue 28)")
     args = parser.parse_args(argv)
     if args.tabulate:
         tabulate(args.tabulate)
@@ -294,13 +306,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     rounds: list[dict] = []
     links: list[dict] = []
     loads = {"start": load_average()}
+    outcome = "completed"
     with tempfile.TemporaryDirectory(prefix="edgesplit-testbed-") as scratch:
         args.work = Path(scratch)
+        name, load = "", ""
         try:
-            with Testbed(fleet, FlowerHarness(args.work / "flwr-home")) as bed:
-                for index, name in enumerate(fleet.devices):  # the shaped rates, measured
-                    device = fleet.classes[name]
-                    links.append({"device": index, "class": name,
+            with Testbed(fleet, FlowerHarness(args.work / "flwr-home"),
+                         agents=not args.no_agents) as bed:
+                for index, device_class in enumerate(fleet.devices):  # the shaped rates
+                    device = fleet.classes[device_class]
+                    links.append({"device": index, "class": device_class,
                                   "uplink_mbit": device.uplink_mbit,
                                   "measured_uplink_mbit": measure_mbit(bed, index, "up", 250_000),
                                   "downlink_mbit": device.downlink_mbit,
@@ -314,29 +329,60 @@ def main(argv: Sequence[str] | None = None) -> None:
                     metrics = args.work / "runs" / name / "metrics.jsonl"
                     if rc != 0 or not metrics.exists():
                         raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
-                    rows = [json.loads(line) for line in metrics.open()]
                     status = json.loads((metrics.parent / "status.json").read_text())
                     if status.get("status") != "completed":
                         raise RuntimeError(f"run {name}: {status}")
-                    load = f"{load} -> {load_average()}"
-                    clients += client_rows(name, rows)
-                    rounds += round_rows(name, rows, args.local_steps, load)
-                    (args.out / "runs").mkdir(exist_ok=True)
-                    (args.out / "runs" / f"{name}.jsonl").write_text(metrics.read_text())
+                    new_clients, new_rounds = tabulate_run(args, name, load)
+                    clients, rounds = clients + new_clients, rounds + new_rounds
                     print(f"[testbed] {name}: {time.perf_counter() - started:.0f} s, "
-                          f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in rounds if r['run'] == name]}",  # noqa: E501
+                          f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in new_rounds]}",  # noqa: E501
                           flush=True)
+                    name = ""
+        except Exception as exc:  # keep what the failed run measured, as far as it got
+            outcome = f"{name or 'setup'}: {type(exc).__name__}: {str(exc)[:300]}"
+            print(f"[testbed] stopped: {outcome}", flush=True)
+            if name:
+                new_clients, new_rounds = tabulate_run(args, name, load)
+                clients, rounds = clients + new_clients, rounds + new_rounds
         finally:
             loads["end"] = load_average()
             left = {k: v for k, v in leftovers().items() if v != before[k]}
             print(f"[testbed] cleaned up: {'yes' if not left else left}", flush=True)
+            keep_records(args.work, args.out)
     write_csv(links, args.out / "links.csv")
     summary = {
         "fleet": str(args.fleet), "devices": fleet.devices, "model": args.model,
+        "agents": not args.no_agents, "outcome": outcome,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
         "server_queue": args.server_queue, "load_average": loads, "leftovers_after": left}
     write_tables(args.out, summary, clients, rounds, compare=args.compare)
+    if outcome != "completed":
+        raise SystemExit(f"[testbed] {outcome}")
+
+
+def tabulate_run(args: argparse.Namespace, name: str, load: str) -> tuple[list[dict],
+                                                                          list[dict]]:
+    """The client and round rows of run `name`'s finished rounds (none if it has none)."""
+    metrics = args.work / "runs" / name / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.open()] if metrics.exists() else []
+    load = f"{load} -> {load_average()}"
+    return client_rows(name, rows), round_rows(name, rows, args.local_steps, load)
+
+
+def keep_records(work: Path, out: Path) -> None:
+    """Copy every process's log and every run's metrics (as far as the run got) from the
+    testbed's scratch folder to `out`, whatever happened."""
+    logs = work / "flwr-home" / "logs"
+    if logs.is_dir():
+        shutil.rmtree(out / "logs", ignore_errors=True)
+        shutil.copytree(logs, out / "logs")
+    for run in sorted((work / "runs").glob("*")) if (work / "runs").is_dir() else []:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        for name, suffix in (("metrics.jsonl", ".jsonl"), ("status.json", ".status.json")):
+            if (run / name).is_file():
+                shutil.copyfile(run / name, out / "runs" / f"{run.name}{suffix}")
+    print(f"[testbed] logs and run metrics kept in {out}", flush=True)
 
 
 def write_tables(out: Path, summary: dict, clients: list[dict], rounds: list[dict],

@@ -1,81 +1,92 @@
-"""EdgeSplit ClientApp: a device that trains the head of the model on its private text."""
+"""EdgeSplit ClientApp: a device that trains the head of the model on its private text.
+
+In deployment Flower starts one `flwr-clientapp` process per message (flower-facts.md). When
+the SuperNode's node config names a device agent (`agent-socket`), this process only forwards
+the message and `context.state` to that resident agent (`clients.agent`, which keeps the model
+and the tokenised shard loaded) and returns its reply: it imports flwr and the forwarder, never
+torch. Without an agent it serves the message itself (Ray simulation, tests, a plain
+deployment) with the same code (`clients.routes`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import resource
+import sys
+from logging import INFO
 
-import torch
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 
-from clients import faults, handlers, stream_client
-from clients.device import Device
+from clients.agent_link import AGENT_SOCKET, forward
 from edgesplit.protocol import (
-    QUERY_CALIBRATE,
     QUERY_PROFILE,
     TRAIN_START,
     TRAIN_STEP,
     TRAIN_STREAM,
     action,
 )
-from edgesplit.settings import Settings
-from fl_app.run_config import parse
 
 app = ClientApp()
 
-Handler = Callable[[RecordDict, RecordDict, Device], RecordDict]
+
+def _serve(msg: Message, context: Context) -> Message:
+    message_type = msg.metadata.message_type
+    agent = context.node_config.get(AGENT_SOCKET)
+    if agent:
+        content, state = forward(str(agent), message_type, msg.content, context)
+        for name in list(context.state.keys()):
+            del context.state[name]
+        for name, record in state.items():
+            context.state[name] = record
+    else:
+        from clients.routes import serve  # torch loads only where this process does the work
+
+        content = serve(message_type, msg.content, context.state, context.run_config,
+                        context.node_config)
+    if os.path.basename(sys.argv[0]) == "flwr-clientapp":  # a process per message: its cost
+        cpu_s, wall_s = process_cost()
+        log(INFO, "clientapp pid %d: %s %s: %.2f CPU-s, %.2f s since the process started",
+            os.getpid(), message_type, f"via agent {agent}" if agent else "in-process", cpu_s,
+            wall_s)
+    return Message(content, reply_to=msg)
 
 
-def device(context: Context, settings: Settings | None = None) -> Device:
-    """This node's device, handed only the settings a device uses."""
-    settings, node = settings or parse(context.run_config), context.node_config
-    partition_id = int(node.get("partition-id", 0))
-    return Device(model_name=settings.model_name, lora=settings.lora, data=settings.data,
-                  base_dtype=settings.base_dtype, torch_device=settings.client_device,
-                  partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
-                  node_config=dict(node), step_timeout_s=settings.step_timeout_s,
-                  fault=faults.parse(settings.inject_faults).get(partition_id),
-                  fault_rate=settings.fault_rate,
-                  fault_kinds=faults.parse_kinds(settings.fault_kinds),
-                  activation_noise_std=settings.activation_noise_std,
-                  privacy=settings.privacy)
-
-
-def _serve(handler: Handler, msg: Message, context: Context) -> Message:
-    settings = parse(context.run_config)
-    # `client-threads` (default 1): deployment starts a process per message, and default
-    # intra-op threading made small steps 5-20x slower there (flower-facts.md); in simulation
-    # each actor holds one of the machine's cores.
-    torch.set_num_threads(settings.client_threads)
-    return Message(handler(msg.content, context.state, device(context, settings)),
-                   reply_to=msg)
+def process_cost() -> tuple[float, float]:
+    """This process's CPU seconds (user + system) and wall seconds since it started (nan
+    without Linux's /proc)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/stat") as f:  # field 22: start time in clock ticks after boot
+            started = int(f.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            wall_s = float(f.read().split()[0]) - started
+    except OSError:
+        wall_s = float("nan")
+    return usage.ru_utime + usage.ru_stime, wall_s
 
 
 @app.query(action(QUERY_PROFILE))
 def query_profile(msg: Message, context: Context) -> Message:
-    return _serve(handlers.query_profile, msg, context)
-
-
-@app.query(action(QUERY_CALIBRATE))
-def calibrate(msg: Message, context: Context) -> Message:
-    return _serve(handlers.calibrate, msg, context)
+    return _serve(msg, context)
 
 
 @app.train(action(TRAIN_START))
 def train_start(msg: Message, context: Context) -> Message:
-    return _serve(handlers.train_start, msg, context)
+    return _serve(msg, context)
 
 
 @app.train(action(TRAIN_STEP))
 def train_step(msg: Message, context: Context) -> Message:
-    return _serve(handlers.train_step, msg, context)
+    return _serve(msg, context)
 
 
 @app.train(action(TRAIN_STREAM))
 def train_stream(msg: Message, context: Context) -> Message:
-    return _serve(stream_client.train_stream, msg, context)
+    return _serve(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return _serve(handlers.evaluate, msg, context)
+    return _serve(msg, context)

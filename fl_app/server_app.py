@@ -23,7 +23,7 @@ from edgesplit.settings import Settings, objective_weights
 from edgesplit.split_model import SplitModel
 from fl_app import provenance
 from fl_app.run_config import check_against_model, lowest_split, read, summary
-from fl_app.simulation_poll import skip_idle_nodes
+from fl_app.simulation_poll import in_simulation, skip_idle_nodes
 from strategies.aggregation import AdapterPrivacy, make_aggregator
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator, evaluation_channel
@@ -68,8 +68,7 @@ def build_strategy(settings: Settings, grid: Grid,
         calibrator = Calibrator(
             layers=min(4, model.num_layers - 1), batch_size=settings.batch_size,
             optimizer=settings.optimizer, learning_rate=settings.learning_rate,
-            steps=settings.calibration_steps, reply_timeout_s=settings.reply_timeout_s,
-            batch_tails=settings.batch_tails)
+            steps=settings.calibration_steps, batch_tails=settings.batch_tails)
     spec = activation_spec(model.config.hidden_size, settings.block_size)
     recorder = recorder or RunRecorder(settings.output_dir, settings.run_name,
                                        settings.as_dict())
@@ -94,8 +93,11 @@ def build_transport(settings: Settings, grid: Grid, spec: Spec) -> Transport:
         return FlowerTransport(grid, spec, settings.step_timeout_s)
     tls = (TlsFiles(settings.tls_certfile, settings.tls_keyfile, settings.tls_ca_certfile)
            if settings.tls_certfile else None)
+    # A simulation message cannot be lost, and may wait for a free actor: never resend there.
+    resends = 0 if in_simulation(grid) else settings.connect_resends
     return StreamTransport(grid, spec, settings.step_timeout_s,
-                           connect_timeout_s=settings.reply_timeout_s, host=settings.stream_host,
+                           connect_timeout_s=settings.reply_timeout_s, connect_resends=resends,
+                           host=settings.stream_host,
                            port=settings.stream_port, public_host=settings.stream_public_host,
                            wire_dtype=settings.stream_dtype, tls=tls)
 

@@ -62,12 +62,17 @@ class IdleNodeFilter:
                 self._waiting = None
 
 
+def in_simulation(grid: object) -> bool:
+    """Whether `grid` is Flower's simulation grid (its LinkState in this process's memory)."""
+    return isinstance(getattr(grid, "state", None), InMemoryLinkState)
+
+
 def skip_idle_nodes(grid: object) -> IdleNodeFilter | None:
     """Install the filter on a simulation grid's LinkState; None (nothing changed) for any other
     grid (deployment) or an unchecked Flower version."""
-    state = getattr(grid, "state", None)
-    if not isinstance(state, InMemoryLinkState) or flwr.__version__ not in CHECKED_VERSIONS:
+    if not in_simulation(grid) or flwr.__version__ not in CHECKED_VERSIONS:
         return None
+    state = grid.state
     if isinstance(getattr(state.get_message_ins, "__self__", None), IdleNodeFilter):
         return state.get_message_ins.__self__  # installed already (a resumed main)
     wrapper = IdleNodeFilter(state)

@@ -40,7 +40,7 @@ from edgesplit.protocol import (
     TRAIN_STREAM,
     RoundTask,
 )
-from edgesplit.records import Spec, to_record
+from edgesplit.records import TENSORS, Spec, to_record, unpack
 from fl_app.client_app import app as client_app
 from fl_app.run_config import parse
 from fl_app.server_app import build_strategy, train
@@ -169,8 +169,7 @@ def early_adapter(msg: Message) -> RecordDict:
 def edit_tensors(record: str, change: Callable[[Tensors], Tensors]) -> Callable[[RecordDict],
                                                                                  None]:
     def edit(content: RecordDict) -> None:
-        tensors = {k: torch.from_numpy(a.numpy()) for k, a in content[record].items()}
-        content[record] = to_record(change(tensors))
+        content[record] = to_record(change(unpack(content[record])))
     return edit
 
 
@@ -197,17 +196,17 @@ def set_metric(value: int | float | None) -> Callable[[RecordDict], None]:
 
 
 def corrupt(content: RecordDict) -> None:
-    """Cut the serialised hidden states short (the buffer no longer parses)."""
-    array = content[ACTIVATIONS]["hidden"]
-    content[ACTIVATIONS]["hidden"] = Array(dtype=array.dtype, shape=array.shape,
-                                           stype=array.stype, data=array.data[: len(array.data)
-                                                                              // 2])
+    """Cut the serialised activations short (the buffer no longer parses)."""
+    array = content[ACTIVATIONS][TENSORS]
+    content[ACTIVATIONS][TENSORS] = Array(dtype=array.dtype, shape=array.shape,
+                                          stype=array.stype, data=array.data[: len(array.data)
+                                                                             // 2])
 
 
 def foreign_stype(content: RecordDict) -> None:
-    array = content[ACTIVATIONS]["hidden"]
-    content[ACTIVATIONS]["hidden"] = Array(dtype=array.dtype, shape=array.shape,
-                                           stype="torch.Tensor", data=array.data)
+    array = content[ACTIVATIONS][TENSORS]
+    content[ACTIVATIONS][TENSORS] = Array(dtype=array.dtype, shape=array.shape,
+                                          stype="torch.Tensor", data=array.data)
 
 
 # Changes to a set of tensors: activations (both planes) or an adapter.
@@ -365,10 +364,10 @@ CASES: list[Case] = [
          "non-finite loss or gradient", activations(fill("labels", -100))),
     Case(F, "labels outside the vocabulary", "labels = 10^9", "out of bounds",
          activations(fill("labels", 1e9))),
-    Case(F, "truncated buffer", "hidden states' .npy bytes cut in half",
-         "hidden: unreadable array", tamper(corrupt, (TRAIN_START,), ACTIVATIONS)),
-    Case(F, "foreign serialisation", "hidden states with stype torch.Tensor",
-         "hidden: unreadable array", tamper(foreign_stype, (TRAIN_START,), ACTIVATIONS)),
+    Case(F, "truncated buffer", "the activations' packed .npy bytes cut in half",
+         "unreadable packed tensors", tamper(corrupt, (TRAIN_START,), ACTIVATIONS)),
+    Case(F, "foreign serialisation", "packed activations with stype torch.Tensor",
+         "unreadable packed tensors", tamper(foreign_stype, (TRAIN_START,), ACTIVATIONS)),
     Case(F, "client error reply", "an Error reply to train.start", "client error 2",
          crash((TRAIN_START,))),
     Case(F, "reply to the wrong step (early)", "the final adapter in reply to step 0",
@@ -518,6 +517,8 @@ CASES: list[Case] = [
          overrides={"stream-dtype": "float64"}),
     Case(C, "negative step timeout", "step-timeout-s = -1", "step-timeout-s",
          overrides={"step-timeout-s": -1.0}),
+    Case(C, "negative connect resends", "connect-resends = -1", "connect-resends",
+         overrides={"connect-resends": -1}),
     Case(C, "LoRA rank 0", "lora.rank = 0", "lora.rank", overrides={"lora.rank": 0}),
     Case(C, "unknown LoRA target", 'lora.targets = "nope_proj"', "nope_proj.*not found",
          overrides={"lora.targets": "nope_proj"}),

@@ -1,5 +1,6 @@
 """A local deployment on 127.0.0.1 for the e2e tests and benchmarks: one SuperLink (TLS and
-SuperNode authentication optional) and its SuperNodes, inside a `FlowerHarness`.
+SuperNode authentication optional) and its SuperNodes, each with its resident device agent
+(`edgesplit-device`, optional), inside a `FlowerHarness`.
 
 The SuperLink keeps its ports and its state database (`--database`) for the deployment's life,
 so it can be killed and started again as an edge server that crashed and came back; the
@@ -11,14 +12,25 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.runtime import FlowerHarness, descendants, flwr_bin, free_ports, kill_and_wait
+from clients.agent import LOADED
+from harness.runtime import (
+    FlowerHarness,
+    descendants,
+    flwr_bin,
+    free_ports,
+    kill_and_wait,
+    wait_for,
+)
+
+AGENT_START_TIMEOUT_S = 180.0  # importing torch on a loaded 2-core machine
 
 
 def supernode_key_pair(folder: Path, name: str) -> tuple[Path, Path]:
@@ -50,6 +62,10 @@ class LocalDeployment:
         registered (`register`) may join.
     connection : str (default: "e2e-deploy")
         The `flwr` connection name.
+
+    A SuperNode started with an agent's socket (`start_agents`) forwards every message to that
+    resident agent (`agent-socket` in its node config); without one, every message costs a cold
+    ClientApp process that loads torch and the model.
     """
 
     harness: FlowerHarness
@@ -61,6 +77,9 @@ class LocalDeployment:
 
     def __post_init__(self) -> None:
         self.http_port, self.control_port = free_ports(2)
+        # Unix socket paths are limited to 107 bytes: a short folder, not the test's tmp_path.
+        self.sockets = Path(tempfile.mkdtemp(prefix="es-agents-", dir="/tmp"))
+        self.harness.scratch.append(self.sockets)
 
     @property
     def ca(self) -> str:
@@ -98,18 +117,42 @@ class LocalDeployment:
         self.superlink.wait(timeout=10)
         return pids
 
+    def start_agents(self, names: list[str],
+                     commands: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
+        """Device agents on their own sockets (logs `<name>.log`), started together; returns
+        their sockets once every one has loaded the device code. `commands` replaces the
+        `edgesplit-device` command of some (a test starts an agent of another version so)."""
+        commands = commands or {}
+        procs = {name: self.harness.start(name, [
+            *commands.get(name, [flwr_bin("edgesplit-device")]),
+            "--socket", str(self.sockets / f"{name}.sock")]) for name in names}
+        wait_for(lambda: all(LOADED in self.harness.log(n) or p.poll() is not None
+                             for n, p in procs.items()),
+                 AGENT_START_TIMEOUT_S, f"{names} to load the device code")
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n"
+                                   f"{self.harness.log(name)[-3000:]}")
+        return [self.sockets / f"{name}.sock" for name in names]
+
     def start_supernode(self, partition: int, partitions: int, private_key: Path | None = None,
-                        name: str = "") -> subprocess.Popen:
+                        name: str = "", agent: Path | None = None,
+                        superlink: str = "") -> subprocess.Popen:
         """A SuperNode for `partition` of `partitions`, with its own runtime port; it
-        authenticates with `private_key` when given."""
+        authenticates with `private_key` when given, forwards its messages to the agent on
+        the socket `agent` when given, and dials `superlink` ("host:port", e.g. a
+        `harness.flaky_fleet` proxy) instead of the SuperLink when given."""
+        node_config = f"partition-id={partition} num-partitions={partitions}"
+        if agent is not None:
+            node_config += f' agent-socket="{agent}"'
         (port,) = free_ports(1)
         return self.harness.start(name or f"supernode-{partition}", [
             flwr_bin("flower-supernode"),
             *(["--root-certificates", self.ca] if self.tls else ["--insecure"]),
             *(["--auth-supernode-private-key", str(private_key)] if private_key else []),
-            "--superlink", f"127.0.0.1:{self.http_port}",
+            "--superlink", superlink or f"127.0.0.1:{self.http_port}",
             "--port", str(port),  # this SuperNode's own runtime API (its ClientApps connect here)
-            "--node-config", f"partition-id={partition} num-partitions={partitions}",
+            "--node-config", node_config,
         ])
 
     def register(self, public_key: Path) -> int:
@@ -123,10 +166,14 @@ class LocalDeployment:
 
 
 def start_deployment(harness: FlowerHarness, clients: int,
-                     tls: Mapping[str, str] | None = None) -> LocalDeployment:
-    """A SuperLink and `clients` SuperNodes (partition i of `clients`)."""
+                     tls: Mapping[str, str] | None = None,
+                     agents: bool = False) -> LocalDeployment:
+    """A SuperLink and `clients` SuperNodes (partition i of `clients`), each with its device
+    agent when `agents`."""
     deployment = LocalDeployment(harness, tls)
     deployment.start_superlink()
-    for partition in range(clients):
-        deployment.start_supernode(partition, clients)
+    sockets = (deployment.start_agents([f"agent-{p}" for p in range(clients)]) if agents
+               else [None] * clients)
+    for partition, agent in enumerate(sockets):
+        deployment.start_supernode(partition, clients, agent=agent)
     return deployment

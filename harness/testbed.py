@@ -1,12 +1,18 @@
 """An edge testbed on one machine: emulated devices with their own links and CPU shares.
 
-Each emulated device is a SuperNode in its own network namespace, joined to the root namespace by
-a veth pair whose two ends are rate-limited with a token-bucket filter (`tbf`): the namespace end
-shapes the device's uplink, the root end its downlink. Each SuperNode also runs in its own cgroup
-(a CPU quota and a memory limit from its device class), and the ClientApp processes it starts
-inherit both. The SuperLink, the ServerApp it launches and the ServerApp's stream endpoint run in
-the root namespace, in a cgroup of their own, so device and server speeds keep their ratio on a
-small machine. Devices reach the server at one address on the root namespace's loopback.
+Each emulated device is a SuperNode and its resident device agent (`edgesplit-device`) in their
+own network namespace, joined to the root namespace by a veth pair whose two ends are
+rate-limited with a token-bucket filter (`tbf`): the namespace end shapes the device's uplink,
+the root end its downlink. Both also run in the device's cgroup (a CPU quota and a memory limit
+from its device class), and the ClientApp processes the SuperNode starts inherit both; each
+ClientApp forwards its message to the agent (`agents=False`: it does the work itself, importing
+torch in every one). The ServerApp and its stream endpoint run in the root namespace in the
+server's cgroup (started by a `flower-superexec` of their own), so device and server speeds keep
+their ratio on a small machine; the SuperLink runs in a cgroup of its own, off the CPU the tails
+use (a SuperLink starved by them answered a SuperNode's message fetch with an error, and the
+message was lost: `harness.flaky_fleet`). Devices reach the server at one address on the root
+namespace's loopback. Every process's log is in the harness's `logs/` folder (the agents': pid,
+load, each request, dial, admission, steps), which `experiments.testbed` keeps under `--out`.
 
 A fleet may declare a cell (`[cell]`): the uplinks of its cell devices then also pass, at the
 host's end, through one `htb` class of the cell's capacity shared by a child class per device
@@ -29,6 +35,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +46,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from harness.runtime import FlowerHarness, flwr_bin, free_ports
+from clients.agent import LOADED
+from harness.runtime import FlowerHarness, flwr_bin, free_ports, wait_for
 
 SUBNET = "10.213"  # the testbed's private /16: device i is 10.213.<i+1>.2, its gateway .1
 SERVER_IP = f"{SUBNET}.0.1"  # the server's address (root namespace, on lo)
@@ -100,8 +108,8 @@ class DeviceClass:
 
 @dataclass(frozen=True)
 class Fleet:
-    """The devices to emulate (one class name each, in partition order) and the server's share
-    (and its catalogue class, the run's `server-class`, when named)."""
+    """The devices to emulate (one class name each, in partition order), the server's share
+    (and its catalogue class, the run's `server-class`, when named) and the SuperLink's."""
 
     classes: dict[str, DeviceClass]
     devices: list[str]
@@ -109,6 +117,8 @@ class Fleet:
     server_memory_mb: int
     server_class: str = ""
     cell_bandwidth_hz: float = 0.0  # the cell's band (0: no cell)
+    superlink_cpu_cores: float = 0.25
+    superlink_memory_mb: int = 2000
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.devices) - set(self.classes))
@@ -132,6 +142,10 @@ def load_fleet(path: str | Path) -> Fleet:
         cpu-cores = 1.0
         memory-mb = 6000
         class = "cpu-epyc-9654"   # optional: the run's server-class (power; speed until measured)
+
+        [superlink]               # optional: its own cgroup (default 0.25 core, 2000 MB)
+        cpu-cores = 0.25
+        memory-mb = 2000
 
         [classes.phone]
         cpu-cores = 0.1
@@ -160,9 +174,11 @@ def load_fleet(path: str | Path) -> Fleet:
                                      if band_hz and c.get("cell", False) else 0.0)
                    for name, c in raw["classes"].items()}
         devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
-        server = raw["server"]
+        server, superlink = raw["server"], raw.get("superlink", {})
         return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
-                     str(server.get("class", "")), band_hz)
+                     str(server.get("class", "")), band_hz,
+                     float(superlink.get("cpu-cores", 0.25)),
+                     int(superlink.get("memory-mb", 2000)))
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
 
@@ -330,7 +346,8 @@ class Cell:
 
 # ---- the testbed ------------------------------------------------------------------------------
 class Testbed:
-    """A SuperLink and one shaped, CPU-capped SuperNode per device of `fleet`, on this machine.
+    """A SuperLink and one shaped, CPU-capped SuperNode (with its device agent) per device of
+    `fleet`, on this machine.
 
     Parameters
     ----------
@@ -339,12 +356,19 @@ class Testbed:
         Owns the processes (its `stop` ends every one of them) and the Flower home.
     partitions : int, optional
         `num-partitions` of the SuperNodes (default: one per device).
+    agents : bool (default: True)
+        Start a device agent beside every SuperNode; False: every message costs a ClientApp
+        process that imports torch and builds the model at the device's CPU share.
+    agent_timeout_s : float (default: 900)
+        How long the agents may take to load the device code (torch at a tenth of a core).
     """
 
     def __init__(self, fleet: Fleet, harness: FlowerHarness,
-                 partitions: int | None = None) -> None:
+                 partitions: int | None = None, agents: bool = True,
+                 agent_timeout_s: float = 900.0) -> None:
         self.fleet, self.harness = fleet, harness
         self.partitions = partitions or len(fleet.devices)
+        self.agents, self.agent_timeout_s = agents, agent_timeout_s
         self.tag = secrets.token_hex(2)  # short: interface names have 15 characters
         self.links: list[Link] = []
         self.cell: Cell | None = None
@@ -352,6 +376,9 @@ class Testbed:
         self.connection = f"testbed-{self.tag}"
         self.superlink_port = 0
         self._server_address = False
+        # Unix socket paths are limited to 107 bytes: a short folder of its own.
+        self.sockets = Path(tempfile.mkdtemp(prefix=f"es-testbed-{self.tag}-", dir="/tmp"))
+        harness.scratch.append(self.sockets)
 
     @staticmethod
     def preflight() -> None:
@@ -382,33 +409,54 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _cgroup(self, name: str, cpu_cores: float, memory_mb: int) -> Cgroup:
+        group = Cgroup(f"edgesplit-{self.tag}-{name}", cpu_cores, memory_mb)
+        self.cgroups.append(group)
+        return group
+
     def _start(self) -> None:
         _ip("addr", "add", f"{SERVER_IP}/32", "dev", "lo")
         self._server_address = True
-        server = Cgroup(f"edgesplit-{self.tag}-server", self.fleet.server_cpu_cores,
-                        self.fleet.server_memory_mb)
-        self.cgroups.append(server)
         http_port, control_port = free_ports(2)
         self.superlink_port = http_port
-        link = self.harness.start("superlink", server.join_command([
-            flwr_bin("flower-superlink"), "--insecure", "--isolation", "subprocess",
-            "--disable-runtime-dependency-installation",
-            "--control-api-address", f"127.0.0.1:{control_port}",
-            "--host", SERVER_IP, "--port", str(http_port),
-            "--database", str(self.harness.home / "state.db")]))
+        address = f"{SERVER_IP}:{http_port}"
+        # The SuperLink in its own cgroup; with `--isolation process` it starts no SuperExec:
+        # the one started below, in the server's cgroup, runs the ServerApp there.
+        fleet = self.fleet
+        link = self.harness.start("superlink", self._cgroup(
+            "superlink", fleet.superlink_cpu_cores, fleet.superlink_memory_mb).join_command([
+                flwr_bin("flower-superlink"), "--insecure", "--isolation", "process",
+                "--disable-runtime-dependency-installation",
+                "--control-api-address", f"127.0.0.1:{control_port}",
+                # Its state in memory, not in SQLite: at a fraction of a core SQLite's lock
+                # waits ran out ("database is locked") and a device's message or reply was
+                # lost (docs/deployment.md, section 9); the testbed never restarts it.
+                "--host", SERVER_IP, "--port", str(http_port)]))
         self.harness.wait_healthy(http_port, link, host=SERVER_IP)
-        for index, class_name in enumerate(self.fleet.devices):
-            device = self.fleet.classes[class_name]
+        self.harness.start("superexec", self._cgroup(
+            "server", fleet.server_cpu_cores, fleet.server_memory_mb).join_command([
+                flwr_bin("flower-superexec"), "--insecure", "--runtime-api-address", address]))
+        groups = []
+        for index, class_name in enumerate(fleet.devices):
+            device = fleet.classes[class_name]
             self.links.append(Link.create(self.tag, index, device.uplink_mbit,
                                           device.downlink_mbit))
-            group = Cgroup(f"edgesplit-{self.tag}-{index}", device.cpu_cores, device.memory_mb)
-            self.cgroups.append(group)
+            groups.append(self._cgroup(str(index), device.cpu_cores, device.memory_mb))
+            if self.agents:
+                self.harness.start(f"agent-{index}", groups[-1].join_command(_in_namespace(
+                    self.links[-1].namespace, flwr_bin("edgesplit-device"), "--socket",
+                    str(self.sockets / f"agent-{index}.sock"))))
+        if self.agents:
+            self._wait_for_agents()
+        for index, class_name in enumerate(fleet.devices):
             node_config = {"partition-id": index, "num-partitions": self.partitions,
-                           **device.declared()}
+                           **fleet.classes[class_name].declared()}
+            if self.agents:
+                node_config["agent-socket"] = str(self.sockets / f"agent-{index}.sock")
             # Into the cgroup first: `ip netns exec` remounts /sys for the namespace.
-            self.harness.start(f"supernode-{index}", group.join_command(_in_namespace(
-                self.links[-1].namespace, flwr_bin("flower-supernode"), "--insecure",
-                "--superlink", f"{SERVER_IP}:{http_port}", "--node-config",
+            self.harness.start(f"supernode-{index}", groups[index].join_command(_in_namespace(
+                self.links[index].namespace, flwr_bin("flower-supernode"), "--insecure",
+                "--superlink", address, "--node-config",
                 " ".join(f"{k}={_toml(v)}" for k, v in node_config.items()))))
         members = [i for i, name in enumerate(self.fleet.devices)
                    if self.fleet.classes[name].cell]
@@ -416,7 +464,21 @@ class Testbed:
             self.cell = Cell.create(self.tag, [self.links[i] for i in members],
                                     [self.fleet.classes[self.fleet.devices[i]].uplink_mbit
                                      for i in members])
-        self.harness.write_connection(self.connection, f"{SERVER_IP}:{http_port}")
+        self.harness.write_connection(self.connection, address)
+
+    def _wait_for_agents(self) -> None:
+        """Until every agent has loaded the device code (RuntimeError if one exits)."""
+        names = [f"agent-{i}" for i in range(len(self.fleet.devices))]
+        procs = dict(self.harness.procs)
+
+        def loaded() -> bool:
+            for name in names:
+                if procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {procs[name].returncode}:\n"
+                                       f"{self.harness.log(name)[-3000:]}")
+            return all(LOADED in self.harness.log(name) for name in names)
+
+        wait_for(loaded, self.agent_timeout_s, "the device agents to load", poll_s=0.5)
 
     def run(self, run_config: dict[str, Any], timeout_s: float = 1800.0) -> tuple[int, str]:
         """`flwr run .` on the testbed (stream endpoint on the server address); returns the

@@ -1,7 +1,8 @@
 """Calibration by measurement: what devices and the server really take per layer.
 
-With `calibration = "measure"`, every device is asked once, the first round it is sampled, to
-time a few of its own training steps (`query.calibrate`, answered by `clients.calibration`),
+With `calibration = "measure"`, every device is asked once, in the profile query of the first
+round it is sampled (a `calibration` request in `query.profile`, answered by
+`clients.calibration`: no message of its own), to time a few of its own training steps,
 and the server times its own tail steps the same way: tails of 1 and of L - 1 decoder layers
 (LM head and loss included) on held-out text; the line through the two gives seconds per layer
 and the split-independent rest. The server's sizes lie far apart because its fixed part, the LM
@@ -32,12 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, RecordDict
 
 from allocation.measurement import Measured, fit_measured, time_interleaved
-from edgesplit.protocol import CALIBRATION, CONFIG, QUERY_CALIBRATE, RoundTask
-from edgesplit.records import reply_content
+from edgesplit.protocol import CALIBRATION, RoundTask
 from edgesplit.split_model import SplitModel
 from strategies.batched_tail import serve_requests
 from strategies.tail import TailSession
@@ -69,16 +68,14 @@ class Calibrator:
     learning_rate : float
     steps : int
         Timed steps per size, after one warm-up.
-    reply_timeout_s : float
     batch_tails : bool
         Also measure the server's concurrency with batched tails.
     """
 
     def __init__(self, layers: int, batch_size: int, optimizer: str, learning_rate: float,
-                 steps: int, reply_timeout_s: float, batch_tails: bool) -> None:
+                 steps: int, batch_tails: bool) -> None:
         self.layers, self.batch_size, self.optimizer = layers, batch_size, optimizer
-        self.learning_rate, self.steps = learning_rate, steps
-        self.reply_timeout_s, self.batch_tails = reply_timeout_s, batch_tails
+        self.learning_rate, self.steps, self.batch_tails = learning_rate, steps, batch_tails
         self.devices: dict[int, Measured] = {}
         self.failed: set[int] = set()  # asked once, no credible answer: catalogue from now on
         self.server: Measured | None = None
@@ -86,22 +83,31 @@ class Calibrator:
         self.starts: dict[int, float] = {}
 
     # ---- devices ---------------------------------------------------------------------------
-    def measure_devices(self, grid: Grid, nodes: Sequence[int]) -> dict:
-        """Ask every node not measured yet; returns what this call learnt, for the metrics:
-        ``{"devices": {node: {...}}, "failures": {node: reason}}`` (empty when nothing)."""
-        new = [n for n in nodes if n not in self.devices and n not in self.failed]
-        if not new:
+    def wanted(self, nodes: Sequence[int]) -> list[int]:
+        """The nodes of `nodes` to measure: asked never before."""
+        return [n for n in nodes if n not in self.devices and n not in self.failed]
+
+    def request(self) -> ConfigRecord:
+        """What a device times (the `calibration` record of its profile query)."""
+        return ConfigRecord({"layers": self.layers, "batch-size": self.batch_size,
+                             "optimizer": self.optimizer, "steps": self.steps})
+
+    def learn(self, asked: Sequence[int], replies: Mapping[int, RecordDict | Exception]
+              ) -> dict:
+        """Take the devices' answers (each node asked: its reply content, or why there is
+        none); returns what was learnt, for the metrics: ``{"devices": {node: {...}},
+        "failures": {node: reason}}`` (empty when nobody was asked)."""
+        if not asked:
             return {}
-        config = ConfigRecord({"layers": self.layers, "batch-size": self.batch_size,
-                               "optimizer": self.optimizer, "steps": self.steps})
-        msgs = [Message(RecordDict({CONFIG: config}), dst_node_id=n,
-                        message_type=QUERY_CALIBRATE) for n in new]
-        replies = {r.metadata.src_node_id: r for r in
-                   grid.send_and_receive(msgs, timeout=self.reply_timeout_s)}
         learnt, failures = {}, {}
-        for node in new:
+        for node in asked:
             try:
-                record = reply_content(replies.get(node), "calibration")[CALIBRATION]
+                reply = replies.get(node, TimeoutError("no profile reply"))
+                if isinstance(reply, Exception):
+                    raise reply
+                record = reply[CALIBRATION]
+                if "error" in record:
+                    raise RuntimeError(str(record["error"]))
                 measured = Measured(_seconds(record, "layer-s"), _seconds(record, "fixed-s"))
                 if measured.layer_s <= 0:
                     raise ValueError("layer-s must be > 0")

@@ -25,6 +25,7 @@ from edgesplit.data import TokenBlocks
 from edgesplit.protocol import ACTIVATIONS, CONFIG, EVALUATE, LORA
 from edgesplit.records import PayloadError, Spec, client_error, from_record, to_record
 from edgesplit.split_model import SplitModel
+from strategies.exchange import send_and_collect
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Evaluator:
             config = ConfigRecord({"split": split, "max-blocks": self.max_blocks})
             msgs.append(Message(RecordDict({CONFIG: config, LORA: to_record(head)}),
                                 dst_node_id=node, message_type=EVALUATE))
-        return list(grid.send_and_receive(msgs, timeout=self.reply_timeout_s))
+        return list(send_and_collect(grid, msgs, self.reply_timeout_s).by_node.values())
 
     def score_clients(self, replies: list[Message], global_lora: Mapping[str, torch.Tensor],
                       splits: Mapping[int, int], server_round: int, failures: dict[int, str]

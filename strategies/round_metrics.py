@@ -74,6 +74,8 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
         entry["modelled_fifo_queue_s"] = local_steps * a.modelled_fifo_queue_s
         entry["modelled_fifo_s"] = (entry["modelled_s"] - entry["modelled_queue_s"]
                                     + entry["modelled_fifo_queue_s"])
+    if outcome is not None and outcome.resent:  # its round message was lost or late
+        entry["resent"] = outcome.resent
     if outcome is not None and outcome.failure is None:
         server = float(sum(outcome.step_times))
         device = outcome.device_compute_s

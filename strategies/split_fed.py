@@ -1,9 +1,11 @@
 """Split-federated LoRA training: the round loop the ServerApp runs.
 
-One round: sample clients -> ask their profiles -> allocate split points and resources -> train
-(each client's head on the device, its private tail copy here, over the transport) -> aggregate
-every layer's LoRA over all clients -> evaluate (and write sample generations) -> record metrics
-and a checkpoint.
+One round: sample clients -> ask the profiles of those not asked yet -> allocate split points and
+resources -> train (each client's head on the device, its private tail copy here, over the
+transport) -> aggregate every layer's LoRA over all clients -> evaluate (and write sample
+generations) -> record metrics and a checkpoint. A device's profile (with its calibration) is
+asked once per run, so in the steady state a device gets one message a round, plus evaluation
+when it is due.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from flwr.serverapp import Grid
 from allocation import ModelCost
 from allocation.allocators import ClientAllocation, SystemAllocator
 from edgesplit import framing
-from edgesplit.protocol import PROFILE, QUERY_PROFILE, RoundTask
+from edgesplit.memory import peak_rss_mb, release_free_memory, rss_mb
+from edgesplit.protocol import CALIBRATION, PROFILE, QUERY_PROFILE, RoundTask
 from edgesplit.records import reply_content
 from edgesplit.settings import Settings, key_of, new_keys
 from edgesplit.split_model import SplitModel
@@ -32,10 +35,10 @@ from strategies.aggregation import AdapterPrivacy, Aggregator, update_norm
 from strategies.batched_tail import serve_requests
 from strategies.calibration import Calibrator
 from strategies.evaluation import Evaluator
+from strategies.exchange import send_and_collect
 from strategies.outputs import RunRecorder
 from strategies.round_metrics import progress_line, round_costs
 from strategies.samples import sample_generations
-from strategies.server_memory import peak_rss_mb, release_free_memory, rss_mb
 from strategies.tail import BodySession, TailSession
 from strategies.transport import TrainJob, TrainOutcome, Transport
 
@@ -44,7 +47,7 @@ RESUMABLE_CHANGES = frozenset(key_of(a) for a in (
     "num_server_rounds", "resume_from", "run_name", "output_dir", "step_timeout_s",
     "reply_timeout_s", "stream_host", "stream_public_host", "stream_port", "pace_links",
     "tls_certfile", "tls_keyfile", "tls_ca_certfile", "eval_every", "inject_faults",
-    "sample_prompts", "sample_tokens", "fault_rate", "fault_kinds"))
+    "sample_prompts", "sample_tokens", "fault_rate", "fault_kinds", "connect_resends"))
 # What a device profile may claim: generous physical ranges (the simulated devices sit well
 # inside). Finite but absurd values (a 1e300 m link, 1e-300 W) would make the allocator fail
 # for everyone; 1 mW is the system model's minimum transmit power.
@@ -54,6 +57,34 @@ PROFILE_BOUNDS = {"cpu_freq_hz": (1e6, 1e11), "cores": (1, 1e6), "flops_per_cycl
                   "uplink_bps": (1e3, 1e12), "distance_m": (1.0, 1e5),
                   "num-examples": (1, 1e12)}
 _MAX_CLASS_NAME = 64  # a device class is a catalogue name or a short label
+
+
+def checked_profile(record: Mapping) -> dict:
+    """A device's profile record as the allocator reads it; ValueError naming what is wrong."""
+    profile = {k: float(record[k]) for k in PROFILE_BOUNDS}
+    for key, (low, high) in PROFILE_BOUNDS.items():
+        if not low <= profile[key] <= high:  # NaN fails too
+            raise ValueError(f"profile {key} = {profile[key]!r} outside [{low:g}, {high:g}]")
+    names = {}
+    for key in ("device_class", "label"):
+        name = record.get(key, "")
+        if not isinstance(name, str) or len(name) > _MAX_CLASS_NAME:
+            raise ValueError(f"profile {key} = {name!r:.80} is not a name of at most "
+                             f"{_MAX_CLASS_NAME} characters")
+        names[key] = name
+    partition = record.get("partition-id", -1)  # absent from older devices
+    if not isinstance(partition, int) or partition < -1:
+        raise ValueError(f"profile partition-id = {partition!r:.80} is not a partition index")
+    downlink = float(record.get("downlink_bps", 0.0))
+    if downlink != 0.0 and not 1e3 <= downlink <= 1e12:
+        raise ValueError(f"profile downlink_bps = {downlink!r} outside [1e3, 1e12]")
+    efficiency = float(record.get("spectral_efficiency", 0.0))
+    if not 0.0 <= efficiency <= 100.0:
+        raise ValueError(f"profile spectral_efficiency = {efficiency!r} outside [0, 100] "
+                         "bit/s/Hz")
+    return {**profile, **names, "partition_id": partition, "downlink_bps": downlink,
+            "link_shaped": bool(record.get("link_shaped", 0.0)),
+            "cell": bool(record.get("cell", 0.0)), "spectral_efficiency": efficiency}
 
 
 def model_cost(settings: Settings, model: SplitModel) -> ModelCost:
@@ -100,6 +131,8 @@ class SplitFedStrategy:
         self.adapter_privacy = adapter_privacy
         self.global_lora = model.lora_state()  # seeded peft init: B = 0, so the base model
         self.costs = model_cost(settings, model)
+        self.profiles: dict[int, dict] = {}  # each node's profile, asked once per run
+        self.startup_s: dict[int, float] = {}  # each node's latest measured start-up
 
     # ---- one round, step by step -------------------------------------------------------------
     def sample(self, node_ids: list[int], server_round: int) -> list[int]:
@@ -111,55 +144,38 @@ class SplitFedStrategy:
         picks = rng.choice(len(ordered), size=min(wanted, len(ordered)), replace=False)
         return sorted(ordered[i] for i in picks)
 
-    def query_profiles(self, grid: Grid, nodes: list[int]) -> tuple[dict[int, dict], dict]:
-        msgs = [Message(RecordDict(), dst_node_id=n, message_type=QUERY_PROFILE) for n in nodes]
-        replies = {r.metadata.src_node_id: r for r in
-                   grid.send_and_receive(msgs, timeout=self.settings.reply_timeout_s)}
-        profiles, failures = {}, {}
-        for node in nodes:
+    def query_profiles(self, grid: Grid, nodes: list[int]) -> tuple[dict[int, dict], dict,
+                                                                  dict]:
+        """The profiles of `nodes`. Each node is asked once per run (the answer is kept); the
+        first time, the calibrator (if any) also has it time its training steps in the same
+        message. Returns (profiles, failures, what the calibration learnt for the metrics)."""
+        new = [n for n in nodes if n not in self.profiles]
+        calibrate = set(self.calibrator.wanted(new)) if self.calibrator else set()
+        msgs = [Message(RecordDict({CALIBRATION: self.calibrator.request()}
+                                   if n in calibrate else {}),
+                        dst_node_id=n, message_type=QUERY_PROFILE) for n in new]
+        replies = send_and_collect(grid, msgs, self.settings.reply_timeout_s)
+        # A device's answer to its profile query: its start-up as the stream transport expects
+        # it (`exchange`), until the device's first round measures it on the stream itself.
+        self.startup_s.update(replies.seconds)
+        failures, contents = {}, {}
+        for node in new:
             try:
-                record = reply_content(replies.get(node), "profile")[PROFILE]
-                profile = {k: float(record[k]) for k in PROFILE_BOUNDS}
-                for key, (low, high) in PROFILE_BOUNDS.items():
-                    if not low <= profile[key] <= high:  # NaN fails too
-                        raise ValueError(f"profile {key} = {profile[key]!r} outside "
-                                         f"[{low:g}, {high:g}]")
-                names = {}
-                for key in ("device_class", "label"):
-                    name = record.get(key, "")
-                    if not isinstance(name, str) or len(name) > _MAX_CLASS_NAME:
-                        raise ValueError(f"profile {key} = {name!r:.80} is not a name of at "
-                                         f"most {_MAX_CLASS_NAME} characters")
-                    names[key] = name
-                partition = record.get("partition-id", -1)  # absent from older devices
-                if not isinstance(partition, int) or partition < -1:
-                    raise ValueError(f"profile partition-id = {partition!r:.80} is not a "
-                                     "partition index")
-                downlink = float(record.get("downlink_bps", 0.0))
-                if downlink != 0.0 and not 1e3 <= downlink <= 1e12:
-                    raise ValueError(f"profile downlink_bps = {downlink!r} outside [1e3, 1e12]")
-                efficiency = float(record.get("spectral_efficiency", 0.0))
-                if not 0.0 <= efficiency <= 100.0:
-                    raise ValueError(f"profile spectral_efficiency = {efficiency!r} outside "
-                                     "[0, 100] bit/s/Hz")
-                profiles[node] = {**profile, **names, "partition_id": partition,
-                                  "downlink_bps": downlink,
-                                  "link_shaped": bool(record.get("link_shaped", 0.0)),
-                                  "cell": bool(record.get("cell", 0.0)),
-                                  "spectral_efficiency": efficiency}
+                contents[node] = reply_content(replies.by_node.get(node), "profile")
+                self.profiles[node] = checked_profile(contents[node][PROFILE])
             except Exception as exc:  # a bad profile excludes the client, never the server
                 failures[node] = f"profile: {type(exc).__name__}: {exc}"
-        return profiles, failures
+        # Calibrate only devices with a profile; the others are asked again with it.
+        asked = sorted(n for n in calibrate if n in self.profiles)
+        learnt = self.calibrator.learn(asked, contents) if asked else {}
+        return {n: self.profiles[n] for n in nodes if n in self.profiles}, failures, learnt
 
-    def calibrate(self, grid: Grid, nodes: list[int]) -> dict:
-        """Measure the devices not measured yet and, once, the server's tail (no-op without a
-        calibrator); returns what was learnt this round, for the metrics."""
-        if self.calibrator is None or not nodes:
+    def calibrate_server(self) -> dict:
+        """Have the server's tail timed, once (no-op without a calibrator); the metrics entry."""
+        if self.calibrator is None:
             return {}
-        learnt = self.calibrator.measure_devices(grid, nodes)
         batch = self.evaluator.heldout_blocks.batch(0, self.settings.batch_size)
-        learnt.update(self.calibrator.measure_server(self.model, batch))
-        return learnt
+        return self.calibrator.measure_server(self.model, batch)
 
     def split_global(self, split: int) -> tuple[dict, dict]:
         """The global adapter cut for one client: (the device's layers, the server's)."""
@@ -185,11 +201,13 @@ class SplitFedStrategy:
             # A shaped downlink (the testbed's) carries the frames at its own rate after pacing.
             downlink = (profile.get("downlink_bps") or math.inf) if profile.get(
                 "link_shaped") else math.inf
-            jobs.append(TrainJob(node, task, device, downlink_bps=downlink))
+            jobs.append(TrainJob(node, task, device, downlink_bps=downlink,
+                                 expected_start_s=self.startup_s.get(node)))
             part = BodySession if task.u_shaped else TailSession
             parts[node] = part(self.model, server, task)
         outcomes = self.transport.train_round(
             jobs, lambda requests: serve_requests(parts, requests, self.settings.batch_tails))
+        self.startup_s.update({n: o.start_s for n, o in outcomes.items() if o.start_s})
         return outcomes, parts
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -245,9 +263,10 @@ class SplitFedStrategy:
         s = self.settings
         started = time.perf_counter()
         nodes = self.sample(list(grid.get_node_ids()), server_round)
-        profiles, failures = self.query_profiles(grid, nodes)
+        profiles, failures, calibration = self.query_profiles(grid, nodes)
         ordered = sorted(profiles)
-        calibration = self.calibrate(grid, ordered)
+        if ordered:
+            calibration.update(self.calibrate_server())
         t_calibrate = time.perf_counter()
         plan = self.allocator.allocate(
             server_round, [profiles[n] for n in ordered], self.costs,

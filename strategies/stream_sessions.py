@@ -3,6 +3,10 @@
     waiting --hello with the node's secret--> streaming --last answer sent--> streamed
     streamed --Flower reply with a valid adapter--> done;   any state --fault--> failed
 
+A client still waiting at its connect deadline gets its round message again (a copy with a
+secret of its own) or, once it had them all, is failed; the first copy whose hello comes in owns
+the session, and the replies of the others are ignored.
+
 The calling thread (Flower replies, deadlines) and the gRPC threads (one per stream) move
 sessions between states under one condition variable, `RoundSessions.cond`.
 """
@@ -48,7 +52,7 @@ class StreamSession:
     """One selected client's progress through the round (guarded by `RoundSessions.cond`)."""
 
     job: TrainJob
-    secret: str
+    secrets: list[str]  # one per copy of its round message sent
     outcome: TrainOutcome
     exchanges: list[tuple[str, Spec, str]]  # of one step (protocol.step_exchanges), batch fixed
     max_bytes: int  # its largest legitimate frame
@@ -60,6 +64,8 @@ class StreamSession:
     started_at: float = field(default_factory=time.monotonic)  # the round message was pushed
     failed_at: float = -math.inf
     pacer: Pacer | None = None  # `pace-links`: the answers leave at the client's allocated rate
+    connect_by: float = math.inf  # waiting: when its latest round message counts as lost
+    admitted: str | None = None  # the secret of the copy whose hello came in
 
     @property
     def settled(self) -> bool:
@@ -100,7 +106,8 @@ class RoundSessions:
         """Retire the round's secrets (a later hello with one is refused as stale) and let go
         of the round's sessions (their adapters and outcomes belong to the strategy now)."""
         with self.cond:
-            self._retired.update(digest(s.secret) for s in self.by_node.values())
+            self._retired.update(digest(secret) for s in self.by_node.values()
+                                 for secret in s.secrets)
             self.by_node = {}
             refused, logged = self.refused, self._logged
         if sum(refused.values()) > logged:
@@ -116,13 +123,14 @@ class RoundSessions:
             session = self.by_node.get(node) if type(node) is int else None
             if session is None:
                 raise Refused("node not selected this round")
-            if not hmac.compare_digest(offered.encode(), session.secret.encode()):
+            if not any(hmac.compare_digest(offered.encode(), secret.encode())
+                       for secret in session.secrets):
                 stale = digest(offered) in self._retired
                 raise Refused("stale secret (an earlier round's)" if stale else "wrong secret")
             if session.state != "waiting":
                 raise Refused(f"already {session.state}")
             now = time.monotonic()
-            session.state, session.context = "streaming", context
+            session.state, session.context, session.admitted = "streaming", context, offered
             session.deadline, self.last_event = now + step_timeout_s, now
             return session
 
@@ -143,16 +151,26 @@ class RoundSessions:
         with self.cond:
             self.refused[f"busy: {reason}"] += 1
 
-    def watchdog(self, now: float, step_timeout_s: float, connect_timeout_s: float) -> None:
-        """Fail sessions silent past their deadline, and (once nobody progressed for
-        `connect_timeout_s`) those that never connected. Call under `cond`."""
+    def watchdog(self, now: float, step_timeout_s: float, connect_timeout_s: float,
+                 resends: int) -> list[StreamSession]:
+        """Fail sessions silent past their deadline, those past their connect deadline that
+        had `resends` copies of their round message already, and (once nobody progressed for
+        `connect_timeout_s`) those that never connected. Returns the sessions whose round
+        message is to be sent again. Call under `cond`."""
         idle = now - self.last_event > connect_timeout_s
+        again = []
         for session in self.by_node.values():
             if session.state in ("streaming", "streamed") and now > session.deadline:
                 what = "activations" if session.state == "streaming" else "the final reply"
                 session.fail(f"step {session.outcome.steps_done}: no {what} within "
                              f"{step_timeout_s:g} s")
                 self.last_event = now  # a dropped client may free a simulation actor
+            elif session.state == "waiting" and now > session.connect_by:
+                if len(session.secrets) > resends:
+                    session.fail(f"did not connect within {now - session.started_at:.0f} s of "
+                                 f"its round message (sent {len(session.secrets)} times)")
+                else:
+                    again.append(session)
             elif session.state == "waiting" and idle:
                 session.fail(f"did not connect; no client progressed for {connect_timeout_s:g} s")
-
+        return again

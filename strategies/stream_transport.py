@@ -7,6 +7,12 @@ fresh secret for this client and round. The device dials in, authenticates with 
 (node id + secret), streams one activation frame per step and receives the gradient, then returns
 its head adapter in the Flower reply, exactly like the last reply of the Flower-message transport.
 
+A device that has not opened its stream by a deadline derived from its measured start-up
+(`TrainJob.expected_start_s`: its answer time to the profile query, then its start offset in its
+last round) gets the round message again, up to `connect_resends` times, then is dropped with
+the reason: a message Flower lost (a SuperNode that failed to fetch it drops it without a
+reply, docs/deployment.md) costs that deadline, not the reply timeout.
+
 Threads: every stream is served by its own gRPC worker thread (the pool is sized to the round's
 clients plus the handshakes `stream_admission` lets wait at once), so clients progress
 independently and never in lockstep (Ray simulation runs only as many ClientApps at once as it
@@ -68,6 +74,9 @@ from strategies.transport import (
 _SPARE_WORKERS = 2  # threads beyond one per client and per pending handshake
 _HELLO_TIMEOUT_S = 10.0  # a dialler silent this long is cut: it holds a thread meanwhile
 _REPLY_GRACE_S = 10.0  # how long a dropped client's Flower reply may still come to say why
+# A client's connect deadline: this many times its measured start-up, plus a fixed slack (a
+# loaded machine or a model load on a device's first round take longer than a profile query).
+_CONNECT_FACTOR, _CONNECT_SLACK_S = 3.0, 10.0
 
 __all__ = ["Refusal", "StreamTransport", "TlsFiles"]
 
@@ -105,6 +114,10 @@ class StreamTransport:
         Clients that have not connected yet are dropped when no client made progress for this
         long: starting a device takes control-plane time (a cold ClientApp process in
         deployment, a free actor in simulation). Default: `step_timeout_s`.
+    connect_resends : int (default: 0)
+        How many times a client late to connect (past 3 x its measured start-up + 10 s) gets
+        its round message again before it is dropped; 0: only `connect_timeout_s` applies
+        (simulation: a message cannot be lost there, and may wait for a free actor).
     host : str (default: "127.0.0.1")
         Address the server binds.
     port : int (default: 0)
@@ -116,17 +129,21 @@ class StreamTransport:
         is quantised per token and arrives as float32).
     tls : TlsFiles, optional
         Without it the stream is plaintext (loopback and tests only).
-    poll_s, max_poll_s : float (default: 0.005, 0.1)
-        First and longest wait between pulls of the Flower replies (and deadline checks).
+    poll_s, max_poll_s : float (default: 0.005, 0.5)
+        First and longest wait between pulls of the Flower replies (and deadline checks). Each
+        pull is a request the SuperLink serves from its database; a stream's end wakes the
+        loop (its reply is due), so a long idle wait costs no latency.
     """
 
     def __init__(self, grid: Grid, activation_spec: Spec, step_timeout_s: float, *,
-                 connect_timeout_s: float | None = None, host: str = "127.0.0.1",
+                 connect_timeout_s: float | None = None, connect_resends: int = 0,
+                 host: str = "127.0.0.1",
                  port: int = 0, public_host: str = "",
                  wire_dtype: str = "float32", tls: TlsFiles | None = None,
-                 poll_s: float = 0.005, max_poll_s: float = 0.1) -> None:
+                 poll_s: float = 0.005, max_poll_s: float = 0.5) -> None:
         self.grid, self.spec, self.step_timeout_s = grid, activation_spec, step_timeout_s
         self.connect_timeout_s = connect_timeout_s or step_timeout_s
+        self.connect_resends = connect_resends
         self.host, self.port, self.public_host = host, port, public_host or host
         self.wire_name, self.wire_dtype = wire_dtype, framing.WIRE_DTYPES[wire_dtype]
         self.tls, self.poll_s, self.max_poll_s = tls, poll_s, max_poll_s
@@ -164,7 +181,7 @@ class StreamTransport:
         try:
             pending = self._push(sessions, address)
             self._rounds.last_event = time.monotonic()
-            self._wait(pending)
+            self._wait(pending, address)
         finally:
             self._tails.close()
             server.stop(grace=None)
@@ -177,8 +194,7 @@ class StreamTransport:
         exchanges = step_exchanges(spec, job.task.u_shaped)
         limit = max(framing.max_frame_bytes(s, self.wire_dtype) for _, s, _ in exchanges)
         pacer = Pacer(job.task.pace_bps, job.downlink_bps) if job.task.pace_bps > 0 else None
-        return StreamSession(job, secrets.token_hex(32), TrainOutcome(job.node_id), exchanges,
-                             limit, pacer=pacer)
+        return StreamSession(job, [], TrainOutcome(job.node_id), exchanges, limit, pacer=pacer)
 
     def _start_server(self, clients: int, limit: int) -> tuple[grpc.Server, ThreadPoolExecutor,
                                                                  str]:
@@ -202,28 +218,46 @@ class StreamTransport:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
         return server, executor, f"{host}:{port}"
 
-    def _push(self, sessions: list[StreamSession], address: str) -> dict[str, StreamSession]:
+    def _push(self, sessions: list[StreamSession], address: str
+              ) -> dict[str, tuple[StreamSession, str]]:
+        """Send each session's client a copy of its round message with a fresh secret; returns
+        {message id: (session, that copy's secret)}."""
         # The reply of a message may not outlive the message's TTL, and in simulation a message
         # can wait for a free actor while others run whole rounds: allow every client's worst case.
         task = sessions[0].job.task
-        ttl = len(sessions) * ((task.local_steps + 2) * self.step_timeout_s
-                               + self.connect_timeout_s)
-        messages = []
+        ttl = len(self._rounds.by_node) * ((task.local_steps + 2) * self.step_timeout_s
+                                           + self.connect_timeout_s)
+        messages, copies = [], []
         for session in sessions:
-            job = session.job
+            job, secret = session.job, secrets.token_hex(32)
             link = ConfigRecord({"address": address, "node-id": str(job.node_id),
-                                 "secret": session.secret, "dtype": self.wire_name,
+                                 "secret": secret, "dtype": self.wire_name,
                                  "root-certificates": self._root_certificates})
             lora = to_record(job.head_lora)
             session.outcome.bytes_down += lora.count_bytes()
             content = RecordDict({CONFIG: job.task.to_record(), LORA: lora, STREAM: link})
             messages.append(Message(content, dst_node_id=job.node_id,
                                     message_type=TRAIN_STREAM, ttl=ttl))
-        for session in sessions:
-            session.sent_at = session.started_at = time.monotonic()
-        return dict(zip(self.grid.push_messages(messages), sessions, strict=True))
+            copies.append((session, secret))
+        ids = self.grid.push_messages(messages)
+        now = time.monotonic()
+        with self._rounds.cond:
+            for session, secret in copies:
+                session.secrets.append(secret)
+                session.sent_at = now
+                if len(session.secrets) == 1:
+                    session.started_at = now
+                session.connect_by = now + self._connect_deadline_s(session.job)
+        return dict(zip(ids, copies, strict=True))
 
-    def _wait(self, pending: dict[str, StreamSession]) -> None:
+    def _connect_deadline_s(self, job: TrainJob) -> float:
+        """How long a copy of the round message may take to bring its client onto the stream
+        before the next copy is sent (infinite without resends or a measured start-up)."""
+        if not self.connect_resends or job.expected_start_s is None:
+            return math.inf
+        return _CONNECT_FACTOR * job.expected_start_s + _CONNECT_SLACK_S
+
+    def _wait(self, pending: dict[str, tuple[StreamSession, str]], address: str) -> None:
         """Collect the Flower replies and enforce the deadlines until every client is settled.
 
         Polls back off while nothing happens (each pull is a request to the SuperLink, and a
@@ -236,24 +270,36 @@ class StreamTransport:
             self._handshakes.expire(time.monotonic())
             with rounds.cond:
                 for reply in replies:
-                    self._finish(pending.pop(reply.metadata.reply_to_message_id), reply)
+                    self._finish(*pending.pop(reply.metadata.reply_to_message_id), reply)
                 now = time.monotonic()
-                rounds.watchdog(now, self.step_timeout_s, self.connect_timeout_s)
+                again = rounds.watchdog(now, self.step_timeout_s, self.connect_timeout_s,
+                                        self.connect_resends)
                 # A device that raised cuts its stream before its error reply comes: give the
                 # reply of a client dropped moments ago a short grace to say why.
                 grace = min(self.step_timeout_s, _REPLY_GRACE_S)
-                if all(s.settled for s in rounds.by_node.values()) and \
-                        all(now - s.failed_at > grace for s in pending.values()):
+                if not again and all(s.settled for s in rounds.by_node.values()) and \
+                        all(now - s.failed_at > grace for s, _ in pending.values()):
                     return
-                if replies or rounds.cond.wait(idle):
-                    idle = self.poll_s
-                else:
+                if not again and not replies and not rounds.cond.wait(idle):
                     idle = min(self.max_poll_s, 2 * idle)
+                    continue
+                idle = self.poll_s
+            for session in again:
+                log(WARNING, "stream round %d: client %s has not connected %.0f s after its "
+                    "round message (start-up measured %.1f s): sending it again",
+                    session.job.task.server_round, session.job.node_id,
+                    time.monotonic() - session.sent_at, session.job.expected_start_s)
+                session.outcome.resent += 1
+            if again:
+                pending.update(self._push(again, address))
 
-    def _finish(self, session: StreamSession, reply: Message) -> None:
-        """A client's Flower reply: its trained head adapter, valid only after every step."""
+    def _finish(self, session: StreamSession, secret: str, reply: Message) -> None:
+        """A client's Flower reply: its trained head adapter, valid only after every step, and
+        only from the copy of the round message that streamed."""
         self._rounds.last_event = time.monotonic()
         job, outcome = session.job, session.outcome
+        if session.admitted is not None and secret != session.admitted:
+            return  # another copy trained (this one found the round taken, or was late)
         if session.state == "failed":
             if reply.has_error():  # why its stream broke, as the client tells it
                 outcome.failure += f"; {client_error(reply)}"

@@ -9,7 +9,7 @@ The worker lives as long as the queue (across rounds) so that every tensor of ev
 allocated by one thread: glibc gives each thread its own malloc arena, and when the steps ran on
 whichever stream thread found the queue idle (new threads every round), each of those arenas
 kept a step's worth of freed memory and the ServerApp's RSS grew round after round
-(`strategies.server_memory`).
+(`edgesplit.memory`).
 """
 
 from __future__ import annotations

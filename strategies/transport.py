@@ -54,6 +54,7 @@ class TrainJob:
     task: RoundTask
     head_lora: dict[str, torch.Tensor]
     downlink_bps: float = math.inf  # its downlink's own rate when shaped (pacing adds the rest)
+    expected_start_s: float | None = None  # its measured start-up (None: not measured yet)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TrainOutcome:
     round_s: float = 0.0  # wall time from the round's first message to the final reply
     start_s: float | None = None  # from the round's first message to its first step (stream)
     privacy: dict[str, float] = field(default_factory=dict)  # privacy-epsilon: what it spent
+    resent: int = 0  # times the round message was sent again to a client late to connect
 
 
 def read_final_reply(content: RecordDict, job: TrainJob

@@ -46,6 +46,7 @@ SECTIONS: tuple[str, ...] = (
     "benchmarks",
     "scale",
     "reliability",
+    "device_agent",
     "bench_allocation",
     "allocation_scale",
     "reproduce",

@@ -90,7 +90,7 @@ many clients as drew a fault, which a healthy client dropped in a faulty one's p
 pass. Crash faults are left out in
 simulation (Flower 1.41 never replaces a killed Ray actor). The ServerApp's memory stays flat
 because every tail step runs on one long-lived worker thread (`strategies/tail_queue.py`) and
-free pages go back to the system after each round (`strategies/server_memory.py`); before that
+free pages go back to the system after each round (`edgesplit/memory.py`); before that
 each round's new stream threads kept a step's freed memory in their own glibc arenas and the
 RSS grew round after round. `metrics.jsonl` records `server_rss_mb` (after the round) next to
 `server_peak_rss_mb`.

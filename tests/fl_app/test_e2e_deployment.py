@@ -1,14 +1,14 @@
 """End to end through the real Flower runtime: local deployment on 127.0.0.1, plaintext or TLS.
 
-One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), all started by the
-test (`harness.deployment`) with a temporary FLWR_HOME and OS-chosen ports, and
-`flwr run . <connection>` against them. The TLS run also authenticates SuperNodes: their keys
-are generated and registered by the test, and two strangers are turned away.
-Deployment starts a fresh ClientApp process per message (~7-9 s per round trip, see
-shared/design/flower-facts.md), so this runs 1 round of 2 local steps; the fault-injection run
-has 7 SuperNodes, 5 of them faulty. harness/runtime.py
-explains how every process started here (SuperExecs and ClientApp/ServerApp processes included)
-is stopped.
+One SuperLink (no --simulation) and two SuperNodes (partition 0 and 1 of 2), each with its
+resident device agent (`edgesplit-device`), all started by the test (`harness.deployment`) with
+a temporary FLWR_HOME and OS-chosen ports, and `flwr run . <connection>` against them. The TLS
+run also authenticates SuperNodes: their keys are generated and registered by the test, and two
+strangers are turned away. Flower still starts a ClientApp process per message, but it only
+forwards the message to the agent, which keeps torch and the model loaded (without agents every
+message paid a cold process that imports torch: `test_e2e_crash` runs that plain path). The
+fault-injection run has 7 SuperNodes, 5 of them faulty. harness/runtime.py explains how every
+process started here (SuperExecs, agents and ClientApp/ServerApp processes included) is stopped.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ from tests.fl_app.e2e_checks import (
 pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 1, 2
-RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine; leave room
-FAULT_TIMEOUT_S = 20  # step-timeout-s of the fault run; starting 7 cold ClientApp processes at
-# once falls under reply-timeout-s (default 600 s), which covers profile queries and connecting
+RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine without agents; leave room
+FAULT_TIMEOUT_S = 20  # step-timeout-s of the fault run
 
 
 @pytest.fixture
@@ -56,10 +55,11 @@ def deployment(harness, tls_files, tmp_path):
     keys = tmp_path / "keys"
     keys.mkdir()
     registered = []
+    agents = deployment.start_agents([f"agent-{p}" for p in range(CLIENTS)])
     for partition in range(CLIENTS):
         private, public = supernode_key_pair(keys, f"supernode-{partition}")
         registered.append(deployment.register(public))
-        deployment.start_supernode(partition, CLIENTS, private)
+        deployment.start_supernode(partition, CLIENTS, private, agent=agents[partition])
     unregistered, _ = supernode_key_pair(keys, "stranger")
     strangers = {name: deployment.start_supernode(0, CLIENTS, key, name=name)
                  for name, key in (("stranger-key", unregistered), ("stranger-no-key", None))}
@@ -149,11 +149,11 @@ def run_one_round(harness, deployment, out, stream_tls):
 def test_deployment_drops_every_kind_of_faulty_client_and_completes_the_round(harness,
                                                                               tmp_path):
     """Five faulty SuperNodes (raise, silent, crash, disconnect, straggle) and two healthy
-    ones. A crash kills the ClientApp process the SuperNode started for the round's message;
-    the SuperNode lives on, and the server goes on without that client. The faults fire in
-    training, so calibration is off: here it would cost every client one more cold ClientApp
-    process (~25 s of the run); the one-round test above runs it over real SuperNodes."""
-    deployment = start_deployment(harness, FAULT_CLIENTS).connection
+    ones, each with its agent. A crash kills the process doing the device's work, its agent
+    (SIGKILL, as a device losing power); the SuperNode lives on, its ClientApp answers that
+    the agent died, and the server goes on without that client. The faults fire in training, so
+    calibration is off; the one-round test above runs it over real SuperNodes."""
+    deployment = start_deployment(harness, FAULT_CLIENTS, agents=True).connection
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", deployment, "--run-config",

@@ -1,6 +1,7 @@
-"""The emulated edge testbed: shaped links in force, devices in their own namespace and cgroup,
-one round through it, and nothing left behind (runs as root with namespaces and cgroups, as in
-CI on these machines; skipped with the reason elsewhere)."""
+"""The emulated edge testbed: shaped links in force, devices (SuperNode and agent) in their own
+namespace and cgroup, the SuperLink in a cgroup of its own apart from the ServerApp's, one round
+through it, and nothing left behind (runs as root with namespaces and cgroups, as in CI on these
+machines; skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
@@ -43,15 +44,24 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
     before = leftovers()
     bed = testbed.Testbed(FLEET, FlowerHarness(tmp_path / "flwr-home"))
     with bed:
-        # Each SuperNode runs in its own network namespace and its own cgroups.
+        # Each SuperNode runs with its agent in its own network namespace and its own cgroups;
+        # the SuperLink and the server's SuperExec (the ServerApp's parent) in cgroups apart.
         root_netns = os.readlink("/proc/self/ns/net")
+        procs = dict(bed.harness.procs)
+        controllers = 2 if cgroup_version() == 1 else 1  # cpu + memory
+        for name, group in (("superlink", "superlink"), ("superexec", "server")):
+            cgroups, netns = _cgroups_and_netns(procs[name].pid, f"edgesplit-{bed.tag}-{group}")
+            joined = [line for line in cgroups.splitlines()
+                      if line.endswith(f"/edgesplit-{bed.tag}-{group}")]
+            assert len(joined) == controllers and netns == root_netns, (name, cgroups)
         for index in range(2):
-            (proc,) = [p for name, p in bed.harness.procs if name == f"supernode-{index}"]
             group = f"edgesplit-{bed.tag}-{index}"
-            cgroups, netns = _cgroups_and_netns(proc.pid, group)
+            places = {_cgroups_and_netns(procs[f"{kind}-{index}"].pid, group)
+                      for kind in ("supernode", "agent")}
+            assert len(places) == 1, places  # the same cgroups and namespace
+            ((cgroups, netns),) = places
             joined = [line for line in cgroups.splitlines() if line.endswith(f"/{group}")]
-            assert len(joined) == (2 if cgroup_version() == 1 else 1), cgroups  # cpu + memory
-            assert netns != root_netns
+            assert len(joined) == controllers and netns != root_netns, cgroups
         # The shaped rates are in force, each direction (a known payload, timed by its receiver).
         for direction, mbit, nbytes in (("up", 4.0, 1_000_000), ("down", 16.0, 4_000_000)):
             measured = measure_mbit(bed, 0, direction, nbytes)
@@ -65,6 +75,15 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
         assert rc == 0, log[-4000:]
         (row,) = [json.loads(line) for line in (out / "bed" / "metrics.jsonl").open()]
         assert row["completed"] == 2 and not row["failures"], row
+        # Every message went through the device's agent, which logged its progress.
+        for index in range(2):
+            lines = [line for line in bed.harness.log(f"supernode-{index}").splitlines()
+                     if "clientapp pid" in line]
+            assert lines and all("via agent" in line for line in lines), lines
+            agent_log = bed.harness.log(f"agent-{index}")
+            for progress in ("device code loaded", "round 1: dialling", "round 1: admitted",
+                             "train.stream done"):
+                assert progress in agent_log, (progress, agent_log[-3000:])
         # Each device declared its class and shaped link; the model charged its transfers at
         # that rate, and the round measured each part of each client's time.
         for client in row["clients"]:

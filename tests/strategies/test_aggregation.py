@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord
 from scipy import stats
 
 from edgesplit.protocol import LORA, TRAIN_STEP
+from edgesplit.records import to_record, unpack
 from fl_app.client_app import app as client_app
 from fl_app.run_config import parse
 from fl_app.server_app import build_strategy
@@ -87,8 +87,8 @@ def run(tmp_path, aggregation, attack):
             return None
         reply = client_app(msg, grid.contexts[BYZANTINE])
         if LORA in reply.content:  # the last step's reply: the trained head adapter
-            reply.content[LORA] = ArrayRecord({k: Array(a.numpy() * 1e4)
-                                               for k, a in reply.content[LORA].items()})
+            reply.content[LORA] = to_record({k: v * 1e4
+                                             for k, v in unpack(reply.content[LORA]).items()})
         return reply
 
     grid.fault = scale_final_adapter if attack else None

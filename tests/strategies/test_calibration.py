@@ -4,19 +4,19 @@ import math
 import re
 
 import pytest
-from flwr.app import ConfigRecord, Error, Message, RecordDict
+from flwr.app import ConfigRecord
 
 from allocation.measurement import Measured, fit_measured, time_interleaved
-from edgesplit.protocol import CALIBRATION, QUERY_CALIBRATE
+from edgesplit.protocol import CALIBRATION, PROFILE, QUERY_PROFILE
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
 
 
-def run(tmp_path, name="run", fault=None, **overrides):
+def run(tmp_path, name="run", fault=None, grid_hook=None, **overrides):
     config = tiny_run_config(allocator="fp", calibration="measure", calibration_steps=2,
                              num_server_rounds=2, output_dir=str(tmp_path), run_name=name,
                              keys=overrides)
-    return run_in_process(config, 4, fault=fault)
+    return run_in_process(config, 4, fault=fault, grid_hook=grid_hook)
 
 
 def test_fit_measured_is_the_line_through_two_sizes_and_survives_noise():
@@ -34,11 +34,11 @@ def test_devices_and_server_are_measured_once_and_every_client_is_compared(tmp_p
     asked = []
 
     def count(msg):
-        if msg.metadata.message_type == QUERY_CALIBRATE:
+        if msg.metadata.message_type == QUERY_PROFILE and CALIBRATION in msg.content:
             asked.append(msg.metadata.dst_node_id)
 
     _, _, rows = run(tmp_path, fault=count)
-    assert sorted(asked) == [1, 2, 3, 4]  # once each, in round 1
+    assert sorted(asked) == [1, 2, 3, 4]  # once each, in round 1, in its profile query
     first = rows[0]["calibration"]
     assert sorted(first["devices"]) == ["1", "2", "3", "4"] and not first["failures"]
     assert first["server"]["layer_s"] > 0 and first["server"]["concurrency"] == 1.0
@@ -69,22 +69,32 @@ def test_tracking_keeps_each_clients_start_for_a_fifo_servers_model(tmp_path):
 
 
 @pytest.mark.parametrize("how,reason", [
-    ("error", "calibration: RuntimeError: .*device out of memory"),
+    ("error", "calibration: RuntimeError: ValueError: .*'no-such-optimizer'"),
     ("nan", r"layer-s = nan is not a credible number of seconds"),
     ("missing", "calibration: KeyError"),
 ])
 def test_a_bad_calibration_reply_keeps_the_catalogue_figures(tmp_path, how, reason):
-    def fault(msg):
-        if msg.metadata.message_type != QUERY_CALIBRATE or msg.metadata.dst_node_id != 2:
-            return None
-        if how == "error":
-            return Message(Error(code=2, reason="RuntimeError: device out of memory"),
-                           reply_to=msg)
-        record = ConfigRecord({"layer-s": math.nan, "fixed-s": 0.0})
-        return Message(RecordDict({} if how == "missing" else {CALIBRATION: record}),
-                       reply_to=msg)
+    """Node 2's calibration fails on the device (an optimizer it cannot build: it says why in
+    its profile reply), or its reply says nonsense or nothing: its profile stands, it trains on
+    its catalogue figures."""
+    def tamper(grid):
+        device = grid.app
 
-    _, _, rows = run(tmp_path, fault=fault)
+        def app(msg, context):
+            asked = (msg.metadata.message_type == QUERY_PROFILE
+                     and msg.metadata.dst_node_id == 2 and CALIBRATION in msg.content)
+            if asked and how == "error":
+                msg.content[CALIBRATION]["optimizer"] = "no-such-optimizer"
+            reply = device(msg, context)
+            if asked and how == "nan":
+                reply.content[CALIBRATION] = ConfigRecord({"layer-s": math.nan, "fixed-s": 0.0})
+            elif asked and how == "missing":
+                del reply.content[CALIBRATION]
+            assert not asked or PROFILE in reply.content  # the profile itself stands
+            return reply
+        grid.app = app
+
+    _, _, rows = run(tmp_path, grid_hook=tamper)
     calibration = rows[0]["calibration"]
     assert sorted(calibration["devices"]) == ["1", "3", "4"]
     assert list(calibration["failures"]) == ["2"]
@@ -97,7 +107,7 @@ def test_a_resumed_run_reads_its_calibration_back_instead_of_measuring(tmp_path)
     asked = []
 
     def count(msg):
-        if msg.metadata.message_type == QUERY_CALIBRATE:
+        if msg.metadata.message_type == QUERY_PROFILE and CALIBRATION in msg.content:
             asked.append(msg.metadata.dst_node_id)
 
     _, _, rows = run(tmp_path, name="resumed", fault=count, **{
@@ -109,7 +119,7 @@ def test_a_resumed_run_reads_its_calibration_back_instead_of_measuring(tmp_path)
 def test_track_rescales_each_device_and_the_server_by_the_rounds_measured_time():
     from strategies.calibration import Calibrator
 
-    calibrator = Calibrator(3, 2, "adamw", 1e-3, 1, 10.0, False)
+    calibrator = Calibrator(3, 2, "adamw", 1e-3, 1, False)
     calibrator.devices = {1: Measured(0.1, 0.02), 2: Measured(0.2, 0.0)}
     calibrator.server = Measured(0.05, 0.01)
     clients = [  # node 1 ran 2x slower than predicted, node 2 half as long; node 3 uncalibrated
@@ -127,7 +137,7 @@ def test_track_rescales_each_device_and_the_server_by_the_rounds_measured_time()
     assert calibrator.server == pytest.approx(Measured(0.0125, 0.0025))  # 1 s of 4 predicted
     assert set(learnt["devices"]) == {"1", "2"} and learnt["server"]["layer_s"] == 0.0125
     # A resumed run takes the tracked speeds, the latest last.
-    resumed = Calibrator(3, 2, "adamw", 1e-3, 1, 10.0, False)
+    resumed = Calibrator(3, 2, "adamw", 1e-3, 1, False)
     resumed.restore([{"calibration": {"devices": {"1": {"layer_s": 0.1, "fixed_s": 0.02}},
                                       "server": {"layer_s": 0.05, "fixed_s": 0.01,
                                                  "concurrency": 1.0},

@@ -1,6 +1,7 @@
 """Oracle 2 and the round loop's failure handling, run in-process against the real ClientApp."""
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from flwr.app import ArrayRecord, Error, Message, RecordDict
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from edgesplit.protocol import ACTIVATIONS, TRAIN_STEP
+from edgesplit.protocol import ACTIVATIONS, QUERY_PROFILE, TRAIN_STEP
 from edgesplit.split_model import SplitModel
 from harness.configs import tiny_run_config
 from harness.inprocess import DROP, run_in_process
@@ -144,3 +145,24 @@ def test_overlapped_evaluation_gives_the_same_numbers_and_samples(tmp_path, tran
             assert row[key] == row_o[key]
         assert row_o["eval_failures"] == {} and row_o["time_samples_s"] > 0
     assert samples == samples_o
+
+
+def test_each_profile_is_asked_once_per_run_and_a_failed_one_again(tmp_path):
+    """The steady state is one message per device per round: a node's profile is asked in the
+    first round it is sampled, and again only if that answer failed (node 2's first one)."""
+    asked = Counter()
+
+    def count(msg):
+        if msg.metadata.message_type != QUERY_PROFILE:
+            return None
+        node = msg.metadata.dst_node_id
+        asked[node] += 1
+        if node == 2 and asked[node] == 1:
+            return Message(Error(code=2, reason="RuntimeError: not ready"), reply_to=msg)
+        return None
+
+    config = tiny_run_config(num_server_rounds=3, output_dir=str(tmp_path), run_name="once")
+    _, _, rows = run_in_process(config, 3, fault=count)
+    assert asked == {1: 1, 2: 2, 3: 1}
+    assert list(rows[0]["failures"]) == ["2"] and "profile: " in rows[0]["failures"]["2"]
+    assert [r["completed"] for r in rows] == [2, 3, 3]

@@ -9,6 +9,7 @@ on a tampered message, or a hand-written client speaks the stream protocol and b
 import queue
 import re
 import time
+from collections import Counter
 
 import grpc
 import pytest
@@ -264,6 +265,35 @@ def test_a_client_that_never_connects_is_dropped(tmp_path):
                                                   "reply-timeout-s": 2.0})
     assert row["completed"] == 3 and list(row["failures"]) == ["3"]
     assert "did not connect" in row["failures"]["3"]
+
+
+def test_a_lost_or_late_round_message_is_sent_again_and_the_client_trains_this_round(
+        tmp_path):
+    """Node 1's first round message is lost (as when its SuperNode fails to fetch it: the
+    SuperNode drops it, no reply ever comes), node 2's first one comes after the connect
+    deadline (3 x its measured start-up + 10 s). Both get a second copy and train in the round;
+    node 2's late first copy finds the round trained and is ignored. Without the resend, node 1
+    would wait out the reply timeout (120 s here; 600 s by default) and be dropped."""
+    copies = Counter()
+
+    def lose_or_delay_the_first(msg):
+        node = msg.metadata.dst_node_id
+        if msg.metadata.message_type != protocol.TRAIN_STREAM:
+            return None
+        copies[node] += 1
+        if node == 1 and copies[node] == 1:
+            return DROP
+        if node == 2 and copies[node] == 1:
+            time.sleep(15.0)
+        return None
+
+    started = time.monotonic()
+    _, _, (row,) = run(tmp_path, fault=lose_or_delay_the_first,
+                       **{"num-server-rounds": 1, "reply-timeout-s": 120.0})
+    print(f"round with a lost and a late round message: {time.monotonic() - started:.1f} s")
+    assert row["completed"] == 4 and not row["failures"], row["failures"]
+    assert {c["node"]: c.get("resent", 0) for c in row["clients"]} == {1: 1, 2: 1, 3: 0, 4: 0}
+    assert copies == {1: 2, 2: 2, 3: 1, 4: 1}
 
 
 def test_batched_tails_train_like_sequential_ones(tmp_path, monkeypatch):

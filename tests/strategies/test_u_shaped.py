@@ -6,8 +6,8 @@ the stream transport, run in-process against the real ClientApp.
 
 
 import pytest
-import torch
 
+from edgesplit.records import unpack
 from fl_app.client_app import app as client_app
 from fl_app.run_config import parse
 from fl_app.server_app import build_strategy
@@ -69,7 +69,7 @@ def test_no_token_ids_or_labels_reach_the_server(tmp_path, server_frames):
     tensors = [(name, t) for f in frames for name, t in f.tensors.items()]
     for reply in replies:
         for record in reply.content.array_records.values():
-            tensors += [(name, torch.from_numpy(record[name].numpy())) for name in record]
+            tensors += list(unpack(record).items())
         for record in (*reply.content.metric_records.values(),
                        *reply.content.config_records.values()):
             assert not {"labels", "input_ids"} & set(record), record

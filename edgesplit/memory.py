@@ -1,4 +1,5 @@
-"""The ServerApp process's memory: what it holds now, its peak, and handing freed pages back.
+"""A process's memory: what it holds now, its peak, and handing freed pages back (the ServerApp
+after every round; a device agent when it lets go of a run).
 
 Measured on SmolLM2-135M in Ray simulation (docs/results.md, "Server memory"): the process grew
 by 250-500 MB a round while `tracemalloc` saw 2.5 MB of live Python objects, flat. The growth
