@@ -42,7 +42,7 @@ from .system_model import (
     uplink_rate_bps,
 )
 
-#: Cost models a run may name (run config `cost-model`).
+#: Cost models a run may name (run config `allocation.cost-model`).
 COST_MODELS = ("makespan", "paper")
 
 
@@ -53,7 +53,7 @@ class Policy:
     uses_split : bool
         Reads `split` (fixed: everyone's split; heterogeneous-fixed: the deepest).
     learned : bool
-        Needs a trained split policy (`rl-policy`).
+        Needs a trained split policy (`allocation.rl-policy`).
     solves_resources : bool
         Optimises the resources for its splits, so they are solved again when a split floor
         moves a split (the others keep their equal, random or fp-given shares).
@@ -95,7 +95,7 @@ class ClientAllocation:
     or the makespan model's share of the cell's (None for a device on its own link);
     user_freq_hz : paper model only (the makespan model's devices run flat out); server_share,
     subchannels : makespan model only. rate_bps: the uplink rate the allocation gives (what
-    `pace-links` paces at).
+    `stream.pace-links` paces at).
     """
 
     split: int
@@ -174,7 +174,7 @@ class SystemAllocator:
         Makespan model: the band of a cell that the clients whose profile says `cell` share
         (`makespan_model`), cut into `cell_subchannels`.
     min_split : int (default: 1)
-        Every client's split is at least this (a privacy floor: `min-device-layers`, or a
+        Every client's split is at least this (a privacy floor: `privacy.min-device-layers`, or a
         leakage budget's floor); 1 = none. The makespan model optimises over the splits at or
         above it. Under the paper model every policy decides as it would without it, then splits
         below the floor are raised to it and, where the policy optimises resources, the
@@ -195,7 +195,7 @@ class SystemAllocator:
             raise ValueError(f"unknown cost model {cost_model!r}; choose from {COST_MODELS}")
         if cost_model == "makespan" and ALLOCATORS[policy].learned:
             raise ValueError(f"allocator {policy} reads the paper model's radio: it needs "
-                             'cost-model = "paper"')
+                             'allocation.cost-model = "paper"')
         self.policy, self.split, self.seed, self.min_split = policy, split, seed, min_split
         self.server_bandwidth_hz, self.weights = server_bandwidth_hz, weights or Weights()
         self.fading_m, self.cost_model = fading_m, cost_model
@@ -209,7 +209,7 @@ class SystemAllocator:
             if split_policy is None or split_policy == "":
                 raise ValueError("allocator rl-split needs a trained split policy: train one with "
                                  "`python -m experiments.split_rl --out DIR`, then pass "
-                                 "DIR/policy (run config: rl-policy=\"DIR/policy\")")
+                                 "DIR/policy (run config: allocation.rl-policy=\"DIR/policy\")")
             if isinstance(split_policy, str | Path):
                 from .split_rl import SplitPolicy  # torch and stable-baselines3: rl-split only
 

@@ -45,7 +45,7 @@ class Device:
     base_dtype : str (default: "float32")
         The frozen base's precision (`edgesplit.placement.BASE_DTYPES`).
     torch_device : str (default: "cpu")
-        Where the head runs (`client-device`: auto, cpu, cuda, cuda:<i>).
+        Where the head runs (`compute.client-device`: auto, cpu, cuda, cuda:<i>).
     activation_noise_std : float (default: 0.0)
         Gaussian noise this device adds to every activation it sends, relative to each
         sequence's median token RMS (`edgesplit.activation_noise`); 0 = none.
@@ -85,7 +85,7 @@ class Device:
         model when it also runs a U-shaped split's last `device_tail_layers` layers."""
         return head_model(self.model_name, self.lora, split, whole=device_tail_layers > 0,
                           dtype=BASE_DTYPES[self.base_dtype],
-                          device=resolve_device(self.torch_device, "client-device"))
+                          device=resolve_device(self.torch_device, "compute.client-device"))
 
     def received_lora(self, record: ArrayRecord, split: int,
                       device_tail_layers: int = 0) -> dict[str, torch.Tensor]:

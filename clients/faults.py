@@ -1,8 +1,8 @@
 """Fault injection: chosen devices misbehave mid-round, so tests can prove the server copes.
 
-The run config's `inject-faults = "partition:kind,..."` (e.g. `"2:raise,5:crash"`) names which
-partitions misbehave, in every round. `fault-rate = p` instead makes every device misbehave in a
-round with probability p, with a kind drawn from `fault-kinds`; the draw is seeded by (seed,
+The run config's `faults.inject = "partition:kind,..."` (e.g. `"2:raise,5:crash"`) names which
+partitions misbehave, in every round. `faults.rate = p` instead makes every device misbehave in a
+round with probability p, with a kind drawn from `faults.kinds`; the draw is seeded by (seed,
 round, partition), so the same devices fail in the same rounds in every run of a config (and in
 a resumed one). Each faulty device trains step 0 normally; at the start of local step
 `FAULT_STEP`, before that step's activations leave (so rounds of one local step have no fault
@@ -59,13 +59,13 @@ def parse(spec: str) -> dict[int, str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         partition, sep, kind = (x.strip() for x in item.partition(":"))
         if not sep or not partition.isdigit():
-            raise ValueError(f"config inject-faults = {spec!r}: {item!r} is not "
+            raise ValueError(f"config faults.inject = {spec!r}: {item!r} is not "
                              "'partition:kind' with a partition id >= 0")
         if kind not in KINDS:
-            raise ValueError(f"config inject-faults = {spec!r}: unknown kind {kind!r}, "
+            raise ValueError(f"config faults.inject = {spec!r}: unknown kind {kind!r}, "
                              f"one of {KINDS}")
         if int(partition) in faults:
-            raise ValueError(f"config inject-faults = {spec!r}: partition {partition} twice")
+            raise ValueError(f"config faults.inject = {spec!r}: partition {partition} twice")
         faults[int(partition)] = kind
     return faults
 
@@ -75,7 +75,7 @@ def parse_kinds(spec: str) -> tuple[str, ...]:
     kinds = tuple(dict.fromkeys(k.strip() for k in spec.split(",") if k.strip()))
     unknown = [k for k in kinds if k not in KINDS]
     if not kinds or unknown:
-        raise ValueError(f"config fault-kinds = {spec!r}: a comma-separated list of {KINDS}")
+        raise ValueError(f"config faults.kinds = {spec!r}: a comma-separated list of {KINDS}")
     return kinds
 
 

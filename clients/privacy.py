@@ -1,6 +1,6 @@
 """A device's privacy budget: the noise it plans, what its blocks have released, when it stops.
 
-The device owns its guarantee (`privacy-epsilon`, `edgesplit.dp`): it plans one noise
+The device owns its guarantee (`privacy.epsilon`, `edgesplit.dp`): it plans one noise
 multiplier for the run, counts how often each of its blocks has been released, asks the
 accountant what that has cost, and refuses a round whose frames would take any block past the
 budget. Every step of a U-shaped split releases two tensors that hold a block of the batch:
@@ -10,7 +10,7 @@ How the count is kept: a device cannot tell a round it was not sampled in from o
 it lost (a simulation actor or a deployed ClientApp that raised keeps no state), so it counts
 every round up to the current one as trained, with the batches the seeded schedule gives them
 (`TokenBlocks.batch_indices`). That is exact when every client trains every round
-(`fraction-train = 1`, the default) and conservative otherwise: a device never spends more
+(`train.client-fraction = 1`, the default) and conservative otherwise: a device never spends more
 than it reports. The noise is planned for `planned_rounds` rounds of the run: a device asked
 for more leaves with the reason.
 """
@@ -85,7 +85,7 @@ class PrivacyAccount:
             if spent > self.settings.epsilon:
                 raise BudgetSpent(
                     f"privacy budget spent: step {step} of round {task.server_round} would take "
-                    f"a block to epsilon {spent:.4g} > privacy-epsilon "
+                    f"a block to epsilon {spent:.4g} > privacy.epsilon "
                     f"{self.settings.epsilon:g} (delta {self.settings.delta:g}; spent so far "
                     f"{self.spent():.4g} over {int(self.released.max())} releases, noise "
                     f"multiplier {self.noise_multiplier:.4g} planned for "

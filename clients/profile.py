@@ -45,14 +45,14 @@ class DeviceProfile:
         Downlink rate from the edge server, when declared (0 = not declared).
     link_shaped : bool (default: False)
         The declared uplink and downlink rates are enforced by the network itself (the
-        testbed's shaped links), so pacing (`pace-links`) only adds what an allocation below
+        testbed's shaped links), so pacing (`stream.pace-links`) only adds what an allocation below
         them costs.
     label : str (default: "")
         A free name for reports (the testbed's device class).
     cell : bool (default: False)
         The device is attached to the cell (one base station's uplink) whose band the round's
-        cell devices share, when the run has one (`cell-bandwidth-hz`); simulated 5G and LTE
-        devices are.
+        cell devices share, when the run has one (`allocation.cell-bandwidth-hz`); simulated 5G and
+        LTE devices are.
     spectral_efficiency : float (default: 0.0)
         A cell device's bit/s per Hz of band (its rate with the whole band is this times the
         cell's bandwidth); simulated ones: their drawn uplink over their link's channel width.

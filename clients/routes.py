@@ -61,7 +61,7 @@ def serve(message_type: str, content: RecordDict, state: RecordDict,
     if handler is None:
         raise ValueError(f"no device handler for message type {message_type!r}")
     settings = Settings.from_run_config(run_config)
-    # `client-threads` (default 1): default intra-op threading made small steps 5-20x slower
+    # `compute.client-threads` (default 1): default intra-op threading made small steps 5-20x slower
     # in deployment (flower-facts.md); in simulation each actor holds one of the machine's cores.
     torch.set_num_threads(settings.client_threads)
     return handler(content, state, device(run_config, node_config, settings))

@@ -38,7 +38,7 @@ class DeviceSession:
         Relative Gaussian noise added to the hidden states before they are sent
         (`edgesplit.activation_noise.add_noise`); 0 = none.
     release : ReleaseNoise, optional
-        Differential privacy (`privacy-epsilon`): activations are clipped per token around
+        Differential privacy (`privacy.epsilon`): activations are clipped per token around
         the public centre and noised, and (U-shaped) the returned gradients clipped per row and
         noised; the head's backward runs through the same clipping. None = sent as computed.
     """

@@ -6,7 +6,7 @@ each step sends the activations and applies the gradient that comes back, keepin
 `DeviceSession` in memory for the round (no `context.state` round trips). It replies with the
 trained head adapter and num-examples, like the final reply of the Flower-message path, with
 the seconds it computed and the seconds it waited on the stream. With a task's `pace_bps` set
-(`pace-links`) its frames leave no faster than that rate (`edgesplit.pacing`).
+(`stream.pace-links`) its frames leave no faster than that rate (`edgesplit.pacing`).
 """
 
 from __future__ import annotations
@@ -179,13 +179,13 @@ class StreamCall:
 
 def private_release(device: Device, model: SplitModel, data: TokenBlocks, task: RoundTask,
                     lora: dict[str, torch.Tensor]) -> tuple[ReleaseNoise, float, float] | None:
-    """Under `privacy-epsilon`: how this round's frames are clipped and noised, the epsilon
+    """Under `privacy.epsilon`: how this round's frames are clipped and noised, the epsilon
     spent after the round and the noise multiplier; `BudgetSpent` (nothing sent) when the
     round does not fit the budget. None without differential privacy."""
     if device.privacy is None:
         return None
     if not task.u_shaped:
-        raise ValueError("privacy-epsilon needs a U-shaped split (device-tail-layers >= 1)")
+        raise ValueError("privacy.epsilon needs a U-shaped split (privacy.device-tail-layers >= 1)")
     account = PrivacyAccount.open(device.privacy, data, task)
     spent = account.admit(data, task)
     block_size = data.input_ids.shape[1]

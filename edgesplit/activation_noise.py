@@ -1,4 +1,4 @@
-"""Gaussian noise a device adds to the activations it sends (`activation-noise-std`).
+"""Gaussian noise a device adds to the activations it sends (`privacy.activation-noise-std`).
 
 Each sequence's hidden states get noise from N(0, (std * r)^2 I), where r is the median over the
 sequence's tokens of a token's root-mean-square activation: a signal-to-noise ratio of about

@@ -56,8 +56,8 @@ class Corpus:
     name : str
         Corpus name: a built-in name or the local path it was read from.
     ids : tuple of str
-        Natural id of each record (``"play/ROLE"`` for Shakespeare; the `partition-by` column or
-        the file of local data).
+        Natural id of each record (``"play/ROLE"`` for Shakespeare; the `data.partition-by` column
+        or the file of local data).
     texts : tuple of str (default: ())
         The records' texts (plain-text corpora).
     conversations : tuple of Conversation (default: ())

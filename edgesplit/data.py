@@ -173,7 +173,7 @@ def _groups(data: DataSettings) -> str:
     """What a natural group of this corpus is, for error messages."""
     if data.corpus in BUILTIN_CORPORA:
         return f"corpus {data.corpus!r} (groups: speakers)"
-    by = f"field {data.partition_by!r} (partition-by)" if data.partition_by else "file"
+    by = f"field {data.partition_by!r} (data.partition-by)" if data.partition_by else "file"
     return f"corpus {data.corpus!r} (groups by {by})"
 
 
@@ -228,7 +228,7 @@ class FederatedText:
                         "use fewer clients, more data or another partitioning")
         if len(split.heldout) == 0:
             raise ValueError(f"{_groups(self.data)}: the server's hold-out is empty; raise "
-                             "heldout-fraction")
+                             "data.heldout-fraction")
 
     def client(self, partition_id: int) -> ClientShard:
         """Return the train and validation blocks of client ``partition_id``."""

@@ -1,6 +1,6 @@
 """Differential privacy of what a device sends: row clipping, Gaussian noise, the accountant.
 
-The unit of privacy is one training block (`block-size` tokens of a device's text); two data
+The unit of privacy is one training block (`data.block-size` tokens of a device's text); two data
 sets are neighbours when one block is replaced by another. A release is one tensor that leaves
 the device: the activations of a batch at the split, or (U-shaped split) the gradient it returns
 at the body's output. Before release every row (one token's vector) is clipped to L2 norm

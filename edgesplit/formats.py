@@ -122,7 +122,7 @@ def response_pieces(turns: Conversation, tokenizer: PreTrainedTokenizerBase
             raise ValueError(
                 "the tokenizer's chat template renders a conversation's earlier turns "
                 "differently once an answer follows, so the response tokens cannot be found; "
-                "use single-turn data (data-format = \"instruction\")")
+                "use single-turn data (data.format = \"instruction\")")
         pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
         done = full
     return pieces
@@ -165,7 +165,7 @@ def encode_conversations(conversations: Sequence[Conversation],
         if any(label != IGNORE for label in labels[1:]):
             rows.append((ids, labels))
     if len(rows) < len(conversations):
-        logger.warning("%d of %d examples dropped: no response token within block-size %d",
+        logger.warning("%d of %d examples dropped: no response token within data.block-size %d",
                        len(conversations) - len(rows), len(conversations), block_size)
     shape = (len(rows), block_size)
     input_ids = np.full(shape, _pad_id(tokenizer), dtype=np.int64)

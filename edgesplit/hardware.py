@@ -2,9 +2,9 @@
 
 Simulated clients draw a device class from `DEVICES` (`clients.profile`); a deployed SuperNode
 names one with `--node-config "device.class=jetson-orin-nano"` (or states its figures one by
-one); the ServerApp names its own class with the run config's `server-class`. The makespan cost
-model (`allocation.makespan_model`) turns these figures into seconds and joules per layer until
-measured speeds replace them (`calibration = "measure"`).
+one); the ServerApp names its own class with the run config's `allocation.server-class`. The
+makespan cost model (`allocation.makespan_model`) turns these figures into seconds and joules per
+layer until measured speeds replace them (`allocation.calibration = "measure"`).
 
 Compute is the peak of the unit that trains, at float32 (EdgeSplit trains in float32), written
 as clock x parallel units x FLOPs per unit per cycle (a fused multiply-add counts 2): CUDA cores
@@ -84,7 +84,7 @@ class Hardware:
         Devices: the name of their access link in `LINKS`; servers: "".
     batch_concurrency : float (default: 1.0)
         Servers: how many one-client tail batches run, batched, in the time of one [D]; used
-        with `batch-tails` until the server measures it.
+        with `compute.batch-tails` until the server measures it.
     """
 
     name: str
@@ -128,7 +128,8 @@ SERVERS: dict[str, Hardware] = {s.name: s for s in (
     Hardware("cpu-epyc-9654", "server", 2.4e9, 96, 32, 384, 360, batch_concurrency=1),
 )}
 
-#: The edge server of the built-in job (run config `server-class`): NVIDIA's edge/MEC card.
+#: The edge server of the built-in job (run config `allocation.server-class`): NVIDIA's edge/MEC
+# card.
 DEFAULT_SERVER = "l4"
 
 #: Share of peak FLOP/s that dense training kernels sustain, applied to every catalogue figure

@@ -3,7 +3,7 @@
 `corpus` may name a folder written by `datasets.save_to_disk` (a `DatasetDict` gives its "train"
 split), a .jsonl/.json/.csv/.parquet/.txt file, or a folder of such files of one kind (read
 recursively, in name order; a .txt file gives one record per paragraph, in column "text"). Each
-file is read on its own so that every record knows its file: without `partition-by`, a record's
+file is read on its own so that every record knows its file: without `data.partition-by`, a record's
 natural group is its file (one file per user works with no configuration).
 
 Bad data stops here, before any training, with an error naming the file and the field: a missing
@@ -117,7 +117,7 @@ def _messages(name: str, row: int, value: Any, field: str) -> Conversation:
         if not (isinstance(turn, Mapping) and isinstance(turn.get("role"), str)
                 and isinstance(turn.get("content"), str)):
             raise ValueError(f"corpus file {name!r}, record {row}: field {field!r} (set by "
-                             "messages-field) must be a list of {role, content} messages")
+                             "data.messages-field) must be a list of {role, content} messages")
         turns.append((turn["role"], turn["content"]))
     if not any(role == "assistant" for role, _ in turns):
         raise ValueError(f"corpus file {name!r}, record {row}: field {field!r} has no "
@@ -129,23 +129,23 @@ def _records(name: str, table: Any, data: DataSettings) -> list[str | Conversati
     """The records of one file in the run's data format."""
     n = len(table)
     if data.data_format == "text":
-        column = _column(name, table, data.text_field, "text-field")
+        column = _column(name, table, data.text_field, "data.text-field")
         # Blank texts stay: they only add an end-of-text token, and dropping them would shift
-        # the rows against their partition-by values.
-        return [_text(name, i, v, data.text_field, "text-field", blank_ok=True)
+        # the rows against their data.partition-by values.
+        return [_text(name, i, v, data.text_field, "data.text-field", blank_ok=True)
                 for i, v in enumerate(column)]
     if data.data_format == "chat":
-        column = _column(name, table, data.messages_field, "messages-field")
+        column = _column(name, table, data.messages_field, "data.messages-field")
         return [_messages(name, i, v, data.messages_field) for i, v in enumerate(column)]
-    instructions = _column(name, table, data.instruction_field, "instruction-field")
-    outputs = _column(name, table, data.output_field, "output-field")
-    inputs = (_column(name, table, data.input_field, "input-field") if data.input_field
+    instructions = _column(name, table, data.instruction_field, "data.instruction-field")
+    outputs = _column(name, table, data.output_field, "data.output-field")
+    inputs = (_column(name, table, data.input_field, "data.input-field") if data.input_field
               else [None] * n)
     records: list[str | Conversation] = []
     for i in range(n):
-        prompt = _text(name, i, instructions[i], data.instruction_field, "instruction-field")
-        extra = _text(name, i, inputs[i], data.input_field, "input-field", optional=True)
-        response = _text(name, i, outputs[i], data.output_field, "output-field")
+        prompt = _text(name, i, instructions[i], data.instruction_field, "data.instruction-field")
+        extra = _text(name, i, inputs[i], data.input_field, "data.input-field", optional=True)
+        response = _text(name, i, outputs[i], data.output_field, "data.output-field")
         user = f"{prompt}\n\n{extra}" if extra.strip() else prompt
         records.append((("user", user), ("assistant", response)))
     return records
@@ -180,11 +180,11 @@ def load_local(data: DataSettings) -> Corpus:
             raise ValueError(f"corpus file {name!r} has no records")
         records += _records(name, table, data)
         if data.partition_by:
-            groups = _column(name, table, data.partition_by, "partition-by")
+            groups = _column(name, table, data.partition_by, "data.partition-by")
             if any(g is None for g in groups):
                 row = next(i for i, g in enumerate(groups) if g is None)
                 raise ValueError(f"corpus file {name!r}, record {row}: no value in field "
-                                 f"{data.partition_by!r} (set by partition-by)")
+                                 f"{data.partition_by!r} (set by data.partition-by)")
             ids += [str(g) for g in groups]
         else:
             ids += [name] * len(table)

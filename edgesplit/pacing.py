@@ -1,6 +1,6 @@
 """Pacing a sender to a rate: the stream's frames leave no faster than the bandwidth the
 allocator gave this client, so the allocation is what the link carries (run config
-`pace-links`; off by default, on in the testbed).
+`stream.pace-links`; off by default, on in the testbed).
 
 A token bucket with no burst: a frame of n bytes leaves once the bucket has refilled the
 `8 n / rate` seconds it costs, counted from when the previous frame's cost was paid, so frames

@@ -1,8 +1,8 @@
 """Where the frozen base runs and in which precision: run-config names -> torch objects.
 
-`server-device` places the server's model (every client's tail); `client-device` places a
-device's head (in simulation, where devices share the machine; Ray hands a client actor a GPU
-only with `client-resources-num-gpus`); `base-dtype` is the frozen base's precision (LoRA
+`compute.server-device` places the server's model (every client's tail); `compute.client-device`
+places a device's head (in simulation, where devices share the machine; Ray hands a client actor a
+GPU only with `client-resources-num-gpus`); `model.base-dtype` is the frozen base's precision (LoRA
 parameters and optimizer state stay float32).
 """
 

@@ -1,4 +1,4 @@
-"""Built-in model presets and how a `model-name` becomes a local checkpoint folder.
+"""Built-in model presets and how a `model.name` becomes a local checkpoint folder.
 
 Every model the split core loads is a plain Hugging Face checkpoint folder (config, safetensors
 weights, tokenizer), so a device can read just the tensors of its head. Presets are materialised

@@ -2,10 +2,10 @@
 
 `python -m experiments.privacy` writes one row per (split, attack, wire format, noise level): how
 much of the text an attack recovers from what a device sends at that split. A run with
-`max-token-recovery` and `privacy-report` turns the rows that match it (its model, the format its
-activations travel in, its `activation-noise-std`) into the smallest split from which every
-deeper split stays within the budget, judged by the strongest attack the report holds at each
-split: the floor the allocator never goes below. Rows of differentially private releases
+`privacy.max-token-recovery` and `privacy.report` turns the rows that match it (its model, the
+format its activations travel in, its `privacy.activation-noise-std`) into the smallest split from
+which every deeper split stays within the budget, judged by the strongest attack the report holds at
+each split: the floor the allocator never goes below. Rows of differentially private releases
 (`noise_multiplier` > 0) are the frontier's (`experiments.privacy_frontier`), not the floor's.
 """
 
@@ -118,5 +118,6 @@ def split_floor(rows: list[LeakageRow], model: str, wire: str, noise_std: float,
         raise ValueError(
             f"no split of {model} keeps the measured token recovery within {max_token_recovery:g}"
             f" down to the deepest split ({wire}, noise std {levels[-1]:g}); the lowest is "
-            f"{recovery[best]:.3f} at split {best}: raise the budget or activation-noise-std")
+            f"{recovery[best]:.3f} at split {best}: raise the budget or "
+            "privacy.activation-noise-std")
     return floor

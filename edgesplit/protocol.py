@@ -40,9 +40,9 @@ STREAM = "stream"  # the stream's address, secret and wire dtype in a train.stre
 # the server's queue and tail).
 COMPUTE_S = "compute-s"
 EXCHANGE_S = "exchange-s"
-# Under `privacy-epsilon`, in the same reply: the epsilon the device has spent after the round
+# Under `privacy.epsilon`, in the same reply: the epsilon the device has spent after the round
 # (its most released block) and the noise multiplier it planned.
-PRIVACY_EPSILON = "privacy-epsilon"
+PRIVACY_EPSILON = "privacy-epsilon"  # rename-keys: keep (a metric name, not a run-config key)
 PRIVACY_NOISE_MULTIPLIER = "privacy-noise-multiplier"
 
 # Stream frame kinds: device -> server "hello", then per step "activations" (and in a U-shaped

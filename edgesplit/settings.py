@@ -73,7 +73,7 @@ class PrivacySettings:
     gradient_clip : float (default: 1.0)
         Per-row L2 clip of the gradients a U-shaped device returns, in units of the probe's.
     planned_rounds : int (default: 1)
-        Rounds the noise is planned for (the run's `num-server-rounds`): a device that trains
+        Rounds the noise is planned for (the run's `train.rounds`): a device that trains
         in all of them ends the run with exactly its budget spent.
     """
 
@@ -307,12 +307,13 @@ class Settings:
     objective_weights: str = "1,1,1"  # the allocator's weights of time, energy, stability
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
     min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
-    max_token_recovery: float = 1.0  # leakage budget read from privacy-report; 1 = none
-    privacy_report: str = ""  # CSV of `python -m experiments.privacy` (for max-token-recovery)
+    max_token_recovery: float = 1.0  # leakage budget read from privacy.report; 1 = none
+    privacy_report: str = ""  # CSV of `python -m experiments.privacy` (for
+                              # privacy.max-token-recovery)
     activation_noise_std: float = 0.0  # device: noise on sent activations, x median token RMS
     privacy_epsilon: float = 0.0  # device: (epsilon, delta)-DP of every frame it sends; 0 = off
-    privacy_delta: float = 1e-5  # the delta of privacy-epsilon and adapter-epsilon
-    privacy_rounds: int = 0  # rounds both budgets are planned for; 0 = num-server-rounds
+    privacy_delta: float = 1e-5  # the delta of privacy.epsilon and privacy.adapter-epsilon
+    privacy_rounds: int = 0  # rounds both budgets are planned for; 0 = train.rounds
     activation_clip: float = 1.0  # per-token L2 clip, x the probe's median centred token norm
     gradient_clip: float = 1.0  # U-shaped: per-row clip of returned gradients, x the probe's median
     adapter_epsilon: float = 0.0  # server: user-level DP of the global adapter; 0 = off
@@ -323,7 +324,7 @@ class Settings:
     channel_bits: int = 8  # quantise-flip: bits per activation value
     transport: str = "stream"
     stream_host: str = "127.0.0.1"  # the stream server binds here
-    stream_public_host: str = ""  # the host devices dial; empty = stream-host
+    stream_public_host: str = ""  # the host devices dial; empty = stream.host
     stream_port: int = 0  # 0 = OS-chosen
     stream_dtype: str = "float32"
     pace_links: bool = False  # stream: pace each client's frames at its allocated link rate
@@ -336,7 +337,7 @@ class Settings:
     eval_every: int = 1
     inject_faults: str = ""  # testing: "partition:kind,..." makes those clients misbehave
     fault_rate: float = 0.0  # testing: each client misbehaves in a round with this probability
-    fault_kinds: str = "raise,silent,crash,disconnect,straggle"  # what fault-rate draws from
+    fault_kinds: str = "raise,silent,crash,disconnect,straggle"  # what faults.rate draws from
     eval_batches: int = 2
     eval_overlap: bool = False  # the server's own evaluation runs while the devices compute theirs
     # Greedy generations from these prompts ("|"-separated) each evaluation round; empty = none.
@@ -375,64 +376,72 @@ class Settings:
             ("lora.rank", self.lora_rank >= 1, "must be >= 1"),
             ("lora.alpha", self.lora_alpha > 0, "must be > 0"),
             ("lora.dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
-            ("dirichlet-alpha", self.dirichlet_alpha > 0, "must be > 0"),
-            ("block-size", self.block_size >= 2, "must be >= 2"),
-            ("val-fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"),
-            ("heldout-fraction", 0 < self.heldout_fraction < 1, "must be in (0, 1)"),
-            ("num-server-rounds", self.num_server_rounds >= 1, "must be >= 1"),
-            ("fraction-train", 0 < self.fraction_train <= 1, "must be in (0, 1]"),
-            ("min-train-clients", self.min_train_clients >= 1, "must be >= 1"),
-            ("local-steps", self.local_steps >= 1, "must be >= 1"),
-            ("batch-size", self.batch_size >= 1, "must be >= 1"),
-            ("learning-rate", self.learning_rate > 0, "must be > 0"),
-            ("trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
-            ("device-tail-layers", self.device_tail_layers >= 0, "must be >= 0 (0 = two-part)"),
-            ("split", self.split >= 1, "must be >= 1"),
-            ("calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
-            ("server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
-            ("cell-bandwidth-hz", self.cell_bandwidth_hz >= 0, "must be >= 0 (0 = no cell)"),
-            ("cell-subchannels", self.cell_subchannels >= 1, "must be >= 1"),
-            ("min-device-layers", self.min_device_layers >= 0, "must be >= 0 (0 = no floor)"),
-            ("max-token-recovery", 0 <= self.max_token_recovery <= 1,
+            ("data.dirichlet-alpha", self.dirichlet_alpha > 0, "must be > 0"),
+            ("data.block-size", self.block_size >= 2, "must be >= 2"),
+            ("data.val-fraction", 0 < self.val_fraction < 1, "must be in (0, 1)"),
+            ("data.heldout-fraction", 0 < self.heldout_fraction < 1, "must be in (0, 1)"),
+            ("train.rounds", self.num_server_rounds >= 1, "must be >= 1"),
+            ("train.client-fraction", 0 < self.fraction_train <= 1, "must be in (0, 1]"),
+            ("train.min-clients", self.min_train_clients >= 1, "must be >= 1"),
+            ("train.local-steps", self.local_steps >= 1, "must be >= 1"),
+            ("train.batch-size", self.batch_size >= 1, "must be >= 1"),
+            ("train.learning-rate", self.learning_rate > 0, "must be > 0"),
+            ("train.trim-fraction", 0 <= self.trim_fraction < 0.5, "must be in [0, 0.5)"),
+            ("privacy.device-tail-layers", self.device_tail_layers >= 0,
+             "must be >= 0 (0 = two-part)"),
+            ("allocation.fixed-split", self.split >= 1, "must be >= 1"),
+            ("allocation.calibration-steps", self.calibration_steps >= 1, "must be >= 1"),
+            ("allocation.server-bandwidth-hz", self.server_bandwidth_hz > 0, "must be > 0"),
+            ("allocation.cell-bandwidth-hz", self.cell_bandwidth_hz >= 0,
+             "must be >= 0 (0 = no cell)"),
+            ("allocation.cell-subchannels", self.cell_subchannels >= 1, "must be >= 1"),
+            ("privacy.min-device-layers", self.min_device_layers >= 0,
+             "must be >= 0 (0 = no floor)"),
+            ("privacy.max-token-recovery", 0 <= self.max_token_recovery <= 1,
              "must be in [0, 1] (1 = no budget)"),
-            ("max-token-recovery", self.max_token_recovery == 1 or self.device_tail_layers > 0,
-             "a leakage budget needs device-tail-layers >= 1: the two-part split sends the "
+            ("privacy.max-token-recovery",
+             self.max_token_recovery == 1 or self.device_tail_layers > 0,
+             "a leakage budget needs privacy.device-tail-layers >= 1: the two-part split sends the "
              "labels, that is the text itself, to the server"),
-            ("privacy-report", self.max_token_recovery == 1 or bool(self.privacy_report),
-             "max-token-recovery < 1 reads its floor from a report (`python -m "
+            ("privacy.report", self.max_token_recovery == 1 or bool(self.privacy_report),
+             "privacy.max-token-recovery < 1 reads its floor from a report (`python -m "
              "experiments.privacy` writes one)"),
-            ("activation-noise-std", self.activation_noise_std >= 0, "must be >= 0 (0 = off)"),
-            ("privacy-epsilon", self.privacy_epsilon >= 0, "must be >= 0 (0 = off)"),
-            ("privacy-epsilon", self.privacy_epsilon == 0 or self.device_tail_layers > 0,
-             "differentially private activations need device-tail-layers >= 1: the two-part "
-             "split sends the labels, that is the text itself, to the server"),
-            ("privacy-epsilon", self.privacy_epsilon == 0 or self.activation_noise_std == 0,
-             "replaces activation-noise-std (set it to 0)"),
-            ("privacy-delta", 0 < self.privacy_delta < 1, "must be in (0, 1)"),
-            ("privacy-rounds", self.privacy_rounds >= 0, "must be >= 0 (0 = num-server-rounds)"),
-            ("activation-clip", self.activation_clip > 0, "must be > 0"),
-            ("gradient-clip", self.gradient_clip > 0, "must be > 0"),
-            ("adapter-epsilon", self.adapter_epsilon >= 0, "must be >= 0 (0 = off)"),
-            ("adapter-clip", self.adapter_clip > 0, "must be > 0"),
-            ("nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
-            ("channel-bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
-            ("stream-port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),
-            ("tls-keyfile", bool(self.tls_certfile) == bool(self.tls_keyfile),
-             "tls-certfile and tls-keyfile go together"),
-            ("tls-ca-certfile", not self.tls_ca_certfile or bool(self.tls_certfile),
-             "needs tls-certfile and tls-keyfile"),
-            ("step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
-            ("reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
-            ("connect-resends", self.connect_resends >= 0, "must be >= 0 (0 = never)"),
-            ("eval-every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
-            ("fault-rate", 0 <= self.fault_rate <= 1, "must be in [0, 1]"),
-            ("eval-batches", self.eval_batches >= 1, "must be >= 1"),
-            ("server-threads", self.server_threads >= 0, "must be >= 0 (0 = torch's default)"),
-            ("client-threads", self.client_threads >= 1, "must be >= 1"),
-            ("sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
+            ("privacy.activation-noise-std", self.activation_noise_std >= 0,
+             "must be >= 0 (0 = off)"),
+            ("privacy.epsilon", self.privacy_epsilon >= 0, "must be >= 0 (0 = off)"),
+            ("privacy.epsilon", self.privacy_epsilon == 0 or self.device_tail_layers > 0,
+             "differentially private activations need privacy.device-tail-layers >= 1: the "
+             "two-part split sends the labels, that is the text itself, to the server"),
+            ("privacy.epsilon", self.privacy_epsilon == 0 or self.activation_noise_std == 0,
+             "replaces privacy.activation-noise-std (set it to 0)"),
+            ("privacy.delta", 0 < self.privacy_delta < 1, "must be in (0, 1)"),
+            ("privacy.rounds", self.privacy_rounds >= 0, "must be >= 0 (0 = train.rounds)"),
+            ("privacy.activation-clip", self.activation_clip > 0, "must be > 0"),
+            ("privacy.gradient-clip", self.gradient_clip > 0, "must be > 0"),
+            ("privacy.adapter-epsilon", self.adapter_epsilon >= 0, "must be >= 0 (0 = off)"),
+            ("privacy.adapter-clip", self.adapter_clip > 0, "must be > 0"),
+            ("channel.nakagami-m", self.nakagami_m >= 0.5, "must be >= 0.5"),
+            ("channel.bits", 1 <= self.channel_bits <= 32, "must be in [1, 32]"),
+            ("stream.port", 0 <= self.stream_port <= 65535, "must be in [0, 65535]"),
+            ("stream.tls-keyfile", bool(self.tls_certfile) == bool(self.tls_keyfile),
+             "stream.tls-certfile and stream.tls-keyfile go together"),
+            ("stream.tls-ca-certfile", not self.tls_ca_certfile or bool(self.tls_certfile),
+             "needs stream.tls-certfile and stream.tls-keyfile"),
+            ("faults.step-timeout-s", self.step_timeout_s > 0, "must be > 0"),
+            ("faults.reply-timeout-s", self.reply_timeout_s > 0, "must be > 0"),
+            ("faults.connect-resends", self.connect_resends >= 0, "must be >= 0 (0 = never)"),
+            ("eval.every", self.eval_every >= 0, "must be >= 0 (0 = never)"),
+            ("faults.rate", 0 <= self.fault_rate <= 1, "must be in [0, 1]"),
+            ("eval.batches", self.eval_batches >= 1, "must be >= 1"),
+            ("compute.server-threads", self.server_threads >= 0,
+             "must be >= 0 (0 = torch's default)"),
+            ("compute.client-threads", self.client_threads >= 1, "must be >= 1"),
+            ("eval.sample-tokens", self.sample_tokens >= 1, "must be >= 1"),
         ]
-        fields = [("text-field", self.text_field), ("instruction-field", self.instruction_field),
-                  ("output-field", self.output_field), ("messages-field", self.messages_field)]
+        fields = [("data.text-field", self.text_field), ("data.instruction-field",
+                                                         self.instruction_field),
+                  ("data.output-field", self.output_field), ("data.messages-field",
+                                                             self.messages_field)]
         checks += [(key, bool(value.strip()), "must name a column") for key, value in fields]
         for key, ok, rule in checks:
             if not ok:
@@ -452,7 +461,7 @@ class Settings:
 
     @property
     def privacy(self) -> PrivacySettings | None:
-        """What a device needs to protect what it sends; None when `privacy-epsilon` is 0."""
+        """What a device needs to protect what it sends; None when `privacy.epsilon` is 0."""
         if not self.privacy_epsilon:
             return None
         return PrivacySettings(epsilon=self.privacy_epsilon, delta=self.privacy_delta,
@@ -462,7 +471,7 @@ class Settings:
 
     @property
     def planned_privacy_rounds(self) -> int:
-        """Rounds `privacy-epsilon` and `adapter-epsilon` are planned for."""
+        """Rounds `privacy.epsilon` and `privacy.adapter-epsilon` are planned for."""
         return self.privacy_rounds or self.num_server_rounds
 
     @property
@@ -487,6 +496,7 @@ def objective_weights(text: str) -> tuple[float, float, float]:
     except ValueError:
         weights = ()
     if len(weights) != 3 or not all(0 <= w < float("inf") for w in weights) or not any(weights):
-        raise ValueError(f"objective-weights = {text!r}: give three finite weights >= 0, not all "
-                         "0, as \"time,energy,stability\" (e.g. \"1,0,0\": makespan only)")
+        raise ValueError(f"allocation.objective-weights = {text!r}: give three finite weights >= "
+                         "0, not all 0, as \"time,energy,stability\" (e.g. \"1,0,0\": makespan "
+                         "only)")
     return weights  # type: ignore[return-value]

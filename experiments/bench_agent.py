@@ -60,8 +60,8 @@ def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "t
     run folder). The caller stops the harness."""
     harness = FlowerHarness(scratch / f"{mode}-{repeat}" / "flwr-home")
     out = scratch / f"{mode}-{repeat}" / "outputs"
-    config = {**CONFIG, "model-name": model, "num-server-rounds": rounds,
-              "output-dir": str(out), "run-name": mode}
+    config = {**CONFIG, "model.name": model, "train.rounds": rounds,
+              "run.output-dir": str(out), "run.name": mode}
     load = load_average()
     try:
         deployment = start_deployment(harness, CLIENTS, agents=mode == "agent")

@@ -49,7 +49,8 @@ from harness.inprocess import InProcessGrid  # noqa: E402
 from strategies.transport import TailStep, TrainJob, TrainOutcome, Transport  # noqa: E402
 
 NUM_CLIENTS = 8  # the default federation's num-supernodes
-QUICK = {"model-name": "tiny-llama", "corpus": "synthetic", "num-server-rounds": 2, "split": 3}
+QUICK = {"model.name": "tiny-llama", "data.corpus": "synthetic", "train.rounds": 2,
+         "allocation.fixed-split": 3}
 
 
 class CountingTransport:
@@ -73,9 +74,10 @@ class CountingTransport:
 
 
 def train(mode: str, overrides: dict, folder: Path) -> tuple[list[dict], dict]:
-    """One training run with `stream-dtype = mode`: its metrics rows and its summary row."""
-    config = {**Settings().as_dict(), **overrides, "transport": "stream", "stream-dtype": mode,
-              "output-dir": str(folder), "run-name": mode}
+    """One training run with `stream.dtype = mode`: its metrics rows and its summary row."""
+    config = {**Settings().as_dict(), **overrides, "stream.transport": "stream",
+              "stream.dtype": mode,
+              "run.output-dir": str(folder), "run.name": mode}
     settings = parse(config)
     grid = InProcessGrid(client_app, config, NUM_CLIENTS, concurrent=True)
     strategy = build_strategy(settings, grid)

@@ -1,8 +1,8 @@
 """Benchmark: a round's wall time next to its compute bound, for round schedules side by side.
 
 The compute bound of a round is the sum of its steps' unsplit compute: every completed client's
-local steps as one whole-model LoRA training step each (forward, backward, AdamW; batch-size x
-block-size tokens), every evaluation batch as one whole-model forward (each client's validation
+local steps as one whole-model LoRA training step each (forward, backward, AdamW; train.batch-size x
+data.block-size tokens), every evaluation batch as one whole-model forward (each client's validation
 blocks and the server's held-out blocks), and the sample generations. These unit costs are
 measured here, in this process, on all the machine's cores, with no Flower process running:
 before the first simulation, between the simulations and after the last one; the bound uses
@@ -52,11 +52,13 @@ from strategies.samples import sample_generations
 # "after": the server evaluates while the devices do, and serves the tails of clients waiting
 # together in one pass; "after-1t" also holds the ServerApp to one thread, leaving a core to
 # the devices' heads.
-BEFORE = {"server-threads": 0, "client-threads": 1, "batch-tails": False, "eval-overlap": False}
+BEFORE = {"compute.server-threads": 0, "compute.client-threads": 1, "compute.batch-tails": False,
+          "eval.overlap": False}
 VARIANTS = {
     "before": BEFORE,
-    "after": {**BEFORE, "batch-tails": True, "eval-overlap": True},
-    "after-1t": {**BEFORE, "server-threads": 1, "batch-tails": True, "eval-overlap": True},
+    "after": {**BEFORE, "compute.batch-tails": True, "eval.overlap": True},
+    "after-1t": {**BEFORE, "compute.server-threads": 1, "compute.batch-tails": True,
+                 "eval.overlap": True},
 }
 
 
@@ -134,7 +136,7 @@ def simulate(name: str, config: dict, clients: int, out: Path) -> list[dict]:
         harness = FlowerHarness(Path(home))
         try:
             start_simulation_superlink(harness, "bound")
-            run_config = run_config_arg({**config, "output-dir": str(out), "run-name": name})
+            run_config = run_config_arg({**config, "run.output-dir": str(out), "run.name": name})
             rc, log = harness.run("flwr-run", [
                 flwr_bin("flwr"), "run", ".", "bound", "--run-config", run_config,
                 "--federation-config", f"num-supernodes={clients} client-resources-num-cpus=1",
@@ -162,11 +164,12 @@ def main() -> None:
                         help="tiny-llama on the synthetic corpus, 4 clients, 2 rounds")
     args = parser.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    config: dict = {"num-server-rounds": args.rounds, "local-steps": args.local_steps}
+    config: dict = {"train.rounds": args.rounds, "train.local-steps": args.local_steps}
     if args.quick:
-        args.clients, config["num-server-rounds"] = 4, 2
-        config.update({"model-name": "tiny-llama", "corpus": "synthetic", "block-size": 16,
-                       "split": 2, "sample-tokens": 8})
+        args.clients, config["train.rounds"] = 4, 2
+        config.update({"model.name": "tiny-llama", "data.corpus": "synthetic",
+                       "data.block-size": 16,
+                       "allocation.fixed-split": 2, "eval.sample-tokens": 8})
     for pair in args.extra.split():
         key, value = pair.split("=", 1)
         try:

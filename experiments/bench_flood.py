@@ -54,12 +54,12 @@ def cpu_s(who: int) -> float:
 
 def round_once(args: argparse.Namespace, out: Path, name: str, flood_s: float | None) -> dict:
     """One round; with `flood_s`, a flooder process spreads its attempts over that time."""
-    config = {"model-name": args.model, "num-server-rounds": 1, "local-steps": args.local_steps,
-              "allocator": "fixed", "split": args.split, "eval-every": 0,
-              "min-train-clients": args.clients, "transport": "stream",
-              "stream-host": "[::]" if args.flood_from == "other" else "127.0.0.1",
-              "stream-public-host": "127.0.0.1", "output-dir": str(out), "run-name": name,
-              **({"corpus": "synthetic", "block-size": 16} if args.model == "tiny-llama"
+    config = {"model.name": args.model, "train.rounds": 1, "train.local-steps": args.local_steps,
+              "allocation.method": "fixed", "allocation.fixed-split": args.split, "eval.every": 0,
+              "train.min-clients": args.clients, "stream.transport": "stream",
+              "stream.host": "[::]" if args.flood_from == "other" else "127.0.0.1",
+              "stream.public-host": "127.0.0.1", "run.output-dir": str(out), "run.name": name,
+              **({"data.corpus": "synthetic", "data.block-size": 16} if args.model == "tiny-llama"
                  else {})}
     flooder = None
     if flood_s is not None:  # started (imports and all) before the round, waiting for its port

@@ -2,8 +2,8 @@
 
 For each (registered N, sampled S) pair one Ray simulation runs through the real Flower runtime
 (`flwr run` against a private simulation SuperLink, as the e2e tests start it), sampling S
-clients per round (`fraction-train = S / N`). The ServerApp records its process's resident and
-peak memory in every metrics row (`server_rss_mb`, `server_peak_rss_mb`); while the run goes,
+clients per round (`train.client-fraction = S / N`). The ServerApp records its process's resident
+and peak memory in every metrics row (`server_rss_mb`, `server_peak_rss_mb`); while the run goes,
 this script also reads the resident memory of every Ray client actor (`ray::ClientAppActor`)
 and of the simulation process from /proc every second and keeps the peaks. Nothing per
 registered client should be built before it is sampled, so memory and round time should not
@@ -77,9 +77,9 @@ def run_once(registered: int, sampled: int, rounds: int, model: str, out: Path,
         harness = FlowerHarness(Path(home))
         try:
             start_simulation_superlink(harness, "scale")
-            run_config = (f'model-name="{model}" num-server-rounds={rounds} '
-                          f'fraction-train={sampled / registered} min-train-clients=2 '
-                          f'output-dir="{out}" run-name="{name}" {extra_config}')
+            run_config = (f'model.name="{model}" train.rounds={rounds} '
+                          f'train.client-fraction={sampled / registered} train.min-clients=2 '
+                          f'run.output-dir="{out}" run.name="{name}" {extra_config}')
             started = time.perf_counter()
             with PeakMemory(harness, {"actor": "ClientAppActor",
                                       "simulation": "flwr-simulation"}) as memory:
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--local-steps", type=int, default=1)
     parser.add_argument("--partitioning", default="iid")
-    parser.add_argument("--extra", default="eval-every=0 calibration=\"none\"",
+    parser.add_argument("--extra", default="eval.every=0 allocation.calibration=\"none\"",
                         help="more run-config overrides for every run")
     parser.add_argument("--out", type=Path, default=Path("results/bench_scale"))
     parser.add_argument("--quick", action="store_true",
@@ -129,11 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     # The SuperLink starts Flower's other executables by name: find them beside this Python.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    extra = (f'local-steps={args.local_steps} partitioning="{args.partitioning}" '
+    extra = (f'train.local-steps={args.local_steps} data.partitioning="{args.partitioning}" '
              f'{args.extra}')
     if args.quick:
         args.registered, args.sampled, args.model, args.rounds = [8, 40], [4], "tiny-llama", 2
-        extra += ' corpus="synthetic" split=3 block-size=16'
+        extra += ' data.corpus="synthetic" allocation.fixed-split=3 data.block-size=16'
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for sampled in args.sampled:

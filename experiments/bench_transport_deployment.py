@@ -32,10 +32,11 @@ def one_round(harness: FlowerHarness, connection: str, transport: str, steps: in
               out: Path) -> dict:
     """Run one round; return its metrics row (timings of the round's phases)."""
     name = f"{transport}-{steps}"
-    config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds=1 split=2 '
-              f'allocator="fixed" local-steps={steps} batch-size=4 block-size=64 '
-              f'min-train-clients=1 eval-every=0 transport="{transport}" '
-              f'step-timeout-s=120 output-dir="{out}" run-name="{name}"')
+    config = (f'model.name="tiny-llama" data.corpus="synthetic" train.rounds=1 '
+              f'allocation.fixed-split=2 allocation.method="fixed" train.local-steps={steps} '
+              f'train.batch-size=4 data.block-size=64 train.min-clients=1 eval.every=0 '
+              f'stream.transport="{transport}" faults.step-timeout-s=120 run.output-dir="{out}" '
+              f'run.name="{name}"')
     rc, log = harness.run(f"flwr-run-{name}", [
         flwr_bin("flwr"), "run", ".", connection, "--run-config", config, "--stream"],
         timeout_s=ROUND_TIMEOUT_S)

@@ -3,13 +3,13 @@ allocator divides among them every round with their splits and server shares, an
 holds each to its share.
 
 The built-in job (SmolLM2-135M on Shakespeare, 8 clients; README's config) run in-process with
-the real ServerApp and ClientApp code, plus ``cell-bandwidth-hz`` (20 MHz),
-``pace-links = true`` and ``calibration = "track"`` (speeds re-measured every round, so the
-round's scenario, and its division of the band, moves with what the clients did). Writes the
-run folder (``metrics.jsonl``, ``figures/clients.png`` with each client's bandwidth per round)
-under ``--out`` and ``bandwidth.csv``: per round and client, its split, subchannels, bandwidth,
-paced rate, and modelled and measured transfer seconds. ``--quick``: the tiny test model, one
-round (seconds). Usage::
+the real ServerApp and ClientApp code, plus ``allocation.cell-bandwidth-hz`` (20 MHz),
+``stream.pace-links = true`` and ``allocation.calibration = "track"`` (speeds re-measured every
+round, so the round's scenario, and its division of the band, moves with what the clients did).
+Writes the run folder (``metrics.jsonl``, ``figures/clients.png`` with each client's bandwidth per
+round) under ``--out`` and ``bandwidth.csv``: per round and client, its split, subchannels,
+bandwidth, paced rate, and modelled and measured transfer seconds. ``--quick``: the tiny test model,
+one round (seconds). Usage::
 
     nice -n 19 python -m experiments.cell_run [--quick] [--rounds 3] [--out results/cell_run]
 """
@@ -24,8 +24,9 @@ from experiments.plotting import write_csv
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
 
-CELL = {"cell-bandwidth-hz": 20e6, "cell-subchannels": 50, "pace-links": True,
-        "calibration": "track"}
+CELL = {"allocation.cell-bandwidth-hz": 20e6, "allocation.cell-subchannels": 50,
+        "stream.pace-links": True,
+        "allocation.calibration": "track"}
 
 
 def bandwidth_rows(metrics: list[dict]) -> list[dict]:
@@ -49,12 +50,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out)
-    where = {"output-dir": str(args.out.parent), "run-name": args.out.name}
+    where = {"run.output-dir": str(args.out.parent), "run.name": args.out.name}
     if args.quick:
-        config = tiny_run_config(keys={**CELL, **where, "calibration": "none",
-                                       "allocator": "fp"})
+        config = tiny_run_config(keys={**CELL, **where, "allocation.calibration": "none",
+                                       "allocation.method": "fp"})
     else:
-        config = {**CELL, **where, "num-server-rounds": args.rounds}
+        config = {**CELL, **where, "train.rounds": args.rounds}
     _, _, metrics = run_in_process(config, args.clients)
     rows = bandwidth_rows(metrics)
     write_csv(rows, args.out / "bandwidth.csv")

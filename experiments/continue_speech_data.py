@@ -4,8 +4,8 @@
 
 Every speech of at least `--prompt-lines` + 1 lines gives one record: `instruction` names the
 speaker and the play, `input` holds the speech's first lines, `output` the line that follows,
-and `role` ("play/ROLE") is its natural group, so `partition-by = "role"` gives each client whole
-speaking roles as the built-in corpus does. The same file every time (no randomness).
+and `role` ("play/ROLE") is its natural group, so `data.partition-by = "role"` gives each client
+whole speaking roles as the built-in corpus does. The same file every time (no randomness).
 """
 
 from __future__ import annotations

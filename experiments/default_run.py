@@ -20,8 +20,9 @@ from pathlib import Path
 from edgesplit.settings import Settings
 from harness.inprocess import run_in_process
 
-QUICK = {"model-name": "tiny-llama", "corpus": "synthetic", "split": 2, "block-size": 16,
-         "num-server-rounds": 2, "local-steps": 2, "sample-tokens": 4}
+QUICK = {"model.name": "tiny-llama", "data.corpus": "synthetic", "allocation.fixed-split": 2,
+         "data.block-size": 16,
+         "train.rounds": 2, "train.local-steps": 2, "eval.sample-tokens": 4}
 KEPT = ("config.json", "metrics.jsonl", "generations.jsonl", "figures")
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="default-run-"))
     try:
         config = {**Settings().as_dict(), **(QUICK if args.quick else {}),
-                  "output-dir": str(work), "run-name": "run"}
+                  "run.output-dir": str(work), "run.name": "run"}
         _, _, rows = run_in_process(config, 4 if args.quick else args.clients)
         args.out.mkdir(parents=True, exist_ok=True)
         for name in KEPT:

@@ -4,8 +4,8 @@
     python -m experiments.generate --run outputs/<run> --round 1 --base --prompt "My lord,"
     edgesplit-generate --run outputs/<run> --prompt "..."       # the same, once pip-installed
 
-The base model is the run's `model-name` (a preset is materialised if needed); the prompt is put
-to the model as the run's training presented its data (`data-format`: plain text, or a user turn
+The base model is the run's `model.name` (a preset is materialised if needed); the prompt is put
+to the model as the run's training presented its data (`data.format`: plain text, or a user turn
 of the chat template), as the per-round samples in the run's generations.jsonl are.
 """
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a prompt (repeat for several)")
     parser.add_argument("--round", type=int, help="a checkpoint's adapter instead of the final")
     parser.add_argument("--tokens", type=int, help="new tokens (default: the run's "
-                        "sample-tokens)")
+                        "eval.sample-tokens)")
     parser.add_argument("--base", action="store_true",
                         help="also generate with the base model alone, for comparison")
     args = parser.parse_args(argv)

@@ -7,8 +7,8 @@ the other (docs/gpu.md).
 
 A SuperLink and `--clients` SuperNodes on 127.0.0.1 (`harness.deployment`, as the end-to-end
 tests start them; no Ray) run `flwr run .` once per `--server-devices` entry with the default
-run config, changed only in `model-name` (a random-weights copy of `--model` reshaped by
-`--config`: the 1B shape of results/gpu/bench_gpu_1b.csv by default), `server-device`, where
+run config, changed only in `model.name` (a random-weights copy of `--model` reshaped by
+`--config`: the 1B shape of results/gpu/bench_gpu_1b.csv by default), `compute.server-device`, where
 the run folder goes, and `--run-config` extras. Each run's metrics.jsonl gives every round's
 wall time (`time_round_s`) and training time (`time_train_s`). Round 1 also loads the models in
 every process and times the devices, so the summary compares the median of the later rounds.
@@ -42,7 +42,7 @@ ONE_B = ["hidden_size=2048", "intermediate_size=8192", "num_hidden_layers=16",
 
 def device_label(server_device: str) -> str:
     """What ran the server's model, in words."""
-    device = resolve_device(server_device, "server-device")
+    device = resolve_device(server_device, "compute.server-device")
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -52,8 +52,8 @@ def run_job(harness: FlowerHarness, connection: str, model: Path, server_device:
             extra: str, out: Path, timeout_s: float) -> list[dict]:
     """One `flwr run` of the default job; its rounds' timings."""
     name = f"server-{server_device.replace(':', '-')}"
-    config = (f'model-name="{model}" server-device="{server_device}" output-dir="{out}" '
-              f'run-name="{name}" {extra}').strip()
+    config = (f'model.name="{model}" compute.server-device="{server_device}" '
+              f'run.output-dir="{out}" run.name="{name}" {extra}').strip()
     rc, log = harness.run(f"flwr-run-{name}", [
         flwr_bin("flwr"), "run", ".", connection, "--run-config", config, "--stream"],
         timeout_s=timeout_s)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="changes to the model's config (default: the 1B shape)")
     parser.add_argument("--server-devices", nargs="+", default=["cuda", "cpu"])
     parser.add_argument("--clients", type=int, default=2, help="SuperNodes (the default job's "
-                        "min-train-clients)")
+                        "train.min-clients)")
     parser.add_argument("--run-config", default="", help="more run-config overrides")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="per run")
     parser.add_argument("--out", type=Path, default=Path("results") / "gpu")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.model, args.config, args.server_devices = "tiny-llama", [], ["cpu"]
-        args.run_config = f"num-server-rounds=2 {args.run_config}".strip()
+        args.run_config = f"train.rounds=2 {args.run_config}".strip()
     try:
         labels = {device: device_label(device) for device in args.server_devices}
     except ValueError as exc:

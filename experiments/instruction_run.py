@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = work / "continue_speech.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in records))
-        config = {**Settings().as_dict(), "model-name": args.model, "corpus": str(data),
-                  "data-format": "instruction", "partition-by": "role",
-                  "block-size": args.block_size, "num-server-rounds": args.rounds,
-                  "sample-prompts": "|".join(prompt_of(r) for r in famous),
-                  "sample-tokens": args.tokens, "output-dir": str(work), "run-name": "run"}
+        config = {**Settings().as_dict(), "model.name": args.model, "data.corpus": str(data),
+                  "data.format": "instruction", "data.partition-by": "role",
+                  "data.block-size": args.block_size, "train.rounds": args.rounds,
+                  "eval.sample-prompts": "|".join(prompt_of(r) for r in famous),
+                  "eval.sample-tokens": args.tokens, "run.output-dir": str(work), "run.name": "run"}
         _, _, rows = run_in_process(config, args.clients)
         folder = work / "run"
         args.out.mkdir(parents=True, exist_ok=True)

@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        config = {"model-name": args.model, "num-server-rounds": args.rounds,
-                  "eval-every": 0, "output-dir": folder, "run-name": "model_fit"}
+        config = {"model.name": args.model, "train.rounds": args.rounds,
+                  "eval.every": 0, "run.output-dir": folder, "run.name": "model_fit"}
         if args.model.startswith("tiny-"):
-            config["corpus"] = "synthetic"
+            config["data.corpus"] = "synthetic"
         strategy, _, rows = run_in_process(config, args.clients)
     clients = client_rows(rows)
     splits_worth = counterfactual(strategy, rows, args.clients)

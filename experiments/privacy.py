@@ -9,7 +9,8 @@ the honest-but-curious server of docs/privacy.md (`edgesplit.inversion`):
 
 - ``learned``: a `TokenInverter` trained on the attacker's text sent the way devices send it;
 - ``white-box``: relaxed-input optimisation through the known head, no training;
-- ``gradient``: a U-shaped split's returned gradient at the body's output (`device-tail-layers
+- ``gradient``: a U-shaped split's returned gradient at the body's output
+(`privacy.device-tail-layers
   = 1`): which rows carry a loss (``loss_row_accuracy``, balanced, the threshold calibrated on
   the attacker's own simulated text) and the labels, that is the next tokens, of the loss rows
   (``token_accuracy``). Evaluated blocks get a prompt (a prefix without loss, 0-8 tokens) and a
@@ -19,12 +20,12 @@ Conditions a device may send under:
 
 - ``float32``: lossless (float16 and bfloat16 round far less than int8);
 - ``int8``: the stream's int8 wire codec (`edgesplit.framing`, encode and decode);
-- Gaussian noise of each ``--noise`` level (`activation-noise-std`) on float32;
-- differential privacy at each ``--dp`` noise multiplier z (`privacy-epsilon`,
+- Gaussian noise of each ``--noise`` level (`privacy.activation-noise-std`) on float32;
+- differential privacy at each ``--dp`` noise multiplier z (`privacy.epsilon`,
   `edgesplit.dp`): activations clipped per token around the public probe's centre at
-  `activation-clip` x its median norm, gradients per row at `gradient-clip` x theirs, noise z x
-  each block's sensitivity. Which epsilon a z gives depends on how often a block is released
-  (`experiments.privacy_frontier` pairs them with training runs).
+  `privacy.activation-clip` x its median norm, gradients per row at `privacy.gradient-clip` x
+  theirs, noise z x each block's sensitivity. Which epsilon a z gives depends on how often a block
+  is released (`experiments.privacy_frontier` pairs them with training runs).
 
 The attacker knows the defence: it trains and calibrates on releases made the same way (fresh
 noise every epoch) and is scored on a draw it never saw. Every row also holds ``coverage`` (the
@@ -34,7 +35,7 @@ perplexity on evaluated blocks when the activations cross under the condition (t
 cost before fine-tuning adapts to it).
 
 Writes ``<out>/<model>.csv`` (columns `edgesplit.privacy_report.COLUMNS`, read back by a run's
-`privacy-report`) and ``<out>/<model>.png``. Usage::
+`privacy.report`) and ``<out>/<model>.png``. Usage::
 
     python -m experiments.privacy [--model smollm2-135m] [--splits 1 4 15] [--out DIR]
     python -m experiments.privacy --budget first --attacks learned --out results/privacy
@@ -81,7 +82,7 @@ from edgesplit.split_model import SplitModel
 from experiments.plotting import save, subplots, write_csv
 
 TRAIN_SHARE = 0.8  # of the hold-out's blocks, in corpus order: the attacker's text
-#: activation-noise-std levels of a full report: from barely felt (0.2, 14 dB) to past where
+#: privacy.activation-noise-std levels of a full report: from barely felt (0.2, 14 dB) to past where
 #: SmolLM2-135M stops working (1 = 0 dB: perplexity x10), so both ends of the trade-off show.
 NOISE_LEVELS = (0.2, 0.5, 1.0, 2.0, 4.0)
 DEVICE_TAIL_LAYERS = 1  # the gradient attack's U-shaped split
@@ -90,7 +91,7 @@ UNLABELLED_MAX = 8  # longest prompt and trailing part without loss in the gradi
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
-    """How a device sends: wire format, `activation-noise-std`, or a DP noise multiplier."""
+    """How a device sends: wire format, `privacy.activation-noise-std`, or a DP noise multiplier."""
 
     wire: str = "float32"
     noise_std: float = 0.0
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"presets or checkpoint folders, one report each (default "
                         f"{DEFAULT_MODEL}; tiny-llama with --quick)")
     parser.add_argument("--noise", type=float, nargs="*", default=None,
-                        help="activation-noise-std levels to measure (default "
+                        help="privacy.activation-noise-std levels to measure (default "
                         f"{' '.join(f'{n:g}' for n in NOISE_LEVELS)}; none with --quick)")
     parser.add_argument("--dp", type=float, nargs="*", default=None,
                         help="DP noise multipliers to measure (default none; 0.01 with --quick)")

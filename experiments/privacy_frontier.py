@@ -1,9 +1,9 @@
 """The privacy frontier: what differential privacy of the frames costs, against what it stops.
 
-For each split and each `privacy-epsilon` (and off), one training run of the real ServerApp
+For each split and each `privacy.epsilon` (and off), one training run of the real ServerApp
 and ClientApp code in-process (`harness.inprocess`, the stream transport, a U-shaped split with
-`device-tail-layers = 1`, every client at the same split), then the final adapter's perplexity
-on the server's held-out blocks; and, from the privacy meter (`experiments.privacy`, same
+`privacy.device-tail-layers = 1`, every client at the same split), then the final adapter's
+perplexity on the server's held-out blocks; and, from the privacy meter (`experiments.privacy`, same
 model, same splits), every attack's token recovery under the noise multiplier the devices
 planned for that epsilon. A point of the frontier: the strongest attack's recovery against the
 held-out perplexity's cost over the same training without the defence.
@@ -74,13 +74,14 @@ QUICK = Plan("tiny-llama", (1, 2), (0.0, 1e4), clients=2, rounds=1, local_steps=
 
 def run_config(plan: Plan, split: int, epsilon: float, folder: str) -> dict:
     """The run config of one frontier point (everything else at the defaults)."""
-    return {"model-name": plan.model, "corpus": plan.corpus, "device-tail-layers": 1,
-            "allocator": "fixed", "split": split, "num-server-rounds": plan.rounds,
-            "local-steps": plan.local_steps, "batch-size": plan.batch_size,
-            "min-train-clients": plan.clients, "calibration": "none", "eval-every": 0,
-            "sample-prompts": "", "server-device": "cpu", "server-threads": 1,
-            "client-threads": 1, "privacy-epsilon": epsilon, "privacy-delta": plan.delta,
-            "output-dir": folder, "run-name": f"split{split}-eps{epsilon:g}"}
+    return {"model.name": plan.model, "data.corpus": plan.corpus, "privacy.device-tail-layers": 1,
+            "allocation.method": "fixed", "allocation.fixed-split": split,
+            "train.rounds": plan.rounds,
+            "train.local-steps": plan.local_steps, "train.batch-size": plan.batch_size,
+            "train.min-clients": plan.clients, "allocation.calibration": "none", "eval.every": 0,
+            "eval.sample-prompts": "", "compute.server-device": "cpu", "compute.server-threads": 1,
+            "compute.client-threads": 1, "privacy.epsilon": epsilon, "privacy.delta": plan.delta,
+            "run.output-dir": folder, "run.name": f"split{split}-eps{epsilon:g}"}
 
 
 def heldout_perplexity(model: SplitModel, lora: dict[str, torch.Tensor], ids: torch.Tensor,

@@ -15,7 +15,7 @@ delivered, nothing replies, and `send_and_receive` returns no reply after its fu
 It prints the SuperNode's log lines about the message and what the ServerApp got; exit status 0
 when the loss reproduced. EdgeSplit's stream transport copes by sending the round message again
 to a device that has not connected by a deadline derived from its measured start-up
-(`connect-resends`; tests/fl_app/test_e2e_agent.py).
+(`faults.connect-resends`; tests/fl_app/test_e2e_agent.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Seed A figures: regenerate the paper's comparisons from ``allocation`` and check its claims.
 
 Five experiments, each averaged over seeded random scenarios, each written as one CSV (one row
-per scenario and method) and one PNG per cost-model variant: ``paper`` (the paper's settings,
-``random_scenario``, s = d bits, no transmission delay, as the paper writes it), ``physical``
-(the same with activations and gradients in bits and the transmission delay counted) and
-``makespan`` (issue 15's model, ``catalogue_scenario``: devices from the hardware catalogue with
+per scenario and method) and one PNG per allocation.cost-model variant: ``paper`` (the paper's
+settings, ``random_scenario``, s = d bits, no transmission delay, as the paper writes it),
+``physical`` (the same with activations and gradients in bits and the transmission delay counted)
+and ``makespan`` (issue 15's model, ``catalogue_scenario``: devices from the hardware catalogue with
 their own links, the built-in job's model and batches, servers cycling through the catalogue's
 classes each shared by its clients, round delay = the slowest client, memory caps).
 

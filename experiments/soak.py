@@ -3,7 +3,7 @@ memory, the rounds completed and skipped, and the checkpoints, round by round.
 
 One Ray simulation (`flwr run` against a private simulation SuperLink, harness/runtime.py), one
 Ray actor per client, every client sampled every round. With `--fault-rate p` each client
-misbehaves in a round with probability p (run config `fault-rate`; kinds from `--fault-kinds`,
+misbehaves in a round with probability p (run config `faults.rate`; kinds from `--fault-kinds`,
 drawn per (seed, round, partition) by `clients.faults.drawn`). Crash is left out of the default
 kinds: Flower 1.41's Ray backend never replaces a killed actor, so every later message to it
 fails and the federation shrinks round by round (deployment restarts the ClientApp process).
@@ -56,12 +56,12 @@ def model_bytes(model: str) -> int:
 
 def run_soak(args: argparse.Namespace, run_dir: Path) -> tuple[str, float]:
     """Run the simulation, printing each round as it lands; returns (run status, wall s)."""
-    config = (f'model-name="{args.model}" num-server-rounds={args.rounds} '
-              f'local-steps={args.local_steps} min-train-clients=2 eval-every={args.eval_every} '
-              f'fault-rate={args.fault_rate} fault-kinds="{args.fault_kinds}" '
-              f'step-timeout-s={args.step_timeout_s} reply-timeout-s={args.reply_timeout_s} '
-              f'seed={args.seed} output-dir="{run_dir.parent}" run-name="{run_dir.name}" '
-              f'{args.extra}')
+    config = (f'model.name="{args.model}" train.rounds={args.rounds} '
+              f'train.local-steps={args.local_steps} train.min-clients=2 '
+              f'eval.every={args.eval_every} faults.rate={args.fault_rate} '
+              f'faults.kinds="{args.fault_kinds}" faults.step-timeout-s={args.step_timeout_s} '
+              f'faults.reply-timeout-s={args.reply_timeout_s} run.seed={args.seed} '
+              f'run.output-dir="{run_dir.parent}" run.name="{run_dir.name}" {args.extra}')
     with tempfile.TemporaryDirectory(prefix="edgesplit-soak-") as home:
         harness = FlowerHarness(Path(home))
         try:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/soak/tiny-llama"))
     args = parser.parse_args(argv)
     if args.model == "tiny-llama" and "corpus" not in args.extra:
-        args.extra += ' corpus="synthetic" split=3 block-size=16'
+        args.extra += ' data.corpus="synthetic" allocation.fixed-split=3 data.block-size=16'
     # The SuperLink starts Flower's other executables by name: find them beside this Python.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     args.out = args.out.resolve()

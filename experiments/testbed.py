@@ -4,7 +4,7 @@ Builds the fleet of a TOML file on this machine (`harness.testbed`: each device 
 its resident device agent in their own network namespace, behind a veth shaped to its class's
 uplink and downlink, in a cgroup with its class's CPU share and memory; the ServerApp in the
 server's cgroup, the SuperLink in one of its own), and runs real Flower rounds through it with
-`pace-links` on and the makespan cost model calibrated on the testbed itself. Every round's
+`stream.pace-links` on and the makespan cost model calibrated on the testbed itself. Every round's
 metrics hold, per client, the cost model's seconds (device, transfer, server, queueing) beside
 the measured ones; this script tabulates them, plots them and computes the median absolute
 relative error of each client's modelled data-plane time (device compute + its wait on the
@@ -79,14 +79,16 @@ def run_config(args: argparse.Namespace, fleet: Fleet, name: str,
                overrides: Mapping[str, object]) -> dict[str, object]:
     """The run config of one testbed run."""
     config: dict[str, object] = {
-        "model-name": args.model, "corpus": args.corpus, "num-server-rounds": args.rounds,
-        "local-steps": args.local_steps, "batch-size": args.batch_size,
-        "block-size": args.block_size, "seed": args.seed, "cost-model": "makespan",
-        "server-queue": args.server_queue,
-        "calibration": "track", "pace-links": True, "eval-every": 0, "sample-prompts": "",
-        "step-timeout-s": 600.0, "output-dir": str(args.work / "runs"), "run-name": name}
+        "model.name": args.model, "data.corpus": args.corpus, "train.rounds": args.rounds,
+        "train.local-steps": args.local_steps, "train.batch-size": args.batch_size,
+        "data.block-size": args.block_size, "run.seed": args.seed,
+        "allocation.cost-model": "makespan",
+        "allocation.server-queue": args.server_queue,
+        "allocation.calibration": "track", "stream.pace-links": True, "eval.every": 0,
+        "eval.sample-prompts": "",
+        "faults.step-timeout-s": 600.0, "run.output-dir": str(args.work / "runs"), "run.name": name}
     if fleet.server_class:
-        config["server-class"] = fleet.server_class
+        config["allocation.server-class"] = fleet.server_class
     return {**config, **overrides}
 
 
@@ -255,11 +257,12 @@ def allocators(layers: int) -> list[tuple[str, dict[str, object]]]:
     """fp (the default objective: time, energy and stability), fp on makespan alone, every
     fixed split (split 1 = edge-only), random."""
     runs: list[tuple[str, dict[str, object]]] = [
-        ("fp", {"allocator": "fp"}),
-        ("fp-makespan", {"allocator": "fp", "objective-weights": "1,0,0"}),
-        ("edge-only", {"allocator": "edge-only"})]
-    runs += [(f"fixed-{k}", {"allocator": "fixed", "split": k}) for k in range(2, layers)]
-    return runs + [("random", {"allocator": "random"})]
+        ("fp", {"allocation.method": "fp"}),
+        ("fp-makespan", {"allocation.method": "fp", "allocation.objective-weights": "1,0,0"}),
+        ("edge-only", {"allocation.method": "edge-only"})]
+    runs += [(f"fixed-{k}", {"allocation.method": "fixed",
+                             "allocation.fixed-split": k}) for k in range(2, layers)]
+    return runs + [("random", {"allocation.method": "random"})]
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -298,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fleet = load_fleet(args.fleet)
     args.out.mkdir(parents=True, exist_ok=True)
     plan = (allocators(args.layers) if args.compare
-            else [(args.allocator, {"allocator": args.allocator})])
+            else [(args.allocator, {"allocation.method": args.allocator})])
     if args.only:
         plan = [p for p in plan if p[0] in args.only.split(",")]
     before = leftovers()

@@ -35,8 +35,9 @@ from experiments.plotting import save, subplots, write_csv
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
 
-FULL = {"model-name": "smollm2-135m", "num-server-rounds": 3, "local-steps": 2, "batch-size": 4,
-        "block-size": 32, "eval-batches": 1}
+FULL = {"model.name": "smollm2-135m", "train.rounds": 3, "train.local-steps": 2,
+        "train.batch-size": 4,
+        "data.block-size": 32, "eval.batches": 1}
 QUICK = tiny_run_config(num_server_rounds=2, local_steps=2, eval_batches=1, eval_every=1)
 
 
@@ -53,18 +54,18 @@ def run_once(config: dict, clients: int) -> list[dict]:
 
 def _train(config: dict, clients: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="edgesplit-compare-") as out:
-        full = {**config, "output-dir": out, "run-name": "run", "min-train-clients": 2}
+        full = {**config, "run.output-dir": out, "run.name": "run", "train.min-clients": 2}
         return run_in_process(full, clients)[2]
 
 
 def configurations(layers: int, policy: str) -> dict[str, dict]:
     """Allocator name -> run-config overrides."""
-    found = {"fp": {"allocator": "fp"},
-             "fixed-shallow": {"allocator": "fixed", "split": 1},
-             "fixed-deep": {"allocator": "fixed", "split": layers - 1},
-             "random": {"allocator": "random"}}
+    found = {"fp": {"allocation.method": "fp"},
+             "fixed-shallow": {"allocation.method": "fixed", "allocation.fixed-split": 1},
+             "fixed-deep": {"allocation.method": "fixed", "allocation.fixed-split": layers - 1},
+             "random": {"allocation.method": "random"}}
     if policy:
-        found["rl-split"] = {"allocator": "rl-split", "rl-policy": policy}
+        found["rl-split"] = {"allocation.method": "rl-split", "allocation.rl-policy": policy}
     return found
 
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
-    layers = SplitModel(base["model-name"]).num_layers
+    layers = SplitModel(base["model.name"]).num_layers
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 

@@ -46,7 +46,7 @@ def build_strategy(settings: Settings, grid: Grid,
     run folder is made here unless ``recorder`` is given."""
     model = SplitModel(settings.model_name, settings.lora, seed=settings.seed,
                        dtype=BASE_DTYPES[settings.base_dtype],
-                       device=resolve_device(settings.server_device, "server-device"))
+                       device=resolve_device(settings.server_device, "compute.server-device"))
     log(INFO, "server model %s: %d layers, %s base on %s", settings.model_name,
         model.num_layers, settings.base_dtype, model.device)
     check_against_model(settings, model.num_layers)

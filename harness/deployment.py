@@ -55,8 +55,9 @@ class LocalDeployment:
     ----------
     harness : FlowerHarness
     tls : mapping, optional
-        `tls-certfile`, `tls-keyfile`, `tls-ca-certfile` (PEM files): the SuperLink serves TLS
-        with them and SuperNodes and `flwr` verify it with the CA; plaintext without.
+        `stream.tls-certfile`, `stream.tls-keyfile`, `stream.tls-ca-certfile` (PEM files): the
+        SuperLink serves TLS with them and SuperNodes and `flwr` verify it with the CA; plaintext
+        without.
     supernode_auth : bool (default: False)
         Start the SuperLink with `--enable-supernode-auth`: only SuperNodes whose public key was
         registered (`register`) may join.
@@ -83,13 +84,13 @@ class LocalDeployment:
 
     @property
     def ca(self) -> str:
-        return self.tls["tls-ca-certfile"] if self.tls else ""
+        return self.tls["stream.tls-ca-certfile"] if self.tls else ""
 
     def start_superlink(self) -> subprocess.Popen:
         """Start (or start again) the SuperLink on the same ports and database; wait until it
         is healthy."""
-        security = (["--ssl-certfile", self.tls["tls-certfile"], "--ssl-keyfile",
-                     self.tls["tls-keyfile"], "--ssl-ca-certfile", self.ca] if self.tls
+        security = (["--ssl-certfile", self.tls["stream.tls-certfile"], "--ssl-keyfile",
+                     self.tls["stream.tls-keyfile"], "--ssl-ca-certfile", self.ca] if self.tls
                     else ["--insecure"])
         self.starts += 1
         name = "superlink" if self.starts == 1 else f"superlink-{self.starts}"

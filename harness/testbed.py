@@ -17,7 +17,7 @@ load, each request, dial, admission, steps), which `experiments.testbed` keeps u
 A fleet may declare a cell (`[cell]`): the uplinks of its cell devices then also pass, at the
 host's end, through one `htb` class of the cell's capacity shared by a child class per device
 (`Cell`), as devices attached to one base station share its band; the allocator divides the band
-(`cell-bandwidth-hz`, set for the run) and pacing holds each device to its share.
+(`allocation.cell-bandwidth-hz`, set for the run) and pacing holds each device to its share.
 
 Everything the testbed creates (namespaces, veths and their qdiscs, the cell's `ifb` device, the
 server address, cgroups, processes) is removed when it exits, also after a failure;
@@ -26,7 +26,7 @@ cgroup controllers. Traffic goes only to addresses the testbed created (one priv
 `SUBNET`).
 
     with Testbed(load_fleet("fleet.toml"), FlowerHarness(home)) as bed:
-        bed.run({"num-server-rounds": 2, ...})
+        bed.run({"train.rounds": 2, ...})
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ class DeviceClass:
 @dataclass(frozen=True)
 class Fleet:
     """The devices to emulate (one class name each, in partition order), the server's share
-    (and its catalogue class, the run's `server-class`, when named) and the SuperLink's."""
+    (and its catalogue class, the run's `allocation.server-class`, when named) and the
+    SuperLink's."""
 
     classes: dict[str, DeviceClass]
     devices: list[str]
@@ -132,7 +133,9 @@ class Fleet:
     @property
     def run_config(self) -> dict[str, Any]:
         """What a run on this fleet must be told about it (the cell's band)."""
-        return {"cell-bandwidth-hz": self.cell_bandwidth_hz} if self.cell_bandwidth_hz else {}
+        return {
+            "allocation.cell-bandwidth-hz": self.cell_bandwidth_hz} if self.cell_bandwidth_hz else {
+                }
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -141,7 +144,8 @@ def load_fleet(path: str | Path) -> Fleet:
         [server]
         cpu-cores = 1.0
         memory-mb = 6000
-        class = "cpu-epyc-9654"   # optional: the run's server-class (power; speed until measured)
+        class = "cpu-epyc-9654"   # optional: the run's allocation.server-class (power; speed until
+        measured)
 
         [superlink]               # optional: its own cgroup (default 0.25 core, 2000 MB)
         cpu-cores = 0.25
@@ -483,7 +487,7 @@ class Testbed:
     def run(self, run_config: dict[str, Any], timeout_s: float = 1800.0) -> tuple[int, str]:
         """`flwr run .` on the testbed (stream endpoint on the server address); returns the
         exit code and output."""
-        config = {"stream-host": SERVER_IP, **self.fleet.run_config, **run_config}
+        config = {"stream.host": SERVER_IP, **self.fleet.run_config, **run_config}
         argv = [flwr_bin("flwr"), "run", ".", self.connection, "--stream", "--run-config",
                 " ".join(f"{k}={_toml(v)}" for k, v in config.items())]
         return self.harness.run(f"flwr-run-{secrets.token_hex(2)}", argv, timeout_s=timeout_s)

@@ -7,9 +7,9 @@ arrays and ignore the example counts. Ignoring the counts is what makes them rob
 cannot buy influence by claiming many examples (it is also how Flower's FedMedian and
 FedTrimmedAvg behave), so their `weights` only have to match the adapters.
 
-`AdapterPrivacy` is DP-FedAvg (`adapter-epsilon`): each client's update is clipped as one vector
-over every key it holds, the clipped updates are summed key by key with Gaussian noise, and each
-key is divided by the number of clients that hold it, so clients at different splits (different
+`AdapterPrivacy` is DP-FedAvg (`privacy.adapter-epsilon`): each client's update is clipped as one
+vector over every key it holds, the clipped updates are summed key by key with Gaussian noise, and
+each key is divided by the number of clients that hold it, so clients at different splits (different
 key sets) aggregate together. Flower's own DP wrappers reject replies whose keys differ from
 what was sent, and account nothing.
 """
@@ -79,7 +79,7 @@ AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 
 
 def make_aggregator(name: str, trim_fraction: float = 0.1) -> Aggregator:
-    """The aggregator named by the run config's `aggregation` (`trim-fraction` for
+    """The aggregator named by the run config's `aggregation` (`train.trim-fraction` for
     trimmed-mean)."""
     if name == "fedavg":
         return fedavg

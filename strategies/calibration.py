@@ -1,7 +1,7 @@
 """Calibration by measurement: what devices and the server really take per layer.
 
-With `calibration = "measure"`, every device is asked once, in the profile query of the first
-round it is sampled (a `calibration` request in `query.profile`, answered by
+With `allocation.calibration = "measure"`, every device is asked once, in the profile query of the
+first round it is sampled (a `calibration` request in `query.profile`, answered by
 `clients.calibration`: no message of its own), to time a few of its own training steps,
 and the server times its own tail steps the same way: tails of 1 and of L - 1 decoder layers
 (LM head and loss included) on held-out text; the line through the two gives seconds per layer
@@ -12,8 +12,8 @@ tails in one batched pass against one alone: how many clients it serves in the t
 makespan model then uses these seconds instead of the catalogue's. A device that does not
 answer, or answers nonsense, keeps its catalogue figures (the reason is recorded).
 
-With `calibration = "track"` the speeds measured at the start are then rescaled after every
-round by what the round's training itself took: each device's by its measured compute over the
+With `allocation.calibration = "track"` the speeds measured at the start are then rescaled after
+every round by what the round's training itself took: each device's by its measured compute over the
 compute the model predicted for it, the server's by the round's measured tail seconds over the
 predicted ones (all clients together). A calibration is a few steps at one moment; on a shared
 machine (the testbed's cgroups compete with whatever else runs) the speed during training can

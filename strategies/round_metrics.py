@@ -84,7 +84,7 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                      measured_wait_s=outcome.round_s - server - (device or 0.0))
         if outcome.start_s is not None:
             entry["measured_start_s"] = outcome.start_s
-        entry.update(outcome.privacy)  # privacy-epsilon: the device's spend after the round
+        entry.update(outcome.privacy)  # privacy.epsilon: the device's spend after the round
         if outcome.server_s > 0:  # the stream: the server's wall time on each frame
             entry["measured_queue_s"] = max(0.0, outcome.server_s - server)
             entry["measured_server_pacing_s"] = outcome.pacing_s

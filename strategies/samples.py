@@ -1,5 +1,5 @@
 """Greedy generations of the global adapter from fixed prompts, so a user sees the text change
-from round to round (`sample-prompts`, written to the run folder's generations.jsonl)."""
+from round to round (`eval.sample-prompts`, written to the run folder's generations.jsonl)."""
 
 from __future__ import annotations
 

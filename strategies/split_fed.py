@@ -115,10 +115,10 @@ class SplitFedStrategy:
     recorder : RunRecorder
     evaluator : Evaluator
     calibrator : Calibrator, optional
-        Measures devices and the server (`calibration = "measure"`, or "track": rescaled
+        Measures devices and the server (`allocation.calibration = "measure"`, or "track": rescaled
         after every round by what it measured); None: catalogue only.
     adapter_privacy : AdapterPrivacy, optional
-        DP-FedAvg of the global adapter (`adapter-epsilon`) in place of `aggregate`.
+        DP-FedAvg of the global adapter (`privacy.adapter-epsilon`) in place of `aggregate`.
     """
 
     def __init__(self, settings: Settings, model: SplitModel, allocator: SystemAllocator,
@@ -224,11 +224,11 @@ class SplitFedStrategy:
         # A checkpoint of EdgeSplit 0.1 holds the old flat keys.
         saved, now = new_keys(checkpoint.get("config", {}))[0], self.settings.as_dict()
         changed = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != now.get(k))
-        if (now["privacy-epsilon"] or now["adapter-epsilon"]) and "num-server-rounds" in saved \
-                and not now["privacy-rounds"] and saved["num-server-rounds"] != \
-                now["num-server-rounds"]:  # the noise was planned for the old number
-            changed.append("num-server-rounds (the privacy budgets' plan: set privacy-rounds "
-                           f"= {saved['num-server-rounds']} to keep it)")
+        if (now["privacy.epsilon"] or now["privacy.adapter-epsilon"]) and "train.rounds" in saved \
+                and not now["privacy.rounds"] and saved["train.rounds"] != \
+                now["train.rounds"]:  # the noise was planned for the old number
+            changed.append("train.rounds (the privacy budgets' plan: set privacy.rounds "
+                           f"= {saved['train.rounds']} to keep it)")
         if changed:  # the continuation would silently follow another trajectory
             raise ValueError("cannot resume: the run config changed since the checkpoint: "
                              + ", ".join(f"{k} {saved[k]!r} -> {now.get(k)!r}" for k in changed))
@@ -244,7 +244,8 @@ class SplitFedStrategy:
             privacy = self.adapter_privacy
             if privacy and privacy.spent(server_round) > s.adapter_epsilon + 0.01:
                 log(WARNING, "stopping before round %d: adapter privacy budget spent (a round "
-                    "more takes epsilon to %.4g > adapter-epsilon %g, planned for %d rounds)",
+                    "more takes epsilon to %.4g > privacy.adapter-epsilon %g, planned for %d "
+                    "rounds)",
                     server_round, privacy.spent(server_round), s.adapter_epsilon,
                     s.planned_privacy_rounds)
                 break
@@ -286,7 +287,7 @@ class SplitFedStrategy:
         row = {"round": server_round, "sampled": len(nodes), "completed": len(done)}
         if len(done) >= s.min_train_clients:
             adapters = [{**o.head_lora, **tails[o.node_id].lora()} for o in done]
-            # What adapter-clip is measured against: each client's update this round.
+            # What privacy.adapter-clip is measured against: each client's update this round.
             row["update_norm_median"] = float(np.median([update_norm(a, self.global_lora)
                                                          for a in adapters]))
             if self.adapter_privacy:
@@ -322,7 +323,7 @@ class SplitFedStrategy:
         split, whose validation labels never leave the devices), held-out perplexity, and the
         sample generations (written to the run folder).
 
-        With `eval-overlap` the server computes its own part (held-out perplexity, samples)
+        With `eval.overlap` the server computes its own part (held-out perplexity, samples)
         while the devices compute their validation activations, instead of after them: the
         same numbers, the server's compute no longer waits for the control plane's round trip.
         """

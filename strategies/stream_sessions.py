@@ -63,7 +63,8 @@ class StreamSession:
     sent_at: float = field(default_factory=time.monotonic)  # last thing sent to the client
     started_at: float = field(default_factory=time.monotonic)  # the round message was pushed
     failed_at: float = -math.inf
-    pacer: Pacer | None = None  # `pace-links`: the answers leave at the client's allocated rate
+    pacer: Pacer | None = None  # `stream.pace-links`: the answers leave at the client's allocated
+                                # rate
     connect_by: float = math.inf  # waiting: when its latest round message counts as lost
     admitted: str | None = None  # the secret of the copy whose hello came in
 

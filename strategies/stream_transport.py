@@ -21,7 +21,7 @@ one worker thread runs every tail step. Where each client stands is a `StreamSes
 `RoundSessions`. The calling thread pulls the Flower replies, runs the watchdog that drops
 stalled clients (so a round always ends) and cancels handshakes past their deadline.
 
-Pacing (`pace-links`, a task's `pace_bps`): each answer leaves no faster than the client's
+Pacing (`stream.pace-links`, a task's `pace_bps`): each answer leaves no faster than the client's
 allocated rate (`edgesplit.pacing`), as the device paces its frames, so the link carries what
 the allocator gave. Per client the outcome records the server's time on each frame (arrival to
 answer: queue and tail) and its pacing, and the device reports its wait on the stream, so

@@ -71,13 +71,13 @@ class TrainOutcome:
     transport_s: float = 0.0  # wall time spent waiting for this client's replies
     step_times: list[float] = field(default_factory=list)  # the server's time per exchange
     server_s: float = 0.0  # from each frame's arrival to its answer: queue + tail (stream)
-    pacing_s: float = 0.0  # the server's pacing of its answers (stream, `pace-links`)
+    pacing_s: float = 0.0  # the server's pacing of its answers (stream, `stream.pace-links`)
     device_exchange_s: float | None = None  # the device's wait on the stream, as it reports it
     device_losses: list[float] = field(default_factory=list)  # U-shaped: the device's losses
     device_compute_s: float | None = None  # the device's own compute time, as it reports it
     round_s: float = 0.0  # wall time from the round's first message to the final reply
     start_s: float | None = None  # from the round's first message to its first step (stream)
-    privacy: dict[str, float] = field(default_factory=dict)  # privacy-epsilon: what it spent
+    privacy: dict[str, float] = field(default_factory=dict)  # privacy.epsilon: what it spent
     resent: int = 0  # times the round message was sent again to a client late to connect
 
 
@@ -107,7 +107,7 @@ def read_final_reply(content: RecordDict, job: TrainJob
 
 
 def read_privacy(metrics: Mapping) -> dict[str, float]:
-    """The privacy spend a device reports in its final reply (`privacy-epsilon`), under the
+    """The privacy spend a device reports in its final reply (`privacy.epsilon`), under the
     metrics row's names; empty when it reports none."""
     spend = {}
     for key, name in ((PRIVACY_EPSILON, "privacy_epsilon"),

@@ -55,8 +55,9 @@ def tls_files(tmp_path_factory):
     (folder / "server.pem").write_bytes(server.public_bytes(pem))
     (folder / "server.key").write_bytes(key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return {"tls-certfile": str(folder / "server.pem"), "tls-keyfile": str(folder / "server.key"),
-            "tls-ca-certfile": str(folder / "ca.pem")}
+    return {"stream.tls-certfile": str(folder / "server.pem"),
+            "stream.tls-keyfile": str(folder / "server.key"),
+            "stream.tls-ca-certfile": str(folder / "ca.pem")}
 
 
 def _cert(subject, issuer_key, public_key, issuer=None, ca=False):

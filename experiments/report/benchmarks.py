@@ -163,8 +163,8 @@ on the GPU (single runs), and with the same bfloat16 base it trains the same ada
 larger shape. With SmolLM2's config and *random* bfloat16 weights both variants' gradients turn
 NaN alike after a few steps, so that model's adapter comparison says nothing; its times stand.
 The small model's step is bound by kernel launches and Python: on a GPU server the tails of many
-small clients should be batched (`batch-tails`), which this benchmark does not measure. Not
-measured on the GPU: a Flower run with `server-device = "cuda"`.
+small clients should be batched (`compute.batch-tails`), which this benchmark does not measure. Not
+measured on the GPU: a Flower run with `compute.server-device = "cuda"`.
 """
 
 

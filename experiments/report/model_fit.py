@@ -21,8 +21,8 @@ def render(results: Path) -> str:
     return f"""## Modelled against measured (calibration)
 
 `nice -n 10 python -m experiments.model_fit` runs the built-in job in-process (8 clients,
-SmolLM2-135M, 2 rounds, fp on the makespan model with `calibration = "measure"`) and writes
-`results/model_fit/`: every client's modelled seconds (device, transfer, server, queueing)
+SmolLM2-135M, 2 rounds, fp on the makespan model with `allocation.calibration = "measure"`) and
+writes `results/model_fit/`: every client's modelled seconds (device, transfer, server, queueing)
 against measured ones (its own compute, the server's time on it, its round's wall time), the
 speeds calibration measured, and round 1 rebuilt and costed under every single split. In-process
 every device is a thread of one 2-core machine, devices take turns on one lock, and every link is

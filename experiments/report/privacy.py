@@ -84,7 +84,7 @@ def render(results: Path) -> str:
     return f"""## Privacy meter
 
 `python -m experiments.privacy --model smollm2-135m tiny-llama` writes
-`results/privacy/<model>.csv` (read back by a run's `privacy-report`) and the figures below. The
+`results/privacy/<model>.csv` (read back by a run's `privacy.report`) and the figures below. The
 attacker is the server: it pushes public text (the Shakespeare hold-out no client trains on,
 blocks of 32 tokens) through the frozen head, trains a per-position decoder (standardise,
 Linear-GELU-Linear, width {first['width']}, {first['epochs']} epochs) on the first 80 % of the
@@ -127,7 +127,7 @@ measured: `python -m experiments.privacy --resume --noise 2 4`).
   at noise 4 ROUGE-L can exceed token accuracy because guessing common words still matches some
   of the text.
 - Leakage budgets read from this report (`edgesplit.privacy_report.split_floor`, float32, no
-  noise): {"; ".join(f"`max-token-recovery = {b}` puts the floor at split {k}"
+  noise): {"; ".join(f"`privacy.max-token-recovery = {b}` puts the floor at split {k}"
                       for b, k in floors.items())}; no split brings float32 recovery below
   {pct(min(float32.values()))}.
 
@@ -147,11 +147,11 @@ nothing about the noise's cost; SmolLM2's does.
 
 What it means for a user: activations stay highly invertible deep into the stack, so choosing
 a deeper split is not a privacy guarantee: at SmolLM2's deepest split a small attack still
-reads most of the tokens. `activation-noise-std` is not differential privacy: it lowers what
+reads most of the tokens. `privacy.activation-noise-std` is not differential privacy: it lowers what
 this attack recovers, at a perplexity cost that grows faster than the protection. The attack is
 deliberately cheap (a two-layer decoder, {spread(seconds, whole)} s of CPU per
 row here, depending on the split and the machine's load; published learned attacks on 6-7B
 models recover far more, BiSR, CCS'24), so every figure here is a lower bound on the leakage,
-not an estimate of it; a budget (`max-token-recovery`) read from this report bounds what this
-attack recovers, not what a stronger one would.
+not an estimate of it; a budget (`privacy.max-token-recovery`) read from this report bounds what
+this attack recovers, not what a stronger one would.
 """

@@ -75,8 +75,8 @@ def render(results: Path) -> str:
     return f"""## Privacy frontier
 
 `python -m experiments.privacy_frontier` trains {model} with a U-shaped split
-(`device-tail-layers = 1`) at splits {", ".join(map(str, splits))}, each with
-`privacy-epsilon` off and on ({int(first_run['clients'])} clients,
+(`privacy.device-tail-layers = 1`) at splits {", ".join(map(str, splits))}, each with
+`privacy.epsilon` off and on ({int(first_run['clients'])} clients,
 {int(first_run['rounds'])} rounds of {int(first_run['local_steps'])} local steps of
 {int(first_run['batch_size'])} blocks, the same budget for every point), scores each final
 adapter's held-out perplexity on {int(first_run['eval_tokens'])} tokens, and runs the privacy

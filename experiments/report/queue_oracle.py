@@ -52,7 +52,7 @@ def render(results: Path) -> str:
 `allocation/queue_simulation.py` plays the stream round out event by event: each client starts
 at its offset and runs its local steps, a step being device forward -> its own paced uplink ->
 the server's one FIFO tail worker -> tail -> downlink -> device backward. The FIFO model
-(`makespan_model.fifo_response_s`, what fp optimises with `server-queue = "fifo"`) is a
+(`makespan_model.fifo_response_s`, what fp optimises with `allocation.server-queue = "fifo"`) is a
 mean-value analysis of the same round; the two share only the per-step seconds of each part.
 Instances: 2-8 clients, 4-10 layers, random device, link and server speeds and splits, 20 local
 steps, start offsets on every other instance; the server's speed is scaled so that its offered

@@ -51,7 +51,7 @@ def registered(results: Path) -> str:
                           f"{float(filtered['cpu_ms_per_tick']):.2f}"])
     return f"""### Scale: 1000 registered clients (issue 18)
 
-`python -m experiments.bench_scale` (defaults: SmolLM2-135M, `partitioning="iid"` for every N
+`python -m experiments.bench_scale` (defaults: SmolLM2-135M, `data.partitioning="iid"` for every N
 alike, 1 local step, 3 rounds, no evaluation, no calibration, `client-resources-num-cpus=1`: 2
 actors on the 2 cores) on a 2-core machine shared with other engineers' jobs (the 1-minute load
 average of each run in the table; `results/bench_scale/uptime_*.txt`). "before" is main before
@@ -130,10 +130,11 @@ average in `uptime.txt`.
   puts 1 layer on the devices and the devices' heads run on the other core while the server runs
   a tail.
 - Evaluation is where the rest goes: {spread(eval_wall['before'], one)} s of wall before,
-  {spread(eval_wall['after'], one)} s with `eval-overlap` (the server's held-out pass and
+  {spread(eval_wall['after'], one)} s with `eval.overlap` (the server's held-out pass and
   generations compete with the actors' head forwards for 2 cores), for
   {float(first['eval_s']):.1f} + {float(first['generation_s']):.1f} s of compute. Not measured:
-  the `after-1t` schedule in the script (`server-threads=1`), and the full 4-step default job.
+  the `after-1t` schedule in the script (`compute.server-threads=1`), and the full 4-step default
+  job.
 - `--quick` (tiny-llama, 4 clients; `run_all --quick`) is a smoke test of the script: its rounds
   last about a second, so the control plane dominates them; it says nothing about SmolLM2's
   schedules.

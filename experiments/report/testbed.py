@@ -109,13 +109,13 @@ The runs further below (share model, 20 local steps) found the flaw: the model c
 client a share of a server contended all round, while the real server runs tails one at a time,
 first come first served, and clients contend only while their data planes overlap; every Flower
 message starts a fresh ClientApp, so the data planes start far apart. The fix,
-`server-queue = "fifo"` (`allocation/makespan_model.py`):
+`allocation.server-queue = "fifo"` (`allocation/makespan_model.py`):
 - each client's step waits for the tails of the clients found at the server (mean-value
   analysis of devices -> links -> one FIFO server, checked against a simulation in the section
   above), counted only over the part of its data plane that overlaps theirs; overlaps come from
   each client's start offset (round message to first step, measured by the server on the stream
-  as `measured_start_s` and kept by `calibration = "track"`), so in round 1 (no offsets yet)
-  every client is taken to start at once;
+  as `measured_start_s` and kept by `allocation.calibration = "track"`), so in round 1 (no offsets
+  yet) every client is taken to start at once;
 - the round's time is from the first data plane's start to the last one's end (the span);
 - fp optimises that model: by trying every split vector where there are few enough, else a
   descent seeded by the share model's exact optimum and every single split.
@@ -124,9 +124,9 @@ message starts a fresh ClientApp, so the data planes start far apart. The fix,
 --local-steps 80 --out results/testbed_fifo` (same fleet; 80 local steps so that data planes
 are long against the start-up spread: here {spread(planes, whole)} s of data
 plane against {spread(starts, whole)} s of control plane per client).
-fp-makespan is fp with `objective-weights = "1,0,0"`. Per round, the measured span (first data
-plane's start to the last one's end) is the quantity the model's makespan predicts, so it is the
-one compared across allocators; the slowest client's data-plane time is shown beside it
+fp-makespan is fp with `allocation.objective-weights = "1,0,0"`. Per round, the measured span (first
+data plane's start to the last one's end) is the quantity the model's makespan predicts, so it is
+the one compared across allocators; the slowest client's data-plane time is shown beside it
 (`compare.csv`, `clients.csv`). **Every row is a single run**: one run per allocator, one after
 another on the same testbed, no repeats (the repeated comparison is issue 23's); "vs edge-only"
 is blank where either run lost clients.
@@ -189,21 +189,21 @@ def share_section(results: Path) -> str:
     planes = column(clients, "measured_dataplane_s")
     return f"""### Earlier runs: the share model, and how the clock found its flaw
 
-`python -m experiments.testbed --compare` with 20 local steps and `server-queue = "shares"`
-(`results/testbed/`; one run per allocator, fp, fp-makespan, edge-only, fixed-2, fixed-3 and
-random, one after another). Each client's data-plane time (its own compute plus its wait on the
+`python -m experiments.testbed --compare` with 20 local steps and `allocation.server-queue =
+"shares"` (`results/testbed/`; one run per allocator, fp, fp-makespan, edge-only, fixed-2, fixed-3
+and random, one after another). Each client's data-plane time (its own compute plus its wait on the
 stream) against the cost model's per-client time, and its parts, median absolute relative error
 ({len(clients)} client-rounds; `clients.csv`, `fit.png`):
 
 {table(["part", "round 1", "round 2", "all"], fit)}
 - **Transfer is right**: pacing at the allocated rate and the shaped link make a frame take what
-  the model charges (`pace-links` and the declared shaped link).
+  the model charges (`stream.pace-links` and the declared shaped link).
 - **Calibration drifts under load**: a calibration is a few steps at one moment of a machine
   whose load swings; the cgroup caps are ceilings, and under load each cgroup gets less. Fixed
-  by `calibration = "track"`, which rescales each device's and the server's speed after every
-  round by what the round measured: the device error above falls from round 1 to round 2.
+  by `allocation.calibration = "track"`, which rescales each device's and the server's speed after
+  every round by what the round measured: the device error above falls from round 1 to round 2.
   (`results/testbed_dev/` keeps two development runs of an earlier fleet with
-  `calibration = "measure"`.)
+  `allocation.calibration = "measure"`.)
 - **The server's queue is where the share model is wrong**: it charges each client its tail
   work divided by its share of the server, as if every client contended all round. A FIFO queue
   (without start offsets) halves the data-plane error, and still over-predicts, because every
@@ -245,7 +245,7 @@ machine: emulated devices of 4 classes, each a SuperNode in its own network name
 
 {fleet_table(fifo_links)}
 Model: tiny-llama (4 layers, hidden 64) on Shakespeare, batch 8 x 64 tokens, 2 rounds, seed 0,
-makespan cost model with `calibration = "track"` and `pace-links = true`; each run
+makespan cost model with `allocation.calibration = "track"` and `stream.pace-links = true`; each run
 re-calibrates. Why not SmolLM2: every Flower message starts a fresh ClientApp process (torch
 import, model load), which on a fraction of a busy core takes tens of seconds; with SmolLM2
 each round's control plane alone would take many minutes (a first fleet with a smaller CPU

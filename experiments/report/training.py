@@ -91,12 +91,12 @@ def default_run(results: Path) -> str:
     return f"""### The default job, as a new user first sees it
 
 `nice -n 19 python -m experiments.default_run` runs the README's job (pyproject's run config:
-{config['model-name']}, {len(metrics[0]['clients'])} clients, {len(metrics)} rounds of
-{config['local-steps']} local steps, the `{config['allocator']}` allocator on the
-`{config['cost-model']}` cost model with `calibration = "{config['calibration']}"`) in process
-and copies its run folder to `results/default_run/` (metrics, generations, `figures/`). One run.
-Training loss per round: {losses}. Greedy samples after round {last}
-([generations.jsonl](../results/default_run/generations.jsonl)): {quotes}.
+{config['model.name']}, {len(metrics[0]['clients'])} clients, {len(metrics)} rounds of
+{config['train.local-steps']} local steps, the `{config['allocator']}` allocator on the
+`{config['allocation.cost-model']}` cost model with `allocation.calibration =
+"{config['calibration']}"`) in process and copies its run folder to `results/default_run/` (metrics,
+generations, `figures/`). One run. Training loss per round: {losses}. Greedy samples after round
+{last} ([generations.jsonl](../results/default_run/generations.jsonl)): {quotes}.
 
 ![default run time](../results/default_run/figures/time.png)
 
@@ -126,16 +126,18 @@ def instruction_run(results: Path) -> str:
     falls = all(b < a for a, b in zip(heldout, heldout[1:], strict=False))
     val_rises = [r["round"] for a, r in zip(metrics, metrics[1:], strict=False)
                  if r["val_ppl"] > a["val_ppl"]]
-    examples = (len(metrics[0]["clients"]) * config["local-steps"] * config["batch-size"])
+    examples = (len(metrics[0]["clients"]) * config["train.local-steps"] * config[
+        "train.batch-size"])
     return f"""### SmolLM2 on instruction data
 
 `python -m experiments.instruction_run` makes a "continue this speech" instruction dataset from
 the shipped corpus (`experiments/continue_speech_data.py`: one record per speech of 3 lines or
-more; input = its first two lines, output = the third; `partition-by = "role"`) and trains
-{config['model-name']} on it: `data-format = "instruction"`, chat template, loss on the response
-line only, block size {config['block-size']}, {len(metrics[0]['clients'])} clients of whole roles,
-{config['local-steps']} local steps of {config['batch-size']} examples, {len(metrics)} rounds,
-the `{config['allocator']}` allocator, stream transport (`results/instruction_run/`, one run).
+more; input = its first two lines, output = the third; `data.partition-by = "role"`) and trains
+{config['model.name']} on it: `data.format = "instruction"`, chat template, loss on the response
+line only, block size {config['data.block-size']}, {len(metrics[0]['clients'])} clients of whole
+roles, {config['train.local-steps']} local steps of {config['train.batch-size']} examples,
+{len(metrics)} rounds, the `{config['allocator']}` allocator, stream transport
+(`results/instruction_run/`, one run).
 
 {table(["round", "training loss", "federated validation ppl", "server held-out ppl"], body)}
 ![instruction run](../results/instruction_run/figures/training.png)

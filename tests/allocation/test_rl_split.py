@@ -131,19 +131,21 @@ def test_the_trained_policy_chooses_the_splits(policy_folder):
 
 
 def test_rl_split_without_a_policy_is_a_config_error():
-    hint = 'python -m experiments.split_rl --out DIR`, then set rl-policy="DIR/policy"'
-    paper = {"allocator": "rl-split", "cost-model": "paper"}
-    for config in (paper, {"allocator": "rl-split"}):
-        with pytest.raises(ValueError, match=r"config rl-policy = '': .*" + re.escape(hint)):
+    hint = 'python -m experiments.split_rl --out DIR`, then set allocation.rl-policy="DIR/policy"'
+    paper = {"allocation.method": "rl-split", "allocation.cost-model": "paper"}
+    for config in (paper, {"allocation.method": "rl-split"}):
+        with pytest.raises(ValueError,
+                           match=r"config allocation.rl-policy = '': .*" + re.escape(hint)):
             parse(config)
     with pytest.raises(ValueError, match="rl-split needs a trained split policy"):
         SystemAllocator("rl-split", split=3, **CELL)
-    parse({**paper, "rl-policy": "somewhere/policy"})
-    with pytest.raises(ValueError, match="config cost-model = 'makespan': allocator rl-split"):
-        parse({"allocator": "rl-split", "rl-policy": "somewhere/policy"})
-    parse({"allocator": "fp"})  # no policy needed elsewhere
-    with pytest.raises(ValueError, match=r"config nakagami-m = 0.1: must be >= 0.5"):
-        parse({"nakagami-m": 0.1})
+    parse({**paper, "allocation.rl-policy": "somewhere/policy"})
+    with pytest.raises(ValueError, match="config allocation.cost-model = 'makespan': allocator "
+                                         "rl-split"):
+        parse({"allocation.method": "rl-split", "allocation.rl-policy": "somewhere/policy"})
+    parse({"allocation.method": "fp"})  # no policy needed elsewhere
+    with pytest.raises(ValueError, match=r"config channel.nakagami-m = 0.1: must be >= 0.5"):
+        parse({"channel.nakagami-m": 0.1})
 
 
 def test_in_process_run_records_loss_rate_and_policy_split(tmp_path, policy_folder):

@@ -1,5 +1,5 @@
-"""`activation-noise-std`: what the server receives is the clean head output plus noise of the
-configured std relative to each sequence's median token RMS, training still runs, and 0 leaves
+"""`privacy.activation-noise-std`: what the server receives is the clean head output plus noise of
+the configured std relative to each sequence's median token RMS, training still runs, and 0 leaves
 the activations untouched."""
 
 import pytest

@@ -24,7 +24,7 @@ from edgesplit.protocol import CONFIG, QUERY_PROFILE, STREAM, TRAIN_STREAM, Roun
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
 
-RUN_CONFIG = {"model-name": "tiny-llama", "corpus": "synthetic", "block-size": 16}
+RUN_CONFIG = {"model.name": "tiny-llama", "data.corpus": "synthetic", "data.block-size": 16}
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_training_through_an_agent_gives_the_in_process_adapter_bit_for_bit(agen
             ctx.node_config[AGENT_SOCKET] = agent.path
 
     _, direct, _ = run_in_process(config, 2)
-    _, forwarded, rows = run_in_process({**config, "run-name": "agent"}, 2,
+    _, forwarded, rows = run_in_process({**config, "run.name": "agent"}, 2,
                                         grid_hook=through_agent)
     assert all(r["completed"] == 2 and not r["failures"] for r in rows)
     assert direct.keys() == forwarded.keys()

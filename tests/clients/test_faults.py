@@ -1,4 +1,4 @@
-"""Fault injection: the `inject-faults` spec, each fault's device-side behaviour, and the round
+"""Fault injection: the `faults.inject` spec, each fault's device-side behaviour, and the round
 going on without the faulty clients (in-process, both transports; the Flower runtimes are in
 tests/fl_app/test_e2e_*.py)."""
 
@@ -48,8 +48,8 @@ def test_parse_reads_partitions_and_kinds():
 ])
 def test_a_bad_spec_stops_the_run_at_start_naming_the_key(spec, message):
     with pytest.raises(ValueError, match=re.escape(message)) as info:
-        parse({"inject-faults": spec})
-    assert str(info.value).startswith("config inject-faults = ")
+        parse({"faults.inject": spec})
+    assert str(info.value).startswith("config faults.inject = ")
 
 
 def test_random_faults_hit_at_the_rate_the_same_in_every_run():
@@ -81,13 +81,13 @@ def test_a_device_without_a_fixed_fault_draws_one_per_round():
 
 @pytest.mark.parametrize("spec", ["", "raise,explode", " , "])
 def test_bad_fault_kinds_stop_the_run_at_start_naming_the_key(spec):
-    with pytest.raises(ValueError, match=re.escape(f"config fault-kinds = {spec!r}")):
-        parse({"fault-kinds": spec})
+    with pytest.raises(ValueError, match=re.escape(f"config faults.kinds = {spec!r}")):
+        parse({"faults.kinds": spec})
 
 
 def test_a_fault_rate_outside_zero_one_names_the_key():
-    with pytest.raises(ValueError, match=re.escape("config fault-rate = 1.5: must be in [0, 1]")):
-        parse({"fault-rate": 1.5})
+    with pytest.raises(ValueError, match=re.escape("config faults.rate = 1.5: must be in [0, 1]")):
+        parse({"faults.rate": 1.5})
 
 
 # ---- one device --------------------------------------------------------------------------------
@@ -177,9 +177,9 @@ REASONS = {
 @pytest.mark.parametrize("transport, step_timeout_s", [("stream", 2.0), ("flower", 5.0)])
 def test_faulty_clients_are_dropped_with_their_reason_and_the_round_completes(
         tmp_path, monkeypatch, transport, step_timeout_s):
-    config = {**BASE, "transport": transport, "inject-faults": SPEC,
-              "step-timeout-s": step_timeout_s, "output-dir": str(tmp_path),
-              "run-name": transport}
+    config = {**BASE, "stream.transport": transport, "faults.inject": SPEC,
+              "faults.step-timeout-s": step_timeout_s, "run.output-dir": str(tmp_path),
+              "run.name": transport}
     app = client_app
     if transport == "flower":
         app = TakingTurns()
@@ -198,9 +198,9 @@ def test_faulty_clients_are_dropped_with_their_reason_and_the_round_completes(
 
 
 def test_below_the_minimum_the_round_is_skipped_cleanly(tmp_path):
-    config = {**BASE, "transport": "stream", "inject-faults": "0:raise,1:disconnect",
-              "min-train-clients": 3, "step-timeout-s": 2.0, "output-dir": str(tmp_path),
-              "run-name": "skip"}
+    config = {**BASE, "stream.transport": "stream", "faults.inject": "0:raise,1:disconnect",
+              "train.min-clients": 3, "faults.step-timeout-s": 2.0, "run.output-dir": str(tmp_path),
+              "run.name": "skip"}
     grid = InProcessGrid(client_app, config, 3, concurrent=True)
     strategy = train(grid, parse(config))
     (row,) = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").open()]
@@ -210,11 +210,12 @@ def test_below_the_minimum_the_round_is_skipped_cleanly(tmp_path):
 
 
 def test_random_faults_drop_exactly_the_drawn_clients_round_after_round(tmp_path):
-    """fault-rate in a run: the clients dropped in each round are those whose partition drew a
+    """faults.rate in a run: the clients dropped in each round are those whose partition drew a
     fault for that round (in-process node n is partition n - 1)."""
-    config = {**BASE, "transport": "stream", "fault-rate": 0.3, "fault-kinds": "raise,disconnect",
-              "num-server-rounds": 3, "step-timeout-s": 5.0, "output-dir": str(tmp_path),
-              "run-name": "rate"}
+    config = {**BASE, "stream.transport": "stream", "faults.rate": 0.3,
+              "faults.kinds": "raise,disconnect",
+              "train.rounds": 3, "faults.step-timeout-s": 5.0, "run.output-dir": str(tmp_path),
+              "run.name": "rate"}
     train(InProcessGrid(client_app, config, 6, concurrent=True), parse(config))
     rows = [json.loads(line) for line in (tmp_path / "rate" / "metrics.jsonl").open()]
     expected = [{str(p + 1) for p in range(6)

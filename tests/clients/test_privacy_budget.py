@@ -82,9 +82,9 @@ def test_a_device_leaves_the_round_its_budget_cannot_cover(tmp_path):
     the accountant computes it; in round 2 every device leaves with the reason, and the round
     is skipped."""
     config = tiny_run_config(split=2, num_server_rounds=2, batch_size=64, output_dir=str(tmp_path),
-                             run_name="budget", keys={"device-tail-layers": 1,
-                                                      "privacy-epsilon": 50.0,
-                                                      "privacy-rounds": 1})
+                             run_name="budget", keys={"privacy.device-tail-layers": 1,
+                                                      "privacy.epsilon": 50.0,
+                                                      "privacy.rounds": 1})
     _, _, rows = run_in_process(config, num_nodes=3)
     first, second = rows
     assert first["completed"] == 3 and not first["failures"]

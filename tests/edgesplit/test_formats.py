@@ -55,7 +55,7 @@ def test_truncation_keeps_the_block_size_and_drops_examples_left_without_a_respo
     assert len(blocks) == 1 and blocks.input_ids.shape == (1, 24)
     assert blocks.attention_mask.all()  # "user: q\nassistant: answer..." is cut at 24
     assert (blocks.labels[0] != IGNORE).sum() == 24 - len(_bytes("user: q\nassistant: "))
-    assert "1 of 2 examples dropped: no response token within block-size 24" in caplog.text
+    assert "1 of 2 examples dropped: no response token within data.block-size 24" in caplog.text
 
 
 def test_a_template_that_rewrites_earlier_turns_is_refused():

@@ -1,4 +1,4 @@
-"""The user's own data from a local path: every file kind, the data formats, partition-by, and
+"""The user's own data from a local path: every file kind, the data formats, data.partition-by, and
 the errors bad data gets (naming the file and the field)."""
 
 from __future__ import annotations
@@ -93,18 +93,19 @@ def test_chat_messages_and_a_saved_dataset_dict(tmp_path):
     (lambda d: d / "missing.jsonl", {}, "corpus '{d}/missing.jsonl': no such file or folder"),
     (lambda d: _jsonl(d / "x.jsonl", ROWS), {"data_format": "instruction",
                                               "output_field": "response"},
-     "corpus file '{d}/x.jsonl' has no field 'response' (set by output-field)"),
-    (lambda d: _jsonl(d / "x.jsonl", ROWS), {}, "has no field 'text' (set by text-field)"),
+     "corpus file '{d}/x.jsonl' has no field 'response' (set by data.output-field)"),
+    (lambda d: _jsonl(d / "x.jsonl", ROWS), {}, "has no field 'text' (set by data.text-field)"),
     (lambda d: _jsonl(d / "x.jsonl", ROWS), {"data_format": "instruction",
                                               "partition_by": "author"},
-     "has no field 'author' (set by partition-by)"),
+     "has no field 'author' (set by data.partition-by)"),
     (lambda d: _write(d / "x.jsonl", ""), {}, "corpus file '{d}/x.jsonl' is empty"),
     (lambda d: _write(d / "x.json", "[]"), {}, "corpus file '{d}/x.json' is unreadable as json"),
     (lambda d: _jsonl(d / "x.jsonl", [{**ROWS[0], "output": None}]),
      {"data_format": "instruction"},
-     "corpus file '{d}/x.jsonl', record 0: field 'output' (set by output-field) is None"),
+     "corpus file '{d}/x.jsonl', record 0: field 'output' (set by data.output-field) is None"),
     (lambda d: _jsonl(d / "x.jsonl", [{**ROWS[0], "output": "  "}]),
-     {"data_format": "instruction"}, "record 0: field 'output' (set by output-field) is empty"),
+     {"data_format": "instruction"},
+     "record 0: field 'output' (set by data.output-field) is empty"),
     (lambda d: _jsonl(d / "x.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}]),
      {"data_format": "chat"}, "record 0: field 'messages' has no assistant message"),
     (lambda d: _jsonl(d / "x.jsonl", [{"messages": "hi"}]), {"data_format": "chat"},
@@ -131,7 +132,7 @@ def test_a_client_without_records_stops_the_run_with_the_groups_named(tmp_path):
     data = DataSettings(corpus=str(path), data_format="instruction", partition_by="user",
                         heldout_fraction=0.01)
     tokenizer = byte_level_tokenizer()
-    groups = f"corpus '{path}' (groups by field 'user' (partition-by)): "
+    groups = f"corpus '{path}' (groups by field 'user' (data.partition-by)): "
 
     # Execute / Assert: with two clients, cid joins someone, but nothing is held out
     with pytest.raises(ValueError, match=re.escape(groups + "the server's hold-out is empty")):

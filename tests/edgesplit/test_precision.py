@@ -76,10 +76,11 @@ def test_fp16_base_runs_the_split_with_float32_lora(tmp_path):
 
 
 def test_devices_resolve_or_fail_naming_the_key():
-    assert resolve_device("cpu", "server-device") == torch.device("cpu")
+    assert resolve_device("cpu", "compute.server-device") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto", "server-device").type == expected
-    with pytest.raises(ValueError, match="config client-device = 'gpu': one of auto, cpu"):
-        resolve_device("gpu", "client-device")
-    with pytest.raises(ValueError, match=r"config server-device = 'cuda:7': this machine has"):
-        resolve_device("cuda:7", "server-device")
+    assert resolve_device("auto", "compute.server-device").type == expected
+    with pytest.raises(ValueError, match="config compute.client-device = 'gpu': one of auto, cpu"):
+        resolve_device("gpu", "compute.client-device")
+    with pytest.raises(ValueError, match=r"config compute.server-device = 'cuda:7': this machine "
+                                         r"has"):
+        resolve_device("cuda:7", "compute.server-device")

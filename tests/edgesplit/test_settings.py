@@ -84,19 +84,20 @@ def test_the_groups_handed_to_components_have_the_same_defaults():
 
 
 def test_overrides_and_lora_targets():
-    settings = Settings.from_run_config({"split": 7, "lora.targets": "q_proj, v_proj",
-                                         "learning-rate": 1})
+    settings = Settings.from_run_config({"allocation.fixed-split": 7,
+                                         "lora.targets": "q_proj, v_proj",
+                                         "train.learning-rate": 1})
     assert settings.split == 7 and settings.learning_rate == 1.0
     assert settings.lora.target_modules == ("q_proj", "v_proj")
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("split", 0, "config split = 0: must be >= 1"),
-    ("split", "4", "config split = '4': expected int"),
-    ("learning-rate", -0.1, "config learning-rate = -0.1: must be > 0"),
-    ("fraction-train", 1.5, "config fraction-train = 1.5: must be in (0, 1]"),
+    ("allocation.fixed-split", 0, "config allocation.fixed-split = 0: must be >= 1"),
+    ("allocation.fixed-split", "4", "config allocation.fixed-split = '4': expected int"),
+    ("train.learning-rate", -0.1, "config train.learning-rate = -0.1: must be > 0"),
+    ("train.client-fraction", 1.5, "config train.client-fraction = 1.5: must be in (0, 1]"),
     ("lora.dropout", 1.0, "config lora.dropout = 1.0: must be in [0, 1)"),
-    ("batch-size", True, "config batch-size = True: expected int"),
+    ("train.batch-size", True, "config train.batch-size = True: expected int"),
 ])
 def test_wrong_values_get_an_error_naming_the_key(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -40,7 +40,7 @@ def test_a_round_without_evaluation_is_bound_by_its_training_alone() -> None:
 
 
 def test_before_is_the_previous_schedule_and_every_variant_is_a_setting() -> None:
-    assert VARIANTS["before"] == {"server-threads": 0, "client-threads": 1,
-                                  "batch-tails": False, "eval-overlap": False}
+    assert VARIANTS["before"] == {"compute.server-threads": 0, "compute.client-threads": 1,
+                                  "compute.batch-tails": False, "eval.overlap": False}
     for variant in VARIANTS.values():
         Settings.from_run_config(variant)  # real keys with the right types

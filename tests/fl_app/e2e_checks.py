@@ -71,9 +71,9 @@ SIMULATION_FAULTS = {p: k for p, k in FAULTS.items() if k != "crash"}
 
 def fault_run_config(faults: dict[int, str] = FAULTS) -> str:
     """The run config of a fault-injection run with `faults` ({partition: kind})."""
-    return ('model-name="tiny-llama" corpus="synthetic" partitioning="dirichlet" '
-            'num-server-rounds=1 split=3 local-steps=2 block-size=16 eval-every=0 '
-            'min-train-clients=2 transport="stream" inject-faults="'
+    return ('model.name="tiny-llama" data.corpus="synthetic" data.partitioning="dirichlet" '
+            'train.rounds=1 allocation.fixed-split=3 train.local-steps=2 data.block-size=16 '
+            'eval.every=0 train.min-clients=2 stream.transport="stream" faults.inject="'
             + ",".join(f"{p}:{k}" for p, k in faults.items()) + '"')
 
 

@@ -36,8 +36,8 @@ CONFIG = tiny_run_config(allocator="fixed", local_steps=2, transport="stream",
 
 def reference(tmp_path, config):
     """The adapter of the same run in-process (the ClientApp serving every message itself)."""
-    _, lora, _ = run_in_process({**config, "output-dir": str(tmp_path / "reference"),
-                                 "run-name": "reference"}, 2)
+    _, lora, _ = run_in_process({**config, "run.output-dir": str(tmp_path / "reference"),
+                                 "run.name": "reference"}, 2)
     return lora
 
 
@@ -60,7 +60,7 @@ def test_one_round_through_agents_equals_the_in_process_adapter_and_a_lost_messa
         deployment.start_supernode(0, 2, agent=sockets[0])
         deployment.start_supernode(1, 2, agent=sockets[1], superlink=proxy.address)
         rc, log = flwr_run(harness, "flwr-run", deployment.connection, {
-            **CONFIG, "output-dir": str(run_dir.parent), "run-name": run_dir.name}, [])
+            **CONFIG, "run.output-dir": str(run_dir.parent), "run.name": run_dir.name}, [])
     assert rc == 0, log[-6000:]
     assert run_status(harness, deployment.connection, started_run_id(log)) == \
         "finished:completed", log[-6000:]
@@ -84,7 +84,7 @@ def test_one_round_through_agents_equals_the_in_process_adapter_and_a_lost_messa
 def test_a_killed_agent_costs_only_its_client_and_an_agent_of_another_version_is_refused(
         harness, tmp_path):
     """Three devices: one healthy; one whose agent the test SIGKILLs while it trains (it holds
-    still after step 0: `inject-faults` silent, step timeout 120 s); one whose agent runs
+    still after step 0: `faults.inject` silent, step timeout 120 s); one whose agent runs
     another EdgeSplit version. The killed one is dropped from training at once with the reason
     (not after the step timeout), its evaluation message then finds no agent and fails at once
     too, and the round completes with the healthy one. The other version is refused at its
@@ -97,9 +97,9 @@ def test_a_killed_agent_costs_only_its_client_and_an_agent_of_another_version_is
     for partition, socket_path in enumerate(sockets):
         deployment.start_supernode(partition, 3, agent=socket_path)
     run_dir = tmp_path / "outputs" / "kill"
-    config = {**CONFIG, "inject-faults": "1:silent", "step-timeout-s": 120.0,
-              "min-train-clients": 1, "output-dir": str(run_dir.parent),
-              "run-name": run_dir.name}
+    config = {**CONFIG, "faults.inject": "1:silent", "faults.step-timeout-s": 120.0,
+              "train.min-clients": 1, "run.output-dir": str(run_dir.parent),
+              "run.name": run_dir.name}
     killed = []
 
     def kill_agent_1_once_it_trains() -> bool:

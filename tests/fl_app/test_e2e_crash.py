@@ -1,9 +1,9 @@
 """Crash and restart for real: the ServerApp (and, in deployment, the whole edge server) is
-SIGKILLed mid-round under `flwr run`, a new `flwr run` resumes with `resume-from`, and the final
+SIGKILLed mid-round under `flwr run`, a new `flwr run` resumes with `run.resume-from`, and the final
 adapter equals an uninterrupted run's, bit for bit.
 
 Mid-round means while the round's training stream is open: the run is given a fixed
-`stream-port`, which only listens while a round trains, and the kill comes once it listens after
+`stream.port`, which only listens while a round trains, and the kill comes once it listens after
 the previous round's checkpoint. The uninterrupted reference runs in-process
 (`harness.inprocess`, the same ServerApp and ClientApp code): every random draw of a round is
 seeded by (seed, round), and with two clients at one fixed split nothing depends on the node ids,
@@ -44,9 +44,9 @@ SIMULATION = ["--federation-config", f"num-supernodes={CLIENTS} client-resources
 
 def reference(tmp_path: Path, rounds: int) -> dict[str, torch.Tensor]:
     """The adapter of an uninterrupted run of the same config, in-process."""
-    _, lora, _ = run_in_process({**CONFIG, "num-server-rounds": rounds,
-                                 "output-dir": str(tmp_path / "reference"),
-                                 "run-name": "reference"}, CLIENTS)
+    _, lora, _ = run_in_process({**CONFIG, "train.rounds": rounds,
+                                 "run.output-dir": str(tmp_path / "reference"),
+                                 "run.name": "reference"}, CLIENTS)
     return lora
 
 
@@ -93,15 +93,15 @@ def test_simulation_serverapp_killed_mid_round_resumes_to_the_uninterrupted_adap
     connection = start_simulation_superlink(harness, "e2e-crash")
     (stream_port,) = free_ports(1)
     run_dir = tmp_path / "outputs" / "crash"
-    config = {**CONFIG, "num-server-rounds": rounds, "stream-port": stream_port,
-              "output-dir": str(run_dir.parent), "run-name": run_dir.name}
+    config = {**CONFIG, "train.rounds": rounds, "stream.port": stream_port,
+              "run.output-dir": str(run_dir.parent), "run.name": run_dir.name}
     rc, log = flwr_run(harness, "flwr-run-1", connection, config, SIMULATION, stream=False)
     assert rc == 0, log[-4000:]
     killed_run = started_run_id(log)
     kill_mid_round(harness, run_dir, 2, stream_port, "flwr-simulation")
 
     rc, log = flwr_run(harness, "flwr-run-2", connection,
-                       {**config, "resume-from": str(run_dir)}, SIMULATION)
+                       {**config, "run.resume-from": str(run_dir)}, SIMULATION)
     assert rc == 0, log[-6000:]
     assert run_status(harness, connection, started_run_id(log)) == "finished:completed", \
         log[-6000:]
@@ -121,14 +121,14 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
     connection = deployment.connection
     (stream_port,) = free_ports(1)
     run_dir = tmp_path / "outputs" / "crash"
-    config = {**CONFIG, "num-server-rounds": rounds, "stream-port": stream_port,
-              "min-train-clients": CLIENTS, "output-dir": str(run_dir.parent),
-              "run-name": run_dir.name}
+    config = {**CONFIG, "train.rounds": rounds, "stream.port": stream_port,
+              "train.min-clients": CLIENTS, "run.output-dir": str(run_dir.parent),
+              "run.name": run_dir.name}
     rc, log = flwr_run(harness, "flwr-run-1", connection, config, [], stream=False)
     assert rc == 0, log[-4000:]
     kill_mid_round(harness, run_dir, 2, stream_port, "flwr-serverapp")
 
-    resumed = {**config, "resume-from": str(run_dir)}
+    resumed = {**config, "run.resume-from": str(run_dir)}
     rc, log = flwr_run(harness, "flwr-run-2", connection, resumed, [], stream=False)
     assert rc == 0, log[-4000:]
     wait_for(lambda: accepts_connections(stream_port), RUN_TIMEOUT_S, "round 2's stream")

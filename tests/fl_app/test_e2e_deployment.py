@@ -42,7 +42,7 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 1, 2
 RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine without agents; leave room
-FAULT_TIMEOUT_S = 20  # step-timeout-s of the fault run
+FAULT_TIMEOUT_S = 20  # faults.step-timeout-s of the fault run
 
 
 @pytest.fixture
@@ -95,10 +95,11 @@ def test_deployment_one_round_two_authenticated_supernodes(harness, deployment, 
     tls = tls_files
     out = tmp_path / "outputs"
     (stream_port,) = free_ports(1)
-    stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream-port={stream_port}"
+    stream_tls = " ".join(f'{k}="{v}"' for k, v in tls.items()) + f" stream.port={stream_port}"
     with ThreadPoolExecutor(1) as pool:  # dials while the round runs
         stop = threading.Event()
-        dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["tls-ca-certfile"], stop)
+        dialled = pool.submit(dial_with_a_bogus_hello, stream_port, tls["stream.tls-ca-certfile"],
+                              stop)
         try:
             rc, log = run_one_round(harness, deployment.connection, out, stream_tls)
         finally:
@@ -137,10 +138,10 @@ def test_deployment_one_round_two_authenticated_supernodes(harness, deployment, 
 
 
 def run_one_round(harness, deployment, out, stream_tls):
-    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
-                  f'split=3 local-steps=2 block-size=16 min-train-clients={CLIENTS} '
-                  f'eval-every=1 transport="stream" output-dir="{out}" run-name="e2e" '
-                  f'{stream_tls}')
+    run_config = (f'model.name="tiny-llama" data.corpus="synthetic" train.rounds={ROUNDS} '
+                  f'allocation.fixed-split=3 train.local-steps=2 data.block-size=16 '
+                  f'train.min-clients={CLIENTS} eval.every=1 stream.transport="stream" '
+                  f'run.output-dir="{out}" run.name="e2e" {stream_tls}')
     return harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", deployment, "--run-config", run_config, "--stream",
     ], timeout_s=RUN_TIMEOUT_S)
@@ -157,8 +158,8 @@ def test_deployment_drops_every_kind_of_faulty_client_and_completes_the_round(ha
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", deployment, "--run-config",
-        f'{FAULT_RUN_CONFIG} step-timeout-s={FAULT_TIMEOUT_S} calibration="none" '
-        f'output-dir="{out}" run-name="faults"', "--stream",
+        f'{FAULT_RUN_CONFIG} faults.step-timeout-s={FAULT_TIMEOUT_S} allocation.calibration="none" '
+        f'run.output-dir="{out}" run.name="faults"', "--stream",
     ], timeout_s=RUN_TIMEOUT_S)
     assert rc == 0, log[-6000:]
     assert run_status(harness, deployment, started_run_id(log)) == "finished:completed", \

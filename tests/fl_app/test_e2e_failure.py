@@ -20,7 +20,7 @@ def test_a_failing_serverapp_ends_the_log_with_its_cause(simulation, tmp_path):
     # Execute
     rc, log = harness.run("flwr-run-failing", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config",
-        f'model-name="tiny-llama" corpus="{missing}" output-dir="{out}" run-name="failed"',
+        f'model.name="tiny-llama" data.corpus="{missing}" run.output-dir="{out}" run.name="failed"',
         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1", "--stream",
     ], timeout_s=300)
 

@@ -30,9 +30,9 @@ def test_simulation_runs_on_an_existing_ray_cluster(harness, tmp_path):
     ours = {pid for pid in harness.owned_pids() if "gcs_server" in _cmdline(pid)}
     assert len(ours) == 1, ours  # the cluster's own GCS
     connection = start_simulation_superlink(harness, "e2e-ray", env={"RAY_ADDRESS": address})
-    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds=1 '
-                  f'local-steps=1 block-size=16 eval-every=0 min-train-clients=2 '
-                  f'output-dir="{tmp_path}" run-name="ray"')
+    run_config = (f'model.name="tiny-llama" data.corpus="synthetic" train.rounds=1 '
+                  f'train.local-steps=1 data.block-size=16 eval.every=0 train.min-clients=2 '
+                  f'run.output-dir="{tmp_path}" run.name="ray"')
     rc, out = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", connection, "--stream",
         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1",

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 2, 4
 RUN_TIMEOUT_S = 300  # ~90-130 s seen on a loaded 2-core machine
-FAULT_TIMEOUT_S = 20  # step-timeout-s; cold Ray actors answer the profile query within
-# reply-timeout-s (its default, 600 s)
+FAULT_TIMEOUT_S = 20  # faults.step-timeout-s; cold Ray actors answer the profile query within
+# faults.reply-timeout-s (its default, 600 s)
 
 
 @pytest.mark.parametrize("transport", ["stream", "flower"])
@@ -32,9 +32,9 @@ def test_simulation_two_rounds_through_flwr_run(simulation, tmp_path, transport)
     deadlock). Both data planes run the same job."""
     harness, superlink = simulation
     out = tmp_path / "outputs"
-    run_config = (f'model-name="tiny-llama" corpus="synthetic" num-server-rounds={ROUNDS} '
-                  f'split=3 local-steps=2 block-size=16 transport="{transport}" '
-                  f'output-dir="{out}" run-name="e2e"')
+    run_config = (f'model.name="tiny-llama" data.corpus="synthetic" train.rounds={ROUNDS} '
+                  f'allocation.fixed-split=3 train.local-steps=2 data.block-size=16 '
+                  f'stream.transport="{transport}" run.output-dir="{out}" run.name="e2e"')
     rc, log = harness.run(f"flwr-run-{transport}", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config", run_config,
         "--federation-config", f"num-supernodes={CLIENTS} client-resources-num-cpus=1",
@@ -62,9 +62,9 @@ def test_simulation_drops_every_kind_of_faulty_client_and_completes_the_round(
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run-faults", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config",
-        f'{fault_run_config(SIMULATION_FAULTS)} step-timeout-s={FAULT_TIMEOUT_S} '
-        f'output-dir="{out}" '
-        'run-name="faults"',
+        f'{fault_run_config(SIMULATION_FAULTS)} faults.step-timeout-s={FAULT_TIMEOUT_S} '
+        f'run.output-dir="{out}" '
+        'run.name="faults"',
         "--federation-config", f"num-supernodes={FAULT_CLIENTS} client-resources-num-cpus=1 "
         f"init-args-num-cpus={FAULT_CLIENTS}", "--stream",
     ], timeout_s=RUN_TIMEOUT_S + 120)

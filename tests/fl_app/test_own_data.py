@@ -37,8 +37,8 @@ def test_instruction_jsonl_trains_on_responses_only_and_equals_full_model_lora(t
             for i, u in enumerate(USERS) for w in WORDS[i:] + WORDS[:i]]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    keys = {"corpus": str(path), "data-format": "instruction", "partition-by": "user",
-            "block-size": 64, "num-server-rounds": 2}
+    keys = {"data.corpus": str(path), "data.format": "instruction", "data.partition-by": "user",
+            "data.block-size": 64, "train.rounds": 2}
 
     # Execute
     strategy, final, metrics = _run(tmp_path, 3, **keys)
@@ -93,8 +93,8 @@ def test_csv_partitioned_by_a_column_keeps_each_author_on_one_client(tmp_path):
             author = USERS[i % len(USERS)]
             writer.writerow({"id": i, "author": author,
                              "body": f"<{author}> writes about the {WORDS[i % len(WORDS)]}."})
-    keys = {"corpus": str(path), "text-field": "body", "partition-by": "author",
-            "num-server-rounds": 1}
+    keys = {"data.corpus": str(path), "data.text-field": "body", "data.partition-by": "author",
+            "train.rounds": 1}
 
     # Execute
     strategy, _, metrics = _run(tmp_path, 2, **keys)

@@ -12,20 +12,25 @@ from harness.inprocess import run_in_process
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("optimizer", "adam", "config optimizer = 'adam': one of"),
-    ("allocator", "magic", "config allocator = 'magic': one of"),
-    ("partitioning", "by-play", "config partitioning = 'by-play': one of"),
-    ("aggregation", "mean", "config aggregation = 'mean': one of"),
-    ("transport", "udp", "config transport = 'udp': one of"),
-    ("stream-dtype", "float64", "config stream-dtype = 'float64': one of"),
-    ("channel", "fog", "config channel = 'fog': one of"),
-    ("base-dtype", "int8", "config base-dtype = 'int8': one of"),
-    ("server-device", "gpu0", "config server-device = 'gpu0': one of auto, cpu, cuda"),
-    ("client-device", "tpu", "config client-device = 'tpu': one of auto, cpu, cuda"),
-    ("learning-rate", -0.1, "config learning-rate = -0.1: must be > 0"),  # ranges too
-    ("objective-weights", "1,0", "config objective-weights = '1,0': three finite weights"),
-    ("objective-weights", "0,0,0", "config objective-weights = '0,0,0': three finite weights"),
-    ("objective-weights", "1,-1,0", "config objective-weights = '1,-1,0': three finite"),
+    ("train.optimizer", "adam", "config train.optimizer = 'adam': one of"),
+    ("allocation.method", "magic", "config allocation.method = 'magic': one of"),
+    ("data.partitioning", "by-play", "config data.partitioning = 'by-play': one of"),
+    ("train.aggregation", "mean", "config train.aggregation = 'mean': one of"),
+    ("stream.transport", "udp", "config stream.transport = 'udp': one of"),
+    ("stream.dtype", "float64", "config stream.dtype = 'float64': one of"),
+    ("channel.kind", "fog", "config channel.kind = 'fog': one of"),
+    ("model.base-dtype", "int8", "config model.base-dtype = 'int8': one of"),
+    ("compute.server-device", "gpu0", "config compute.server-device = 'gpu0': one of auto, cpu, "
+                                      "cuda"),
+    ("compute.client-device", "tpu",
+     "config compute.client-device = 'tpu': one of auto, cpu, cuda"),
+    ("train.learning-rate", -0.1, "config train.learning-rate = -0.1: must be > 0"),  # ranges too
+    ("allocation.objective-weights", "1,0", "config allocation.objective-weights = '1,0': three "
+                                            "finite weights"),
+    ("allocation.objective-weights", "0,0,0", "config allocation.objective-weights = '0,0,0': "
+                                              "three finite weights"),
+    ("allocation.objective-weights", "1,-1,0", "config allocation.objective-weights = '1,-1,0': "
+                                               "three finite"),
 ])
 def test_a_wrong_name_gets_an_error_naming_the_key_and_the_choices(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -34,24 +39,28 @@ def test_a_wrong_name_gets_an_error_naming_the_key_and_the_choices(key, value, m
 
 def test_a_setting_the_allocator_ignores_does_not_stop_the_run():
     """`split` only matters to fixed and heterogeneous-fixed: fp runs with any value."""
-    check_against_model(parse({"allocator": "fp", "split": 4}), num_layers=4)
-    check_against_model(parse({"allocator": "fixed", "split": 3}), num_layers=4)
+    check_against_model(parse({"allocation.method": "fp", "allocation.fixed-split": 4}),
+                        num_layers=4)
+    check_against_model(parse({"allocation.method": "fixed", "allocation.fixed-split": 3}),
+                        num_layers=4)
     for allocator in ("fixed", "heterogeneous-fixed"):
         with pytest.raises(ValueError, match=re.escape(
-                f"config split = 4: allocator {allocator} uses it: split 4 outside [1, 3] "
-                "for a 4-layer model")):
-            check_against_model(parse({"allocator": allocator, "split": 4}), num_layers=4)
+                f"config allocation.fixed-split = 4: allocator {allocator} uses it: split 4 "
+                "outside [1, 3] for a 4-layer model")):
+            check_against_model(parse({"allocation.method": allocator,
+                                       "allocation.fixed-split": 4}), num_layers=4)
 
 
 def test_u_shaped_rules_need_the_stream_and_room_on_the_server():
-    with pytest.raises(ValueError, match="device-tail-layers.*stream"):
-        parse({"transport": "flower", "device-tail-layers": 1})
-    settings = parse({"device-tail-layers": 3, "allocator": "fp"})
-    with pytest.raises(ValueError, match="device-tail-layers = 3: at most 2"):
+    with pytest.raises(ValueError, match="privacy.device-tail-layers.*stream"):
+        parse({"stream.transport": "flower", "privacy.device-tail-layers": 1})
+    settings = parse({"privacy.device-tail-layers": 3, "allocation.method": "fp"})
+    with pytest.raises(ValueError, match="privacy.device-tail-layers = 3: at most 2"):
         check_against_model(settings, num_layers=4)
     with pytest.raises(ValueError, match=re.escape("split 3 outside [1, 2] for a 4-layer model "
                                                    "with 1 tail layers on the device")):
-        check_against_model(parse({"device-tail-layers": 1, "allocator": "fixed", "split": 3}),
+        check_against_model(parse({"privacy.device-tail-layers": 1, "allocation.method": "fixed",
+                                   "allocation.fixed-split": 3}),
                             num_layers=4)
 
 
@@ -68,38 +77,43 @@ def write_report(path, recovery, model="tiny-llama", wire="float32", noise=0.0):
 
 def test_the_split_floor_from_min_device_layers_and_from_a_leakage_budget(tmp_path):
     assert lowest_split(parse({}), num_layers=4) == 1
-    assert lowest_split(parse({"min-device-layers": 2}), num_layers=4) == 2
+    assert lowest_split(parse({"privacy.min-device-layers": 2}), num_layers=4) == 2
     with pytest.raises(ValueError, match=re.escape(
-            "config min-device-layers = 3: leaves no valid split: a 4-layer model splits in "
-            "[1, 2]")):
-        lowest_split(parse({"min-device-layers": 3, "device-tail-layers": 1}), num_layers=4)
+            "config privacy.min-device-layers = 3: leaves no valid split: a 4-layer model splits "
+            "in [1, 2]")):
+        lowest_split(parse({"privacy.min-device-layers": 3, "privacy.device-tail-layers": 1}),
+                     num_layers=4)
     report = write_report(tmp_path / "r.csv", [0.9, 0.4, 0.3])
-    budget = {"model-name": "tiny-llama", "device-tail-layers": 1, "privacy-report": report}
-    assert lowest_split(parse({**budget, "max-token-recovery": 0.5}), num_layers=5) == 2
+    budget = {"model.name": "tiny-llama", "privacy.device-tail-layers": 1, "privacy.report": report}
+    assert lowest_split(parse({**budget, "privacy.max-token-recovery": 0.5}), num_layers=5) == 2
     # The larger of the two floors wins.
-    assert lowest_split(parse({**budget, "max-token-recovery": 0.5, "min-device-layers": 3}),
+    assert lowest_split(parse({**budget, "privacy.max-token-recovery": 0.5,
+                               "privacy.min-device-layers": 3}),
                         num_layers=5) == 3
-    with pytest.raises(ValueError, match="config max-token-recovery = 0.2: no split of tiny-llama"):
-        lowest_split(parse({**budget, "max-token-recovery": 0.2}), num_layers=5)
-    with pytest.raises(ValueError, match="config max-token-recovery = 0.5: the privacy report "
-                                         "has no int8 rows"):  # int8 activations: int8 rows
-        lowest_split(parse({**budget, "max-token-recovery": 0.5, "stream-dtype": "int8"}),
+    with pytest.raises(ValueError, match="config privacy.max-token-recovery = 0.2: no split of "
+                                         "tiny-llama"):
+        lowest_split(parse({**budget, "privacy.max-token-recovery": 0.2}), num_layers=5)
+    with pytest.raises(ValueError, match="config privacy.max-token-recovery = 0.5: the privacy "
+                                         "report has no int8 rows"):  # int8 activations: int8 rows
+        lowest_split(parse({**budget, "privacy.max-token-recovery": 0.5, "stream.dtype": "int8"}),
                      num_layers=5)
-    with pytest.raises(ValueError, match="config privacy-report = .*absent.csv.*cannot read"):
-        lowest_split(parse({**budget, "max-token-recovery": 0.5,
-                            "privacy-report": str(tmp_path / "absent.csv")}), num_layers=5)
+    with pytest.raises(ValueError, match="config privacy.report = .*absent.csv.*cannot read"):
+        lowest_split(parse({**budget, "privacy.max-token-recovery": 0.5,
+                            "privacy.report": str(tmp_path / "absent.csv")}), num_layers=5)
 
 
 def test_a_leakage_budget_needs_a_report_and_a_u_shaped_split():
-    with pytest.raises(ValueError, match="config max-token-recovery = 0.5: a leakage budget "
-                                         "needs device-tail-layers >= 1"):
-        parse({"max-token-recovery": 0.5, "privacy-report": "r.csv"})
-    with pytest.raises(ValueError, match="config privacy-report = '': max-token-recovery < 1"):
-        parse({"max-token-recovery": 0.5, "device-tail-layers": 1})
-    with pytest.raises(ValueError, match="config max-token-recovery = 1.5: must be in"):
-        parse({"max-token-recovery": 1.5})
-    with pytest.raises(ValueError, match="config activation-noise-std = -0.1: must be >= 0"):
-        parse({"activation-noise-std": -0.1})
+    with pytest.raises(ValueError, match="config privacy.max-token-recovery = 0.5: a leakage "
+                                         "budget needs privacy.device-tail-layers >= 1"):
+        parse({"privacy.max-token-recovery": 0.5, "privacy.report": "r.csv"})
+    with pytest.raises(ValueError, match="config privacy.report = '': privacy.max-token-recovery < "
+                                         "1"):
+        parse({"privacy.max-token-recovery": 0.5, "privacy.device-tail-layers": 1})
+    with pytest.raises(ValueError, match="config privacy.max-token-recovery = 1.5: must be in"):
+        parse({"privacy.max-token-recovery": 1.5})
+    with pytest.raises(ValueError,
+                       match="config privacy.activation-noise-std = -0.1: must be >= 0"):
+        parse({"privacy.activation-noise-std": -0.1})
 
 
 def test_a_run_with_a_leakage_budget_keeps_every_client_at_its_floor(tmp_path):
@@ -116,6 +130,7 @@ def test_a_run_with_a_leakage_budget_keeps_every_client_at_its_floor(tmp_path):
 def test_objective_weights_reach_the_allocator():
     from edgesplit.settings import objective_weights
 
-    assert objective_weights(parse({"objective-weights": "1,0,0.5"}).objective_weights) == (
+    assert objective_weights(parse({
+        "allocation.objective-weights": "1,0,0.5"}).objective_weights) == (
         1.0, 0.0, 0.5)
     assert objective_weights(parse({}).objective_weights) == (1.0, 1.0, 1.0)

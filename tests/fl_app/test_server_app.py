@@ -22,9 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_naming_only_the_model_runs_although_the_default_split_does_not_fit_it(tmp_path):
     """`split` (default 4) only matters to the fixed allocators; fp picks splits itself."""
-    config = {"model-name": "tiny-llama",  # the rest only shrinks the run
-              "corpus": "synthetic", "num-server-rounds": 1, "local-steps": 1,
-              "eval-every": 0, "output-dir": str(tmp_path), "run-name": "run"}
+    config = {"model.name": "tiny-llama",  # the rest only shrinks the run
+              "data.corpus": "synthetic", "train.rounds": 1, "train.local-steps": 1,
+              "eval.every": 0, "run.output-dir": str(tmp_path), "run.name": "run"}
     strategy, _, rows = run_in_process(config, 2)
     assert (strategy.settings.split, strategy.settings.allocator) == (4, "fp")
     assert rows[0]["completed"] == 2

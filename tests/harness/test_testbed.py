@@ -68,10 +68,10 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
             assert abs(measured / mbit - 1) <= 0.25, (direction, measured, mbit)
         # One round of the tiny model through the testbed.
         out = tmp_path / "outputs"
-        rc, log = bed.run({"model-name": "tiny-llama", "corpus": "synthetic",
-                           "num-server-rounds": 1, "local-steps": 2, "block-size": 16,
-                           "eval-every": 0, "pace-links": True, "output-dir": str(out),
-                           "run-name": "bed"}, timeout_s=900)
+        rc, log = bed.run({"model.name": "tiny-llama", "data.corpus": "synthetic",
+                           "train.rounds": 1, "train.local-steps": 2, "data.block-size": 16,
+                           "eval.every": 0, "stream.pace-links": True, "run.output-dir": str(out),
+                           "run.name": "bed"}, timeout_s=900)
         assert rc == 0, log[-4000:]
         (row,) = [json.loads(line) for line in (out / "bed" / "metrics.jsonl").open()]
         assert row["completed"] == 2 and not row["failures"], row
@@ -117,10 +117,11 @@ def test_a_cell_shares_its_band_and_the_allocator_divides_it(tmp_path):
             both = list(pool.map(lambda i: measure_mbit(bed, i, "up", 4_000_000), range(2)))
         assert sum(both) <= 20 * 1.25 and min(both) < min(alone), (both, alone)
         out = tmp_path / "outputs"
-        rc, log = bed.run({"model-name": "tiny-llama", "corpus": "synthetic",
-                           "num-server-rounds": 1, "local-steps": 2, "block-size": 16,
-                           "eval-every": 0, "pace-links": True, "cell-subchannels": 10,
-                           "output-dir": str(out), "run-name": "cell"}, timeout_s=900)
+        rc, log = bed.run({"model.name": "tiny-llama", "data.corpus": "synthetic",
+                           "train.rounds": 1, "train.local-steps": 2, "data.block-size": 16,
+                           "eval.every": 0, "stream.pace-links": True,
+                           "allocation.cell-subchannels": 10,
+                           "run.output-dir": str(out), "run.name": "cell"}, timeout_s=900)
         assert rc == 0, log[-4000:]
         (row,) = [json.loads(line) for line in (out / "cell" / "metrics.jsonl").open()]
         assert row["completed"] == 2 and not row["failures"], row

@@ -1,5 +1,5 @@
 """Fleet files: a cell's band becomes each cell device's declared spectral efficiency and the
-run's cell-bandwidth-hz (no root needed: nothing is built)."""
+run's allocation.cell-bandwidth-hz (no root needed: nothing is built)."""
 
 import pytest
 
@@ -38,7 +38,7 @@ def test_a_fleet_with_a_cell_declares_who_is_in_it(tmp_path):
     path = tmp_path / "fleet.toml"
     path.write_text(CELL)
     fleet = load_fleet(path)
-    assert fleet.run_config == {"cell-bandwidth-hz": 20e6}
+    assert fleet.run_config == {"allocation.cell-bandwidth-hz": 20e6}
     phone, laptop = fleet.classes["phone"].declared(), fleet.classes["laptop"].declared()
     assert phone["device.cell"] is True
     assert phone["device.spectral-efficiency"] == pytest.approx(1.5)  # 30 Mbit/s over 20 MHz

@@ -111,7 +111,7 @@ def test_a_resumed_run_reads_its_calibration_back_instead_of_measuring(tmp_path)
             asked.append(msg.metadata.dst_node_id)
 
     _, _, rows = run(tmp_path, name="resumed", fault=count, **{
-        "num-server-rounds": 3, "resume-from": str(tmp_path / "stopped")})
+        "train.rounds": 3, "run.resume-from": str(tmp_path / "stopped")})
     assert asked == [] and "calibration" not in rows[-1]
     assert [r["round"] for r in rows] == [1, 2, 3]
 

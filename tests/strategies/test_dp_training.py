@@ -14,12 +14,14 @@ from strategies.aggregation import AdapterPrivacy, update_norm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The adapters these configs trained at main 4f35c08, before any privacy code existed.
-BEFORE = {"u_shaped": {"device-tail-layers": 1, "allocator": "random"}, "two_part": {}}
+BEFORE = {"u_shaped": {"privacy.device-tail-layers": 1, "allocation.method": "random"},
+          "two_part": {}}
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_defences_off_train_bit_identical_to_before_them(tmp_path, name):
-    explicit_off = {"privacy-epsilon": 0.0, "adapter-epsilon": 0.0} if name == "u_shaped" else {}
+    explicit_off = {"privacy.epsilon": 0.0,
+                    "privacy.adapter-epsilon": 0.0} if name == "u_shaped" else {}
     config = tiny_run_config(split=2, num_server_rounds=2, output_dir=str(tmp_path),
                              run_name=name, keys={**BEFORE[name], **explicit_off})
     _, final, _ = run_in_process(config, num_nodes=3)
@@ -44,9 +46,9 @@ def test_every_frame_is_clipped_and_noised_as_planned(tmp_path, server_frames, m
 
     monkeypatch.setattr(dp, "privatize", recording)
     config = tiny_run_config(split=2, num_server_rounds=2, output_dir=str(tmp_path), run_name="c",
-                             keys={"device-tail-layers": 1, "allocator": "random",
-                                   "privacy-epsilon": 1e4, "activation-clip": 0.5,
-                                   "gradient-clip": 0.5})
+                             keys={"privacy.device-tail-layers": 1, "allocation.method": "random",
+                                   "privacy.epsilon": 1e4, "privacy.activation-clip": 0.5,
+                                   "privacy.gradient-clip": 0.5})
     _, _, rows = run_in_process(config, num_nodes=3)
     assert all(r["completed"] == 3 for r in rows)
     z = rows[0]["clients"][0]["privacy_noise_multiplier"]
@@ -99,11 +101,11 @@ def test_dp_adapters_aggregate_clients_with_different_key_sets():
 
 
 def test_dp_adapters_in_a_run_with_different_splits(tmp_path):
-    """A run with clients at different splits aggregates under adapter-epsilon, reports the
+    """A run with clients at different splits aggregates under privacy.adapter-epsilon, reports the
     spend each round and stops when the rounds planned for the budget are played."""
     config = tiny_run_config(split=3, num_server_rounds=3, output_dir=str(tmp_path), run_name="a",
-                             keys={"adapter-epsilon": 20.0, "adapter-clip": 0.01,
-                                   "privacy-rounds": 2})
+                             keys={"privacy.adapter-epsilon": 20.0, "privacy.adapter-clip": 0.01,
+                                   "privacy.rounds": 2})
     strategy, final, rows = run_in_process(config, num_nodes=3)
     assert len(rows) == 2  # the third round would pass the budget
     assert len({c["split"] for r in rows for c in r["clients"]}) > 1

@@ -1,4 +1,4 @@
-"""`pace-links`: every stream frame, both ways, passes a pacer at the rate the allocator gave
+"""`stream.pace-links`: every stream frame, both ways, passes a pacer at the rate the allocator gave
 its client (in-process, real ServerApp and ClientApp code; the pacer's sleep is recorded, not
 slept, so nothing here depends on the wall clock)."""
 
@@ -29,12 +29,12 @@ def paced(monkeypatch):
 
 def _run(tmp_path, **keys):
     config = tiny_run_config(output_dir=str(tmp_path), run_name="paced",
-                             keys={"num-server-rounds": 1, "local-steps": STEPS, **keys})
+                             keys={"train.rounds": 1, "train.local-steps": STEPS, **keys})
     return run_in_process(config, 4)
 
 
 def test_every_frame_both_ways_is_paced_at_its_clients_allocated_rate(tmp_path, paced):
-    strategy, _, (row,) = _run(tmp_path, **{"pace-links": True})
+    strategy, _, (row,) = _run(tmp_path, **{"stream.pace-links": True})
     assert row["completed"] == 4 and not row["failures"]
     rates = {c["rate_bps"] for c in row["clients"]}
     assert len(rates) == 4  # four devices, four links
@@ -74,8 +74,8 @@ def test_a_shaped_link_is_paced_only_for_the_difference(tmp_path, paced):
                                         "device.downlink-bps": 1e9})
 
     config = tiny_run_config(output_dir=str(tmp_path), run_name="paced",
-                             keys={"num-server-rounds": 1, "local-steps": STEPS,
-                                   "pace-links": True})
+                             keys={"train.rounds": 1, "train.local-steps": STEPS,
+                                   "stream.pace-links": True})
     _, _, (row,) = run_in_process(config, 4, grid_hook=shaped)
     assert row["completed"] == 4
     uplinks = {c["rate_bps"] for c in row["clients"]}
@@ -91,8 +91,9 @@ def test_a_cell_clients_frames_are_paced_at_its_share_of_the_band(tmp_path, pace
     """With a cell, the simulated 5G and LTE devices share its band: each is paced at its
     subchannels' rate, which its modelled transfer is costed at; the round's metrics carry
     the allocator's certificate."""
-    strategy, _, (row,) = _run(tmp_path, **{"pace-links": True, "cell-bandwidth-hz": 20e6,
-                                            "cell-subchannels": 10})
+    strategy, _, (row,) = _run(tmp_path, **{"stream.pace-links": True,
+                                            "allocation.cell-bandwidth-hz": 20e6,
+                                            "allocation.cell-subchannels": 10})
     assert row["completed"] == 4
     cell = [c for c in row["clients"] if "bandwidth_hz" in c]
     assert cell and sum(c["subchannels"] for c in cell) <= 10

@@ -27,8 +27,8 @@ def run(tmp_path, num_nodes=4, fault=None, name="run", **overrides):
                                                     ("tiny-gpt2", "float32"),
                                                     ("tiny-llama", "bfloat16")])
 def test_split_federated_equals_fedavg_of_full_model_lora(tmp_path, model_name, base_dtype):
-    strategy, final, rows = run(tmp_path, **{"model-name": model_name, "num-server-rounds": 3,
-                                             "base-dtype": base_dtype})
+    strategy, final, rows = run(tmp_path, **{"model.name": model_name, "train.rounds": 3,
+                                             "model.base-dtype": base_dtype})
     splits = {c["split"] for r in rows for c in r["clients"]}
     assert len(splits) > 1, "the check needs a mix of split points"
     reference = fedavg_of_full_model_training(strategy.settings, 4, 3)
@@ -40,11 +40,11 @@ def test_split_federated_equals_fedavg_of_full_model_lora(tmp_path, model_name, 
     assert any(v.abs().max() > 0 for k, v in final.items() if "lora_B" in k)  # it did train
     assert all(v.dtype == torch.float32 for v in final.values())
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["base-dtype"], config["server-device"]) == (base_dtype, "cpu")
+    assert (config["model.base-dtype"], config["compute.server-device"]) == (base_dtype, "cpu")
 
 
 def test_metrics_checkpoints_and_exported_adapter(tmp_path):
-    strategy, final, rows = run(tmp_path, **{"num-server-rounds": 2, "eval-every": 1})
+    strategy, final, rows = run(tmp_path, **{"train.rounds": 2, "eval.every": 1})
     folder = tmp_path / "run"
     assert [r["round"] for r in rows] == [1, 2]
     for r in rows:
@@ -85,7 +85,7 @@ def _fail_node(node, how):
 def test_a_failing_client_is_dropped_and_the_round_completes(tmp_path, how):
     # Only the silent client waits for the timeout; the others reply at once in-process.
     _, final, rows = run(tmp_path, fault=_fail_node(2, how),
-                         **{"num-server-rounds": 1, "step-timeout-s": 3.0})
+                         **{"train.rounds": 1, "faults.step-timeout-s": 3.0})
     (row,) = rows
     assert row["completed"] == 3 and "train_loss" in row
     assert list(row["failures"]) == ["2"]
@@ -96,43 +96,43 @@ def test_round_is_skipped_when_too_few_clients_complete(tmp_path):
     def everyone_fails(msg):
         return DROP if msg.metadata.message_type == TRAIN_STEP else None
     strategy, final, rows = run(tmp_path, fault=everyone_fails,
-                                **{"num-server-rounds": 1, "step-timeout-s": 1.0})
+                                **{"train.rounds": 1, "faults.step-timeout-s": 1.0})
     assert rows[0]["completed"] == 0 and "skipped" in rows[0]
     initial = SplitModel("tiny-llama", strategy.settings.lora, seed=0).lora_state()
     assert all(torch.equal(final[k], initial[k]) for k in final)
 
 
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
-    _, uninterrupted, rows = run(tmp_path, name="whole", **{"num-server-rounds": 3})
-    run(tmp_path, name="stopped", **{"num-server-rounds": 2})
+    _, uninterrupted, rows = run(tmp_path, name="whole", **{"train.rounds": 3})
+    run(tmp_path, name="stopped", **{"train.rounds": 2})
     _, resumed, resumed_rows = run(tmp_path, name="resumed", **{
-        "num-server-rounds": 3, "resume-from": str(tmp_path / "stopped")})
+        "train.rounds": 3, "run.resume-from": str(tmp_path / "stopped")})
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     assert [r["train_loss"] for r in resumed_rows] == [r["train_loss"] for r in rows]
 
 
 def test_resuming_from_a_missing_or_foreign_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="no checkpoints"):
-        run(tmp_path, **{"resume-from": str(tmp_path)})
-    run(tmp_path, name="gpt2", **{"model-name": "tiny-gpt2", "num-server-rounds": 1})
+        run(tmp_path, **{"run.resume-from": str(tmp_path)})
+    run(tmp_path, name="gpt2", **{"model.name": "tiny-gpt2", "train.rounds": 1})
     with pytest.raises(ValueError, match="does not match this model"):
-        run(tmp_path, name="llama", **{"resume-from": str(tmp_path / "gpt2")})
+        run(tmp_path, name="llama", **{"run.resume-from": str(tmp_path / "gpt2")})
     with pytest.raises(ValueError, match=r"config changed.*seed 0 -> 1"):
-        run(tmp_path, name="reseeded", **{"model-name": "tiny-gpt2", "seed": 1,
-                                          "resume-from": str(tmp_path / "gpt2")})
+        run(tmp_path, name="reseeded", **{"model.name": "tiny-gpt2", "run.seed": 1,
+                                          "run.resume-from": str(tmp_path / "gpt2")})
 
 
 @pytest.mark.parametrize("transport", ["flower", "stream"])
 def test_overlapped_evaluation_gives_the_same_numbers_and_samples(tmp_path, transport):
     # Prepare
-    keys = {"transport": transport, "eval-every": 1, "num-server-rounds": 2,
-            "sample-prompts": "Hello", "sample-tokens": 4}
+    keys = {"stream.transport": transport, "eval.every": 1, "train.rounds": 2,
+            "eval.sample-prompts": "Hello", "eval.sample-tokens": 4}
 
     # Execute
     runs = {}
     for overlap in (False, True):
         config = tiny_run_config(output_dir=str(tmp_path), run_name=f"overlap-{overlap}",
-                                 keys={**keys, "eval-overlap": overlap})
+                                 keys={**keys, "eval.overlap": overlap})
         _, final, rows = run_in_process(config, 3)
         samples = (tmp_path / f"overlap-{overlap}" / "generations.jsonl").read_text()
         runs[overlap] = final, rows, samples

@@ -62,7 +62,7 @@ def test_a_round_completes_unchanged_under_a_flood_of_bogus_connections(tmp_path
     """Node 1 floods the round's stream (from the clients' own address, 127.0.0.1) before it
     trains, while nodes 2-4 stream their steps; then it trains too. Every bogus call is turned
     away, the round trains all four clients, and the adapter equals an undisturbed run's."""
-    keys = {"num-server-rounds": 1, "step-timeout-s": 5.0, "reply-timeout-s": 120.0}
+    keys = {"train.rounds": 1, "faults.step-timeout-s": 5.0, "faults.reply-timeout-s": 120.0}
     outcomes, flooded_during = {}, threading.Event()
 
     def flood_then_train(msg):

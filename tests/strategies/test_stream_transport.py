@@ -38,7 +38,7 @@ def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
 def test_both_transports_give_bit_identical_adapters(tmp_path, tls_files, model_name):
     """Oracle 5: same seeds, fp32 on the wire -> the same adapters bit for bit, round after
     round, over plaintext and over TLS."""
-    common = {"model-name": model_name, "num-server-rounds": 2}
+    common = {"model.name": model_name, "train.rounds": 2}
     _, flower, flower_rows = run(tmp_path / "f", "flower", **common)
     _, plain, plain_rows = run(tmp_path / "p", **common)
     _, tls, tls_rows = run(tmp_path / "t", **common, **tls_files)
@@ -55,8 +55,8 @@ def test_both_transports_give_bit_identical_adapters(tmp_path, tls_files, model_
 
 @pytest.mark.parametrize("wire", ["float16", "bfloat16"])
 def test_half_precision_wire_trains_close_to_fp32(tmp_path, wire):
-    strategy, fp32, fp32_rows = run(tmp_path / "a", **{"num-server-rounds": 1})
-    _, half, rows = run(tmp_path / "b", **{"num-server-rounds": 1, "stream-dtype": wire})
+    strategy, fp32, fp32_rows = run(tmp_path / "a", **{"train.rounds": 1})
+    _, half, rows = run(tmp_path / "b", **{"train.rounds": 1, "stream.dtype": wire})
     assert rows[0]["completed"] == 4
     assert rows[0]["train_loss"] == pytest.approx(fp32_rows[0]["train_loss"], rel=1e-3)
     start = SplitModel("tiny-llama", strategy.settings.lora, seed=0).lora_state()
@@ -84,10 +84,10 @@ def test_int8_wire_trains_close_to_fp32_with_a_quarter_of_the_bytes(tmp_path, mo
         return outcomes
 
     monkeypatch.setattr(StreamTransport, "train_round", counting)
-    strategy, fp32, fp32_rows = run(tmp_path / "a", **{"num-server-rounds": 1})
+    strategy, fp32, fp32_rows = run(tmp_path / "a", **{"train.rounds": 1})
     fp32_bytes, per_step[:] = list(per_step), []
-    int8_strategy, int8, rows = run(tmp_path / "b", **{"num-server-rounds": 1,
-                                                       "stream-dtype": "int8"})
+    int8_strategy, int8, rows = run(tmp_path / "b", **{"train.rounds": 1,
+                                                       "stream.dtype": "int8"})
     assert rows[0]["completed"] == 4 and not rows[0]["failures"]
     assert rows[0]["train_loss"] == pytest.approx(fp32_rows[0]["train_loss"], rel=1e-3)
     start = SplitModel("tiny-llama", strategy.settings.lora, seed=0).lora_state()
@@ -142,7 +142,7 @@ class _StaleSecret:
 ])
 def test_a_connection_without_the_rounds_secret_is_refused(tmp_path, case, fault, reason):
     rounds = 2 if case == "stale secret" else 1
-    strategy, final, rows = run(tmp_path, fault=fault, **{"num-server-rounds": rounds})
+    strategy, final, rows = run(tmp_path, fault=fault, **{"train.rounds": rounds})
     row = rows[-1]
     assert row["completed"] == 3 and "train_loss" in row
     assert list(row["failures"]) == ["2"] and "PERMISSION_DENIED" in row["failures"]["2"]
@@ -167,7 +167,7 @@ def test_a_silent_dialler_is_cut_without_harming_the_round(tmp_path):
         return None  # then the real device runs its round
 
     strategy, _, (row,) = run(tmp_path, fault=mute_then_deliver,
-                              **{"num-server-rounds": 1, "step-timeout-s": 3.0})
+                              **{"train.rounds": 1, "faults.step-timeout-s": 3.0})
     assert row["completed"] == 4 and not row["failures"]
     (refusal,) = strategy.transport.refusals
     assert "no hello frame within 3 s" in refusal.reason and refusal.peer.startswith("ipv4:")
@@ -240,7 +240,7 @@ def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, w
     missed would read "no activations within 2 s", not the expected reason."""
     rogue = Rogue(2, way)
     _, final, rows = run(tmp_path, fault=rogue,
-                         **{"num-server-rounds": 1, "step-timeout-s": timeout_s})
+                         **{"train.rounds": 1, "faults.step-timeout-s": timeout_s})
     (row,) = rows
     assert row["completed"] == 3 and "train_loss" in row
     assert list(row["failures"]) == ["2"] and re.search(reason, row["failures"]["2"])
@@ -250,7 +250,7 @@ def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, w
 def test_a_replayed_secret_is_refused_while_its_stream_runs(tmp_path):
     rogue = Rogue(2, "replay", steps=3)
     strategy, _, rows = run(tmp_path, fault=rogue,
-                            **{"num-server-rounds": 1, "step-timeout-s": 3.0})
+                            **{"train.rounds": 1, "faults.step-timeout-s": 3.0})
     assert rogue.errors == [grpc.StatusCode.PERMISSION_DENIED]
     (refusal,) = strategy.transport.refusals
     assert refusal.node_id == 2 and "already" in refusal.reason
@@ -261,8 +261,8 @@ def test_a_client_that_never_connects_is_dropped(tmp_path):
     def silent(msg):
         return DROP if (msg.metadata.dst_node_id == 3
                         and msg.metadata.message_type == protocol.TRAIN_STREAM) else None
-    _, _, (row,) = run(tmp_path, fault=silent, **{"num-server-rounds": 1, "step-timeout-s": 3.0,
-                                                  "reply-timeout-s": 2.0})
+    _, _, (row,) = run(tmp_path, fault=silent, **{"train.rounds": 1, "faults.step-timeout-s": 3.0,
+                                                  "faults.reply-timeout-s": 2.0})
     assert row["completed"] == 3 and list(row["failures"]) == ["3"]
     assert "did not connect" in row["failures"]["3"]
 
@@ -289,7 +289,7 @@ def test_a_lost_or_late_round_message_is_sent_again_and_the_client_trains_this_r
 
     started = time.monotonic()
     _, _, (row,) = run(tmp_path, fault=lose_or_delay_the_first,
-                       **{"num-server-rounds": 1, "reply-timeout-s": 120.0})
+                       **{"train.rounds": 1, "faults.reply-timeout-s": 120.0})
     print(f"round with a lost and a late round message: {time.monotonic() - started:.1f} s")
     assert row["completed"] == 4 and not row["failures"], row["failures"]
     assert {c["node"]: c.get("resent", 0) for c in row["clients"]} == {1: 1, 2: 1, 3: 0, 4: 0}
@@ -297,7 +297,8 @@ def test_a_lost_or_late_round_message_is_sent_again_and_the_client_trains_this_r
 
 
 def test_batched_tails_train_like_sequential_ones(tmp_path, monkeypatch):
-    """batch-tails: requests that wait together are served in one call, batched per split, and
+    """compute.batch-tails: requests that wait together are served in one call, batched per split,
+    and
     training ends where the one-by-one server ends (oracle 5's runs are sequential)."""
     import strategies.split_fed as split_fed
 
@@ -308,9 +309,9 @@ def test_batched_tails_train_like_sequential_ones(tmp_path, monkeypatch):
         return real(parts, requests, batch)
 
     monkeypatch.setattr(split_fed, "serve_requests", recording)
-    common = {"num-server-rounds": 2, "allocator": "fixed", "split": 2}
+    common = {"train.rounds": 2, "allocation.method": "fixed", "allocation.fixed-split": 2}
     _, one_by_one, rows = run(tmp_path / "s", **common)
-    _, batched, batched_rows = run(tmp_path / "b", **common, **{"batch-tails": True})
+    _, batched, batched_rows = run(tmp_path / "b", **common, **{"compute.batch-tails": True})
     assert max(sizes) > 1  # some steps really were served together
     assert all(r["completed"] == 4 for r in batched_rows)
     for key in one_by_one:

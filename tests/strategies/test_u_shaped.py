@@ -19,15 +19,16 @@ BASE = tiny_run_config(split=2, eval_every=1, num_server_rounds=2, transport="st
 
 
 def run(tmp_path, name, grid_hook=None, num_nodes=4, **overrides):
-    config = {**BASE, "output-dir": str(tmp_path), "run-name": name, **overrides}
+    config = {**BASE, "run.output-dir": str(tmp_path), "run.name": name, **overrides}
     return run_in_process(config, num_nodes, grid_hook=grid_hook)
 
 
 @pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-gpt2"])
 def test_u_shaped_training_equals_fedavg_of_full_model_lora(tmp_path, model_name):
     """Oracle 2 with two cuts: splits k1 in {1, 2} (random per client) and k2 = L - 1."""
-    strategy, final, rows = run(tmp_path, "u", **{"model-name": model_name, "allocator": "random",
-                                                  "device-tail-layers": 1})
+    strategy, final, rows = run(tmp_path, "u", **{"model.name": model_name,
+                                                  "allocation.method": "random",
+                                                  "privacy.device-tail-layers": 1})
     assert {c["split"] for r in rows for c in r["clients"]} == {1, 2}
     assert all(r["completed"] == 4 and not r["failures"] for r in rows)
     reference = fedavg_of_full_model_training(strategy.settings, 4, 2)
@@ -40,7 +41,8 @@ def test_u_shaped_training_equals_fedavg_of_full_model_lora(tmp_path, model_name
 
 def test_u_shaped_loss_equals_the_head_tail_loss(tmp_path):
     _, two_part, rows2 = run(tmp_path, "two-part")
-    _, u_shaped, rows_u = run(tmp_path, "u", **{"device-tail-layers": 2, "split": 1})
+    _, u_shaped, rows_u = run(tmp_path, "u", **{"privacy.device-tail-layers": 2,
+                                                "allocation.fixed-split": 1})
     assert [r["train_loss"] for r in rows_u] == pytest.approx(
         [r["train_loss"] for r in rows2], abs=1e-6)
     assert max((two_part[k] - u_shaped[k]).abs().max().item() for k in two_part) < 1e-5
@@ -62,7 +64,7 @@ def test_no_token_ids_or_labels_reach_the_server(tmp_path, server_frames):
         grid.pull_messages = recording_pull
         grid.send_and_receive = _recording_send_and_receive(grid.send_and_receive, replies)
 
-    _, _, rows = run(tmp_path, "u", grid_hook=hook, **{"device-tail-layers": 1})
+    _, _, rows = run(tmp_path, "u", grid_hook=hook, **{"privacy.device-tail-layers": 1})
     assert all(r["completed"] == 4 for r in rows)
     kinds = {f.meta.get("kind") for f in frames}
     assert kinds == {"hello", "activations", "body-grad"}
@@ -89,9 +91,9 @@ def _recording_send_and_receive(send_and_receive, replies):
 
 
 def test_u_shaped_config_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match="device-tail-layers.*stream"):
-        parse({**BASE, "transport": "flower", "device-tail-layers": 1})
-    config = {**BASE, "output-dir": str(tmp_path), "device-tail-layers": 3}
+    with pytest.raises(ValueError, match="privacy.device-tail-layers.*stream"):
+        parse({**BASE, "stream.transport": "flower", "privacy.device-tail-layers": 1})
+    config = {**BASE, "run.output-dir": str(tmp_path), "privacy.device-tail-layers": 3}
     grid = InProcessGrid(client_app, config, 2, concurrent=True)
-    with pytest.raises(ValueError, match="device-tail-layers = 3: at most 2"):
+    with pytest.raises(ValueError, match="privacy.device-tail-layers = 3: at most 2"):
         build_strategy(parse(config), grid)
