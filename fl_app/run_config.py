@@ -79,8 +79,17 @@ RULES: list[Rule] = [
     *[(a, lambda s: s.cost_model == "makespan", '{cost_model} = "makespan"')
       for a in ("server_class", "server_queue")],
     ("server_bandwidth_hz", lambda s: s.cost_model == "paper", '{cost_model} = "paper"'),
+    *[(a, lambda s: s.cost_model == "makespan", '{cost_model} = "makespan"')
+      for a in ("cell_bandwidth_hz", "cell_subchannels")],
+    ("cell_subchannels", lambda s: s.cell_bandwidth_hz > 0, "{cell_bandwidth_hz} > 0"),
     ("calibration_steps", lambda s: s.calibration != "none", '{calibration} is not "none"'),
     ("privacy_report", lambda s: s.max_token_recovery < 1, "{max_token_recovery} < 1"),
+    *[(a, lambda s: s.privacy_epsilon > 0 or s.adapter_epsilon > 0,
+       "{privacy_epsilon} > 0 or {adapter_epsilon} > 0") for a in ("privacy_delta",
+                                                                   "privacy_rounds")],
+    *[(a, lambda s: s.privacy_epsilon > 0, "{privacy_epsilon} > 0")
+      for a in ("activation_clip", "gradient_clip")],
+    ("adapter_clip", lambda s: s.adapter_epsilon > 0, "{adapter_epsilon} > 0"),
     *[(a, lambda s: s.channel != "none", '{channel} is not "none"')
       for a in ("channel_snr_db", "channel_bits")],
     ("channel_bits", lambda s: s.channel == "quantise-flip", '{channel} = "quantise-flip"'),
@@ -88,7 +97,7 @@ RULES: list[Rule] = [
      '{allocator} = "rl-split" or {channel} is "erasure" or "noise"'),
     *[(a, lambda s: s.transport == "stream", '{transport} = "stream"')
       for a in ("stream_host", "stream_public_host", "stream_port", "stream_dtype", "pace_links",
-                "tls_certfile", "tls_keyfile", "tls_ca_certfile")],
+                "tls_certfile", "tls_keyfile", "tls_ca_certfile", "connect_resends")],
     *[(a, lambda s: s.eval_every > 0, "{eval_every} > 0")
       for a in ("eval_batches", "eval_overlap", "sample_prompts", "sample_tokens", "channel",
                 "channel_snr_db", "channel_bits")],
