@@ -100,7 +100,10 @@ class RunRecorder:
         metrics so far and the run config. No RNG or allocator state is needed: every random
         draw of a round (sampling, fading, batches) is derived from (seed, round)."""
         buffer = io.BytesIO()
-        torch.save({"round": server_round, "lora": dict(global_lora), "metrics": self.rows,
+        # The rows as metrics.jsonl holds them: plain Python values (a numpy scalar in a row
+        # would make the checkpoint unreadable to torch.load(weights_only=True)).
+        rows = json.loads(json.dumps(self.rows))
+        torch.save({"round": server_round, "lora": dict(global_lora), "metrics": rows,
                     "config": self.config}, buffer)
         path = self.folder / "checkpoints" / f"round-{server_round:04d}.pt"
         atomic_write(path, buffer.getvalue())

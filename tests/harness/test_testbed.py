@@ -115,7 +115,9 @@ def test_a_cell_shares_its_band_and_the_allocator_divides_it(tmp_path):
         assert abs(alone[0] / 20 - 1) <= 0.25 and abs(alone[1] / 10 - 1) <= 0.25, alone
         with ThreadPoolExecutor(2) as pool:
             both = list(pool.map(lambda i: measure_mbit(bed, i, "up", 4_000_000), range(2)))
-        assert sum(both) <= 20 * 1.25 and min(both) < min(alone), (both, alone)
+        # The far device is held to its own 10 Mbit/s either way; the near one loses about
+        # half of its 20 to the far one's share of the band.
+        assert sum(both) <= 20 * 1.25 and both[0] < 0.75 * alone[0], (both, alone)
         out = tmp_path / "outputs"
         rc, log = bed.run({"model.name": "tiny-llama", "data.corpus": "synthetic",
                            "train.rounds": 1, "train.local-steps": 2, "data.block-size": 16,
