@@ -295,7 +295,7 @@ class Settings:
     allocator: str = "fp"
     cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
     server_class: str = "l4"  # makespan model: the edge server's catalogue class
-    server_queue: str = "shares"  # makespan model: shares (processor sharing) | fifo (1 at a time)
+    server_queue: str = "auto"  # makespan model: auto | shares (processor sharing) | fifo (1 at a time)
     calibration: str = "measure"  # measure: time devices and server at the start | track: and
     # rescale their speeds after every round by the round's measured times | none
     calibration_steps: int = 3  # timed training steps per head size (after one warm-up)
@@ -468,6 +468,16 @@ class Settings:
                                activation_clip=self.activation_clip,
                                gradient_clip=self.gradient_clip,
                                planned_rounds=self.planned_privacy_rounds)
+
+    @property
+    def server_queue_model(self) -> str:
+        """The makespan model's server queue: `auto` is `fifo` where the server runs one tail at a
+        time, first come first served (the stream transport without batch-tails; the queue
+        simulation, `experiments.queue_oracle`, found fp's choices under it closer to the best),
+        and `shares` elsewhere."""
+        if self.server_queue != "auto":
+            return self.server_queue
+        return "fifo" if self.transport == "stream" and not self.batch_tails else "shares"
 
     @property
     def planned_privacy_rounds(self) -> int:

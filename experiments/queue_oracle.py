@@ -24,6 +24,7 @@ level's range. Writes ``errors.csv``, ``models.csv`` (the makespan error of the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -185,9 +186,14 @@ def regret_row(seed: int) -> dict:
     best = int(np.argmin(spans))
     choice = solve(sc, "fp").split
     chosen = simulated(sc, choice)[0]
+    # The same optimiser under the share model, judged by the same simulation.
+    shares_choice = solve(dataclasses.replace(sc, queue="shares"), "fp").split
+    shares_chosen = simulated(sc, shares_choice)[0]
     edge = spans[0]  # vectors start at (1, ..., 1)
     return {"instance": seed, "layers": sc.layers, "offsets": sc.start_s is not None,
             "vectors": len(vectors), "fp_split": " ".join(map(str, choice)),
+            "fp_shares_split": " ".join(map(str, shares_choice)),
+            "fp_shares_regret": shares_chosen / spans[best] - 1,
             "sim_best_split": " ".join(map(str, vectors[best])),
             "fp_sim_span_s": chosen, "best_sim_span_s": float(spans[best]),
             "edge_only_sim_span_s": float(edge), "regret": chosen / spans[best] - 1,

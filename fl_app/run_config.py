@@ -170,7 +170,7 @@ def check_names(settings: Settings) -> None:
                ("allocation.method", s.allocator, tuple(ALLOCATORS)),
                ("allocation.cost-model", s.cost_model, COST_MODELS),
                ("allocation.server-class", s.server_class, tuple(SERVERS)),
-               ("allocation.server-queue", s.server_queue, SERVER_QUEUES),
+               ("allocation.server-queue", s.server_queue, ("auto", *SERVER_QUEUES)),
                ("allocation.calibration", s.calibration, CALIBRATIONS),
                ("channel.kind", s.channel, ("none", *CHANNELS)),
                ("stream.transport", s.transport, TRANSPORTS),
@@ -197,7 +197,7 @@ def check_names(settings: Settings) -> None:
         raise s.error("allocation.rl-policy", f"allocator {s.allocator} needs a trained split "
                       "policy: train one with `python -m experiments.split_rl --out DIR`, then set "
                       'allocation.rl-policy="DIR/policy"')
-    if s.server_queue != "shares" and s.cost_model != "makespan":
+    if s.server_queue not in ("auto", "shares") and s.cost_model != "makespan":
         raise s.error("allocation.server-queue", 'the server\'s queue is part of '
                                                  'allocation.cost-model = "makespan"')
     if s.cell_bandwidth_hz and s.cost_model != "makespan":

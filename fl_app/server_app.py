@@ -59,7 +59,7 @@ def build_strategy(settings: Settings, grid: Grid,
                                 split_policy=settings.rl_policy or None,
                                 fading_m=settings.nakagami_m, cost_model=settings.cost_model,
                                 server=settings.server_class, batch_tails=settings.batch_tails,
-                                min_split=floor, server_queue=settings.server_queue,
+                                min_split=floor, server_queue=settings.server_queue_model,
                                 local_steps=settings.local_steps,
                                 cell_bandwidth_hz=settings.cell_bandwidth_hz,
                                 cell_subchannels=settings.cell_subchannels)

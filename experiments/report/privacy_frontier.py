@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from edgesplit.privacy_report import ATTACKS
@@ -20,10 +21,35 @@ def _eps(x: float) -> str:
     return "off" if x == 0 else f"{x:g}"
 
 
+def _training_only(runs: list[dict]) -> str:
+    """The frontier's first half (training under DP), while its attack half is not measured."""
+    off = {r["split"]: float(r["heldout_ppl"]) for r in runs if float(r["epsilon"]) == 0}
+    body = [[r["split"], _eps(float(r["epsilon"])), f"{float(r['noise_multiplier']):.3g}",
+             f"{float(r['epsilon_spent']):.4g}", f"{float(r['heldout_ppl']):.1f}",
+             _pct(float(r["heldout_ppl"]) / off[r["split"]] - 1) if r["split"] in off else "",
+             r["seconds"]] for r in runs]
+    first = runs[0]
+    splits = ", ".join(dict.fromkeys(r["split"] for r in runs))
+    text = (f"Not complete: `python -m experiments.privacy_frontier` trains {first['model']} "
+            "with a U-shaped split (`privacy.device-tail-layers = 1`) at splits 1, 4 and 15 with "
+            "`privacy.epsilon` off and on, then runs the privacy meter under each noise "
+            "multiplier z the devices planned. So far only the training half has run, at "
+            f"split(s) {splits} ({int(first['clients'])} clients, {int(first['rounds'])} rounds "
+            f"of {int(first['local_steps'])} local steps of {int(first['batch_size'])} blocks, "
+            f"held-out perplexity on {int(first['eval_tokens'])} tokens, untrained "
+            f"{float(first['base_ppl']):.1f}; a single run per point); no attack has been run "
+            "under DP noise, so no point of the frontier is known. The script resumes from "
+            "`results/privacy/frontier/training.csv`.")
+    header = ["split", "epsilon", "z", "epsilon spent", "held-out ppl", "ppl cost", "seconds"]
+    return f"## Privacy frontier\n\n{textwrap.fill(text, 100)}\n\n{table(header, body)}"
+
+
 def render(results: Path) -> str:
     folder = results / "privacy" / "frontier"
-    points = rows(folder / "frontier.csv")
     runs = rows(folder / "training.csv")
+    if not (folder / "frontier.csv").exists():
+        return _training_only(runs)
+    points = rows(folder / "frontier.csv")
     model = points[0]["model"]
     meter = rows(folder / f"{model}.csv")
     first_run, first_leak = runs[0], meter[0]

@@ -46,6 +46,9 @@ def render(results: Path) -> str:
                  for r in regrets]
     model_error = [float(r["model_max_abs_error"]) for r in regrets]
     exact = sum(v == 0.0 for v in regret)
+    shares = [float(r["fp_shares_regret"]) for r in regrets]
+    better = sum(f < s_ - 1e-9 for f, s_ in zip(regret, shares, strict=True))
+    worse = sum(f > s_ + 1e-9 for f, s_ in zip(regret, shares, strict=True))
     return f"""## The FIFO queue model against a simulation of the round (oracle 8)
 
 `python -m experiments.queue_oracle` (seconds; `--quick` for CI) writes `results/queue_oracle/`.
@@ -88,8 +91,13 @@ every split vector simulated; `fp_regret.csv`) the best simulated vector is not 
 {pct(median(edge_gain))} above the best), the model is off by up to
 {pct(max(model_error))} on some vector of an instance, and fp's choice
 (exact under the model, time only) is the simulated best on {exact} of {len(regrets)} and
-within {pct(max(regret), 1)} of it on every one. Deterministic: single runs of a seeded
-simulation, no interval needed.
+within {pct(max(regret), 1)} of it on every one (median {pct(median(regret), 2)}). The same
+optimiser under the share model (`allocation.server-queue = "shares"`), judged by the same
+simulation, does worse: regret median {pct(median(shares), 2)}, max {pct(max(shares), 1)}; its
+choice is beaten by the FIFO model's on {better} instances, ties on
+{len(regrets) - better - worse} and wins on {worse}. That is why the default
+`allocation.server-queue = "auto"` picks `fifo` for the stream transport (docs/allocation.md).
+Deterministic: single runs of a seeded simulation, no interval needed.
 
 ![queue oracle](../results/queue_oracle/queue_oracle.png)
 """

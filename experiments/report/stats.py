@@ -12,6 +12,8 @@ from typing import Any
 
 from scipy import stats
 
+from edgesplit.settings import new_keys
+
 
 def rows(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as dicts of strings (FileNotFoundError names the missing file)."""
@@ -21,6 +23,13 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 def load_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def run_config(folder: Path) -> dict[str, Any]:
+    """A run folder's `config.json` under the current run-config keys (runs made before the
+    keys moved into sections wrote the old flat names)."""
+    config, _ = new_keys(load_json(Path(folder) / "config.json"))
+    return config
 
 
 def column(table: Iterable[dict[str, str]], name: str, **where: str) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .stats import column, rows, table
+from .stats import column, rows, run_config, table
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -73,7 +73,7 @@ per side. Two seeds: the standard deviation is over 2 values.
 def default_run(results: Path) -> str:
     folder = results / "default_run"
     metrics = jsonl(folder / "metrics.jsonl")
-    config = json.loads((folder / "config.json").read_text())
+    config = run_config(folder)
     generations = jsonl(folder / "generations.jsonl")
     last = max(g["round"] for g in generations)
     samples = [g for g in generations if g["round"] == last]
@@ -92,9 +92,11 @@ def default_run(results: Path) -> str:
 
 `nice -n 19 python -m experiments.default_run` runs the README's job (pyproject's run config:
 {config['model.name']}, {len(metrics[0]['clients'])} clients, {len(metrics)} rounds of
-{config['train.local-steps']} local steps, the `{config['allocator']}` allocator on the
-`{config['allocation.cost-model']}` cost model with `allocation.calibration =
-"{config['calibration']}"`) in process and copies its run folder to `results/default_run/` (metrics,
+{config['train.local-steps']} local steps, the `{config['allocation.method']}` allocator on the
+`{config['allocation.cost-model']}` cost model, `allocation.server-queue =
+"{config.get('allocation.server-queue', 'shares')}"`, `allocation.calibration =
+"{config['allocation.calibration']}"`) in process and copies its run folder to
+`results/default_run/` (metrics,
 generations, `figures/`). One run. Training loss per round: {losses}. Greedy samples after round
 {last} ([generations.jsonl](../results/default_run/generations.jsonl)): {quotes}.
 
@@ -118,7 +120,7 @@ to be theirs and the measured side rises and falls with the machine's load; the 
 def instruction_run(results: Path) -> str:
     folder = results / "instruction_run"
     metrics = jsonl(folder / "metrics.jsonl")
-    config = json.loads((folder / "config.json").read_text())
+    config = run_config(folder)
     body = [[r["round"], f"{r['train_loss']:.4f}", f"{r['val_ppl']:.2f}",
              f"{r['heldout_ppl']:.2f}"] for r in metrics]
     heldout = [r["heldout_ppl"] for r in metrics]
@@ -136,7 +138,7 @@ more; input = its first two lines, output = the third; `data.partition-by = "rol
 {config['model.name']} on it: `data.format = "instruction"`, chat template, loss on the response
 line only, block size {config['data.block-size']}, {len(metrics[0]['clients'])} clients of whole
 roles, {config['train.local-steps']} local steps of {config['train.batch-size']} examples,
-{len(metrics)} rounds, the `{config['allocator']}` allocator, stream transport
+{len(metrics)} rounds, the `{config['allocation.method']}` allocator, stream transport
 (`results/instruction_run/`, one run).
 
 {table(["round", "training loss", "federated validation ppl", "server held-out ppl"], body)}
