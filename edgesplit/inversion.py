@@ -256,10 +256,13 @@ def relaxed_inversion(model: SplitModel, split: int, received: Received, vocab: 
     blocks, length = received.mask.shape
     embed = model.architecture.embed
     zeros = torch.zeros(1, length, dtype=torch.long, device=model.device)
+    ones = torch.ones_like(zeros)
     with torch.no_grad():  # token embeddings, and what each position adds (learned tables)
-        table = embed(model.base_model, vocab[:, None], torch.zeros_like(vocab)[:, None])[:, 0]
-        offset = (embed(model.base_model, zeros, torch.arange(length)[None].to(model.device))
-                  - embed(model.base_model, zeros, zeros))[0]
+        table = embed(model.base_model, vocab[:, None], torch.ones_like(vocab)[:, None],
+                      torch.zeros_like(vocab)[:, None])[:, 0]
+        offset = (embed(model.base_model, zeros, ones,
+                        torch.arange(length)[None].to(model.device))
+                  - embed(model.base_model, zeros, ones, zeros))[0]
     target = received.hidden.to(model.device, torch.float32)
     centre = received.centre.to(target.device) if received.centre is not None \
         else target.mean(0)

@@ -89,6 +89,15 @@ SKIPPED: dict[str, str] = {
                  "weights are not there",
     "continue_speech_data": "builds the instruction dataset; `instruction_run` calls it",
     "generate": "a tool that continues prompts with a finished run's adapter, not an experiment",
+    "repro_lost_message": "a minimal reproduction of a Flower limitation for an upstream report "
+                          "(it waits out a timeout), not a figure: `python -m "
+                          "experiments.repro_lost_message`",
+    "gpu_flower": "needs a CUDA GPU and the bundle of gpu_bundle (docs/gpu.md): `python -m "
+                  "experiments.gpu_flower --model .gpu-bundle/models/smollm2-135m`",
+    "gpu_bundle": "downloads wheels for a GPU machine (needs the package index), not an "
+                  "experiment",
+    "config_reference": "renders docs/config.md's key reference; "
+                        "tests/experiments/test_config_reference.py keeps it current",
 }
 
 
