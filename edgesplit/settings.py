@@ -295,7 +295,7 @@ class Settings:
     allocator: str = "fp"
     cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
     server_class: str = "l4"  # makespan model: the edge server's catalogue class
-    server_queue: str = "auto"  # makespan model: auto | shares (processor sharing) | fifo (1 at a time)
+    server_queue: str = "auto"  # makespan model: auto | shares (processor sharing) | fifo
     calibration: str = "measure"  # measure: time devices and server at the start | track: and
     # rescale their speeds after every round by the round's measured times | none
     calibration_steps: int = 3  # timed training steps per head size (after one warm-up)

@@ -31,7 +31,10 @@ def test_a_failing_serverapp_ends_the_log_with_its_cause(simulation, tmp_path):
     # ...our line names the cause, and Flower's short traceback after it ends with it again
     assert f"run failed: {cause}" in log, log[-6000:]
     after = log[log.index("run failed: "):]
-    assert f"RunFailed: {cause}" in after and after.count("\n") < 40, after
+    assert f"RunFailed: {cause}" in after, after
+    # (Ray's own lines interleave with it, so only the traceback itself is counted.)
+    traceback = after[after.index("Traceback"):after.index(f"RunFailed: {cause}")]
+    assert traceback.count("\n") < 30, traceback
     assert run_status(harness, superlink, started_run_id(log)) == "finished:failed"
     status = json.loads((out / "failed" / "status.json").read_text())
     assert status["status"] == "failed" and status["error"].startswith(cause)

@@ -30,7 +30,7 @@ def test_no_channel_reports_only_val_ppl(clean_rows):
 
 def test_erasure_raises_perplexity_and_leaves_training_alone(tmp_path, clean_rows):
     assert nakagami_outage(SNR_DB_Q30, 1.0) == pytest.approx(0.3)
-    rows = run(tmp_path, "erasure", channel="erasure", **{"channel.snr-db": SNR_DB_Q30})
+    rows = run(tmp_path, "erasure", **{"channel.kind": "erasure", "channel.snr-db": SNR_DB_Q30})
     for row, clean in zip(rows, clean_rows, strict=True):
         assert row["val_ppl"] > row["val_ppl_clean"] * 1.001
         # The same activations without the channel: exactly what a channel-free run reports,
@@ -41,11 +41,11 @@ def test_erasure_raises_perplexity_and_leaves_training_alone(tmp_path, clean_row
 
 
 def test_a_milder_channel_hurts_less_and_the_channel_is_seeded(tmp_path):
-    mild = run(tmp_path, "mild", channel="erasure", **{"channel.snr-db": 20.0,
+    mild = run(tmp_path, "mild", **{"channel.kind": "erasure", "channel.snr-db": 20.0,
                                                       "train.rounds": 1})
-    harsh = run(tmp_path, "harsh", channel="erasure", **{"channel.snr-db": SNR_DB_Q30,
+    harsh = run(tmp_path, "harsh", **{"channel.kind": "erasure", "channel.snr-db": SNR_DB_Q30,
                                                         "train.rounds": 1})
-    again = run(tmp_path, "again", channel="erasure", **{"channel.snr-db": SNR_DB_Q30,
+    again = run(tmp_path, "again", **{"channel.kind": "erasure", "channel.snr-db": SNR_DB_Q30,
                                                         "train.rounds": 1})
     assert mild[0]["val_ppl_clean"] == harsh[0]["val_ppl_clean"]
     assert mild[0]["val_ppl"] - mild[0]["val_ppl_clean"] < harsh[0]["val_ppl"] - harsh[0][
@@ -55,7 +55,7 @@ def test_a_milder_channel_hurts_less_and_the_channel_is_seeded(tmp_path):
 
 @pytest.mark.parametrize("kind", ["noise", "quantise-flip"])
 def test_other_channels_corrupt_at_low_snr(tmp_path, kind):
-    (row,) = run(tmp_path, kind, channel=kind, **{"channel.snr-db": 0.0, "train.rounds": 1,
+    (row,) = run(tmp_path, kind, **{"channel.kind": kind, "channel.snr-db": 0.0, "train.rounds": 1,
                                                   "channel.bits": 4})
     assert row["val_ppl"] > row["val_ppl_clean"] * 1.001
 
