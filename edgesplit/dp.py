@@ -31,6 +31,7 @@ claimed), converted to (epsilon, delta). Nothing here composes by hand.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -43,6 +44,14 @@ from opacus.accountants.utils import get_noise_multiplier
 from edgesplit.activation_noise import private_generator
 from edgesplit.settings import PrivacySettings
 from edgesplit.split_model import SplitModel
+
+# opacus runs `logging.basicConfig` when imported: a root handler that printed every line of
+# Flower's logger (which propagates to the root) a second time, in every process that loads this
+# module. Take that handler out again.
+_OPACUS_FORMAT = "%(asctime)s:%(levelname)s:%(message)s"
+for _handler in list(logging.getLogger().handlers):
+    if getattr(_handler.formatter, "_fmt", None) == _OPACUS_FORMAT:
+        logging.getLogger().removeHandler(_handler)
 
 #: Rényi orders the accountant optimises over: opacus's defaults (1.1 to 63), widened at both
 #: ends so very large and very small budgets are not bounded by the grid's edge.

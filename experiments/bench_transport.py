@@ -55,6 +55,7 @@ class Bench:
         self.settings, self.split = settings, split
         self.model = SplitModel(settings.model_name, settings.lora, seed=settings.seed)
         self.lora = self.model.lora_state()
+        self.rounds_run = 0  # each round its own number: a device refuses a round trained already
         self.spec = activation_spec(self.model.config.hidden_size, settings.block_size)
         self.device = Device(settings.model_name, settings.lora, settings.data, partition_id=0,
                              num_partitions=1, node_config={},
@@ -69,7 +70,8 @@ class Bench:
 
     def task(self, steps: int) -> RoundTask:
         s = self.settings
-        return RoundTask(server_round=1, split=self.split, local_steps=steps,
+        self.rounds_run += 1
+        return RoundTask(server_round=self.rounds_run, split=self.split, local_steps=steps,
                          batch_size=s.batch_size, learning_rate=s.learning_rate,
                          optimizer=s.optimizer, seed=s.seed)
 

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     per_round = []
     for name, overrides in configurations(layers, args.policy).items():
         for seed in args.seeds:
-            rows = run_once({**base, **overrides, "seed": seed}, args.clients)
+            rows = run_once({**base, **overrides, "run.seed": seed}, args.clients)
             per_round += flatten(rows, allocator=name, seed=seed)
             print(f"{name} seed {seed}: loss {[round(r['train_loss'], 4) for r in rows]}",
                   flush=True)
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     for split in depths:
         finals, samples = [], []
         for seed in args.seeds:
-            rows = run_once({**base, "allocator": "fixed", "split": split, "seed": seed},
-                            args.clients)
+            rows = run_once({**base, "allocation.method": "fixed",
+                             "allocation.fixed-split": split, "run.seed": seed}, args.clients)
             finals.append(rows[-1]["train_loss"])
             samples += [c["examples"] for c in rows[-1]["clients"]]
         instability.append({"split": split, "final_loss_mean": float(np.mean(finals)),

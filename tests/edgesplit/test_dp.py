@@ -106,3 +106,15 @@ def test_probe_scale_is_public_and_repeatable():
     with torch.no_grad():
         hidden = model.head(ids, torch.ones_like(ids), 2)
     np.testing.assert_allclose(first.centre.numpy(), hidden.mean(0).numpy(), rtol=1e-6)
+
+
+def test_importing_the_accountant_leaves_no_second_log_handler():
+    """opacus's import adds a root handler (logging.basicConfig) that doubled every log line."""
+    import subprocess
+    import sys
+
+    code = ("import logging, edgesplit.dp, opacus.utils.module_utils; "
+            "print(len(logging.getLogger().handlers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "0"
