@@ -5,7 +5,6 @@ deployment e2e tests' time."""
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from experiments.report.stats import column, fmt_ci, load_json, mean_ci, rows, table
@@ -89,16 +88,13 @@ def _testbed(folder: Path) -> str:
 
 
 def _e2e_tests(folder: Path) -> str:
-    body = []
-    for name, label in (("e2e_tests_before.xml", "main (no agents)"),
-                        ("e2e_tests_after.xml", "with agents")):
-        path = folder / name
-        if not path.is_file():
-            continue
-        for case in ElementTree.parse(path).getroot().iter("testcase"):
-            body.append([label, f"`{case.get('name')}`", f"{float(case.get('time')):.0f}"])
-    return table(["code", "test (tests/fl_app/test_e2e_deployment.py)", "seconds"], body) \
-        if body else ""
+    path = folder / "e2e_tests.csv"
+    if not path.is_file():
+        return ""
+    body = [[r["code"], f"`{r['test']}`", f"{float(r['seconds']):.0f}", r["source"]]
+            for r in rows(path)]
+    return table(["code", "test (tests/fl_app/test_e2e_deployment.py)", "seconds", "measured by"],
+                 body)
 
 
 def render(results: Path) -> str:
@@ -138,8 +134,9 @@ def render(results: Path) -> str:
         _testbed(folder),
         "### The deployment e2e tests",
         "",
-        "`pytest tests/fl_app/test_e2e_deployment.py` on main and with agents "
-        "(JUnit reports `e2e_tests_*.xml`; single runs on the shared machine):",
+        "The deployment e2e tests' time in a full `pytest -q` before the agent (no agents; "
+        "pytest's `--durations`, setup and call) and after it (through agents; the JUnit report's "
+        "time), `e2e_tests.csv`; single runs, each during other work on the shared machine:",
         "",
         _e2e_tests(folder),
     ]
