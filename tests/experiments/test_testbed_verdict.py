@@ -2,14 +2,24 @@
 and report section checked against an independent computation from the same round rows (no
 testbed needed: rows as a run's metrics hold them)."""
 
+import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from allocation.makespan_model import USABLE_MEMORY
+from edgesplit.split_model import SplitModel
 from experiments import testbed, testbed_verdict
 from experiments.report import verdict as section
+from fl_app.run_config import parse
+from harness.inprocess import run_in_process
+from harness.testbed import load_fleet
+from strategies.split_fed import model_cost
+
+EXPERIMENTS = Path(testbed.__file__).parent
 
 
 def test_fixed_splits_bracket_and_stay_off_edge_only_and_local_only():
@@ -157,3 +167,34 @@ def test_a_finished_verdict_folder_is_tabulated_again_from_its_runs(tmp_path, re
     testbed.main(["--tabulate", str(tmp_path)])
     assert (tmp_path / "verdict.csv").read_text() == (folder / "verdict.csv").read_text()
     assert json.loads((tmp_path / "summary.json").read_text())["verdict"]["target_ppl"] == target
+
+
+def test_the_verdict_runs_train_and_local_only_excludes_a_device_that_cannot_hold_it(tmp_path):
+    """The run configs `--verdict` gives the testbed, run in process (the real ServerApp and
+    ClientApp code, no testbed) on three tiny-llama devices, one of which declares memory for
+    split 1 but not for local-only's split 3: local-only excludes it every round and counts it,
+    fp keeps it; both evaluate the held-out perplexity."""
+    args = argparse.Namespace(model="tiny-llama", corpus="shakespeare", rounds=1, local_steps=2,
+                              batch_size=8, block_size=128, seed=0, server_queue="fifo",
+                              work=tmp_path)  # memory needs above the profile's 10 MB floor
+    fleet = load_fleet(EXPERIMENTS / "fleet_weak_devices.toml")
+    runs = testbed_verdict.plan(
+        [m for m in testbed_verdict.methods(4) if m[0] in ("fp", "local-only")], 1, seed=0)
+    configs = {r["method"]: testbed.run_config(args, fleet, r["run"], r["overrides"])
+               for r in runs}
+    settings = parse(configs["fp"])
+    need = model_cost(settings, SplitModel(settings.model_name, settings.lora)).device_bytes(
+        np.array([1, 3]))
+    memory_gb = float(need.mean()) / USABLE_MEMORY / 1e9  # holds split 1, not split 3
+
+    def small_first_device(grid):
+        grid.contexts[1].node_config["device.memory-gb"] = memory_gb
+
+    rounds = {m: testbed.round_rows(m, run_in_process(c, 3, grid_hook=small_first_device)[2],
+                                    args.local_steps, "")
+              for m, c in configs.items()}
+    assert [(r["completed"], r["excluded_memory"], r["splits"]) for r in rounds["local-only"]] \
+        == [(2, 1, "3 3")]
+    assert [(r["completed"], r["excluded_memory"]) for r in rounds["fp"]] == [(3, 0)]
+    for method, rows in rounds.items():
+        assert all(r["heldout_ppl"] > 0 and r["measured_train_phase_s"] > 0 for r in rows), method
