@@ -30,7 +30,7 @@ Usage (docs/testbed.md)::
         [--local-steps 80] [--server-queue fifo] [--out results/testbed] [--compare]
         [--model smollm2-135m] [--no-agents]
     python -m experiments.testbed --verdict --fleet experiments/fleet_weak_devices.toml
-        --model smollm2-135m --layers 30 [--repeats 3] [--rounds 4] [--local-steps 8]
+        --model smollm2-135m --layers 30 [--repeats 3] [--rounds 4] [--local-steps 4]
         [--batch-size 4] [--random] [--target-ppl X] [--out results/verdict/weak_devices]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="default 2 (--verdict: 4, round 1 calibrates)")
     parser.add_argument("--local-steps", type=int, default=None,
-                        help="default 80 (--verdict: 8)")
+                        help="default 80 (--verdict: 4)")
     parser.add_argument("--server-queue", default="fifo", help="the makespan model's server "
                         "(fifo: what the stream transport does; shares: the fluid model)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "Flower message starts a ClientApp that imports torch and builds the "
                         "model at the device's CPU share (the testbed before issue 28)")
     args = parser.parse_args(argv)
-    defaults = ({"rounds": 4, "local_steps": 8, "batch_size": 4} if args.verdict
+    defaults = ({"rounds": 4, "local_steps": 4, "batch_size": 4} if args.verdict
                 else {"rounds": 2, "local_steps": 80, "batch_size": 8})
     for key, value in defaults.items():
         if getattr(args, key) is None:

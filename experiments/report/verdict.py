@@ -17,6 +17,10 @@ REGIMES = {"weak_devices": "weak devices, strong server",
 COMMAND = ("sudo flock /tmp/edgesplit-testbed.lock flock /tmp/edgesplit-clock.lock "
            "python -m experiments.testbed --verdict --fleet experiments/fleet_{name}.toml "
            "--model smollm2-135m --layers 30")
+#: Parts of the per-client fit (`experiments.testbed.PARTS`) the section shows.
+ERROR_PARTS = {"device": "device", "transfer": "transfer",
+               "server+queue-fifo": "server + queue (FIFO)",
+               "dataplane-fifo": "data plane (FIFO)", "round": "whole round"}
 #: verdict.csv quantity -> (column header, scale, digits).
 COLUMNS = {"measured_round_s": ("round wall time (s)", 1.0, 1),
            "measured_makespan_s": ("data-plane makespan (s)", 1.0, 1),
@@ -53,6 +57,9 @@ def _regime(folder: Path) -> str:
     target = verdict.get("target_ppl")
     how = ("given" if verdict.get("target_ppl_given") is not None
            else "the highest last-round perplexity of all runs, so every run reaches it")
+    errors = summary.get("median_abs_error", {})
+    fit = ", ".join(f"{label} {pct(errors[part])}" for part, label in ERROR_PARTS.items()
+                    if errors.get(part) is not None)
     failed = verdict.get("failed_runs", {})
     name = verdict.get("fleet_name", folder.name)
     return (
@@ -67,6 +74,9 @@ def _regime(folder: Path) -> str:
         + (f" Runs that failed: {', '.join(sorted(failed))}." if failed else "") + "\n\n"
         + table(["method", *(h for h, _, _ in COLUMNS.values()), "round time vs fp",
                  "round reaching the target", "runs reaching it", "time to target (s)"], cells)
+        + (f"\nMedian absolute relative error of the modelled per-client time against the "
+           f"clock, over every run's clients and rounds (`summary.json`): {fit}.\n"
+           if fit else "")
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")

@@ -98,7 +98,8 @@ def regime(tmp_path_factory):
     (folder / "summary.json").write_text(json.dumps({
         "model": "tiny-llama", "fleet": "experiments/fleet_weak_devices.toml",
         "devices": ["a", "b", "c"], "rounds": ROUNDS, "local_steps": STEPS, "batch_size": 4,
-        "seed": 0, "verdict": {"repeats": REPEATS, "target_ppl": target,
+        "seed": 0, "median_abs_error": {"device": 0.123, "transfer": None, "round": 0.31},
+        "verdict": {"repeats": REPEATS, "target_ppl": target,
                                "target_ppl_given": None, "failed_runs": {},
                                "fleet_name": "weak_devices"}}))
     return folder, metrics, target
@@ -119,6 +120,7 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
     text = section.render(folder.parent.parent)
     assert "Not run yet" not in text and "verdict.png" in text
     assert (folder / "verdict.png").is_file()
+    assert "(`summary.json`): device 12%, whole round 31%." in text
     for method, runs in metrics.items():
         per_repeat = [np.mean([r["time_train_s"] for r in rows[1:]]) for rows in runs.values()]
         mean, half = _interval(per_repeat)
