@@ -109,6 +109,9 @@ def simulated_profile(partition_id: int, seed: int) -> DeviceProfile:
     return class_profile(names[int(rng.integers(len(names)))], rng)
 
 
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(DeviceProfile)}
+
+
 def device_profile(node_config: Mapping[str, object], partition_id: int, seed: int
                    ) -> DeviceProfile:
     """The profile of `device.class` and the `device.<field-with-dashes>` keys of
@@ -132,7 +135,9 @@ def device_profile(node_config: Mapping[str, object], partition_id: int, seed: i
                                  f"{type(default).__name__}")
             drawn[name] = value
             continue
-        drawn[name] = type(default)(value)
+        # The field's type, not the default's: a catalogue's whole-GB memory is an int, and a
+        # declared 1.5 GB must stay 1.5.
+        drawn[name] = (int if _FIELD_TYPES[name] == "int" else float)(value)
         if drawn[name] <= 0:
             raise ValueError(f"node config {key} = {value!r}: must be > 0")
     if drawn["cell"] and drawn["spectral_efficiency"] <= 0:

@@ -15,6 +15,13 @@ and random, one after the other on the same testbed, and writes a table and a fi
 measured round makespan (the slowest client's data-plane time, and the training phase's wall
 time with Flower's control plane) beside the modelled makespan and energy.
 
+`--verdict` (issue 23, `experiments.testbed_verdict`) runs fp, edge-only, three fixed splits
+bracketing the best one, local-only (and with `--random` random) `--repeats` times, each repeat
+with its own seed and the methods' order rotated, evaluating the held-out perplexity every
+round; it goes on past a failed run (and says so) and writes `verdict_rounds.csv` (per method,
+repeat and round), `verdict.csv` (per method: mean and 95% interval over repeats of rounds 2+,
+the round reaching the target perplexity and the time to it) and `verdict.png`.
+
 Everything the testbed creates is removed on exit, on failure and on Ctrl-C/SIGTERM; the script
 checks and says so at the end. Needs root, `ip`/`tc` and the cgroup cpu and memory controllers.
 Usage (docs/testbed.md)::
@@ -22,6 +29,9 @@ Usage (docs/testbed.md)::
     python -m experiments.testbed [--fleet experiments/testbed_fleet.toml] [--rounds 2]
         [--local-steps 80] [--server-queue fifo] [--out results/testbed] [--compare]
         [--model smollm2-135m] [--no-agents]
+    python -m experiments.testbed --verdict --fleet experiments/fleet_weak_devices.toml
+        --model smollm2-135m --layers 30 [--repeats 3] [--rounds 4] [--local-steps 4]
+        [--batch-size 4] [--random] [--target-ppl X] [--out results/verdict/weak_devices]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
@@ -46,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import testbed_verdict
 from experiments.plotting import METHOD_STYLE, save, subplots, write_csv
 from harness.runtime import FlowerHarness
 from harness.testbed import Fleet, Testbed, leftovers, load_fleet, measure_mbit
@@ -126,11 +137,13 @@ def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
     """One row per round: the measured makespan (slowest client's data-plane time; the span
     from the first data plane's start to the last one's end, which a "fifo" server's model
     predicts; the training phase's wall time with the control plane) beside the modelled one
-    and energy."""
+    and energy; bytes on the wire both ways, the held-out perplexity, and how many sampled
+    clients the allocator excluded or the round lost."""
     out = []
     for row in rows:
         done = [c for c in row["clients"] if c.get("measured_dataplane_s") is not None]
         started = [c for c in done if c.get("measured_start_s") is not None]
+        failures = row.get("failures", {})
         out.append({
             "run": run, "round": row["round"], "completed": row["completed"],
             "sampled": row["sampled"],
@@ -144,6 +157,11 @@ def round_rows(run: str, rows: Sequence[Mapping], local_steps: int,
             "measured_round_s": row.get("time_round_s"),
             "modelled_makespan_s": (row["modelled_delay_s"] or 0.0) * local_steps,
             "modelled_energy_j": (row["modelled_energy_j"] or 0.0) * local_steps,
+            "bytes_wire": row.get("bytes_up", 0) + row.get("bytes_down", 0),
+            "heldout_ppl": row.get("heldout_ppl"),
+            # Left out by the allocator (memory holds no split it may give) or lost.
+            "excluded_memory": sum(r.startswith("allocation:") for r in failures.values()),
+            "failed": sum(not r.startswith("allocation:") for r in failures.values()),
             "calibrate_s": row.get("time_calibrate_s"), "load_average": load})
     return out
 
@@ -276,17 +294,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4, help="the model's decoder layers "
                         "(--compare runs every fixed split below it)")
     parser.add_argument("--corpus", default="shakespeare")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-steps", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="default 2 (--verdict: 4, round 1 calibrates)")
+    parser.add_argument("--local-steps", type=int, default=None,
+                        help="default 80 (--verdict: 4)")
     parser.add_argument("--server-queue", default="fifo", help="the makespan model's server "
                         "(fifo: what the stream transport does; shares: the fluid model)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default 8 (--verdict: 4)")
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--allocator", default="fp", help="without --compare")
     parser.add_argument("--compare", action="store_true")
-    parser.add_argument("--only", default="", help="--compare: comma-separated subset of runs")
-    parser.add_argument("--out", type=Path, default=Path("results/testbed"))
+    parser.add_argument("--only", default="", help="--compare, --verdict: comma-separated "
+                        "subset of the methods")
+    parser.add_argument("--verdict", action="store_true", help="issue 23: fp, edge-only, fixed "
+                        "splits bracketing the best, local-only (and --random), --repeats times "
+                        "each with its own seed, the order rotated per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="--verdict: repeats per method")
+    parser.add_argument("--random", action="store_true", help="--verdict: also random")
+    parser.add_argument("--target-ppl", type=float, default=None, help="--verdict: held-out "
+                        "perplexity to time (default: the highest of the runs' last-round ones, "
+                        "which every run reaches)")
+    parser.add_argument("--out", type=Path, default=None, help="default results/testbed "
+                        "(--verdict: results/verdict/<fleet file's name without fleet_>)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
     parser.add_argument("--tabulate", type=Path, default=None, metavar="DIR",
                         help="only rewrite the tables of a finished testbed folder")
@@ -294,22 +325,39 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "Flower message starts a ClientApp that imports torch and builds the "
                         "model at the device's CPU share (the testbed before issue 28)")
     args = parser.parse_args(argv)
+    defaults = ({"rounds": 4, "local_steps": 4, "batch_size": 4} if args.verdict
+                else {"rounds": 2, "local_steps": 80, "batch_size": 8})
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = (Path("results/verdict") / args.fleet.stem.removeprefix("fleet_")
+                    if args.verdict else Path("results/testbed"))
     if args.tabulate:
         tabulate(args.tabulate)
         return
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     fleet = load_fleet(args.fleet)
     args.out.mkdir(parents=True, exist_ok=True)
-    plan = (allocators(args.layers) if args.compare
-            else [(args.allocator, {"allocation.method": args.allocator})])
-    if args.only:
-        plan = [p for p in plan if p[0] in args.only.split(",")]
+    verdict_runs: list[dict] = []
+    if args.verdict:
+        methods = testbed_verdict.methods(args.layers, args.random)
+        if args.only:
+            methods = [m for m in methods if m[0] in args.only.split(",")]
+        verdict_runs = testbed_verdict.plan(methods, args.repeats, args.seed)
+        plan = [(r["run"], r["overrides"]) for r in verdict_runs]
+    else:
+        plan = (allocators(args.layers) if args.compare
+                else [(args.allocator, {"allocation.method": args.allocator})])
+        if args.only:
+            plan = [p for p in plan if p[0] in args.only.split(",")]
     before = leftovers()
     clients: list[dict] = []
     rounds: list[dict] = []
     links: list[dict] = []
     loads = {"start": load_average()}
     outcome = "completed"
+    failed_runs: dict[str, str] = {}  # --verdict goes on past a failed run and says so
     with tempfile.TemporaryDirectory(prefix="edgesplit-testbed-") as scratch:
         args.work = Path(scratch)
         name, load = "", ""
@@ -327,14 +375,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for name, overrides in plan:
                     started, load = time.perf_counter(), load_average()
                     print(f"[testbed] {name}: running (load average {load})", flush=True)
-                    rc, log = bed.run(run_config(args, fleet, name, overrides),
-                                      timeout_s=args.timeout_s)
-                    metrics = args.work / "runs" / name / "metrics.jsonl"
-                    if rc != 0 or not metrics.exists():
-                        raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
-                    status = json.loads((metrics.parent / "status.json").read_text())
-                    if status.get("status") != "completed":
-                        raise RuntimeError(f"run {name}: {status}")
+                    try:
+                        completed_run(bed, args, fleet, name, overrides)
+                    except RuntimeError as exc:
+                        if not args.verdict:
+                            raise
+                        failed_runs[name] = str(exc)[:300]
+                        print(f"[testbed] {name} failed, going on: {exc!s:.300}", flush=True)
                     new_clients, new_rounds = tabulate_run(args, name, load)
                     clients, rounds = clients + new_clients, rounds + new_rounds
                     print(f"[testbed] {name}: {time.perf_counter() - started:.0f} s, "
@@ -359,9 +406,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
         "server_queue": args.server_queue, "load_average": loads, "leftovers_after": left}
+    if args.verdict:
+        summary["verdict"] = {
+            "runs": [{k: v for k, v in r.items() if k != "overrides"} for r in verdict_runs],
+            "repeats": args.repeats, "target_ppl_given": args.target_ppl,
+            "failed_runs": failed_runs, "fleet_name": args.fleet.stem.removeprefix("fleet_")}
+        if failed_runs and outcome == "completed":
+            outcome = f"runs failed: {sorted(failed_runs)}"
     write_tables(args.out, summary, clients, rounds, compare=args.compare)
     if outcome != "completed":
         raise SystemExit(f"[testbed] {outcome}")
+
+
+def completed_run(bed: Testbed, args: argparse.Namespace, fleet: Fleet, name: str,
+                  overrides: Mapping[str, object]) -> None:
+    """Run `name` on the testbed; RuntimeError (with its log's tail) unless it completed."""
+    rc, log = bed.run(run_config(args, fleet, name, overrides), timeout_s=args.timeout_s)
+    metrics = args.work / "runs" / name / "metrics.jsonl"
+    if rc != 0 or not metrics.exists():
+        raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
+    status = json.loads((metrics.parent / "status.json").read_text())
+    if status.get("status") != "completed":
+        raise RuntimeError(f"run {name}: {status}")
 
 
 def tabulate_run(args: argparse.Namespace, name: str, load: str) -> tuple[list[dict],
@@ -391,9 +457,15 @@ def keep_records(work: Path, out: Path) -> None:
 def write_tables(out: Path, summary: dict, clients: list[dict], rounds: list[dict],
                  compare: bool) -> None:
     """clients.csv, rounds.csv, fit.png, summary.json (with the errors) and, comparing,
-    compare.csv/.md/.png."""
+    compare.csv/.md/.png; for a verdict (`summary["verdict"]`) verdict_rounds.csv, verdict.csv
+    and verdict.png."""
     write_csv(clients, out / "clients.csv")
     write_csv(rounds, out / "rounds.csv")
+    if "verdict" in summary:
+        verdict = summary["verdict"]
+        verdict["target_ppl"] = testbed_verdict.write(
+            out, verdict["runs"], rounds, verdict["target_ppl_given"],
+            f"{summary['model']} on {verdict['fleet_name']}: {verdict['repeats']} repeats")
     summary["median_abs_error"] = {part: median_abs_error(clients, part) for part in PARTS}
     plot_fit(clients, out / "fit.png", f"{summary['model']}, {len(summary['devices'])} "
              "emulated devices: modelled vs measured")

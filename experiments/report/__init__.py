@@ -38,6 +38,7 @@ SECTIONS: tuple[str, ...] = (
     "model_fit",
     "queue_oracle",
     "testbed",
+    "verdict",
     "seed_b",
     "privacy",
     "privacy_frontier",

@@ -32,3 +32,12 @@ def test_node_config_names_a_class_overrides_figures_and_rejects_nonsense():
         device_profile({"device.tx-power-w": -1.0}, partition_id=0, seed=0)
     with pytest.raises(ValueError, match="device.class = 'toaster'"):
         device_profile({"device.class": "toaster"}, partition_id=0, seed=0)
+
+
+def test_a_declared_fraction_of_a_gigabyte_is_kept():
+    """The testbed's devices declare their cgroup's memory cap (1.5 GB); a catalogue class's
+    memory is a whole number of GB, which once truncated the declared figure to 1 GB."""
+    assert isinstance(DEVICES["phone-snapdragon-855"].memory_gb, int)
+    p = device_profile({"device.class": "phone-snapdragon-855", "device.memory-gb": 1.5,
+                        "device.cores": 4.0}, partition_id=0, seed=0)
+    assert p.memory_gb == 1.5 and isinstance(p.cores, int) and p.cores == 4

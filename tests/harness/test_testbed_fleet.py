@@ -1,9 +1,13 @@
 """Fleet files: a cell's band becomes each cell device's declared spectral efficiency and the
 run's allocation.cell-bandwidth-hz (no root needed: nothing is built)."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.testbed import load_fleet
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 CELL = """
 [server]
@@ -54,3 +58,21 @@ def test_a_fleet_without_a_cell_declares_nothing_new(tmp_path):
     fleet = load_fleet(path)
     assert fleet.run_config == {}
     assert "device.cell" not in fleet.classes["phone"].declared()
+
+
+@pytest.mark.parametrize("name, device_cores, server_cores", [
+    ("fleet_weak_devices.toml", (0.08, 0.3), (0.75, 1.25)),
+    ("fleet_crowded_server.toml", (0.3, 0.5), (0.25, 0.25))])
+def test_the_verdict_fleets_fit_the_machine_and_declare_their_caps(name, device_cores,
+                                                                   server_cores):
+    """Issue 23's two regimes: devices and server in their ranges, everything (the SuperLink's
+    cgroup included) within the machine's 2 cores, and each device declaring the memory its
+    cgroup is capped at, so the cost model excludes what the kernel would kill."""
+    fleet = load_fleet(EXPERIMENTS / name)
+    cores = [fleet.classes[d].cpu_cores for d in fleet.devices]
+    assert device_cores[0] <= min(cores) and max(cores) <= device_cores[1]
+    assert server_cores[0] <= fleet.server_cpu_cores <= server_cores[1]
+    assert sum(cores) + fleet.server_cpu_cores + fleet.superlink_cpu_cores <= 2.0 + 1e-9
+    for device in fleet.devices:
+        c = fleet.classes[device]
+        assert c.declared()["device.memory-gb"] * 1000 == pytest.approx(c.memory_mb)

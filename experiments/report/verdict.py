@@ -1,0 +1,102 @@
+"""Section: the clock's verdict (issue 23): fp against edge-only, fixed splits and local-only on
+the emulated testbed with SmolLM2, per regime (a folder results/verdict/<fleet name>/ written by
+`python -m experiments.testbed --verdict`), repeated, with 95% intervals."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from experiments.report.stats import load_json, num, pct, rows, table
+
+FOLDER = "verdict"
+#: The regimes issue 23 asks for: results folder name (the fleet file's, less `fleet_`) -> what
+#: it is.
+REGIMES = {"weak_devices": "weak devices, strong server",
+           "crowded_server": "capable devices, crowded server"}
+COMMAND = ("sudo flock /tmp/edgesplit-testbed.lock flock /tmp/edgesplit-clock.lock "
+           "python -m experiments.testbed --verdict --fleet experiments/fleet_{name}.toml "
+           "--model smollm2-135m --layers 30")
+#: Parts of the per-client fit (`experiments.testbed.PARTS`) the section shows.
+ERROR_PARTS = {"device": "device", "transfer": "transfer",
+               "server+queue-fifo": "server + queue (FIFO)",
+               "dataplane-fifo": "data plane (FIFO)", "round": "whole round"}
+#: verdict.csv quantity -> (column header, scale, digits).
+COLUMNS = {"measured_round_s": ("round wall time (s)", 1.0, 1),
+           "measured_makespan_s": ("data-plane makespan (s)", 1.0, 1),
+           "bytes_wire": ("on the wire (MB)", 1e-6, 1),
+           "modelled_energy_j": ("modelled energy (J)", 1.0, 1),
+           "excluded": ("excluded (memory)", 1.0, 1), "failed": ("failed", 1.0, 1)}
+
+
+def interval(mean: str, half: str, n: int, scale: float = 1.0, digits: int = 1) -> str:
+    """`mean ± half (n=k)` from a summary row's strings (`single run` without a half-width,
+    `n/a` without a mean)."""
+    if mean == "":
+        return "n/a"
+    if half == "" or math.isnan(float(half)):
+        return f"{float(mean) * scale:.{digits}f} (single run)"
+    return f"{float(mean) * scale:.{digits}f} ± {float(half) * scale:.{digits}f} (n={n})"
+
+
+def _regime(folder: Path) -> str:
+    summary = load_json(folder / "summary.json")
+    verdict = summary["verdict"]
+    body = rows(folder / "verdict.csv")
+    fp = next((r for r in body if r["method"] == "fp"), None)
+    cells = []
+    for r in body:
+        n = int(r["repeats"])
+        versus = (pct(float(r["measured_round_s_mean"]) / float(fp["measured_round_s_mean"]) - 1,
+                      sign=True)
+                  if fp and r["measured_round_s_mean"] and fp["measured_round_s_mean"] else "n/a")
+        cells.append([r["method"], *(interval(r[f"{q}_mean"], r[f"{q}_ci95"], n, scale, digits)
+                                     for q, (_, scale, digits) in COLUMNS.items()),
+                      versus, r["target_round"] or "not reached", r["reached"],
+                      interval(r["time_to_target_s_mean"], r["time_to_target_s_ci95"], n)])
+    target = verdict.get("target_ppl")
+    how = ("given" if verdict.get("target_ppl_given") is not None
+           else "the highest last-round perplexity of all runs, so every run reaches it")
+    errors = summary.get("median_abs_error", {})
+    fit = ", ".join(f"{label} {pct(errors[part])}" for part, label in ERROR_PARTS.items()
+                    if errors.get(part) is not None)
+    failed = verdict.get("failed_runs", {})
+    name = verdict.get("fleet_name", folder.name)
+    return (
+        f"### {REGIMES.get(name, name)} (`{folder.name}`)\n\n"
+        f"{summary['model']}, fleet `{summary['fleet']}` ({len(summary['devices'])} devices), "
+        f"{summary['rounds']} rounds of {summary['local_steps']} local steps at batch "
+        f"{summary['batch_size']}, {verdict['repeats']} repeats with seeds from "
+        f"{summary['seed']}; per-round means over rounds 2+ (round 1 calibrates), "
+        "mean ± 95% interval over repeats. Target held-out perplexity "
+        f"{'n/a' if target is None else num(target)} ({how}); the time to it sums every "
+        "round's wall time from round 1."
+        + (f" Runs that failed: {', '.join(sorted(failed))}." if failed else "") + "\n\n"
+        + table(["method", *(h for h, _, _ in COLUMNS.values()), "round time vs fp",
+                 "round reaching the target", "runs reaching it", "time to target (s)"], cells)
+        + (f"\nMedian absolute relative error of the modelled per-client time against the "
+           f"clock, over every run's clients and rounds (`summary.json`): {fit}.\n"
+           if fit else "")
+        + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
+        f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
+        "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")
+
+
+def render(results: Path) -> str:
+    base = results / FOLDER
+    folders = sorted(p for p in base.iterdir()
+                     if (p / "verdict.csv").is_file()) if base.is_dir() else []
+    head = (
+        "## The clock's verdict: the allocator against fixed splits and local training\n\n"
+        "fp (makespan model, FIFO server, calibration tracked) against edge-only, fixed splits "
+        "bracketing the best one and local-only (split `layers - 1`), the same seeds, on the "
+        "emulated testbed with SmolLM2-135M and the resident device agent, in two regimes, "
+        "repeated with the methods' order rotated per repeat. Measured for every method alike: "
+        "the round's training phase from the round message to the last accepted reply, and "
+        "the slowest client's data-plane time. A fixed split or local-only excludes (and "
+        "counts) a device whose memory cannot hold its split.\n")
+    if not folders:
+        return head + (
+            "\nNot run yet (about an hour per regime). Each regime's command:\n\n"
+            + "".join(f"    {COMMAND.format(name=name)}\n" for name in REGIMES))
+    return head + "".join("\n" + _regime(f) for f in folders)

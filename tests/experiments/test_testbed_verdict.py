@@ -1,0 +1,202 @@
+"""The verdict's runs and tables (issue 23): which runs in which order, and a regime's summary
+and report section checked against an independent computation from the same round rows (no
+testbed needed: rows as a run's metrics hold them)."""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from allocation.makespan_model import USABLE_MEMORY
+from edgesplit.split_model import SplitModel
+from experiments import testbed, testbed_verdict
+from experiments.report import verdict as section
+from fl_app.run_config import parse
+from harness.inprocess import run_in_process
+from harness.testbed import load_fleet
+from strategies.split_fed import model_cost
+
+EXPERIMENTS = Path(testbed.__file__).parent
+
+
+def test_fixed_splits_bracket_and_stay_off_edge_only_and_local_only():
+    assert testbed_verdict.fixed_brackets(30) == [4, 15, 28]  # SmolLM2
+    assert testbed_verdict.fixed_brackets(4) == [2]
+    assert testbed_verdict.fixed_brackets(3) == []
+    methods = dict(testbed_verdict.methods(30, with_random=True))
+    assert list(methods) == ["fp", "edge-only", "fixed-4", "fixed-15", "fixed-28", "local-only",
+                             "random"]
+    # A split a method asks for is a floor: a device that cannot hold it is excluded.
+    assert methods["fixed-15"]["privacy.min-device-layers"] == 15
+    assert methods["local-only"] == {"allocation.method": "local-only",
+                                     "privacy.min-device-layers": 29}
+    assert "privacy.min-device-layers" not in methods["fp"]
+
+
+@pytest.mark.parametrize("n_methods, repeats", [(6, 3), (7, 3), (2, 1), (3, 5)])
+def test_each_repeat_runs_every_method_once_in_a_rotated_order(n_methods, repeats):
+    methods = [(f"m{i}", {"allocation.method": f"m{i}"}) for i in range(n_methods)]
+    runs = testbed_verdict.plan(methods, repeats, seed=7)
+    assert len(runs) == n_methods * repeats
+    assert len({r["run"] for r in runs}) == len(runs)
+    names = [m for m, _ in methods]
+    for r in range(repeats):
+        mine = [x for x in runs if x["repeat"] == r]
+        order = [x["method"] for x in mine]
+        shift = names.index(order[0])
+        assert order == names[shift:] + names[:shift]  # a rotation
+        assert [x["position"] for x in mine] == list(range(n_methods))
+        assert all(x["seed"] == 7 + r and x["overrides"]["run.seed"] == 7 + r for x in mine)
+        assert all(x["overrides"]["eval.every"] == 1 for x in mine)
+    # Drift spreads: no method runs at the same position in every repeat (with 2+ repeats,
+    # as far as there are positions to spread over).
+    for name in names:
+        positions = [x["position"] for x in runs if x["method"] == name]
+        assert len(set(positions)) == min(repeats, n_methods)
+
+
+def _metrics_row(round_, train_s, makespans, ppl, excluded=0, failed=0):
+    """One round of a run's metrics.jsonl, as much of it as the tables read."""
+    clients = [{"node": i, "label": "dev", "split": 2, "bytes_up": 1000, "bytes_down": 2000,
+                "measured_dataplane_s": m, "measured_start_s": 1.0, "measured_s": m + 2}
+               for i, m in enumerate(makespans)]
+    failures = {**{str(100 + i): "allocation: memory: 0.75 GB usable" for i in range(excluded)},
+                **{str(200 + i): "timeout" for i in range(failed)}}
+    return {"round": round_, "sampled": len(makespans) + excluded + failed,
+            "completed": len(makespans), "clients": clients, "failures": failures,
+            "modelled_delay_s": 0.5, "modelled_energy_j": 1.5, "time_train_s": train_s,
+            "time_round_s": train_s + 3, "bytes_up": 1000 * len(makespans),
+            "bytes_down": 2000 * len(makespans), "heldout_ppl": ppl}
+
+
+METHODS = {"fp": 10.0, "edge-only": 14.0, "local-only": 30.0}  # typical round seconds
+ROUNDS, REPEATS, STEPS = 3, 3, 4
+
+
+@pytest.fixture(scope="module")
+def regime(tmp_path_factory):
+    """A verdict folder written by the verdict's own tabulation from synthetic metrics rows,
+    and those rows (method -> repeat -> rows)."""
+    rng = np.random.default_rng(0)
+    runs = testbed_verdict.plan([(m, {}) for m in METHODS], REPEATS, seed=0)
+    metrics, rounds = {}, []
+    for run in runs:
+        base = METHODS[run["method"]]
+        excluded = 2 if run["method"] == "local-only" else 0
+        rows = [_metrics_row(k, base * rng.uniform(0.8, 1.2) * (3 if k == 1 else 1),
+                             list(base * rng.uniform(0.5, 0.9, 3)),
+                             40.0 / k + rng.uniform(0, 1), excluded=excluded)
+                for k in range(1, ROUNDS + 1)]
+        metrics.setdefault(run["method"], {})[run["repeat"]] = rows
+        rounds += testbed.round_rows(run["run"], rows, STEPS, "0.1 0.1 0.1")
+    folder = tmp_path_factory.mktemp("results") / "verdict" / "weak_devices"
+    folder.mkdir(parents=True)
+    target = testbed_verdict.write(folder, runs, rounds, None, "synthetic")
+    (folder / "summary.json").write_text(json.dumps({
+        "model": "tiny-llama", "fleet": "experiments/fleet_weak_devices.toml",
+        "devices": ["a", "b", "c"], "rounds": ROUNDS, "local_steps": STEPS, "batch_size": 4,
+        "seed": 0, "median_abs_error": {"device": 0.123, "transfer": None, "round": 0.31},
+        "verdict": {"repeats": REPEATS, "target_ppl": target,
+                               "target_ppl_given": None, "failed_runs": {},
+                               "fleet_name": "weak_devices"}}))
+    return folder, metrics, target
+
+
+def _interval(values):
+    """Mean and 95% Student-t half-width, computed independently of the report's helpers."""
+    values = np.asarray(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(),
+                                 scale=stats.sem(values))
+    return values.mean(), (high - low) / 2
+
+
+def test_the_summary_and_the_section_say_what_the_rows_say(regime):
+    folder, metrics, target = regime
+    last = [rows[-1]["heldout_ppl"] for runs in metrics.values() for rows in runs.values()]
+    assert target == max(last)
+    text = section.render(folder.parent.parent)
+    assert "Not run yet" not in text and "verdict.png" in text
+    assert (folder / "verdict.png").is_file()
+    assert "(`summary.json`): device 12%, whole round 31%." in text
+    for method, runs in metrics.items():
+        per_repeat = [np.mean([r["time_train_s"] for r in rows[1:]]) for rows in runs.values()]
+        mean, half = _interval(per_repeat)
+        assert f"{mean:.1f} ± {half:.1f} (n={REPEATS})" in text, method
+        makespan = [np.mean([max(c["measured_dataplane_s"] for c in r["clients"])
+                             for r in rows[1:]]) for rows in runs.values()]
+        mean, half = _interval(makespan)
+        assert f"{mean:.1f} ± {half:.1f} (n={REPEATS})" in text, method
+        # The first round at or below the target, and the round time summed up to it.
+        reached = [next((r["round"], sum(x["time_train_s"] for x in rows[:i + 1]))
+                        for i, r in enumerate(rows) if r["heldout_ppl"] <= target)
+                   for rows in runs.values()]
+        mean, half = _interval([t for _, t in reached])
+        assert f"{mean:.1f} ± {half:.1f} (n={REPEATS})" in text, method
+        line = next(x for x in text.splitlines() if x.startswith(f"| {method} |"))
+        excluded = "2.0 ± 0.0" if method == "local-only" else "0.0 ± 0.0"
+        assert f"| {excluded} (n={REPEATS}) |" in line
+        rounds = sorted({r for r, _ in reached})
+        shown = str(rounds[0]) if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}"
+        assert f"| {shown} | {REPEATS}/{REPEATS} |" in line
+
+
+def test_without_results_the_section_says_how_to_run_it(tmp_path):
+    text = section.render(tmp_path)
+    assert "Not run yet" in text
+    assert "--verdict --fleet experiments/fleet_weak_devices.toml" in text
+    assert "--verdict --fleet experiments/fleet_crowded_server.toml" in text
+
+
+def test_a_finished_verdict_folder_is_tabulated_again_from_its_runs(tmp_path, regime):
+    """`--tabulate` on a verdict folder rewrites verdict.csv from the runs' metrics, as the
+    testbed run wrote it."""
+    folder, metrics, target = regime
+    runs = testbed_verdict.plan([(m, {}) for m in METHODS], REPEATS, seed=0)
+    (tmp_path / "runs").mkdir()
+    for run in runs:
+        rows = metrics[run["method"]][run["repeat"]]
+        (tmp_path / "runs" / f"{run['run']}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["runs"] = [r["run"] for r in runs]
+    summary["verdict"]["runs"] = [{k: v for k, v in r.items() if k != "overrides"}
+                                  for r in runs]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "rounds.csv").write_text("run,load_average\n")
+    testbed.main(["--tabulate", str(tmp_path)])
+    assert (tmp_path / "verdict.csv").read_text() == (folder / "verdict.csv").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["verdict"]["target_ppl"] == target
+
+
+def test_the_verdict_runs_train_and_local_only_excludes_a_device_that_cannot_hold_it(tmp_path):
+    """The run configs `--verdict` gives the testbed, run in process (the real ServerApp and
+    ClientApp code, no testbed) on three tiny-llama devices, one of which declares memory for
+    split 1 but not for local-only's split 3: local-only excludes it every round and counts it,
+    fp keeps it; both evaluate the held-out perplexity."""
+    args = argparse.Namespace(model="tiny-llama", corpus="shakespeare", rounds=1, local_steps=2,
+                              batch_size=8, block_size=128, seed=0, server_queue="fifo",
+                              work=tmp_path)  # memory needs above the profile's 10 MB floor
+    fleet = load_fleet(EXPERIMENTS / "fleet_weak_devices.toml")
+    runs = testbed_verdict.plan(
+        [m for m in testbed_verdict.methods(4) if m[0] in ("fp", "local-only")], 1, seed=0)
+    configs = {r["method"]: testbed.run_config(args, fleet, r["run"], r["overrides"])
+               for r in runs}
+    settings = parse(configs["fp"])
+    need = model_cost(settings, SplitModel(settings.model_name, settings.lora)).device_bytes(
+        np.array([1, 3]))
+    memory_gb = float(need.mean()) / USABLE_MEMORY / 1e9  # holds split 1, not split 3
+
+    def small_first_device(grid):
+        grid.contexts[1].node_config["device.memory-gb"] = memory_gb
+
+    rounds = {m: testbed.round_rows(m, run_in_process(c, 3, grid_hook=small_first_device)[2],
+                                    args.local_steps, "")
+              for m, c in configs.items()}
+    assert [(r["completed"], r["excluded_memory"], r["splits"]) for r in rounds["local-only"]] \
+        == [(2, 1, "3 3")]
+    assert [(r["completed"], r["excluded_memory"]) for r in rounds["fp"]] == [(3, 0)]
+    for method, rows in rounds.items():
+        assert all(r["heldout_ppl"] > 0 and r["measured_train_phase_s"] > 0 for r in rows), method
