@@ -77,7 +77,7 @@ def _testbed(folder: Path) -> str:
                          f"{float(r['measured_train_phase_s']):.0f}",
                          f"{float(r['calibrate_s']):.0f}",
                          " ".join(f"{s:.0f}" for s in sorted(starts)), r["load_average"]])
-        outcome = summary.get("outcome", "")
+        outcome = summary.get("outcome", "").split("; output tail")[0]  # not Flower's log
         parts.append(f"**{label}** ({summary['model']}, {len(summary['devices'])} devices, "
                      f"{summary['local_steps']} local steps, batch {summary['batch_size']} x "
                      f"{summary['block_size']} tokens){': ' + outcome if outcome else ''}\n\n"
