@@ -61,7 +61,7 @@ def test_a_fleet_without_a_cell_declares_nothing_new(tmp_path):
 
 
 @pytest.mark.parametrize("name, device_cores, server_cores", [
-    ("fleet_weak_devices.toml", (0.1, 0.3), (0.75, 1.25)),
+    ("fleet_weak_devices.toml", (0.08, 0.3), (0.75, 1.25)),
     ("fleet_crowded_server.toml", (0.3, 0.5), (0.25, 0.25))])
 def test_the_verdict_fleets_fit_the_machine_and_declare_their_caps(name, device_cores,
                                                                    server_cores):
