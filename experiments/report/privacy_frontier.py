@@ -21,7 +21,22 @@ def _eps(x: float) -> str:
     return "off" if x == 0 else f"{x:g}"
 
 
-def _training_only(runs: list[dict]) -> str:
+def _attacks_so_far(folder: Path, model: str) -> str:
+    """The meter's rows written so far (the attack half resumes from them)."""
+    path = folder / f"{model}.csv"
+    if not path.exists():
+        return ""
+    found = [f"{NAMES[r['attack']]} {_pct(r['token_accuracy'])} at split {r['split']}"
+             + ("" if float(r["noise_multiplier"]) == 0
+                else f" (z {float(r['noise_multiplier']):.3g})") for r in rows(path)]
+    first = rows(path)[0]
+    return (f" The attack half has begun (`{model}.csv`): without noise, tokens recovered by "
+            + "; ".join(found) + f" (learned decoder: {int(first['train_tokens'])} tokens of "
+            f"public text, width {int(first['width'])}, {int(first['epochs'])} epochs; "
+            f"{int(first['eval_tokens'])} evaluated tokens).")
+
+
+def _training_only(runs: list[dict], folder: Path) -> str:
     """The frontier's first half (training under DP), while its attack half is not measured."""
     off = {r["split"]: float(r["heldout_ppl"]) for r in runs if float(r["epsilon"]) == 0}
     body = [[r["split"], _eps(float(r["epsilon"])), f"{float(r['noise_multiplier']):.3g}",
@@ -33,13 +48,13 @@ def _training_only(runs: list[dict]) -> str:
     text = (f"Not complete: `python -m experiments.privacy_frontier` trains {first['model']} "
             "with a U-shaped split (`privacy.device-tail-layers = 1`) at splits 1, 4 and 15 with "
             "`privacy.epsilon` off and on, then runs the privacy meter under each noise "
-            "multiplier z the devices planned. So far only the training half has run, at "
+            "multiplier z the devices planned. The training half has run at "
             f"split(s) {splits} ({int(first['clients'])} clients, {int(first['rounds'])} rounds "
             f"of {int(first['local_steps'])} local steps of {int(first['batch_size'])} blocks, "
             f"held-out perplexity on {int(first['eval_tokens'])} tokens, untrained "
             f"{float(first['base_ppl']):.1f}; a single run per point); no attack has been run "
             "under DP noise, so no point of the frontier is known. The script resumes from "
-            "`results/privacy/frontier/training.csv`.")
+            "`results/privacy/frontier/training.csv`." + _attacks_so_far(folder, first["model"]))
     header = ["split", "epsilon", "z", "epsilon spent", "held-out ppl", "ppl cost", "seconds"]
     return f"## Privacy frontier\n\n{textwrap.fill(text, 100)}\n\n{table(header, body)}"
 
@@ -48,7 +63,7 @@ def render(results: Path) -> str:
     folder = results / "privacy" / "frontier"
     runs = rows(folder / "training.csv")
     if not (folder / "frontier.csv").exists():
-        return _training_only(runs)
+        return _training_only(runs, folder)
     points = rows(folder / "frontier.csv")
     model = points[0]["model"]
     meter = rows(folder / f"{model}.csv")
