@@ -37,7 +37,7 @@ from experiments.plotting import write_csv
 from experiments.report.stats import mean_ci
 from harness.configs import tiny_run_config
 from harness.deployment import start_deployment
-from harness.runtime import FlowerHarness, flwr_bin, run_config_arg, started_run_id
+from harness.runtime import FlowerHarness, flwr_run_metrics, run_config_arg
 
 RUN_TIMEOUT_S = 600  # per round (SmolLM2's rounds took about a minute on a loaded machine)
 MODES = ("none", "agent")
@@ -66,18 +66,12 @@ def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "t
     try:
         deployment = start_deployment(harness, CLIENTS, agents=mode == "agent")
         started = time.perf_counter()
-        rc, log = harness.run("flwr-run", [
-            flwr_bin("flwr"), "run", ".", deployment.connection, "--run-config",
-            run_config_arg(config), "--stream"], timeout_s=RUN_TIMEOUT_S * rounds)
+        metrics = flwr_run_metrics(harness, mode, deployment.connection,
+                                   run_config_arg(config), out / mode, RUN_TIMEOUT_S * rounds)
         wall = time.perf_counter() - started
-        started_run_id(log)
     except BaseException:
         harness.stop()
         raise
-    metrics = out / mode / "metrics.jsonl"
-    if rc != 0 or not metrics.is_file():
-        harness.stop()
-        raise RuntimeError(f"{mode}: the run failed:\n{log[-4000:]}")
     messages = []
     for node in range(CLIENTS):
         for found in _CLIENTAPP.finditer(harness.log(f"supernode-{node}")):
@@ -86,7 +80,7 @@ def run_once(mode: str, repeat: int, rounds: int, scratch: Path, model: str = "t
                              "message_type": message_type, "cpu_s": float(cpu_s),
                              "wall_s": float(wall_s)})
     rounds_ = []
-    for row in (json.loads(line) for line in metrics.read_text().splitlines()):
+    for row in metrics:
         if row["completed"] != CLIENTS:
             harness.stop()
             raise RuntimeError(f"{mode}: round {row['round']} lost clients: {row['failures']}")

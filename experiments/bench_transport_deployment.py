@@ -23,7 +23,7 @@ from pathlib import Path
 
 from experiments.plotting import write_csv
 from harness.deployment import start_deployment
-from harness.runtime import FlowerHarness, flwr_bin, started_run_id
+from harness.runtime import FlowerHarness, flwr_run_metrics
 
 ROUND_TIMEOUT_S = 480
 
@@ -37,14 +37,7 @@ def one_round(harness: FlowerHarness, connection: str, transport: str, steps: in
               f'train.batch-size=4 data.block-size=64 train.min-clients=1 eval.every=0 '
               f'stream.transport="{transport}" faults.step-timeout-s=120 run.output-dir="{out}" '
               f'run.name="{name}"')
-    rc, log = harness.run(f"flwr-run-{name}", [
-        flwr_bin("flwr"), "run", ".", connection, "--run-config", config, "--stream"],
-        timeout_s=ROUND_TIMEOUT_S)
-    started_run_id(log)
-    metrics = out / name / "metrics.jsonl"
-    if rc != 0 or not metrics.is_file():
-        raise RuntimeError(f"{name}: the run failed:\n{log[-4000:]}")
-    row = json.loads(metrics.read_text().splitlines()[0])
+    row = flwr_run_metrics(harness, name, connection, config, out / name, ROUND_TIMEOUT_S)[0]
     if row["completed"] != 1:
         raise RuntimeError(f"{name}: the client did not complete: {row['failures']}")
     return {"transport": transport, "steps": steps, "time_train_s": row["time_train_s"],

@@ -33,7 +33,7 @@ from edgesplit.placement import resolve_device
 from experiments.bench_gpu import random_weights_copy
 from experiments.plotting import write_csv
 from harness.deployment import start_deployment
-from harness.runtime import FlowerHarness, flwr_bin, started_run_id
+from harness.runtime import FlowerHarness, flwr_run_metrics
 
 # The 1B shape measured on the H200 for the split step alone (results/gpu/bench_gpu_1b.csv).
 ONE_B = ["hidden_size=2048", "intermediate_size=8192", "num_hidden_layers=16",
@@ -54,14 +54,7 @@ def run_job(harness: FlowerHarness, connection: str, model: Path, server_device:
     name = f"server-{server_device.replace(':', '-')}"
     config = (f'model.name="{model}" compute.server-device="{server_device}" '
               f'run.output-dir="{out}" run.name="{name}" {extra}').strip()
-    rc, log = harness.run(f"flwr-run-{name}", [
-        flwr_bin("flwr"), "run", ".", connection, "--run-config", config, "--stream"],
-        timeout_s=timeout_s)
-    started_run_id(log)
-    metrics = out / name / "metrics.jsonl"
-    if rc != 0 or not metrics.is_file():
-        raise RuntimeError(f"{name}: the run failed (rc {rc}):\n{log[-4000:]}")
-    rounds = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rounds = flwr_run_metrics(harness, name, connection, config, out / name, timeout_s)
     return [{"server_device": server_device, "round": r["round"], "completed": r["completed"],
              "time_round_s": r["time_round_s"], "time_train_s": r["time_train_s"]}
             for r in rounds]

@@ -430,6 +430,21 @@ def started_run_id(flwr_run_output: str) -> int:
     return int(found.group(1))
 
 
+def flwr_run_metrics(harness: FlowerHarness, name: str, connection: str, run_config: str,
+                     run_folder: Path, timeout_s: float) -> list[dict]:
+    """`flwr run .` on `connection` with `run_config` (Flower's `--run-config` string), streamed;
+    the rows of the run folder's metrics.jsonl. RuntimeError naming the run when `flwr run`
+    fails or the run leaves no metrics."""
+    rc, log = harness.run(f"flwr-run-{name}", [flwr_bin("flwr"), "run", ".", connection,
+                                               "--run-config", run_config, "--stream"],
+                          timeout_s=timeout_s)
+    started_run_id(log)
+    metrics = run_folder / "metrics.jsonl"
+    if rc != 0 or not metrics.is_file():
+        raise RuntimeError(f"{name}: the run failed (rc {rc}):\n{log[-4000:]}")
+    return [json.loads(line) for line in metrics.read_text().splitlines()]
+
+
 def run_status(harness: FlowerHarness, connection: str, run_id: int) -> str:
     """The run's status from `flwr ls` (e.g. "finished:completed")."""
     for attempt in range(3):  # the stream ends with the run; allow its status a moment
