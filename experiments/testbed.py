@@ -62,6 +62,16 @@ from harness.runtime import FlowerHarness
 from harness.testbed import Fleet, Testbed, leftovers, load_fleet, measure_mbit
 
 FLEET = Path(__file__).with_name("testbed_fleet.toml")
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _shown(path: Path) -> str:
+    """`path` as the summary records it: relative to the project when inside it, so that a
+    committed summary names no machine's folders."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(PROJECT)) if resolved.is_relative_to(PROJECT) else str(path)
+
+
 #: Modelled part(s) and measured part(s) compared per client (`strategies.round_metrics`).
 PARTS = {
     "dataplane": (("modelled_s",), ("measured_dataplane_s",)),
@@ -401,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             keep_records(args.work, args.out)
     write_csv(links, args.out / "links.csv")
     summary = {
-        "fleet": str(args.fleet), "devices": fleet.devices, "model": args.model,
+        "fleet": _shown(args.fleet), "devices": fleet.devices, "model": args.model,
         "agents": not args.no_agents, "outcome": outcome,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],

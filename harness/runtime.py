@@ -219,7 +219,8 @@ class FlowerHarness:
             rc = None
         out = self.log(name)
         if rc is None:
-            raise TimeoutError(f"{' '.join(argv[:3])} ... ran past {timeout_s:.0f} s; "
+            command = " ".join([Path(argv[0]).name, *argv[1:3]])  # no machine's folders
+            raise TimeoutError(f"{command} ... ran past {timeout_s:.0f} s; "
                                f"output tail:\n{out[-6000:]}")
         return rc, out
 
