@@ -239,7 +239,8 @@ class StreamTransport:
             messages.append(Message(content, dst_node_id=job.node_id,
                                     message_type=TRAIN_STREAM, ttl=ttl))
             copies.append((session, secret))
-        ids = self.grid.push_messages(messages)
+        # Secrets first: a device may dial before push_messages returns, and its hello must
+        # find its secret (it was refused as a wrong one).
         now = time.monotonic()
         with self._rounds.cond:
             for session, secret in copies:
@@ -248,6 +249,7 @@ class StreamTransport:
                 if len(session.secrets) == 1:
                     session.started_at = now
                 session.connect_by = now + self._connect_deadline_s(session.job)
+        ids = self.grid.push_messages(messages)
         return dict(zip(ids, copies, strict=True))
 
     def _connect_deadline_s(self, job: TrainJob) -> float:

@@ -77,9 +77,6 @@ def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
 
 # The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files.
 E2E_FILES = re.compile(r"^tests/(fl_app/test_e2e_\w+|harness/test_testbed)\.py$")
-# Those of them that start Ray run one after another: `ray.init` attaches to a cluster that is
-# already running, so two at once could share one (and the Ray-cluster test starts its own).
-RAY_FILES = re.compile(r"^tests/fl_app/test_e2e_(simulation|failure|ray_cluster|crash)\.py$")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,16 +89,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Two workers (pyproject's `-n 2`): one unit of work per test module (module fixtures run
-    once), and the e2e modules in two units, those that start Ray and the rest, so each worker
-    starts on one and at most two e2e tests run at once, never two Ray ones."""
+    """Two workers (pyproject's `-n 2`): one unit of work per test module, and all e2e modules
+    one unit, so the e2e tests run one at a time on one worker while the other takes the rest
+    module by module (module fixtures run once)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class E2EApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::")[0]
-            if RAY_FILES.match(path):
-                return "e2e-ray"
             return "e2e" if E2E_FILES.match(path) else path
 
     return E2EApart(config, log)

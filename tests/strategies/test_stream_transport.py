@@ -8,6 +8,7 @@ on a tampered message, or a hand-written client speaks the stream protocol and b
 
 import queue
 import re
+import threading
 import time
 from collections import Counter
 
@@ -30,8 +31,9 @@ HIDDEN = 64  # tiny-llama's hidden size (checked in the rogue client below)
 def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
     # No resends unless a test asks: on a loaded machine an in-process client can miss its
     # connect deadline (3 x a start-up of milliseconds + 10 s), and a second copy of its round
-    # message would change what the test counts.
-    keys = {"faults.connect-resends": 0, **overrides}
+    # message would change what the test counts; a client that never connects is dropped after
+    # a minute, not the default ten.
+    keys = {"faults.connect-resends": 0, "faults.reply-timeout-s": 60.0, **overrides}
     config = tiny_run_config(output_dir=str(tmp_path), run_name=transport, transport=transport,
                              keys=keys)
     return run_in_process(config, num_nodes, fault=fault)
@@ -250,6 +252,43 @@ def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, w
     assert row["completed"] == 3 and "train_loss" in row
     assert list(row["failures"]) == ["2"] and re.search(reason, row["failures"]["2"])
     assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_a_client_that_dials_before_its_round_message_is_pushed_is_admitted(tmp_path):
+    """The server registers each copy's secret before it pushes the round message: here the
+    push returns only once node 2 has dialled and streamed its first step (before the fix its
+    hello was refused as a wrong secret, and it never trained)."""
+    rogue, dialled = Rogue(2, "disconnect"), threading.Event()
+
+    def node_2_trains(msg):
+        return msg.metadata.dst_node_id == 2 and msg.metadata.message_type == protocol.TRAIN_STREAM
+
+    def dial_then_say_so(msg):
+        try:
+            return rogue(msg)
+        finally:
+            if node_2_trains(msg):
+                dialled.set()
+
+    def push_waits_for_node_2(grid):
+        push = grid.push_messages
+
+        def push_then_wait(messages):
+            messages = list(messages)
+            ids = push(messages)
+            if any(node_2_trains(m) for m in messages):
+                assert dialled.wait(60), "node 2 never dialled"
+            return ids
+
+        grid.push_messages = push_then_wait
+
+    config = tiny_run_config(output_dir=str(tmp_path), run_name="early", transport="stream",
+                             keys={"faults.connect-resends": 0, "faults.step-timeout-s": 2.0,
+                                   "faults.reply-timeout-s": 20.0})
+    _, _, (row,) = run_in_process(config, 4, fault=dial_then_say_so,
+                                  grid_hook=push_waits_for_node_2)
+    assert rogue.errors == []  # admitted, streamed its step
+    assert row["completed"] == 3 and re.search(r"^step 1: ", row["failures"]["2"])
 
 
 def test_a_replayed_secret_is_refused_while_its_stream_runs(tmp_path):
