@@ -17,53 +17,21 @@ def _pct(x: float | str) -> str:
     return "" if x == "" else f"{100 * float(x):.1f} %"
 
 
+def _wrap(text: str) -> str:
+    """A paragraph at 100 columns, never broken inside a hyphenated name."""
+    return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+
+
 def _eps(x: float) -> str:
     return "off" if x == 0 else f"{x:g}"
 
 
-def _attacks_so_far(folder: Path, model: str) -> str:
-    """The meter's rows written so far (the attack half resumes from them)."""
-    path = folder / f"{model}.csv"
-    if not path.exists():
-        return ""
-    found = [f"{NAMES[r['attack']]} {_pct(r['token_accuracy'])} at split {r['split']}"
-             + ("" if float(r["noise_multiplier"]) == 0
-                else f" (z {float(r['noise_multiplier']):.3g})") for r in rows(path)]
-    first = rows(path)[0]
-    return (f" The attack half has begun (`{model}.csv`): without noise, tokens recovered by "
-            + "; ".join(found) + f" (learned decoder: {int(first['train_tokens'])} tokens of "
-            f"public text, width {int(first['width'])}, {int(first['epochs'])} epochs; "
-            f"{int(first['eval_tokens'])} evaluated tokens).")
-
-
-def _training_only(runs: list[dict], folder: Path) -> str:
-    """The frontier's first half (training under DP), while its attack half is not measured."""
-    off = {r["split"]: float(r["heldout_ppl"]) for r in runs if float(r["epsilon"]) == 0}
-    body = [[r["split"], _eps(float(r["epsilon"])), f"{float(r['noise_multiplier']):.3g}",
-             f"{float(r['epsilon_spent']):.4g}", f"{float(r['heldout_ppl']):.1f}",
-             _pct(float(r["heldout_ppl"]) / off[r["split"]] - 1) if r["split"] in off else "",
-             r["seconds"]] for r in runs]
-    first = runs[0]
-    splits = ", ".join(dict.fromkeys(r["split"] for r in runs))
-    text = (f"Not complete: `python -m experiments.privacy_frontier` trains {first['model']} "
-            "with a U-shaped split (`privacy.device-tail-layers = 1`) at splits 1, 4 and 15 with "
-            "`privacy.epsilon` off and on, then runs the privacy meter under each noise "
-            "multiplier z the devices planned. The training half has run at "
-            f"split(s) {splits} ({int(first['clients'])} clients, {int(first['rounds'])} rounds "
-            f"of {int(first['local_steps'])} local steps of {int(first['batch_size'])} blocks, "
-            f"held-out perplexity on {int(first['eval_tokens'])} tokens, untrained "
-            f"{float(first['base_ppl']):.1f}; a single run per point); no attack has been run "
-            "under DP noise, so no point of the frontier is known. The script resumes from "
-            "`results/privacy/frontier/training.csv`." + _attacks_so_far(folder, first["model"]))
-    header = ["split", "epsilon", "z", "epsilon spent", "held-out ppl", "ppl cost", "seconds"]
-    return f"## Privacy frontier\n\n{textwrap.fill(text, 100)}\n\n{table(header, body)}"
-
-
 def render(results: Path) -> str:
     folder = results / "privacy" / "frontier"
-    runs = rows(folder / "training.csv")
     if not (folder / "frontier.csv").exists():
-        return _training_only(runs, folder)
+        return ("## Privacy frontier\n\nNot run: `python -m experiments.privacy_frontier` "
+                "writes `results/privacy/frontier/`.\n")
+    runs = rows(folder / "training.csv")
     points = rows(folder / "frontier.csv")
     model = points[0]["model"]
     meter = rows(folder / f"{model}.csv")
@@ -78,8 +46,8 @@ def render(results: Path) -> str:
     clean = table(["attack", *(f"split {k}" for k in splits)],
                   [[NAMES[a], *(attack_cell(k, a) for k in splits)] for a in ATTACKS])
     body = []
-    for p in sorted(points, key=lambda p: (int(p["split"]), float(p["epsilon"]) == 0,
-                                           -float(p["epsilon"])), reverse=False):
+    for p in sorted(points, key=lambda p: (int(p["split"]), float(p["epsilon"]) != 0,
+                                           -float(p["epsilon"]))):
         body.append([p["split"], _eps(float(p["epsilon"])),
                      f"{float(p['noise_multiplier']):.3g}",
                      *(_pct(p[f"{a.replace('-', '_')}_recovery"]) for a in ATTACKS),
@@ -111,11 +79,18 @@ def render(results: Path) -> str:
                         f"{best_cheap['split']}, epsilon {_eps(float(best_cheap['epsilon']))}) "
                         f"still lets the {best_cheap['strongest_attack']} attack recover "
                         f"{_pct(best_cheap['strongest_recovery'])} of the tokens.")
+    def strongest_at(split: int) -> str:
+        """'learned (off, 1e+06), gradient (1e+05)': each attack and the epsilons it leads."""
+        mine = [p for p in points if int(p["split"]) == split and p["strongest_attack"]]
+        leaders = dict.fromkeys(p["strongest_attack"] for p in mine)
+        return ", ".join(f"{a} (" + ", ".join(_eps(float(p["epsilon"])) for p in mine
+                                              if p["strongest_attack"] == a) + ")"
+                         for a in leaders)
+
+    strongest = "; ".join(f"split {k}: {strongest_at(k)}" for k in splits)
     spent = max(float(r["epsilon_spent"]) / float(r["epsilon"]) for r in runs
                 if float(r["epsilon"]) > 0)
-    return f"""## Privacy frontier
-
-`python -m experiments.privacy_frontier` trains {model} with a U-shaped split
+    intro = (f"""`python -m experiments.privacy_frontier` trains {model} with a U-shaped split
 (`privacy.device-tail-layers = 1`) at splits {", ".join(map(str, splits))}, each with
 `privacy.epsilon` off and on ({int(first_run['clients'])} clients,
 {int(first_run['rounds'])} rounds of {int(first_run['local_steps'])} local steps of
@@ -128,7 +103,11 @@ decoder ({int(first_leak['train_tokens'])} tokens of public text, two hidden lay
 {int(first_leak['width'])}, {int(first_leak['epochs'])} epochs), a white-box relaxed-input
 inversion (no training) and the returned gradients' label recovery; recovery is measured on
 the frozen model (round 1's frames), on {int(first_leak['eval_tokens'])} evaluated tokens for
-the learned attack and fewer for the white-box and gradient attacks (see the meter's CSV).
+the learned attack and fewer for the white-box and gradient attacks (see the meter's CSV).""")
+    verdict += f" The strongest attack by split (and the epsilons where it leads): {strongest}."
+    return f"""## Privacy frontier
+
+{_wrap(" ".join(intro.split()))}
 
 Without a defence (float32), tokens recovered:
 
@@ -137,8 +116,7 @@ The frontier (goal: every attack at most {_pct(GOAL_RECOVERY)} at a held-out per
 at most {_pct(GOAL_PPL_COST)} over the same training without the defence):
 
 {frontier}
-{verdict}
+{_wrap(verdict)}
 
 ![privacy frontier](../results/privacy/frontier/frontier.png)
-![attacks per split](../results/privacy/frontier/{model}.png)
 """
