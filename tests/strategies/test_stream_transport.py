@@ -28,7 +28,7 @@ from strategies.stream_transport import StreamTransport
 HIDDEN = 64  # tiny-llama's hidden size (checked in the rogue client below)
 
 
-def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
+def run(tmp_path, transport="stream", fault=None, num_nodes=4, grid_hook=None, **overrides):
     # No resends unless a test asks: on a loaded machine an in-process client can miss its
     # connect deadline (3 x a start-up of milliseconds + 10 s), and a second copy of its round
     # message would change what the test counts; a client that never connects is dropped after
@@ -36,7 +36,7 @@ def run(tmp_path, transport="stream", fault=None, num_nodes=4, **overrides):
     keys = {"faults.connect-resends": 0, "faults.reply-timeout-s": 60.0, **overrides}
     config = tiny_run_config(output_dir=str(tmp_path), run_name=transport, transport=transport,
                              keys=keys)
-    return run_in_process(config, num_nodes, fault=fault)
+    return run_in_process(config, num_nodes, fault=fault, grid_hook=grid_hook)
 
 
 # ---- oracle 5 ----------------------------------------------------------------------------------
@@ -282,11 +282,8 @@ def test_a_client_that_dials_before_its_round_message_is_pushed_is_admitted(tmp_
 
         grid.push_messages = push_then_wait
 
-    config = tiny_run_config(output_dir=str(tmp_path), run_name="early", transport="stream",
-                             keys={"faults.connect-resends": 0, "faults.step-timeout-s": 2.0,
-                                   "faults.reply-timeout-s": 20.0})
-    _, _, (row,) = run_in_process(config, 4, fault=dial_then_say_so,
-                                  grid_hook=push_waits_for_node_2)
+    _, _, (row,) = run(tmp_path, fault=dial_then_say_so, grid_hook=push_waits_for_node_2,
+                       **{"faults.step-timeout-s": 2.0, "faults.reply-timeout-s": 20.0})
     assert rogue.errors == []  # admitted, streamed its step
     assert row["completed"] == 3 and re.search(r"^step 1: ", row["failures"]["2"])
 
