@@ -26,6 +26,15 @@ def _eps(x: float) -> str:
     return "off" if x == 0 else f"{x:g}"
 
 
+def _leaders(points: list[dict], split: int) -> str:
+    """'learned (off, 1e+06), gradient (100000)': at `split`, each attack that is the strongest
+    somewhere and the epsilons where it is."""
+    mine = [p for p in points if int(p["split"]) == split and p["strongest_attack"]]
+    return ", ".join(f"{attack} (" + ", ".join(_eps(float(p["epsilon"])) for p in mine
+                                               if p["strongest_attack"] == attack) + ")"
+                     for attack in dict.fromkeys(p["strongest_attack"] for p in mine))
+
+
 def render(results: Path) -> str:
     folder = results / "privacy" / "frontier"
     if not (folder / "frontier.csv").exists():
@@ -79,15 +88,7 @@ def render(results: Path) -> str:
                         f"{best_cheap['split']}, epsilon {_eps(float(best_cheap['epsilon']))}) "
                         f"still lets the {best_cheap['strongest_attack']} attack recover "
                         f"{_pct(best_cheap['strongest_recovery'])} of the tokens.")
-    def strongest_at(split: int) -> str:
-        """'learned (off, 1e+06), gradient (1e+05)': each attack and the epsilons it leads."""
-        mine = [p for p in points if int(p["split"]) == split and p["strongest_attack"]]
-        leaders = dict.fromkeys(p["strongest_attack"] for p in mine)
-        return ", ".join(f"{a} (" + ", ".join(_eps(float(p["epsilon"])) for p in mine
-                                              if p["strongest_attack"] == a) + ")"
-                         for a in leaders)
-
-    strongest = "; ".join(f"split {k}: {strongest_at(k)}" for k in splits)
+    strongest = "; ".join(f"split {k}: {_leaders(points, k)}" for k in splits)
     spent = max(float(r["epsilon_spent"]) / float(r["epsilon"]) for r in runs
                 if float(r["epsilon"]) > 0)
     intro = (f"""`python -m experiments.privacy_frontier` trains {model} with a U-shaped split
