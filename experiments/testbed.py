@@ -110,6 +110,8 @@ def run_config(args: argparse.Namespace, fleet: Fleet, name: str,
         "faults.step-timeout-s": 600.0, "run.output-dir": str(args.work / "runs"), "run.name": name}
     if fleet.server_class:
         config["allocation.server-class"] = fleet.server_class
+    if not args.no_agents:  # loaded agents answer in seconds: a silent device costs 3 min, not 10
+        config["faults.reply-timeout-s"] = 180.0
     return {**config, **overrides}
 
 

@@ -3,10 +3,12 @@
 Each emulated device is a SuperNode and its resident device agent (`edgesplit-device`) in their
 own network namespace, joined to the root namespace by a veth pair whose two ends are
 rate-limited with a token-bucket filter (`tbf`): the namespace end shapes the device's uplink,
-the root end its downlink. Both also run in the device's cgroup (a CPU quota and a memory limit
-from its device class), and the ClientApp processes the SuperNode starts inherit both; each
-ClientApp forwards its message to the agent (`agents=False`: it does the work itself, importing
-torch in every one). The ServerApp and its stream endpoint run in the root namespace in the
+the root end its downlink. The agent runs in the device's cgroup (a CPU quota and a memory limit
+from its device class); the SuperNodes and the ClientApp processes they start (one per message,
+each forwarding its message to its device's agent) share a cgroup of their own (`[supernodes]`),
+as a real device starts Python on a full core (`agents=False`: each ClientApp does the work
+itself, importing torch in every one, and SuperNode and ClientApps run in the device's cgroup
+instead). The ServerApp and its stream endpoint run in the root namespace in the
 server's cgroup (started by a `flower-superexec` of their own), so device and server speeds keep
 their ratio on a small machine; the SuperLink runs in a cgroup of its own, off the CPU the tails
 use (a SuperLink starved by them answered a SuperNode's message fetch with an error, and the
@@ -64,7 +66,7 @@ class DeviceClass:
     cpu_cores : float
         CPU quota in cores (0.2 = a fifth of one core).
     memory_mb : int
-        Memory limit of the SuperNode and its ClientApps.
+        Memory limit of the device's agent (without agents: of its SuperNode and ClientApps).
     uplink_mbit, downlink_mbit : float
         Link rates (Mbit/s) of the device's veth, each direction.
     catalogue : str
@@ -109,8 +111,8 @@ class DeviceClass:
 @dataclass(frozen=True)
 class Fleet:
     """The devices to emulate (one class name each, in partition order), the server's share
-    (and its catalogue class, the run's `allocation.server-class`, when named) and the
-    SuperLink's."""
+    (and its catalogue class, the run's `allocation.server-class`, when named), the
+    SuperLink's, and the one the SuperNodes share when device agents do the devices' work."""
 
     classes: dict[str, DeviceClass]
     devices: list[str]
@@ -120,6 +122,8 @@ class Fleet:
     cell_bandwidth_hz: float = 0.0  # the cell's band (0: no cell)
     superlink_cpu_cores: float = 0.25
     superlink_memory_mb: int = 2000
+    supernodes_cpu_cores: float = 0.5
+    supernodes_memory_mb: int = 4000
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.devices) - set(self.classes))
@@ -151,6 +155,10 @@ def load_fleet(path: str | Path) -> Fleet:
         cpu-cores = 0.25
         memory-mb = 2000
 
+        [supernodes]              # optional: the cgroup every SuperNode and its ClientApps
+        cpu-cores = 0.5           # share when agents run the devices (default 0.5 core,
+        memory-mb = 4000          # 4000 MB); idle but for a ClientApp's start, per message
+
         [classes.phone]
         cpu-cores = 0.1
         memory-mb = 2000
@@ -179,10 +187,13 @@ def load_fleet(path: str | Path) -> Fleet:
                    for name, c in raw["classes"].items()}
         devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
         server, superlink = raw["server"], raw.get("superlink", {})
+        supernodes = raw.get("supernodes", {})
         return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
                      str(server.get("class", "")), band_hz,
                      float(superlink.get("cpu-cores", 0.25)),
-                     int(superlink.get("memory-mb", 2000)))
+                     int(superlink.get("memory-mb", 2000)),
+                     float(supernodes.get("cpu-cores", 0.5)),
+                     int(supernodes.get("memory-mb", 4000)))
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
 
@@ -452,13 +463,21 @@ class Testbed:
                     str(self.sockets / f"agent-{index}.sock"))))
         if self.agents:
             self._wait_for_agents()
+            # With agents the SuperNodes and their ClientApps only forward messages: they share
+            # a cgroup of their own, off the devices' shares. In a device's share (0.08 core) a
+            # ClientApp took longer to start than Flower's 30 s task-token deadline
+            # (HEARTBEAT_DEFAULT_INTERVAL), its token expired (401) and the device never
+            # answered; a real phone starts Python on a full core.
+            nodes = self._cgroup("supernodes", fleet.supernodes_cpu_cores,
+                                 fleet.supernodes_memory_mb)
         for index, class_name in enumerate(fleet.devices):
             node_config = {"partition-id": index, "num-partitions": self.partitions,
                            **fleet.classes[class_name].declared()}
             if self.agents:
                 node_config["agent-socket"] = str(self.sockets / f"agent-{index}.sock")
             # Into the cgroup first: `ip netns exec` remounts /sys for the namespace.
-            self.harness.start(f"supernode-{index}", groups[index].join_command(_in_namespace(
+            group = nodes if self.agents else groups[index]
+            self.harness.start(f"supernode-{index}", group.join_command(_in_namespace(
                 self.links[index].namespace, flwr_bin("flower-supernode"), "--insecure",
                 "--superlink", address, "--node-config",
                 " ".join(f"{k}={_toml(v)}" for k, v in node_config.items()))))

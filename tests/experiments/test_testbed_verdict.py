@@ -178,6 +178,7 @@ def test_the_verdict_runs_train_and_local_only_excludes_a_device_that_cannot_hol
     fp keeps it; both evaluate the held-out perplexity."""
     args = argparse.Namespace(model="tiny-llama", corpus="shakespeare", rounds=1, local_steps=2,
                               batch_size=8, block_size=128, seed=0, server_queue="fifo",
+                              no_agents=False,
                               work=tmp_path)  # memory needs above the profile's 10 MB floor
     fleet = load_fleet(EXPERIMENTS / "fleet_weak_devices.toml")
     runs = testbed_verdict.plan(

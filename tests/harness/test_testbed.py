@@ -1,7 +1,8 @@
 """The emulated edge testbed: shaped links in force, devices (SuperNode and agent) in their own
-namespace and cgroup, the SuperLink in a cgroup of its own apart from the ServerApp's, one round
-through it, and nothing left behind (runs as root with namespaces and cgroups, as in CI on these
-machines; skipped with the reason elsewhere)."""
+namespace, each agent in its own cgroup and the SuperNodes in one they share, the SuperLink in a
+cgroup of its own apart from the ServerApp's, one round through it, and nothing left behind
+(runs as root with namespaces and cgroups, as in CI on these machines; skipped with the reason
+elsewhere)."""
 
 from __future__ import annotations
 
@@ -44,24 +45,26 @@ def test_two_emulated_devices_one_round_shaped_links_and_clean_exit(tmp_path):
     before = leftovers()
     bed = testbed.Testbed(FLEET, FlowerHarness(tmp_path / "flwr-home"))
     with bed:
-        # Each SuperNode runs with its agent in its own network namespace and its own cgroups;
-        # the SuperLink and the server's SuperExec (the ServerApp's parent) in cgroups apart.
+        # Each device's agent runs in its own network namespace and its own cgroups, its
+        # SuperNode in that namespace but in the cgroups all SuperNodes share (their ClientApps
+        # only forward); the SuperLink and the server's SuperExec (the ServerApp's parent) in
+        # cgroups apart.
         root_netns = os.readlink("/proc/self/ns/net")
         procs = dict(bed.harness.procs)
         controllers = 2 if cgroup_version() == 1 else 1  # cpu + memory
-        for name, group in (("superlink", "superlink"), ("superexec", "server")):
+
+        def place(name: str, group: str) -> str:
             cgroups, netns = _cgroups_and_netns(procs[name].pid, f"edgesplit-{bed.tag}-{group}")
             joined = [line for line in cgroups.splitlines()
                       if line.endswith(f"/edgesplit-{bed.tag}-{group}")]
-            assert len(joined) == controllers and netns == root_netns, (name, cgroups)
+            assert len(joined) == controllers, (name, cgroups)
+            return netns
+
+        for name, group in (("superlink", "superlink"), ("superexec", "server")):
+            assert place(name, group) == root_netns, name
         for index in range(2):
-            group = f"edgesplit-{bed.tag}-{index}"
-            places = {_cgroups_and_netns(procs[f"{kind}-{index}"].pid, group)
-                      for kind in ("supernode", "agent")}
-            assert len(places) == 1, places  # the same cgroups and namespace
-            ((cgroups, netns),) = places
-            joined = [line for line in cgroups.splitlines() if line.endswith(f"/{group}")]
-            assert len(joined) == controllers and netns != root_netns, cgroups
+            netns = place(f"agent-{index}", str(index))
+            assert netns != root_netns and place(f"supernode-{index}", "supernodes") == netns
         # The shaped rates are in force, each direction (a known payload, timed by its receiver).
         for direction, mbit, nbytes in (("up", 4.0, 1_000_000), ("down", 16.0, 4_000_000)):
             measured = measure_mbit(bed, 0, direction, nbytes)
