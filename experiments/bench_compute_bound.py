@@ -37,6 +37,7 @@ from edgesplit.optim import make_optimizer
 from edgesplit.settings import Settings
 from edgesplit.split_model import SplitModel, trainable_copy
 from experiments.plotting import save, subplots, write_csv
+from experiments.records import make_portable
 from harness.runtime import (
     FlowerHarness,
     flwr_bin,
@@ -212,6 +213,7 @@ def main() -> None:
                                              for k, v in VARIANTS[variant].items())})
     units_row = {k: round(units.median(k), 4) for k in ("train_step_s", "eval_forward_s",
                                                           "generation_s")}
+    make_portable(runs)
     write_csv(table, args.out / "rounds.csv")
     write_csv(summary, args.out / "summary.csv")
     write_csv(units.samples, args.out / "unit_costs.csv")

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from experiments.plotting import save, subplots, write_csv
+from experiments.records import make_portable
 from harness.runtime import (
     FlowerHarness,
     command_line,
@@ -146,6 +147,7 @@ def main() -> None:
         for key in ("server_peak_rss_mb", "round_s_median", "round_over_tail_step",
                     "actor_peak_rss_mb"):
             row[f"{key}_vs_fewest"] = round(row[key] / base[key], 3) if base[key] else None
+    make_portable(args.out / "runs")
     write_csv(rows, args.out / "bench_scale.csv")
 
     fig, axes = subplots(1, 3)

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from experiments.plotting import write_csv
+from experiments.records import make_portable
 from harness.configs import tiny_run_config
 from harness.inprocess import run_in_process
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     else:
         config = {**CELL, **where, "train.rounds": args.rounds}
     _, _, metrics = run_in_process(config, args.clients)
+    make_portable(args.out)
     rows = bandwidth_rows(metrics)
     write_csv(rows, args.out / "bandwidth.csv")
     for r in rows:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from edgesplit.settings import Settings
+from experiments.records import keep_run
 from harness.inprocess import run_in_process
 
 QUICK = {"model.name": "tiny-llama", "data.corpus": "synthetic", "allocation.fixed-split": 2,
@@ -37,13 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         config = {**Settings().as_dict(), **(QUICK if args.quick else {}),
                   "run.output-dir": str(work), "run.name": "run"}
         _, _, rows = run_in_process(config, 4 if args.quick else args.clients)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
-            source, target = work / "run" / name, args.out / name
-            if source.is_dir():
-                shutil.copytree(source, target, dirs_exist_ok=True)
-            else:
-                shutil.copy(source, target)
+        keep_run(work / "run", args.out, KEPT)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for r in rows:

@@ -24,6 +24,7 @@ from edgesplit.presets import load_tokenizer
 from edgesplit.settings import Settings
 from experiments.continue_speech_data import continue_speech_records, prompt_of
 from experiments.generate import load_run_model
+from experiments.records import keep_run
 from harness.inprocess import run_in_process
 
 # Speeches whose continuation a reader knows: (role, first words of the speech).
@@ -73,13 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                   "eval.sample-tokens": args.tokens, "run.output-dir": str(work), "run.name": "run"}
         _, _, rows = run_in_process(config, args.clients)
         folder = work / "run"
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "metrics.jsonl", "generations.jsonl", "figures"):
-            source, target = folder / name, args.out / name
-            if source.is_dir():
-                shutil.copytree(source, target, dirs_exist_ok=True)
-            else:
-                shutil.copy(source, target)
+        keep_run(folder, args.out, ("config.json", "metrics.jsonl", "generations.jsonl",
+                                    "figures"))
         (args.out / "samples.md").write_text(samples_table(folder, famous, args.tokens))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -58,18 +58,11 @@ import numpy as np
 
 from experiments import testbed_verdict
 from experiments.plotting import METHOD_STYLE, save, subplots, write_csv
+from experiments.records import portable, write_portable
 from harness.runtime import FlowerHarness
 from harness.testbed import Fleet, Testbed, leftovers, load_fleet, measure_mbit
 
 FLEET = Path(__file__).with_name("testbed_fleet.toml")
-PROJECT = Path(__file__).resolve().parent.parent
-
-
-def _shown(path: Path) -> str:
-    """`path` as the summary records it: relative to the project when inside it, so that a
-    committed summary names no machine's folders."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(PROJECT)) if resolved.is_relative_to(PROJECT) else str(path)
 
 
 #: Modelled part(s) and measured part(s) compared per client (`strategies.round_metrics`).
@@ -413,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             keep_records(args.work, args.out)
     write_csv(links, args.out / "links.csv")
     summary = {
-        "fleet": _shown(args.fleet), "devices": fleet.devices, "model": args.model,
+        "fleet": portable(str(args.fleet.resolve())), "devices": fleet.devices, "model": args.model,
         "agents": not args.no_agents, "outcome": outcome,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
@@ -460,9 +453,10 @@ def keep_records(work: Path, out: Path) -> None:
         shutil.copytree(logs, out / "logs")
     for run in sorted((work / "runs").glob("*")) if (work / "runs").is_dir() else []:
         (out / "runs").mkdir(parents=True, exist_ok=True)
-        for name, suffix in (("metrics.jsonl", ".jsonl"), ("status.json", ".status.json")):
-            if (run / name).is_file():
-                shutil.copyfile(run / name, out / "runs" / f"{run.name}{suffix}")
+        if (run / "metrics.jsonl").is_file():
+            shutil.copyfile(run / "metrics.jsonl", out / "runs" / f"{run.name}.jsonl")
+        if (run / "status.json").is_file():
+            write_portable(run / "status.json", out / "runs" / f"{run.name}.status.json")
     print(f"[testbed] logs and run metrics kept in {out}", flush=True)
 
 

@@ -114,10 +114,12 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
         harness, tmp_path):
     """Round 2 of the first run: the ServerApp process dies; a second run resumes from round
     1's checkpoint. Round 2 of that run: the whole edge server dies (SuperLink, SuperExec,
-    ServerApp); the SuperLink comes back on its state database, the SuperNodes (still running)
-    reconnect, and a third run resumes from round 1's checkpoint again."""
+    ServerApp); the SuperLink comes back on its state database, the SuperNodes and their device
+    agents (still running) reconnect, and a third run resumes from round 1's checkpoint again.
+    The agents spare every message a cold ClientApp doing the work itself (the plain path runs
+    in test_e2e_deployment's one-round test)."""
     rounds = 2
-    deployment = start_deployment(harness, CLIENTS)
+    deployment = start_deployment(harness, CLIENTS, agents=True)
     connection = deployment.connection
     (stream_port,) = free_ports(1)
     run_dir = tmp_path / "outputs" / "crash"
