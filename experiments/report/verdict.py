@@ -16,7 +16,12 @@ REGIMES = {"weak_devices": "weak devices, strong server",
            "crowded_server": "capable devices, crowded server"}
 COMMAND = ("sudo flock /tmp/edgesplit-testbed.lock flock /tmp/edgesplit-clock.lock "
            "python -m experiments.testbed --verdict --fleet experiments/fleet_{name}.toml "
-           "--model smollm2-135m --layers 30")
+           "--model smollm2-135m --layers 30 --rounds 3 --local-steps 2 --batch-size 2")
+#: Issue 23's goals on the mean round wall time (rounds 2+): within this margin of the best
+#: counts as "as fast".
+MARGIN = 0.05
+#: The modelled per-client time's goal: median absolute relative error at most this.
+ERROR_GOAL = 0.20
 #: Parts of the per-client fit (`experiments.testbed.PARTS`) the section shows.
 ERROR_PARTS = {"device": "device", "transfer": "transfer",
                "server+queue-fifo": "server + queue (FIFO)",
@@ -37,6 +42,65 @@ def interval(mean: str, half: str, n: int, scale: float = 1.0, digits: int = 1) 
     if half == "" or math.isnan(float(half)):
         return f"{float(mean) * scale:.{digits}f} (single run)"
     return f"{float(mean) * scale:.{digits}f} ± {float(half) * scale:.{digits}f} (n={n})"
+
+
+def _round_means(folder: Path) -> dict[str, float]:
+    """method -> mean round wall time over repeats (rounds 2+), for the methods that have one."""
+    return {r["method"]: float(r["measured_round_s_mean"]) for r in rows(folder / "verdict.csv")
+            if r["measured_round_s_mean"]}
+
+
+def _fixed_policies(means: dict[str, float]) -> dict[str, float]:
+    """The methods that decide nothing per round: edge-only, every fixed split, local-only."""
+    return {m: t for m, t in means.items() if m != "fp" and m != "random"}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def regime_goals(name: str, means: dict[str, float]) -> list[str]:
+    """Issue 23's per-regime goals for fp, from the methods' mean round wall times."""
+    fp = means.get("fp")
+    if fp is None:
+        return ["fp has no judged round: no goal can be checked."]
+    splits = {m: t for m, t in means.items() if m.startswith("fixed-")}
+    lines = []
+    if name == "weak_devices":
+        if "local-only" in means:
+            speedup = means["local-only"] / fp
+            lines.append(f"fp against local-only: {speedup:.2f}x as fast (goal at least 1.5x): "
+                         f"{_met(speedup >= 1.5)}.")
+        rivals = splits
+        rival_text = "the best fixed split"
+    else:
+        if "edge-only" in means:
+            speedup = means["edge-only"] / fp
+            lines.append(f"fp against edge-only: {speedup:.2f}x as fast (goal at least 1.15x): "
+                         f"{_met(speedup >= 1.15)}.")
+        rivals = _fixed_policies(means)
+        rival_text = "the best fixed policy (local-only and edge-only included)"
+    if rivals:
+        best = min(rivals, key=rivals.get)
+        gap = fp / rivals[best] - 1
+        lines.append(f"fp against {rival_text}, {best}: {pct(gap, 1, sign=True)} round time "
+                     f"(goal at most {pct(MARGIN, 1, sign=True)}): {_met(gap <= MARGIN)}.")
+    return lines
+
+
+def cross_goal(regimes: dict[str, dict[str, float]]) -> str:
+    """Issue 23's case for deciding per round: no fixed policy within `MARGIN` of the best
+    method in every regime."""
+    names = set.intersection(*(set(_fixed_policies(m)) for m in regimes.values()))
+    close = {p: [regimes[r][p] / min(regimes[r].values()) - 1 for r in regimes]
+             for p in sorted(names)}
+    everywhere = [p for p, gaps in close.items() if all(g <= MARGIN for g in gaps)]
+    detail = "; ".join(f"{p} " + " / ".join(pct(g, 1, sign=True) for g in gaps)
+                       for p, gaps in close.items())
+    return (f"No fixed policy within {pct(MARGIN)} of the best method in both regimes "
+            f"({' / '.join(regimes)}, round time against each regime's best: {detail}): "
+            f"{_met(not everywhere)}"
+            + (f" ({', '.join(everywhere)} is within it in both)." if everywhere else "."))
 
 
 def _regime(folder: Path) -> str:
@@ -60,6 +124,8 @@ def _regime(folder: Path) -> str:
     errors = summary.get("median_abs_error", {})
     fit = ", ".join(f"{label} {pct(errors[part])}" for part, label in ERROR_PARTS.items()
                     if errors.get(part) is not None)
+    over = [label for part, label in ERROR_PARTS.items()
+            if errors.get(part) is not None and errors[part] > ERROR_GOAL]
     failed = verdict.get("failed_runs", {})
     name = verdict.get("fleet_name", folder.name)
     return (
@@ -75,8 +141,12 @@ def _regime(folder: Path) -> str:
         + table(["method", *(h for h, _, _ in COLUMNS.values()), "round time vs fp",
                  "round reaching the target", "runs reaching it", "time to target (s)"], cells)
         + (f"\nMedian absolute relative error of the modelled per-client time against the "
-           f"clock, over every run's clients and rounds (`summary.json`): {fit}.\n"
+           f"clock, over every run's clients and rounds (`summary.json`): {fit}. Goal at most "
+           f"{pct(ERROR_GOAL)}: " + (f"**missed** for {', '.join(over)}.\n" if over
+                                    else "met for every part.\n")
            if fit else "")
+        + "\nGoals (issue 23), on the mean round wall time:\n\n"
+        + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder)))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")
@@ -99,4 +169,8 @@ def render(results: Path) -> str:
         return head + (
             "\nNot run yet (about an hour per regime). Each regime's command:\n\n"
             + "".join(f"    {COMMAND.format(name=name)}\n" for name in REGIMES))
-    return head + "".join("\n" + _regime(f) for f in folders)
+    text = head + "".join("\n" + _regime(f) for f in folders)
+    regimes = {f.name: _round_means(f) for f in folders if f.name in REGIMES}
+    if len(regimes) == len(REGIMES) and all(regimes.values()):
+        text += "\n### Both regimes\n\n" + cross_goal(regimes) + "\n"
+    return text

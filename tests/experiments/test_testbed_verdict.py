@@ -3,6 +3,7 @@ and report section checked against an independent computation from the same roun
 testbed needed: rows as a run's metrics hold them)."""
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def regime(tmp_path_factory):
     return folder, metrics, target
 
 
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _interval(values):
     """Mean and 95% Student-t half-width, computed independently of the report's helpers."""
     values = np.asarray(values)
@@ -120,7 +126,12 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
     text = section.render(folder.parent.parent)
     assert "Not run yet" not in text and "verdict.png" in text
     assert (folder / "verdict.png").is_file()
-    assert "(`summary.json`): device 12%, whole round 31%." in text
+    assert ("(`summary.json`): device 12%, whole round 31%. Goal at most 20%: **missed** for "
+            "whole round.") in text
+    means = {m: float(r["measured_round_s_mean"])
+             for m, r in ((r["method"], r) for r in _csv(folder / "verdict.csv"))}
+    assert (f"fp against local-only: {means['local-only'] / means['fp']:.2f}x as fast (goal at "
+            "least 1.5x): met.") in text
     for method, runs in metrics.items():
         per_repeat = [np.mean([r["time_train_s"] for r in rows[1:]]) for rows in runs.values()]
         mean, half = _interval(per_repeat)
@@ -141,6 +152,28 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
         rounds = sorted({r for r, _ in reached})
         shown = str(rounds[0]) if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}"
         assert f"| {shown} | {REPEATS}/{REPEATS} |" in line
+
+
+def test_the_goals_compare_fp_with_the_methods_the_issue_names():
+    weak = {"fp": 10.0, "edge-only": 20.0, "fixed-4": 10.4, "fixed-15": 12.0, "fixed-28": 30.0,
+            "local-only": 16.0}
+    assert section.regime_goals("weak_devices", weak) == [
+        "fp against local-only: 1.60x as fast (goal at least 1.5x): met.",
+        "fp against the best fixed split, fixed-4: -3.8% round time (goal at most +5.0%): met."]
+    crowded = {"fp": 10.0, "edge-only": 11.0, "fixed-4": 12.0, "fixed-15": 9.0,
+               "fixed-28": 10.0, "local-only": 9.8, "random": 8.0}
+    assert section.regime_goals("crowded_server", crowded) == [
+        "fp against edge-only: 1.10x as fast (goal at least 1.15x): **missed**.",
+        "fp against the best fixed policy (local-only and edge-only included), fixed-15: "
+        "+11.1% round time (goal at most +5.0%): **missed**."]
+    # Against each regime's best method (random included): fixed-4 +4.0% / +50.0%, ...
+    both = section.cross_goal({"weak_devices": weak, "crowded_server": crowded})
+    assert both.endswith(": met.") and "fixed-4 +4.0% / +50.0%" in both
+    crowded["fixed-4"] = 8.3  # now within 5% of the best (random, 8.0) there too
+    both = section.cross_goal({"weak_devices": weak, "crowded_server": crowded})
+    assert both.endswith("**missed** (fixed-4 is within it in both).")
+    assert section.regime_goals("weak_devices", {"edge-only": 3.0}) == [
+        "fp has no judged round: no goal can be checked."]
 
 
 def test_without_results_the_section_says_how_to_run_it(tmp_path):
