@@ -76,3 +76,16 @@ def test_the_verdict_fleets_fit_the_machine_and_declare_their_caps(name, device_
     for device in fleet.devices:
         c = fleet.classes[device]
         assert c.declared()["device.memory-gb"] * 1000 == pytest.approx(c.memory_mb)
+
+
+def test_the_superlink_and_the_supernodes_get_their_own_shares_or_the_defaults(tmp_path):
+    path = tmp_path / "fleet.toml"
+    path.write_text(CELL)
+    fleet = load_fleet(path)
+    assert (fleet.superlink_cpu_cores, fleet.superlink_memory_mb) == (0.25, 2000)
+    assert (fleet.supernodes_cpu_cores, fleet.supernodes_memory_mb) == (0.5, 4000)
+    path.write_text(CELL + "\n[superlink]\ncpu-cores = 0.3\nmemory-mb = 1000\n"
+                    "\n[supernodes]\ncpu-cores = 0.7\nmemory-mb = 3000\n")
+    fleet = load_fleet(path)
+    assert (fleet.superlink_cpu_cores, fleet.superlink_memory_mb) == (0.3, 1000)
+    assert (fleet.supernodes_cpu_cores, fleet.supernodes_memory_mb) == (0.7, 3000)
