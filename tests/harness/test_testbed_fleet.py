@@ -65,9 +65,11 @@ def test_a_fleet_without_a_cell_declares_nothing_new(tmp_path):
     ("fleet_crowded_server.toml", (0.3, 0.5), (0.25, 0.25))])
 def test_the_verdict_fleets_fit_the_machine_and_declare_their_caps(name, device_cores,
                                                                    server_cores):
-    """Issue 23's two regimes: devices and server in their ranges, everything (the SuperLink's
-    cgroup included) within the machine's 2 cores, and each device declaring the memory its
-    cgroup is capped at, so the cost model excludes what the kernel would kill."""
+    """Issue 23's two regimes: devices and server in their ranges, everything that computes
+    during a round (the SuperLink's cgroup included) within the machine's 2 cores (the
+    SuperNodes' shared cgroup is busy while ClientApps start, before the devices' work), and
+    each device declaring the memory its cgroup is capped at, so the cost model excludes what
+    the kernel would kill."""
     fleet = load_fleet(EXPERIMENTS / name)
     cores = [fleet.classes[d].cpu_cores for d in fleet.devices]
     assert device_cores[0] <= min(cores) and max(cores) <= device_cores[1]
