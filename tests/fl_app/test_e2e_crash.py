@@ -116,8 +116,8 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
     1's checkpoint. Round 2 of that run: the whole edge server dies (SuperLink, SuperExec,
     ServerApp); the SuperLink comes back on its state database, the SuperNodes and their device
     agents (still running) reconnect, and a third run resumes from round 1's checkpoint again.
-    The agents spare every message a cold ClientApp doing the work itself (the plain path runs
-    in test_e2e_deployment's one-round test)."""
+    The agents spare every message a cold ClientApp doing the work itself (the plain path's
+    adapter is checked in test_e2e_agent's one-round test)."""
     rounds = 2
     deployment = start_deployment(harness, CLIENTS, agents=True)
     connection = deployment.connection
