@@ -122,7 +122,7 @@ class Fleet:
     cell_bandwidth_hz: float = 0.0  # the cell's band (0: no cell)
     superlink_cpu_cores: float = 0.25
     superlink_memory_mb: int = 2000
-    supernodes_cpu_cores: float = 0.5
+    supernodes_cpu_cores: float = 1.0
     supernodes_memory_mb: int = 4000
 
     def __post_init__(self) -> None:
@@ -156,7 +156,7 @@ def load_fleet(path: str | Path) -> Fleet:
         memory-mb = 2000
 
         [supernodes]              # optional: the cgroup every SuperNode and its ClientApps
-        cpu-cores = 0.5           # share when agents run the devices (default 0.5 core,
+        cpu-cores = 1.0           # share when agents run the devices (default 1 core,
         memory-mb = 4000          # 4000 MB); idle but for a ClientApp's start, per message
 
         [classes.phone]
@@ -192,7 +192,7 @@ def load_fleet(path: str | Path) -> Fleet:
                      str(server.get("class", "")), band_hz,
                      float(superlink.get("cpu-cores", 0.25)),
                      int(superlink.get("memory-mb", 2000)),
-                     float(supernodes.get("cpu-cores", 0.5)),
+                     float(supernodes.get("cpu-cores", 1.0)),
                      int(supernodes.get("memory-mb", 4000)))
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
@@ -467,7 +467,10 @@ class Testbed:
             # a cgroup of their own, off the devices' shares. In a device's share (0.08 core) a
             # ClientApp took longer to start than Flower's 30 s task-token deadline
             # (HEARTBEAT_DEFAULT_INTERVAL), its token expired (401) and the device never
-            # answered; a real phone starts Python on a full core.
+            # answered; a real phone starts Python on a full core. Five SuperNodes in half a
+            # core started within the deadline for an hour, then not: a ClientApp that misses
+            # it keeps retrying while Flower starts another for the same message, and the
+            # control plane stalled (docs/testbed.md); hence a whole core.
             nodes = self._cgroup("supernodes", fleet.supernodes_cpu_cores,
                                  fleet.supernodes_memory_mb)
         for index, class_name in enumerate(fleet.devices):

@@ -85,7 +85,7 @@ def test_the_superlink_and_the_supernodes_get_their_own_shares_or_the_defaults(t
     path.write_text(CELL)
     fleet = load_fleet(path)
     assert (fleet.superlink_cpu_cores, fleet.superlink_memory_mb) == (0.25, 2000)
-    assert (fleet.supernodes_cpu_cores, fleet.supernodes_memory_mb) == (0.5, 4000)
+    assert (fleet.supernodes_cpu_cores, fleet.supernodes_memory_mb) == (1.0, 4000)
     path.write_text(CELL + "\n[superlink]\ncpu-cores = 0.3\nmemory-mb = 1000\n"
                     "\n[supernodes]\ncpu-cores = 0.7\nmemory-mb = 3000\n")
     fleet = load_fleet(path)
