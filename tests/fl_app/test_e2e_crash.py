@@ -114,12 +114,10 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
         harness, tmp_path):
     """Round 2 of the first run: the ServerApp process dies; a second run resumes from round
     1's checkpoint. Round 2 of that run: the whole edge server dies (SuperLink, SuperExec,
-    ServerApp); the SuperLink comes back on its state database, the SuperNodes and their device
-    agents (still running) reconnect, and a third run resumes from round 1's checkpoint again.
-    The agents spare every message a cold ClientApp doing the work itself (the plain path's
-    adapter is checked in test_e2e_agent's one-round test)."""
+    ServerApp); the SuperLink comes back on its state database, the SuperNodes (still running)
+    reconnect, and a third run resumes from round 1's checkpoint again."""
     rounds = 2
-    deployment = start_deployment(harness, CLIENTS, agents=True)
+    deployment = start_deployment(harness, CLIENTS)
     connection = deployment.connection
     (stream_port,) = free_ports(1)
     run_dir = tmp_path / "outputs" / "crash"
