@@ -33,6 +33,23 @@ def test_paths_become_project_relative_scratch_or_home_also_inside_longer_string
         assert portable(f"{PROJECT}-old/x").endswith(f"{PROJECT.name}-old/x")
 
 
+def test_a_record_made_in_another_checkout_names_its_folders_relative_to_that_checkout():
+    """A run made in another worktree or clone: its folder is known by the `results/` or
+    `experiments/` folder inside it, and every path under it, or it itself, becomes relative."""
+    other = "/nonexistent-mount/wt/run"
+    record = {"run.output-dir": f"{other}/results",
+              "runtime": {"app": other, "edgesplit": f"{other}/edgesplit"},
+              "adapter": f"{other}/results/cell_run/adapter",
+              "fleet": "/nonexistent-mount/wt/bed/experiments/testbed_fleet.toml",
+              "note": f"written by {other}/.venv/bin/python to {other}/results/x.csv",
+              "unrelated": "/nonexistent-mount/wt/data/corpus.jsonl"}
+    assert portable(record) == {
+        "run.output-dir": "results", "runtime": {"app": ".", "edgesplit": "edgesplit"},
+        "adapter": "results/cell_run/adapter", "fleet": "experiments/testbed_fleet.toml",
+        "note": "written by .venv/bin/python to results/x.csv",
+        "unrelated": "/nonexistent-mount/wt/data/corpus.jsonl"}
+
+
 def test_keep_run_rewrites_the_records_and_copies_the_rest(tmp_path):
     run, out = tmp_path / "run", tmp_path / "out"
     (run / "figures").mkdir(parents=True)
