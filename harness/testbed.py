@@ -186,14 +186,15 @@ def load_fleet(path: str | Path) -> Fleet:
                                      if band_hz and c.get("cell", False) else 0.0)
                    for name, c in raw["classes"].items()}
         devices = [name for name, count in raw["fleet"].items() for _ in range(int(count))]
-        server, superlink = raw["server"], raw.get("superlink", {})
-        supernodes = raw.get("supernodes", {})
+        server = raw["server"]
+        # The SuperLink's and the SuperNodes' shares as given; Fleet's defaults for the rest.
+        shares = {f"{section}_{field}": kind(raw[section][key])
+                  for section in ("superlink", "supernodes") if section in raw
+                  for key, field, kind in (("cpu-cores", "cpu_cores", float),
+                                           ("memory-mb", "memory_mb", int))
+                  if key in raw[section]}
         return Fleet(classes, devices, float(server["cpu-cores"]), int(server["memory-mb"]),
-                     str(server.get("class", "")), band_hz,
-                     float(superlink.get("cpu-cores", 0.25)),
-                     int(superlink.get("memory-mb", 2000)),
-                     float(supernodes.get("cpu-cores", 1.0)),
-                     int(supernodes.get("memory-mb", 4000)))
+                     str(server.get("class", "")), band_hz, **shares)
     except KeyError as exc:
         raise ValueError(f"fleet file {str(path)!r}: missing {exc}") from None
 
