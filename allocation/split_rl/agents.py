@@ -16,6 +16,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
 from .env import RatioFn, SplitEnv
@@ -148,5 +149,8 @@ def train_agent(algorithm: str, problem: SplitProblem, ratio: RatioFn, timesteps
                        norm_obs=False, norm_reward=True, gamma=options["gamma"])
     agent = ALGORITHMS[algorithm]("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
                                   **options)
+    # SB3's default logger makes an empty /tmp/SB3-<time> folder on every learn(); training
+    # reports nothing there, so it gets a logger with no outputs instead.
+    agent.set_logger(Logger(folder=None, output_formats=[]))
     agent.learn(total_timesteps=timesteps, callback=refresh)
     return SplitPolicy(agent, problem)

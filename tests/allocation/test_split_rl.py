@@ -2,6 +2,7 @@
 
 import json
 import math
+import tempfile
 
 import numpy as np
 import pytest
@@ -149,11 +150,15 @@ def test_surrogate_fits_and_refreshes_visited_states():
     assert source.calls == 17 and not surrogate.visits
 
 
-def test_policy_splits_in_range_and_round_trips(tmp_path):
+def test_policy_splits_in_range_and_round_trips(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     problem = SplitProblem(p_max=4)
     policy = train_agent("ppo", problem, lambda q, p: 1.0 + q * p, timesteps=256, n_envs=2)
     splits = [policy.split_for(q, start) for q in (0.02, 0.3) for start in (1, 4)]
     assert all(1 <= s <= 4 for s in splits)
+    assert list(scratch.iterdir()) == [], "training left files in the temporary folder"
     policy.save(tmp_path / "policy")
     loaded = SplitPolicy.load(tmp_path / "policy")
     assert loaded.problem == problem
