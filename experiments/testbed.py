@@ -30,20 +30,24 @@ Usage (docs/testbed.md)::
         [--local-steps 80] [--server-queue fifo] [--out results/testbed] [--compare]
         [--model smollm2-135m] [--no-agents]
     python -m experiments.testbed --verdict --fleet experiments/fleet_weak_devices.toml
-        --model smollm2-135m --layers 30 [--repeats 3] [--rounds 4] [--local-steps 4]
-        [--batch-size 4] [--random] [--target-ppl X] [--out results/verdict/weak_devices]
+        --model smollm2-135m --layers 30 [--repeats 3] [--rounds 3] [--local-steps 2]
+        [--batch-size 2] [--random] [--target-ppl X] [--out results/verdict/weak_devices]
+        [--resume]
 
 Writes to `--out`: `clients.csv` (one row per run, round and client), `rounds.csv` (one row per
 run and round), `summary.json` (errors, settings, load averages), `fit.png`; with `--compare`
 also `compare.csv`, `compare.md` and `compare.png`; `runs/<run>.jsonl` (each run's metrics, also
-of a run that failed or ran out of time, as far as it got, with `runs/<run>.status.json`) and
-`logs/` (every process's log: SuperLink, SuperExec, each SuperNode with its ClientApps' lines,
-each device agent, each `flwr run`), kept whatever happens.
+of a run that failed or ran out of time, as far as it got, with `runs/<run>.status.json` and
+`runs/<run>.testbed.json`, kept as soon as the run ends: `--resume` keeps the completed ones and
+makes only the rest) and `logs/` (every process's log: SuperLink, SuperExec, each SuperNode with
+its ClientApps' lines, each device agent, each `flwr run`; a resumed sitting's in `logs-2/`, ...),
+kept whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -292,7 +296,8 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the defaults that depend on the mode filled in."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fleet", type=Path, default=FLEET)
     parser.add_argument("--model", default="tiny-llama")
@@ -300,13 +305,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "(--compare runs every fixed split below it)")
     parser.add_argument("--corpus", default="shakespeare")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="default 2 (--verdict: 4, round 1 calibrates)")
+                        help="default 2 (--verdict: 3, round 1 calibrates)")
     parser.add_argument("--local-steps", type=int, default=None,
-                        help="default 80 (--verdict: 4)")
+                        help="default 80 (--verdict: 2)")
     parser.add_argument("--server-queue", default="fifo", help="the makespan model's server "
                         "(fifo: what the stream transport does; shares: the fluid model)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="default 8 (--verdict: 4)")
+                        help="default 8 (--verdict: 2)")
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--allocator", default="fp", help="without --compare")
@@ -324,13 +329,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default results/testbed "
                         "(--verdict: results/verdict/<fleet file's name without fleet_>)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
+    parser.add_argument("--resume", action="store_true", help="keep the runs of --out that "
+                        "completed (an interrupted verdict, a regime split over sittings) and "
+                        "make only the rest of the plan")
     parser.add_argument("--tabulate", type=Path, default=None, metavar="DIR",
                         help="only rewrite the tables of a finished testbed folder")
     parser.add_argument("--no-agents", action="store_true", help="no device agents: every "
                         "Flower message starts a ClientApp that imports torch and builds the "
                         "model at the device's CPU share (the testbed before issue 28)")
     args = parser.parse_args(argv)
-    defaults = ({"rounds": 4, "local_steps": 4, "batch_size": 4} if args.verdict
+    defaults = ({"rounds": 3, "local_steps": 2, "batch_size": 2} if args.verdict
                 else {"rounds": 2, "local_steps": 80, "batch_size": 8})
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -338,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out is None:
         args.out = (Path("results/verdict") / args.fleet.stem.removeprefix("fleet_")
                     if args.verdict else Path("results/testbed"))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.tabulate:
         tabulate(args.tabulate)
         return
@@ -365,11 +378,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     failed_runs: dict[str, str] = {}  # --verdict goes on past a failed run and says so
     with tempfile.TemporaryDirectory(prefix="edgesplit-testbed-") as scratch:
         args.work = Path(scratch)
+        configs = {name: run_config(args, fleet, name, overrides) for name, overrides in plan}
+        kept = completed_runs(args.out, configs) if args.resume else []
+        if kept:
+            print(f"[testbed] --resume: keeping {len(kept)} completed runs of {args.out}: "
+                  f"{', '.join(kept)}", flush=True)
         name, load = "", ""
         try:
-            with Testbed(fleet, FlowerHarness(args.work / "flwr-home"),
-                         agents=not args.no_agents) as bed:
-                for index, device_class in enumerate(fleet.devices):  # the shaped rates
+            with (Testbed(fleet, FlowerHarness(args.work / "flwr-home"),
+                          agents=not args.no_agents) if len(kept) < len(plan)
+                  else contextlib.nullcontext()) as bed:
+                for index, device_class in enumerate(fleet.devices if bed is not None else []):
                     device = fleet.classes[device_class]
                     links.append({"device": index, "class": device_class,
                                   "uplink_mbit": device.uplink_mbit,
@@ -377,17 +396,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   "downlink_mbit": device.downlink_mbit,
                                   "measured_downlink_mbit": measure_mbit(bed, index, "down",
                                                                          500_000)})
-                for name, overrides in plan:
+                for name in configs:
+                    if name in kept:
+                        new_clients, new_rounds = tabulate_run(args.out, name, args.local_steps)
+                        clients, rounds = clients + new_clients, rounds + new_rounds
+                        name = ""
+                        continue
                     started, load = time.perf_counter(), load_average()
                     print(f"[testbed] {name}: running (load average {load})", flush=True)
                     try:
-                        completed_run(bed, args, fleet, name, overrides)
+                        completed_run(bed, args, name, configs[name])
                     except RuntimeError as exc:
                         if not args.verdict:
                             raise
                         failed_runs[name] = str(exc)[:300]
                         print(f"[testbed] {name} failed, going on: {exc!s:.300}", flush=True)
-                    new_clients, new_rounds = tabulate_run(args, name, load)
+                    keep_run(args.work, args.out, name, load, configs[name])
+                    new_clients, new_rounds = tabulate_run(args.out, name, args.local_steps)
                     clients, rounds = clients + new_clients, rounds + new_rounds
                     print(f"[testbed] {name}: {time.perf_counter() - started:.0f} s, "
                           f"makespans {[round(r['measured_makespan_s'] or 0, 1) for r in new_rounds]}",  # noqa: E501
@@ -397,19 +422,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             outcome = f"{name or 'setup'}: {type(exc).__name__}: {str(exc)[:300]}"
             print(f"[testbed] stopped: {outcome}", flush=True)
             if name:
-                new_clients, new_rounds = tabulate_run(args, name, load)
+                keep_run(args.work, args.out, name, load, configs[name])
+                new_clients, new_rounds = tabulate_run(args.out, name, args.local_steps)
                 clients, rounds = clients + new_clients, rounds + new_rounds
+                name = ""
         finally:
+            if name:  # interrupted (Ctrl-C, SIGTERM) mid-run: keep what it measured
+                keep_run(args.work, args.out, name, load, configs[name])
             loads["end"] = load_average()
             left = {k: v for k, v in leftovers().items() if v != before[k]}
             print(f"[testbed] cleaned up: {'yes' if not left else left}", flush=True)
-            keep_records(args.work, args.out)
-    write_csv(links, args.out / "links.csv")
+            keep_logs(args.work, args.out, resumed=bool(kept))
+    if links:  # a resumed verdict with nothing left to run keeps the links it measured
+        write_csv(links, args.out / "links.csv")
     summary = {
         "fleet": portable(str(args.fleet.resolve())), "devices": fleet.devices, "model": args.model,
         "agents": not args.no_agents, "outcome": outcome,
         "rounds": args.rounds, "local_steps": args.local_steps, "batch_size": args.batch_size,
         "block_size": args.block_size, "seed": args.seed, "runs": [p[0] for p in plan],
+        "kept_from_earlier": kept,
         "server_queue": args.server_queue, "load_average": loads, "leftovers_after": left}
     if args.verdict:
         summary["verdict"] = {
@@ -423,10 +454,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"[testbed] {outcome}")
 
 
-def completed_run(bed: Testbed, args: argparse.Namespace, fleet: Fleet, name: str,
-                  overrides: Mapping[str, object]) -> None:
+def completed_run(bed: Testbed, args: argparse.Namespace, name: str,
+                  config: Mapping[str, object]) -> None:
     """Run `name` on the testbed; RuntimeError (with its log's tail) unless it completed."""
-    rc, log = bed.run(run_config(args, fleet, name, overrides), timeout_s=args.timeout_s)
+    rc, log = bed.run(dict(config), timeout_s=args.timeout_s)
     metrics = args.work / "runs" / name / "metrics.jsonl"
     if rc != 0 or not metrics.exists():
         raise RuntimeError(f"run {name} failed (exit {rc}):\n{log[-3000:]}")
@@ -435,28 +466,70 @@ def completed_run(bed: Testbed, args: argparse.Namespace, fleet: Fleet, name: st
         raise RuntimeError(f"run {name}: {status}")
 
 
-def tabulate_run(args: argparse.Namespace, name: str, load: str) -> tuple[list[dict],
-                                                                          list[dict]]:
-    """The client and round rows of run `name`'s finished rounds (none if it has none)."""
-    metrics = args.work / "runs" / name / "metrics.jsonl"
+def tabulate_run(out: Path, name: str, local_steps: int) -> tuple[list[dict], list[dict]]:
+    """The client and round rows of run `name`'s finished rounds, from its records kept in
+    `out` (none if it has none)."""
+    metrics = out / "runs" / f"{name}.jsonl"
     rows = [json.loads(line) for line in metrics.open()] if metrics.exists() else []
-    load = f"{load} -> {load_average()}"
-    return client_rows(name, rows), round_rows(name, rows, args.local_steps, load)
+    testbed = out / "runs" / f"{name}.testbed.json"
+    load = json.loads(testbed.read_text())["load_average"] if testbed.exists() else ""
+    return client_rows(name, rows), round_rows(name, rows, local_steps, load)
 
 
-def keep_records(work: Path, out: Path) -> None:
-    """Copy every process's log and every run's metrics (as far as the run got) from the
-    testbed's scratch folder to `out`, whatever happened."""
+def _comparable(config: Mapping[str, object]) -> dict[str, object]:
+    """A run's config without the scratch folder it ran in."""
+    return {k: v for k, v in config.items() if k != "run.output-dir"}
+
+
+def keep_run(work: Path, out: Path, name: str, load_before: str,
+             config: Mapping[str, object]) -> None:
+    """Copy run `name`'s metrics (as far as it got) and status from the testbed's scratch
+    folder to `out/runs` as soon as it ends, with its run config and the machine's load average
+    before and after it (`<run>.testbed.json`): what `--resume` finds after an interruption."""
+    run, kept = work / "runs" / name, out / "runs"
+    kept.mkdir(parents=True, exist_ok=True)
+    for stale in kept.glob(f"{name}.*"):  # a rerun replaces every record of the earlier try
+        stale.unlink()
+    if (run / "metrics.jsonl").is_file():
+        shutil.copyfile(run / "metrics.jsonl", kept / f"{name}.jsonl")
+    if (run / "status.json").is_file():
+        write_portable(run / "status.json", kept / f"{name}.status.json")
+    record = {"load_average": f"{load_before} -> {load_average()}",
+              "run_config": _comparable(config)}
+    (kept / f"{name}.testbed.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def completed_runs(out: Path, configs: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The runs of `configs` whose records in `out` say they completed with the same run
+    config (`--resume` keeps them; a run made with other settings is run again)."""
+    kept = []
+    for name, config in configs.items():
+        runs = out / "runs"
+        status, record = runs / f"{name}.status.json", runs / f"{name}.testbed.json"
+        if not (status.is_file() and record.is_file() and (runs / f"{name}.jsonl").is_file()):
+            continue
+        if json.loads(status.read_text()).get("status") != "completed":
+            continue
+        if json.loads(record.read_text()).get("run_config") != _comparable(config):
+            print(f"[testbed] --resume: {name} ran with another config: running it again",
+                  flush=True)
+            continue
+        kept.append(name)
+    return kept
+
+
+def keep_logs(work: Path, out: Path, resumed: bool) -> None:
+    """Copy every process's log from the testbed's scratch folder to `out/logs` (after a
+    `--resume`, to `out/logs-2`, `logs-3`, ...: the earlier sittings' logs stay)."""
     logs = work / "flwr-home" / "logs"
+    target = out / "logs"
+    if resumed:
+        sitting = 2
+        while (target := out / f"logs-{sitting}").exists():
+            sitting += 1
     if logs.is_dir():
-        shutil.rmtree(out / "logs", ignore_errors=True)
-        shutil.copytree(logs, out / "logs")
-    for run in sorted((work / "runs").glob("*")) if (work / "runs").is_dir() else []:
-        (out / "runs").mkdir(parents=True, exist_ok=True)
-        if (run / "metrics.jsonl").is_file():
-            shutil.copyfile(run / "metrics.jsonl", out / "runs" / f"{run.name}.jsonl")
-        if (run / "status.json").is_file():
-            write_portable(run / "status.json", out / "runs" / f"{run.name}.status.json")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(logs, target)
     print(f"[testbed] logs and run metrics kept in {out}", flush=True)
 
 

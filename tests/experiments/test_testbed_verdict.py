@@ -234,3 +234,63 @@ def test_the_verdict_runs_train_and_local_only_excludes_a_device_that_cannot_hol
     assert [(r["completed"], r["excluded_memory"]) for r in rounds["fp"]] == [(3, 0)]
     for method, rows in rounds.items():
         assert all(r["heldout_ppl"] > 0 and r["measured_train_phase_s"] > 0 for r in rows), method
+
+
+def _scratch_run(work: Path, name: str, rows: list[dict], status: str) -> None:
+    """A run folder as the testbed's scratch holds it when the run ends."""
+    run = work / "runs" / name
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "status.json").write_text(json.dumps({"status": status}))
+
+
+def test_resume_keeps_only_runs_that_completed_with_the_same_config(tmp_path):
+    work, out = tmp_path / "scratch", tmp_path / "out"
+    rows = [_metrics_row(1, 10.0, [5.0], 40.0)]
+    config = {"model.name": "tiny-llama", "train.rounds": 1,
+              "run.output-dir": str(work / "runs")}
+    _scratch_run(work, "fp-r0", rows, "completed")
+    _scratch_run(work, "edge-only-r0", rows[:0], "failed")
+    for name in ("fp-r0", "edge-only-r0"):
+        testbed.keep_run(work, out, name, "0.5 0.5 0.5", config)
+    elsewhere = {**config, "run.output-dir": "/another/scratch"}  # where it ran does not matter
+    planned = {"fp-r0": elsewhere, "edge-only-r0": elsewhere, "local-only-r0": elsewhere}
+    assert testbed.completed_runs(out, planned) == ["fp-r0"]
+    assert testbed.completed_runs(out, {"fp-r0": {**config, "train.rounds": 2}}) == []
+    clients, rounds = testbed.tabulate_run(out, "fp-r0", local_steps=2)
+    assert [r["run"] for r in rounds] == ["fp-r0"] and len(clients) == 1
+    assert rounds[0]["load_average"].startswith("0.5 0.5 0.5 -> ")
+    # A later try of a run replaces every record of the earlier one.
+    (work / "runs" / "fp-r0" / "metrics.jsonl").unlink()
+    testbed.keep_run(work, out, "fp-r0", "", config)
+    assert not (out / "runs" / "fp-r0.jsonl").exists()
+    assert testbed.completed_runs(out, planned) == []
+
+
+def test_a_verdict_whose_runs_all_completed_resumes_to_its_tables_without_a_testbed(
+        tmp_path, regime, monkeypatch):
+    """`--resume` on a folder whose runs all completed (as `keep_run` left them) starts no
+    testbed and writes the same verdict table the runs' own tabulation gave."""
+    folder, metrics, _ = regime
+    argv = ["--verdict", "--fleet", str(EXPERIMENTS / "fleet_weak_devices.toml"), "--layers",
+            "30", "--only", ",".join(METHODS), "--rounds", str(ROUNDS), "--local-steps",
+            str(STEPS), "--out", str(tmp_path / "verdict"), "--resume"]
+    args = testbed.parse_args(argv)
+    args.work = tmp_path / "scratch"
+    fleet = load_fleet(args.fleet)
+    methods = [m for m in testbed_verdict.methods(30) if m[0] in METHODS]
+    for run in testbed_verdict.plan(methods, REPEATS, seed=0):
+        _scratch_run(args.work, run["run"], metrics[run["method"]][run["repeat"]], "completed")
+        testbed.keep_run(args.work, args.out, run["run"], "0.1 0.1 0.1",
+                         testbed.run_config(args, fleet, run["run"], run["overrides"]))
+
+    def no_testbed(*_args, **_kwargs):
+        raise AssertionError("--resume started a testbed with nothing left to run")
+
+    monkeypatch.setattr(testbed, "Testbed", no_testbed)
+    testbed.main(argv)
+    assert (args.out / "verdict.csv").read_text() == (folder / "verdict.csv").read_text()
+    summary = json.loads((args.out / "summary.json").read_text())
+    assert len(summary["kept_from_earlier"]) == len(METHODS) * REPEATS
+    assert summary["outcome"] == "completed"
+    assert not (args.out / "logs-2").exists() and not (args.out / "links.csv").exists()
