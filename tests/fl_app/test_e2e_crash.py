@@ -126,7 +126,15 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
               "run.name": run_dir.name}
     rc, log = flwr_run(harness, "flwr-run-1", connection, config, [], stream=False)
     assert rc == 0, log[-4000:]
+    killed_run = started_run_id(log)
     kill_mid_round(harness, run_dir, 2, stream_port, "flwr-serverapp")
+    # What docs/deployment.md tells the operator: stop the dead run. Otherwise a SuperNode
+    # waits on a message the ServerApp was sending when it died until the SuperLink gives the
+    # run up (two missed heartbeats, about 60 s), and only then takes the next run's.
+    rc, out = harness.run("flwr-stop", [flwr_bin("flwr"), "stop", str(killed_run), connection],
+                          timeout_s=60)
+    assert rc == 0, out[-4000:]
+    assert run_status(harness, connection, killed_run) == "finished:stopped"
 
     resumed = {**config, "run.resume-from": str(run_dir)}
     rc, log = flwr_run(harness, "flwr-run-2", connection, resumed, [], stream=False)
