@@ -167,9 +167,13 @@ def render(results: Path) -> str:
         "counts) a device whose memory cannot hold its split.\n")
     if not folders:
         return head + (
-            "\nNot run yet (about an hour per regime). Each regime's command:\n\n"
+            "\nNot run yet (80-100 minutes per regime). Each regime's command:\n\n"
             + "".join(f"    {COMMAND.format(name=name)}\n" for name in REGIMES))
     text = head + "".join("\n" + _regime(f) for f in folders)
+    text += "".join(f"\n### {title} (`{name}`)\n\nNot run yet (80-100 minutes). Its command "
+                    f"(`--resume` goes on from the runs an interrupted one kept):\n\n"
+                    f"    {COMMAND.format(name=name)}\n"
+                    for name, title in REGIMES.items() if name not in {f.name for f in folders})
     regimes = {f.name: _round_means(f) for f in folders if f.name in REGIMES}
     if len(regimes) == len(REGIMES) and all(regimes.values()):
         text += "\n### Both regimes\n\n" + cross_goal(regimes) + "\n"
