@@ -103,6 +103,20 @@ def cross_goal(regimes: dict[str, dict[str, float]]) -> str:
             + (f" ({', '.join(everywhere)} is within it in both)." if everywhere else "."))
 
 
+def _queue_line(queue: dict) -> str:
+    """What `experiments.queue_fit` found: the queue model's own error, inputs measured."""
+    model, played = queue["model"], queue["simulated"]
+    return (
+        "\nThe queue model alone (`queue_fit.json`, `python -m experiments.queue_fit`): fed "
+        "each judged round's measured inputs (every client's device, link and tail seconds "
+        f"and start), its queue is off by a median {pct(model['median_abs_error'])} (median "
+        f"ratio to the clock {model['median_ratio']:.2f}) over the {queue['queued_clients']} "
+        f"clients that queued at least {queue['min_queue_s']} s, the event simulation's by "
+        f"{pct(played['median_abs_error'])} (ratio {played['median_ratio']:.2f}); the round's "
+        f"span is within {pct(abs(model['median_span_error']), 1)} (model) and "
+        f"{pct(abs(played['median_span_error']), 1)} (simulation).\n")
+
+
 def _regime(folder: Path) -> str:
     summary = load_json(folder / "summary.json")
     verdict = summary["verdict"]
@@ -126,6 +140,7 @@ def _regime(folder: Path) -> str:
                     if errors.get(part) is not None)
     over = [label for part, label in ERROR_PARTS.items()
             if errors.get(part) is not None and errors[part] > ERROR_GOAL]
+    queue = load_json(folder / "queue_fit.json") if (folder / "queue_fit.json").is_file() else {}
     failed = verdict.get("failed_runs", {})
     name = verdict.get("fleet_name", folder.name)
     return (
@@ -145,6 +160,7 @@ def _regime(folder: Path) -> str:
            f"{pct(ERROR_GOAL)}: " + (f"**missed** for {', '.join(over)}.\n" if over
                                     else "met for every part.\n")
            if fit else "")
+        + (_queue_line(queue) if queue.get("queued_clients") else "")
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
         + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder)))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"

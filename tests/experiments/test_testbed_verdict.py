@@ -96,6 +96,12 @@ def regime(tmp_path_factory):
     folder = tmp_path_factory.mktemp("results") / "verdict" / "weak_devices"
     folder.mkdir(parents=True)
     target = testbed_verdict.write(folder, runs, rounds, None, "synthetic")
+    (folder / "queue_fit.json").write_text(json.dumps({
+        "clients": 180, "queued_clients": 97, "min_queue_s": 0.5,
+        "model": {"median_abs_error": 0.3596, "median_ratio": 1.2454,
+                  "median_span_error": 0.0059},
+        "simulated": {"median_abs_error": 0.2394, "median_ratio": 0.7899,
+                      "median_span_error": -0.0028}}))
     (folder / "summary.json").write_text(json.dumps({
         "model": "tiny-llama", "fleet": "experiments/fleet_weak_devices.toml",
         "devices": ["a", "b", "c"], "rounds": ROUNDS, "local_steps": STEPS, "batch_size": 4,
@@ -132,6 +138,9 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
     assert (folder / "verdict.png").is_file()
     assert ("(`summary.json`): device 12%, whole round 31%. Goal at most 20%: **missed** for "
             "whole round.") in text
+    assert ("its queue is off by a median 36% (median ratio to the clock 1.25) over the 97 "
+            "clients that queued at least 0.5 s, the event simulation's by 24% (ratio 0.79); "
+            "the round's span is within 0.6% (model) and 0.3% (simulation).") in text
     means = {m: float(r["measured_round_s_mean"])
              for m, r in ((r["method"], r) for r in _csv(folder / "verdict.csv"))}
     assert (f"fp against local-only: {means['local-only'] / means['fp']:.2f}x as fast (goal at "
