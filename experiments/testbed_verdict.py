@@ -45,12 +45,15 @@ def fixed_brackets(layers: int) -> list[int]:
 
 
 def methods(layers: int, with_random: bool = False) -> list[tuple[str, dict[str, object]]]:
-    """The verdict's methods and their run-config overrides. A fixed split k and local-only
+    """The verdict's methods and their run-config overrides: fp with the default objective
+    (time, energy and stability) and on time alone (`fp-makespan`), edge-only, the fixed splits,
+    local-only (and random). A fixed split k and local-only
     (split `layers - 1`) set the split floor `privacy.min-device-layers` to their split, so a
     device whose memory cannot hold it is excluded from the round (and counted) instead of
     being clipped to a shallower split that the method did not ask for."""
     runs: list[tuple[str, dict[str, object]]] = [
         ("fp", {"allocation.method": "fp"}),
+        ("fp-makespan", {"allocation.method": "fp", "allocation.objective-weights": "1,0,0"}),
         ("edge-only", {"allocation.method": "edge-only"})]
     runs += [(f"fixed-{k}", {"allocation.method": "fixed", "allocation.fixed-split": k,
                              "privacy.min-device-layers": k}) for k in fixed_brackets(layers)]
