@@ -489,6 +489,14 @@ def keep_run(work: Path, out: Path, name: str, load_before: str,
     before and after it (`<run>.testbed.json`): what `--resume` finds after an interruption."""
     run, kept = work / "runs" / name, out / "runs"
     kept.mkdir(parents=True, exist_ok=True)
+    if _completed(kept / f"{name}.status.json") and not _completed(run / "status.json"):
+        # A try that did not complete never replaces a completed record (a resumed regime
+        # interrupted again keeps what it had); its metrics are kept beside it.
+        if (run / "metrics.jsonl").is_file():
+            shutil.copyfile(run / "metrics.jsonl", kept / f"{name}.incomplete.jsonl")
+        print(f"[testbed] {name}: kept the completed record; this try's metrics in "
+              f"{name}.incomplete.jsonl", flush=True)
+        return
     for stale in kept.glob(f"{name}.*"):  # a rerun replaces every record of the earlier try
         stale.unlink()
     if (run / "metrics.jsonl").is_file():
@@ -500,6 +508,10 @@ def keep_run(work: Path, out: Path, name: str, load_before: str,
     (kept / f"{name}.testbed.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def _completed(status: Path) -> bool:
+    return status.is_file() and json.loads(status.read_text()).get("status") == "completed"
+
+
 def completed_runs(out: Path, configs: Mapping[str, Mapping[str, object]]) -> list[str]:
     """The runs of `configs` whose records in `out` say they completed with the same run
     config (`--resume` keeps them; a run made with other settings is run again)."""
@@ -507,9 +519,7 @@ def completed_runs(out: Path, configs: Mapping[str, Mapping[str, object]]) -> li
     for name, config in configs.items():
         runs = out / "runs"
         status, record = runs / f"{name}.status.json", runs / f"{name}.testbed.json"
-        if not (status.is_file() and record.is_file() and (runs / f"{name}.jsonl").is_file()):
-            continue
-        if json.loads(status.read_text()).get("status") != "completed":
+        if not (_completed(status) and record.is_file() and (runs / f"{name}.jsonl").is_file()):
             continue
         if json.loads(record.read_text()).get("run_config") != _comparable(config):
             print(f"[testbed] --resume: {name} ran with another config: running it again",

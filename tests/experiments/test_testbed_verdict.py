@@ -280,10 +280,17 @@ def test_resume_keeps_only_runs_that_completed_with_the_same_config(tmp_path):
     clients, rounds = testbed.tabulate_run(out, "fp-r0", local_steps=2)
     assert [r["run"] for r in rounds] == ["fp-r0"] and len(clients) == 1
     assert rounds[0]["load_average"].startswith("0.5 0.5 0.5 -> ")
-    # A later try of a run replaces every record of the earlier one.
+    # A later try that did not complete (interrupted, failed) keeps the completed record...
+    (work / "runs" / "fp-r0" / "status.json").write_text(json.dumps({"status": "running"}))
+    testbed.keep_run(work, out, "fp-r0", "", config)
+    assert testbed.completed_runs(out, planned) == ["fp-r0"]
+    assert (out / "runs" / "fp-r0.incomplete.jsonl").is_file()
+    # ...and one that completed replaces every record of the earlier try.
+    (work / "runs" / "fp-r0" / "status.json").write_text(json.dumps({"status": "completed"}))
     (work / "runs" / "fp-r0" / "metrics.jsonl").unlink()
     testbed.keep_run(work, out, "fp-r0", "", config)
     assert not (out / "runs" / "fp-r0.jsonl").exists()
+    assert not (out / "runs" / "fp-r0.incomplete.jsonl").exists()
     assert testbed.completed_runs(out, planned) == []
 
 
