@@ -83,6 +83,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
 
 #: Experiment scripts run_all does not run, and why.
 SKIPPED: dict[str, str] = {
+    "queue_fit": "reads the runs of a testbed verdict; run it after one: `python -m "
+                 "experiments.queue_fit results/verdict/<regime>`",
     "testbed": "needs root, network namespaces and cgroups, and the testbed's lock (one run at "
                "a time on the machine): `sudo python -m experiments.testbed --compare`",
     "bench_gpu": "needs a CUDA GPU; run on a GPU machine with `--random-weights` where the "
