@@ -515,9 +515,8 @@ def _completed(status: Path) -> bool:
 def completed_runs(out: Path, configs: Mapping[str, Mapping[str, object]]) -> list[str]:
     """The runs of `configs` whose records in `out` say they completed with the same run
     config (`--resume` keeps them; a run made with other settings is run again)."""
-    kept = []
+    kept, runs = [], out / "runs"
     for name, config in configs.items():
-        runs = out / "runs"
         status, record = runs / f"{name}.status.json", runs / f"{name}.testbed.json"
         if not (_completed(status) and record.is_file() and (runs / f"{name}.jsonl").is_file()):
             continue
