@@ -295,7 +295,8 @@ def step_times(scenario: MakespanScenario, split, association, share, users=None
 
 
 def fifo_response_s(base, work, association, concurrency, start=None,
-                    iterations: int = 500, tol: float = 1e-9, initial=None) -> np.ndarray:
+                    iterations: int = 500, tol: float = 1e-9, initial=None,
+                    service_cv2: float = 1.0) -> np.ndarray:
     """Per-user seconds from a step's arrival at its server to its answer (queue + tail) when
     the server runs tails one at a time, first come first served (the stream transport's tail
     worker), not in shares.
@@ -309,6 +310,12 @@ def fifo_response_s(base, work, association, concurrency, start=None,
     (``start`` None), else from the windows ``[start_n, start_n + B_n + R_n]`` (per step).
     Shares model a server that is always busy with everyone (``W / phi``); this one sees the
     idle gaps while devices compute and transmit and while others have not started or are done.
+
+    ``service_cv2`` is the squared coefficient of variation of a tail's service time: a tail
+    found in service holds the step for its mean residual ``W (1 + cv²) / 2`` (the tails found
+    waiting, for all of ``W``), so ``R_n = W_n + sum_k o_nk (R_k - W_k (1 - cv²) / 2) W_k /
+    (c_m (B_k + R_k))``. The default 1 (exponential service: a residual of all of ``W``) is the
+    plain analysis above; 0 is deterministic service (`experiments.queue_fit` compares them).
 
     Arrays broadcast over leading dimensions (many vectors at once), users on the last;
     ``association`` indexes ``concurrency``. The iteration starts at ``W`` (or at ``initial``,
@@ -332,7 +339,7 @@ def fifo_response_s(base, work, association, concurrency, start=None,
             both = (np.minimum(hi[..., :, None], hi[..., None, :])
                     - np.maximum(lo[..., :, None], lo[..., None, :]))
             overlap = contend * np.clip(both, 0.0, None) / cycle[..., :, None]
-        queued = response / cycle * work
+        queued = (response - work * (1.0 - service_cv2) / 2) / cycle * work
         new = work + np.einsum("...nk,...k->...n", overlap, queued) / capacity
         # Damped: the windows, and so the overlaps, move with the responses.
         new = 0.5 * (response + new) if start is not None else new

@@ -6,8 +6,10 @@ round from calibrated speeds and the previous round's start offsets, with the cl
 per-client "server + queue" error mixes two causes: inputs predicted wrong (speeds, starts) and
 the queue model itself. Here every client's own measured seconds of the round (device, link,
 tail, start offset) go into ``makespan_model.fifo_response_s`` (the mean-value analysis the
-allocator uses) and into ``queue_simulation.simulate`` (the round played event by event), so
-what is left against the measured queue is the queue model's own error.
+allocator uses, which takes service times as exponential, and the same analysis with the
+residual of a tail in service for less variable tails, ``service_cv2`` 0.5 and 0) and into
+``queue_simulation.simulate`` (the round played event by event, deterministic tails), so what is
+left against the measured queue is each queue model's own error.
 
     python -m experiments.queue_fit results/verdict/weak_devices [results/verdict/...]
 
@@ -34,8 +36,11 @@ from experiments.testbed_verdict import JUDGED_FROM
 #: Clients that queued less than this are left out of the relative errors (a ratio of two
 #: near-zero waits says nothing).
 MIN_QUEUE_S = 0.5
-#: The queue estimates compared with the clock: the allocator's model, the event simulation.
-ESTIMATES = ("model", "simulated")
+#: The model's variants by the tails' squared coefficient of variation (`fifo_response_s`'s
+#: ``service_cv2``): the allocator's (1: exponential service), halfway, deterministic.
+MODEL_CV2 = {"model": 1.0, "model_cv2_0.5": 0.5, "model_cv2_0": 0.0}
+#: The queue estimates compared with the clock: the model's variants, the event simulation.
+ESTIMATES = (*MODEL_CV2, "simulated")
 
 
 def round_queues(row: Mapping, local_steps: int) -> tuple[list[dict], dict[str, float]]:
@@ -53,16 +58,17 @@ def round_queues(row: Mapping, local_steps: int) -> tuple[list[dict], dict[str, 
                                                 "measured_server_s"))
     start = np.array([c["measured_start_s"] for c in clients], float)
     start -= start.min()
-    response = fifo_response_s(device + link, work, np.zeros(len(clients), int), [1.0],
-                               start / local_steps)
+    responses = {k: fifo_response_s(device + link, work, np.zeros(len(clients), int), [1.0],
+                                    start / local_steps, service_cv2=cv2)
+                 for k, cv2 in MODEL_CV2.items()}
     played = simulate(device * FORWARD_FRACTION, link / 2, work, link / 2,
                       device * (1 - FORWARD_FRACTION), start_s=start, local_steps=local_steps)
-    queues = {"model": (response - work) * local_steps,
+    queues = {**{k: (r - work) * local_steps for k, r in responses.items()},
               "simulated": played.queue_s * local_steps}
     measured_end = start + np.array([c["measured_dataplane_s"] for c in clients], float)
-    spans = {"measured": float(measured_end.max()),
-             "model": float(np.max(start + (device + link + response) * local_steps)),
-             "simulated": float(played.span_s)}
+    spans = {"measured": float(measured_end.max()), "simulated": float(played.span_s),
+             **{k: float(np.max(start + (device + link + r) * local_steps))
+                for k, r in responses.items()}}
     out = [{"round": row["round"], "node": str(c["node"]), "class": c.get("label", ""),
             "split": c["split"], "measured_queue_s": c["measured_queue_s"],
             **{f"{k}_queue_s": float(v[i]) for k, v in queues.items()}}
