@@ -75,8 +75,11 @@ def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-# The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files.
-E2E_FILES = re.compile(r"^tests/(fl_app/test_e2e_\w+|harness/test_testbed)\.py$")
+# The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files;
+# those on the emulated testbed form a unit of their own (`pytest_xdist_make_scheduler`).
+E2E_FILES = re.compile(
+    r"^tests/(fl_app/test_e2e_\w+|harness/test_testbed|experiments/test_testbed_e2e)\.py$")
+TESTBED_FILES = re.compile(r"^tests/(harness/test_testbed|experiments/test_testbed_e2e)\.py$")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -89,14 +92,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Two workers (pyproject's `-n 2`): one unit of work per test module, and all e2e modules
-    one unit, so the e2e tests run one at a time on one worker while the other takes the rest
-    module by module (module fixtures run once)."""
+    """Two workers (pyproject's `-n 2`): one unit of work per test module, the Flower e2e
+    modules one unit and the testbed's another; those two are handed out first, one to each
+    worker. So one worker runs the Flower e2e tests one at a time from the start (the suite's
+    longest chain), the other the testbed's and then the rest module by module (module
+    fixtures run once): never two e2e tests on one worker, and neither worker idle while the
+    other still has e2e tests to run."""
     from xdist.scheduler import LoadScopeScheduling
 
     class E2EApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::")[0]
+            if TESTBED_FILES.match(path):
+                return "testbed"
             return "e2e" if E2E_FILES.match(path) else path
 
     return E2EApart(config, log)

@@ -1,0 +1,88 @@
+"""`python -m experiments.testbed --verdict` end to end: a 2-device fleet on the emulated testbed,
+the tiny model, 1 round, 2 methods, 1 repeat; the verdict table has its columns and every
+method's run completed (runs as root with namespaces and cgroups, as in CI on these machines;
+skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from experiments import testbed, testbed_verdict
+from harness import testbed as emulated
+from harness.testbed import leftovers
+
+try:
+    emulated.Testbed.preflight()
+    MISSING = ""
+except RuntimeError as exc:
+    MISSING = str(exc)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
+
+FLEET = """
+[server]
+cpu-cores = 1.0
+memory-mb = 6000
+class = "cpu-epyc-9654"
+
+[classes.slow-link]
+cpu-cores = 0.4
+memory-mb = 2000
+uplink-mbit = 8
+downlink-mbit = 16
+catalogue = "raspberry-pi-5"
+
+[classes.fast-link]
+cpu-cores = 0.4
+memory-mb = 2000
+uplink-mbit = 40
+downlink-mbit = 80
+catalogue = "jetson-orin-nano"
+
+[fleet]
+slow-link = 1
+fast-link = 1
+"""
+METHODS = ("fp", "edge-only")
+
+
+def test_a_verdict_on_two_emulated_devices_tabulates_every_methods_completed_run(tmp_path):
+    fleet, out = tmp_path / "fleet_two.toml", tmp_path / "verdict"
+    fleet.write_text(FLEET)
+    before = leftovers()
+    testbed.main(["--verdict", "--fleet", str(fleet), "--model", "tiny-llama", "--layers", "4",
+                  "--corpus", "synthetic", "--block-size", "16", "--rounds", "1",
+                  "--local-steps", "1", "--repeats", "1", "--only", ",".join(METHODS),
+                  "--out", str(out)])
+    assert leftovers() == before  # every namespace, veth and cgroup is gone
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"] == "completed" and not summary["verdict"]["failed_runs"]
+    for method in METHODS:  # each run's own record says it completed
+        status = json.loads((out / "runs" / f"{method}-r0.status.json").read_text())
+        assert status["status"] == "completed", (method, status)
+    with (out / "verdict_rounds.csv").open() as f:
+        rounds = list(csv.DictReader(f))
+    assert [(r["method"], r["round"], r["completed"]) for r in rounds] == [
+        (m, "1", "2") for m in METHODS]
+    assert all(float(r["measured_round_s"]) > 0 and float(r["heldout_ppl"]) > 0 for r in rounds)
+    with (out / "verdict.csv").open() as f:
+        table = list(csv.DictReader(f))
+    columns = ["method", "repeats",
+               *(f"{q}_{s}" for q in testbed_verdict.QUANTITIES for s in ("mean", "ci95")),
+               "target_ppl", "reached", "target_round", "time_to_target_s_mean",
+               "time_to_target_s_ci95"]
+    assert list(table[0]) == columns
+    # One round: nothing past calibration to average, but every run reaches the target (the
+    # highest last-round perplexity) in round 1, after that round's measured time.
+    by_method = {r["method"]: r for r in table}
+    assert list(by_method) == list(METHODS)
+    times = {r["method"]: float(r["measured_round_s"]) for r in rounds}
+    for method, row in by_method.items():
+        assert (row["repeats"], row["reached"], row["target_round"]) == ("1", "1/1", "1")
+        assert float(row["time_to_target_s_mean"]) == pytest.approx(times[method])
+        assert row["measured_round_s_mean"] == ""
+    assert (out / "verdict.png").is_file()
