@@ -32,7 +32,8 @@ plt.rcParams.update(STYLE)
 #: Line colour, marker and style of each method, so a method looks the same in every figure
 #: (ao dashed: it often ties with fp, drawn over it).
 METHOD_STYLE = {
-    "fp": ("C0", "o", "-"), "fp-makespan": ("C9", "s", "--"), "ao": ("C1", "s", "--"),
+    "fp": ("C0", "o", "-"), "fp-makespan": ("C9", "s", "--"),
+    "fp-paper": ("C8", "D", ":"), "ao": ("C1", "s", "--"),
     "alpha-only": ("C2", "^", "-"),
     "resource-only": ("C3", "v", "-"), "greedy": ("C4", "D", "-"),
     "random-association": ("C5", "x", "-"), "edge-only": ("C6", "<", "-"),

@@ -282,7 +282,7 @@ def markdown(table: Sequence[Mapping]) -> str:
 
 
 def allocators(layers: int) -> list[tuple[str, dict[str, object]]]:
-    """fp (the default objective: time, energy and stability), fp on makespan alone, every
+    """fp (the run config's default objective), fp on makespan alone, every
     fixed split (split 1 = edge-only), random."""
     runs: list[tuple[str, dict[str, object]]] = [
         ("fp", {"allocation.method": "fp"}),

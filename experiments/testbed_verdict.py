@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesplit.settings import Settings
 from experiments.plotting import method_kwargs, save, subplots, write_csv
 from experiments.report.stats import mean_ci
 
@@ -44,17 +45,23 @@ def fixed_brackets(layers: int) -> list[int]:
     return sorted({min(max(2, layers // 7), layers - 2), max(2, layers // 2), layers - 2})
 
 
+#: fp's objective weights per verdict method (time, energy, stability): the run config's
+#: default, seed A's objective, time alone.
+FP_OBJECTIVES = {"fp": Settings().objective_weights, "fp-paper": "1,1,1", "fp-makespan": "1,0,0"}
+
+
 def methods(layers: int, with_random: bool = False) -> list[tuple[str, dict[str, object]]]:
     """The verdict's methods and their run-config overrides: fp with the default objective
-    (time, energy and stability) and on time alone (`fp-makespan`), edge-only, the fixed splits,
-    local-only (and random). A fixed split k and local-only
+    (time and energy), with seed A's (time, energy and stability: `fp-paper`) and on time alone
+    (`fp-makespan`), each naming its weights so a run's record says what it ran; edge-only, the
+    fixed splits, local-only (and random). A fixed split k and local-only
     (split `layers - 1`) set the split floor `privacy.min-device-layers` to their split, so a
     device whose memory cannot hold it is excluded from the round (and counted) instead of
     being clipped to a shallower split that the method did not ask for."""
     runs: list[tuple[str, dict[str, object]]] = [
-        ("fp", {"allocation.method": "fp"}),
-        ("fp-makespan", {"allocation.method": "fp", "allocation.objective-weights": "1,0,0"}),
-        ("edge-only", {"allocation.method": "edge-only"})]
+        (name, {"allocation.method": "fp", "allocation.objective-weights": weights})
+        for name, weights in FP_OBJECTIVES.items()]
+    runs += [("edge-only", {"allocation.method": "edge-only"})]
     runs += [(f"fixed-{k}", {"allocation.method": "fixed", "allocation.fixed-split": k,
                              "privacy.min-device-layers": k}) for k in fixed_brackets(layers)]
     runs.append(("local-only", {"allocation.method": "local-only",

@@ -50,8 +50,8 @@ def _round_means(folder: Path) -> dict[str, float]:
             if r["measured_round_s_mean"]}
 
 
-#: The methods that decide per round: fp with the default objective and on time alone.
-DECIDING = ("fp", "fp-makespan")
+#: The methods that decide per round: fp with the default objective, seed A's and time alone.
+DECIDING = ("fp", "fp-paper", "fp-makespan")
 
 
 def _fixed_policies(means: dict[str, float]) -> dict[str, float]:
@@ -181,7 +181,8 @@ def render(results: Path) -> str:
     head = (
         "## The clock's verdict: the allocator against fixed splits and local training\n\n"
         "fp (makespan model, FIFO server, calibration tracked; with the default objective of "
-        "time, energy and stability, and on time alone as fp-makespan) against edge-only, "
+        "time and energy, with seed A's of time, energy and stability as fp-paper, and on time "
+        "alone as fp-makespan) against edge-only, "
         "fixed splits "
         "bracketing the best one and local-only (split `layers - 1`), the same seeds, on the "
         "emulated testbed with SmolLM2-135M and the resident device agent, in two regimes, "
