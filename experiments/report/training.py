@@ -51,7 +51,8 @@ Training loss per round, seed 0: {losses}; the allocators give
  else "different numbers"}, because split training is exact (oracle 2), so the split never
 changes what is learned. Held-out perplexity, seed 0: {heldout[0]:.1f} -> {heldout[-1]:.1f}.
 What the allocators do change is the modelled cost of the rounds (cost model, seed 0, over the
-{len(rounds)} rounds; modelled, not measured):
+{len(rounds)} rounds; modelled, not measured; fp with seed A's objective `1,1,1`, the default when
+these runs were made):
 
 {table(["allocator", "modelled wall clock (s)", "modelled energy (J)", "vs fp"], body)}
 The seed-A paper compares allocators by modelled cost at equal accuracy; here that premise holds
@@ -62,11 +63,13 @@ exactly.
 Measured instability against split depth: the standard deviation of the final training loss
 over seeds is {" / ".join(f"{s:.3f}" for s in stds)} at splits {", ".join(splits)}
 ({"identical" if len(stds) == 1 else "different"}: the runs are identical across splits), while
-the seed-A stability bound 2L^2/(k(1 - a/Y)) that the allocator pays for grows
+the seed-A stability bound 2L^2/(k(1 - a/Y)) grows
 {bounds[-1] / bounds[0]:.0f}x from split {splits[0]} to {splits[-1]}. With exact split training
 the bound's premise (deeper device splits destabilise training) does not show in measurements;
 it would only with lossy activations (compression, channel noise) or different local optimisers
-per side. Two seeds: the standard deviation is over 2 values.
+per side. Two seeds: the standard deviation is over 2 values. So the allocator's default
+objective leaves the bound out (`allocation.objective-weights = "1,1,0"`; seed A's `"1,1,1"`
+keeps it: docs/allocation.md).
 """
 
 
@@ -95,7 +98,8 @@ def default_run(results: Path) -> str:
 {config['train.local-steps']} local steps, the `{config['allocation.method']}` allocator on the
 `{config['allocation.cost-model']}` cost model, `allocation.server-queue =
 "{config.get('allocation.server-queue', 'shares')}"`, `allocation.calibration =
-"{config['allocation.calibration']}"`) in process and copies its run folder to
+"{config['allocation.calibration']}"`, `allocation.objective-weights =
+"{config.get('allocation.objective-weights', '1,1,1')}"`) in process and copies its run folder to
 `results/default_run/` (metrics,
 generations, `figures/`). One run. Training loss per round: {losses}. Greedy samples after round
 {last} ([generations.jsonl](../results/default_run/generations.jsonl)): {quotes}.

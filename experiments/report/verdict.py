@@ -120,7 +120,15 @@ def _queue_line(queue: dict) -> str:
         f"clients that queued at least {queue['min_queue_s']} s, the event simulation's by "
         f"{pct(played['median_abs_error'])} (ratio {played['median_ratio']:.2f}); the round's "
         f"span is within {pct(abs(model['median_span_error']), 1)} (model) and "
-        f"{pct(abs(played['median_span_error']), 1)} (simulation).\n")
+        f"{pct(abs(played['median_span_error']), 1)} (simulation)."
+        + "".join(
+            f" The model with the residual of {what} tails (`service_cv2` {cv2}): queue off "
+            f"by {pct(v['median_abs_error'])} (ratio {v['median_ratio']:.2f}), span within "
+            f"{pct(abs(v['median_span_error']), 1)}."
+            for key, what, cv2 in (("model_cv2_0.5", "less variable", "0.5"),
+                                   ("model_cv2_0", "deterministic", "0"))
+            if (v := queue.get(key)))
+        + "\n")
 
 
 def _regime(folder: Path) -> str:

@@ -1,5 +1,6 @@
 """The queue fit: fed rounds that the event simulation itself played, the simulation's queue
-matches exactly and the mean-value model's is what `fifo_response_s` says for the same inputs;
+matches exactly and the mean-value model's (each `service_cv2`) is what `fifo_response_s` says
+for the same inputs;
 clients that never overlap queue for nothing in either."""
 
 import json
@@ -29,7 +30,7 @@ def _played_round(round_, device, link, work, start):
 def test_rounds_the_simulation_played_fit_it_exactly(tmp_path):
     rng = np.random.default_rng(3)
     (tmp_path / "runs").mkdir()
-    rows, expected = [], []
+    rows, expected, deterministic = [], [], []
     for round_ in (1, 2, 3):
         device, link, work = (rng.uniform(0.2, 2.0, 4) for _ in range(3))
         start = rng.uniform(0.0, 1.0, 4)
@@ -39,12 +40,18 @@ def test_rounds_the_simulation_played_fit_it_exactly(tmp_path):
             response = fifo_response_s(device + link, work, np.zeros(4, int), [1.0],
                                        (start - start.min()) / STEPS)
             expected += list((response - work) * STEPS)
+            response = fifo_response_s(device + link, work, np.zeros(4, int), [1.0],
+                                       (start - start.min()) / STEPS, service_cv2=0.0)
+            deterministic += list((response - work) * STEPS)
     (tmp_path / "runs" / "fp-r0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     clients, summary = queue_fit.fit(tmp_path, STEPS)
     assert [c["round"] for c in clients] == [2] * 4 + [3] * 4
     for c in clients:
         assert c["simulated_queue_s"] == pytest.approx(c["measured_queue_s"], abs=1e-9)
     assert [c["model_queue_s"] for c in clients] == pytest.approx(expected)
+    assert [c["model_cv2_0_queue_s"] for c in clients] == pytest.approx(deterministic)
+    # A deterministic tail in service leaves half of itself on average: less to wait for.
+    assert sum(deterministic) < sum(expected)
     assert summary["simulated"]["median_span_error"] == pytest.approx(0.0, abs=1e-9)
     queued = [c for c in clients if c["measured_queue_s"] >= queue_fit.MIN_QUEUE_S]
     assert summary["queued_clients"] == len(queued) > 0

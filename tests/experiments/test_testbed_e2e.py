@@ -1,7 +1,8 @@
 """`python -m experiments.testbed --verdict` end to end: a 2-device fleet on the emulated testbed,
 the tiny model, 1 round, 2 methods, 1 repeat; the verdict table has its columns and every
-method's run completed (runs as root with namespaces and cgroups, as in CI on these machines;
-skipped with the reason elsewhere)."""
+method's run completed, each message went through the device's resident agent, and each client's
+round is measured part by part on its declared class and shaped link (runs as root with
+namespaces and cgroups, as in CI on these machines; skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,24 @@ def test_a_verdict_on_two_emulated_devices_tabulates_every_methods_completed_run
         assert float(row["time_to_target_s_mean"]) == pytest.approx(times[method])
         assert row["measured_round_s_mean"] == ""
     assert (out / "verdict.png").is_file()
+
+    # Every message went through the device's agent, which logged its progress.
+    for index in range(2):
+        lines = [line for line in (out / "logs" / f"supernode-{index}.log").read_text()
+                 .splitlines() if "clientapp pid" in line]
+        assert lines and all("via agent" in line for line in lines), lines
+        agent_log = (out / "logs" / f"agent-{index}.log").read_text()
+        for progress in ("device code loaded", "round 1: dialling", "round 1: admitted",
+                         "train.stream done"):
+            assert progress in agent_log, (progress, agent_log[-3000:])
+    # Each device declared its class and shaped link; the model charged its transfers at that
+    # rate, and the round measured each part of each client's time.
+    uplink_mbit = {"raspberry-pi-5": 8.0, "jetson-orin-nano": 40.0}
+    for method in METHODS:
+        (row,) = [json.loads(line) for line in (out / "runs" / f"{method}-r0.jsonl").open()]
+        assert row["completed"] == 2 and not row["failures"], row
+        assert sorted(c["device_class"] for c in row["clients"]) == sorted(uplink_mbit)
+        for client in row["clients"]:
+            assert client["rate_bps"] == uplink_mbit[client["device_class"]] * 1e6
+            for part in ("device", "server", "queue", "transfer", "dataplane"):
+                assert client[f"measured_{part}_s"] >= 0, (part, client)

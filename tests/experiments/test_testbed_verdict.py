@@ -107,7 +107,9 @@ def regime(tmp_path_factory):
         "model": {"median_abs_error": 0.3596, "median_ratio": 1.2454,
                   "median_span_error": 0.0059},
         "simulated": {"median_abs_error": 0.2394, "median_ratio": 0.7899,
-                      "median_span_error": -0.0028}}))
+                      "median_span_error": -0.0028},
+        "model_cv2_0": {"median_abs_error": 0.2241, "median_ratio": 0.9152,
+                        "median_span_error": -0.0001}}))
     (folder / "summary.json").write_text(json.dumps({
         "model": "tiny-llama", "fleet": "experiments/fleet_weak_devices.toml",
         "devices": ["a", "b", "c"], "rounds": ROUNDS, "local_steps": STEPS, "batch_size": 4,
@@ -146,7 +148,9 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
             "whole round.") in text
     assert ("its queue is off by a median 36% (median ratio to the clock 1.25) over the 97 "
             "clients that queued at least 0.5 s, the event simulation's by 24% (ratio 0.79); "
-            "the round's span is within 0.6% (model) and 0.3% (simulation).") in text
+            "the round's span is within 0.6% (model) and 0.3% (simulation). The model with "
+            "the residual of deterministic tails (`service_cv2` 0): queue off by 22% (ratio "
+            "0.92), span within 0.0%.\n") in text
     means = {m: float(r["measured_round_s_mean"])
              for m, r in ((r["method"], r) for r in _csv(folder / "verdict.csv"))}
     assert (f"fp against local-only: {means['local-only'] / means['fp']:.2f}x as fast (goal at "
