@@ -304,7 +304,7 @@ class Settings:
     server_bandwidth_hz: float = 20e6
     cell_bandwidth_hz: float = 0.0  # makespan model: the band `cell` devices share; 0 = none
     cell_subchannels: int = 50  # makespan model: the cell's subchannels (resource blocks)
-    objective_weights: str = "1,1,0"  # the allocator's weights of time, energy, stability
+    objective_weights: str = "1,0,0"  # the allocator's weights of time, energy, stability
     rl_policy: str = ""  # rl-split: folder of a trained split policy (experiments.split_rl)
     min_device_layers: int = 0  # split floor: every client keeps at least this many head layers
     max_token_recovery: float = 1.0  # leakage budget read from privacy.report; 1 = none

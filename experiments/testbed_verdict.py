@@ -46,14 +46,15 @@ def fixed_brackets(layers: int) -> list[int]:
 
 
 #: fp's objective weights per verdict method (time, energy, stability): the run config's
-#: default, seed A's objective, time alone.
-FP_OBJECTIVES = {"fp": Settings().objective_weights, "fp-paper": "1,1,1", "fp-makespan": "1,0,0"}
+#: default (time alone), time and energy, seed A's objective.
+FP_OBJECTIVES = {"fp": Settings().objective_weights, "fp-energy": "1,1,0", "fp-paper": "1,1,1"}
 
 
 def methods(layers: int, with_random: bool = False) -> list[tuple[str, dict[str, object]]]:
     """The verdict's methods and their run-config overrides: fp with the default objective
-    (time and energy), with seed A's (time, energy and stability: `fp-paper`) and on time alone
-    (`fp-makespan`), each naming its weights so a run's record says what it ran; edge-only, the
+    (time alone), with time and energy (`fp-energy`) and with seed A's objective (time, energy
+    and stability: `fp-paper`), each naming its weights so a run's record says what it ran
+    (and `--resume` reruns fp when the default changes); edge-only, the
     fixed splits, local-only (and random). A fixed split k and local-only
     (split `layers - 1`) set the split floor `privacy.min-device-layers` to their split, so a
     device whose memory cannot hold it is excluded from the round (and counted) instead of

@@ -50,8 +50,9 @@ def _round_means(folder: Path) -> dict[str, float]:
             if r["measured_round_s_mean"]}
 
 
-#: The methods that decide per round: fp with the default objective, seed A's and time alone.
-DECIDING = ("fp", "fp-paper", "fp-makespan")
+#: The methods that decide per round: fp with the default objective (time), with time and
+#: energy, with seed A's (and the testbed's `--compare` fp on time alone, as it was named).
+DECIDING = ("fp", "fp-energy", "fp-paper", "fp-makespan")
 
 
 def _fixed_policies(means: dict[str, float]) -> dict[str, float]:
@@ -188,9 +189,9 @@ def render(results: Path) -> str:
                      if (p / "verdict.csv").is_file()) if base.is_dir() else []
     head = (
         "## The clock's verdict: the allocator against fixed splits and local training\n\n"
-        "fp (makespan model, FIFO server, calibration tracked; with the default objective of "
-        "time and energy, with seed A's of time, energy and stability as fp-paper, and on time "
-        "alone as fp-makespan) against edge-only, "
+        "fp (makespan model, FIFO server, calibration tracked; with the default objective, the "
+        "round's time alone, and as fp-energy with time and energy, as fp-paper with seed A's "
+        "time, energy and stability) against edge-only, "
         "fixed splits "
         "bracketing the best one and local-only (split `layers - 1`), the same seeds, on the "
         "emulated testbed with SmolLM2-135M and the resident device agent, in two regimes, "

@@ -28,14 +28,14 @@ def test_fixed_splits_bracket_and_stay_off_edge_only_and_local_only():
     assert testbed_verdict.fixed_brackets(4) == [2]
     assert testbed_verdict.fixed_brackets(3) == []
     methods = dict(testbed_verdict.methods(30, with_random=True))
-    assert list(methods) == ["fp", "fp-paper", "fp-makespan", "edge-only", "fixed-4",
+    assert list(methods) == ["fp", "fp-energy", "fp-paper", "edge-only", "fixed-4",
                              "fixed-15", "fixed-28", "local-only", "random"]
     # Each fp variant names its weights, fp the run config's default, so a kept record says
     # what it ran and `--resume` reruns fp when the default changes.
-    assert {m: methods[m] for m in ("fp", "fp-paper", "fp-makespan")} == {
+    assert {m: methods[m] for m in ("fp", "fp-energy", "fp-paper")} == {
         m: {"allocation.method": "fp", "allocation.objective-weights": w}
-        for m, w in (("fp", parse({}).objective_weights), ("fp-paper", "1,1,1"),
-                     ("fp-makespan", "1,0,0"))}
+        for m, w in (("fp", parse({}).objective_weights), ("fp-energy", "1,1,0"),
+                     ("fp-paper", "1,1,1"))}
     # A split a method asks for is a floor: a device that cannot hold it is excluded.
     assert methods["fixed-15"]["privacy.min-device-layers"] == 15
     assert methods["local-only"] == {"allocation.method": "local-only",
@@ -191,13 +191,13 @@ def test_the_goals_compare_fp_with_the_methods_the_issue_names():
         "+11.1% round time (goal at most +5.0%): **missed**."]
     # fp's other objectives are judged the same way, beside fp, and are no fixed policy.
     assert section.regime_goals(
-        "crowded_server", {**crowded, "fp-makespan": 9.0, "fp-paper": 12.0})[2:] == [
+        "crowded_server", {**crowded, "fp-energy": 9.0, "fp-paper": 12.0})[2:] == [
+        "fp-energy against edge-only: 1.22x as fast (goal at least 1.15x): met.",
+        "fp-energy against the best fixed policy (local-only and edge-only included), "
+        "fixed-15: +0.0% round time (goal at most +5.0%): met.",
         "fp-paper against edge-only: 0.92x as fast (goal at least 1.15x): **missed**.",
         "fp-paper against the best fixed policy (local-only and edge-only included), "
-        "fixed-15: +33.3% round time (goal at most +5.0%): **missed**.",
-        "fp-makespan against edge-only: 1.22x as fast (goal at least 1.15x): met.",
-        "fp-makespan against the best fixed policy (local-only and edge-only included), "
-        "fixed-15: +0.0% round time (goal at most +5.0%): met."]
+        "fixed-15: +33.3% round time (goal at most +5.0%): **missed**."]
     # Against each regime's best method (random included): fixed-4 +4.0% / +50.0%, ...
     both = section.cross_goal({"weak_devices": weak, "crowded_server": crowded})
     assert both.endswith(": met.") and "fixed-4 +4.0% / +50.0%" in both

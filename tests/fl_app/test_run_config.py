@@ -133,4 +133,4 @@ def test_objective_weights_reach_the_allocator():
     assert objective_weights(parse({
         "allocation.objective-weights": "1,0,0.5"}).objective_weights) == (
         1.0, 0.0, 0.5)
-    assert objective_weights(parse({}).objective_weights) == (1.0, 1.0, 0.0)
+    assert objective_weights(parse({}).objective_weights) == (1.0, 0.0, 0.0)
