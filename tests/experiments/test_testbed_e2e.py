@@ -29,12 +29,16 @@ cpu-cores = 1.0
 memory-mb = 6000
 class = "cpu-epyc-9654"
 
-[classes.slow-link]
+[cell]
+bandwidth-mhz = 20
+
+[classes.in-cell]
 cpu-cores = 0.4
 memory-mb = 2000
-uplink-mbit = 8
-downlink-mbit = 16
+uplink-mbit = 10        # with the whole band: 0.5 bit/s/Hz
+downlink-mbit = 40
 catalogue = "raspberry-pi-5"
+cell = true
 
 [classes.fast-link]
 cpu-cores = 0.4
@@ -44,7 +48,7 @@ downlink-mbit = 80
 catalogue = "jetson-orin-nano"
 
 [fleet]
-slow-link = 1
+in-cell = 1
 fast-link = 1
 """
 METHODS = ("fp", "edge-only")
@@ -98,13 +102,19 @@ def test_a_verdict_on_two_emulated_devices_tabulates_every_methods_completed_run
                          "train.stream done"):
             assert progress in agent_log, (progress, agent_log[-3000:])
     # Each device declared its class and shaped link; the model charged its transfers at that
-    # rate, and the round measured each part of each client's time.
-    uplink_mbit = {"raspberry-pi-5": 8.0, "jetson-orin-nano": 40.0}
+    # rate (the cell device's at its subchannels' share of the band, 0.5 bit/s/Hz), and the
+    # round measured each part of each client's time.
     for method in METHODS:
         (row,) = [json.loads(line) for line in (out / "runs" / f"{method}-r0.jsonl").open()]
         assert row["completed"] == 2 and not row["failures"], row
-        assert sorted(c["device_class"] for c in row["clients"]) == sorted(uplink_mbit)
+        clients = {c["label"]: c for c in row["clients"]}
+        assert {k: c["device_class"] for k, c in clients.items()} == {
+            "in-cell": "raspberry-pi-5", "fast-link": "jetson-orin-nano"}
+        assert clients["fast-link"]["rate_bps"] == 40e6
+        cell = clients["in-cell"]
+        assert 1 <= cell["subchannels"] <= 50  # allocation.cell-subchannels, by default
+        assert cell["bandwidth_hz"] == pytest.approx(cell["subchannels"] * 20e6 / 50)
+        assert cell["rate_bps"] == pytest.approx(cell["bandwidth_hz"] * 0.5)
         for client in row["clients"]:
-            assert client["rate_bps"] == uplink_mbit[client["device_class"]] * 1e6
             for part in ("device", "server", "queue", "transfer", "dataplane"):
                 assert client[f"measured_{part}_s"] >= 0, (part, client)
