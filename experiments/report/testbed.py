@@ -190,9 +190,10 @@ def share_section(results: Path) -> str:
     return f"""### Earlier runs: the share model, and how the clock found its flaw
 
 `python -m experiments.testbed --compare` with 20 local steps and `allocation.server-queue =
-"shares"` (`results/testbed/`; one run per allocator, fp, fp-makespan, edge-only, fixed-2, fixed-3
-and random, one after another). Each client's data-plane time (its own compute plus its wait on the
-stream) against the cost model's per-client time, and its parts, median absolute relative error
+"shares"` (`results/testbed/`; one run per allocator, fp (with the default objective then,
+`1,1,1`), fp-makespan, edge-only, fixed-2, fixed-3 and random, one after another). Each client's
+data-plane time (its own compute plus its wait on the stream) against the cost model's per-client
+time, and its parts, median absolute relative error
 ({len(clients)} client-rounds; `clients.csv`, `fit.png`):
 
 {table(["part", "round 1", "round 2", "all"], fit)}
