@@ -15,8 +15,8 @@ and random, one after the other on the same testbed, and writes a table and a fi
 measured round makespan (the slowest client's data-plane time, and the training phase's wall
 time with Flower's control plane) beside the modelled makespan and energy.
 
-`--verdict` (issue 23, `experiments.testbed_verdict`) runs fp (the default objective, and on
-time alone as fp-makespan), edge-only, three fixed splits
+`--verdict` (issue 23, `experiments.testbed_verdict`) runs fp (the default objective, and with
+time and energy as fp-energy, seed A's as fp-paper), edge-only, three fixed splits
 bracketing the best one, local-only (and with `--random` random) `--repeats` times, each repeat
 with its own seed and the methods' order rotated, evaluating the held-out perplexity every
 round; it goes on past a failed run (and says so) and writes `verdict_rounds.csv` (per method,

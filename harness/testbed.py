@@ -413,6 +413,16 @@ class Testbed:
             raise RuntimeError(f"cannot create network namespaces: {made.stderr.strip()}")
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
 
+    @classmethod
+    def missing(cls) -> str:
+        """What `preflight` finds missing here, '' when a testbed can be built (a test's skip
+        reason)."""
+        try:
+            cls.preflight()
+        except RuntimeError as exc:
+            return str(exc)
+        return ""
+
     def __enter__(self) -> Testbed:
         self.preflight()
         try:

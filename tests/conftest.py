@@ -77,9 +77,9 @@ def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
 
 # The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files;
 # those on the emulated testbed form a unit of their own (`pytest_xdist_make_scheduler`).
-E2E_FILES = re.compile(
-    r"^tests/(fl_app/test_e2e_\w+|harness/test_testbed|experiments/test_testbed_e2e)\.py$")
-TESTBED_FILES = re.compile(r"^tests/(harness/test_testbed|experiments/test_testbed_e2e)\.py$")
+_TESTBED = r"harness/test_testbed|experiments/test_testbed_e2e"
+E2E_FILES = re.compile(rf"^tests/(fl_app/test_e2e_\w+|{_TESTBED})\.py$")
+TESTBED_FILES = re.compile(rf"^tests/({_TESTBED})\.py$")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -51,8 +51,8 @@ def _round_means(folder: Path) -> dict[str, float]:
 
 
 #: The methods that decide per round: fp with the default objective (time), with time and
-#: energy, with seed A's (and the testbed's `--compare` fp on time alone, as it was named).
-DECIDING = ("fp", "fp-energy", "fp-paper", "fp-makespan")
+#: energy, with seed A's (`testbed_verdict.FP_OBJECTIVES`).
+DECIDING = ("fp", "fp-energy", "fp-paper")
 
 
 def _fixed_policies(means: dict[str, float]) -> dict[str, float]:

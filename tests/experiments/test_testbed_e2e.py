@@ -15,11 +15,7 @@ from experiments import testbed, testbed_verdict
 from harness import testbed as emulated
 from harness.testbed import leftovers
 
-try:
-    emulated.Testbed.preflight()
-    MISSING = ""
-except RuntimeError as exc:
-    MISSING = str(exc)
+MISSING = emulated.Testbed.missing()
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
 

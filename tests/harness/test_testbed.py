@@ -17,11 +17,7 @@ from harness import testbed
 from harness.runtime import FlowerHarness
 from harness.testbed import DeviceClass, Fleet, cgroup_version, leftovers, measure_mbit
 
-try:
-    testbed.Testbed.preflight()
-    MISSING = ""
-except RuntimeError as exc:
-    MISSING = str(exc)
+MISSING = testbed.Testbed.missing()
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=MISSING)]
 
