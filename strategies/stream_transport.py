@@ -81,6 +81,15 @@ _CONNECT_FACTOR, _CONNECT_SLACK_S = 3.0, 10.0
 __all__ = ["Refusal", "StreamTransport", "TlsFiles"]
 
 
+def _next_frame(requests: Iterator[bytes], step: int, steps: int) -> bytes | None:
+    """The client's next frame, None at its half-close. A cancelled or dropped call raises a
+    bare grpc.RpcError (its text is empty); say what happened instead."""
+    try:
+        return next(requests, None)
+    except grpc.RpcError:
+        raise ConnectionError(f"stream cancelled or lost after {step} of {steps} steps") from None
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files of the stream's TLS: the server's certificate and key, and the CA devices
@@ -398,7 +407,7 @@ class StreamTransport:
         for step in range(steps):
             for index, (request, spec, reply) in enumerate(session.exchanges):
                 last = index + 1 == len(session.exchanges)
-                raw = next(requests, None)
+                raw = _next_frame(requests, step, steps)
                 arrived = time.monotonic()
                 if raw is None:
                     raise PayloadError(f"stream closed after {step} of {steps} steps")
@@ -429,7 +438,7 @@ class StreamTransport:
                         session.state = "streamed"
                         self._rounds.cond.notify_all()
                 yield out
-        if next(requests, None) is not None:
+        if _next_frame(requests, steps, steps) is not None:
             raise PayloadError(f"a frame after the last of {steps} steps")
         with self._rounds.cond:
             session.stream_ok = True

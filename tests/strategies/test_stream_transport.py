@@ -23,7 +23,7 @@ from edgesplit.records import to_record
 from edgesplit.split_model import SplitModel
 from harness.configs import tiny_run_config
 from harness.inprocess import DROP, run_in_process
-from strategies.stream_transport import StreamTransport
+from strategies.stream_transport import StreamTransport, _next_frame
 
 HIDDEN = 64  # tiny-llama's hidden size (checked in the rogue client below)
 
@@ -252,6 +252,19 @@ def test_a_client_that_breaks_off_is_dropped_and_the_round_completes(tmp_path, w
     assert row["completed"] == 3 and "train_loss" in row
     assert list(row["failures"]) == ["2"] and re.search(reason, row["failures"]["2"])
     assert all(torch.isfinite(v).all() for v in final.values())
+
+
+def test_a_call_dropped_mid_read_is_named_not_an_empty_rpc_error():
+    """gRPC raises a bare RpcError (empty text) when a call is cut while the server reads it;
+    the disconnect case above hit it on CI as the failure "step 1: RpcError: "."""
+    def dropped():
+        yield b"frame"
+        raise grpc.RpcError()
+
+    requests = dropped()
+    assert _next_frame(requests, 0, 3) == b"frame"
+    with pytest.raises(ConnectionError, match="stream cancelled or lost after 1 of 3 steps"):
+        _next_frame(requests, 1, 3)
 
 
 def test_a_client_that_dials_before_its_round_message_is_pushed_is_admitted(tmp_path):
