@@ -26,6 +26,7 @@ from .api import METHODS, solve
 from .makespan_methods import with_splits
 from .makespan_model import (
     MakespanScenario,
+    exchange_s,
     fifo_queue_s,
     makespan_scenario_from_profiles,
     server_work_s,
@@ -113,6 +114,8 @@ class ClientAllocation:
     # (`makespan_model.fifo_queue_s`), beside the shares' `modelled_queue_s`.
     modelled_fifo_queue_s: float | None = None
     subchannels: int | None = None  # makespan model, a cell device: its subchannels
+    # Makespan model: the adapter's upload after the last step, per step (`exchange_s`).
+    modelled_exchange_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -343,8 +346,9 @@ class SystemAllocator:
         whole = server_work_s(scenario, result.split, result.association)
         times = (device, transfer, whole, shared - whole)
         channels = scenario.own_channels(result.channels if scenario.has_cell else None)
-        fifo = fifo_queue_s(scenario, result.split, result.association,
-                            channels if scenario.has_cell else None)
+        cell_channels = channels if scenario.has_cell else None
+        fifo = fifo_queue_s(scenario, result.split, result.association, cell_channels)
+        upload = exchange_s(scenario, result.split, result.association, cell_channels)
         band = scenario.bandwidth_hz(channels)
         # A cell device transmits at its subchannels' share of its full-band power.
         power = np.where(scenario.cell, channels / scenario.cell_subchannels, 1.0) \
@@ -352,11 +356,12 @@ class SystemAllocator:
         clients = [ClientAllocation(int(s), float(p), *(float(x) for x in t),
                                     server_share=float(phi), rate_bps=float(r),
                                     modelled_fifo_queue_s=float(q),
+                                    modelled_exchange_s=float(u),
                                     bandwidth_hz=float(b) if in_cell else None,
                                     subchannels=int(c) if in_cell else None)
-                   for s, p, phi, r, q, b, c, in_cell, *t in zip(
+                   for s, p, phi, r, q, u, b, c, in_cell, *t in zip(
                        result.split, power, result.share, result.rate_bps(scenario), fifo,
-                       band, channels, scenario.cell, *times, strict=True)]
+                       upload, band, channels, scenario.cell, *times, strict=True)]
         return RoundAllocation(clients, costs.objective, costs.energy_j, costs.delay_s,
                                costs.stability, excluded, result.gap, result.search)
 

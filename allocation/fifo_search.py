@@ -18,7 +18,8 @@ the model's answer:
   point; at a single vector they meet it.
 
 A node of the search allows each user a subset of its (server, split, subchannels) items.
-Each item's ``finish_low = s_n + B_n + R_lo`` bounds that user's finish, so
+Each item's ``finish_low = s_n + B_n + R_lo + U_n`` (``U_n`` its adapter's upload after the
+last step, outside the cycle) bounds that user's finish, so
 ``min_tau w_T tau + sum_n min {h_n : finish_low <= tau}`` (a sweep over the sorted finishes,
 ``makespan_solver.cheapest_by_threshold``) bounds every vector of the node from below; with a
 cell, the band enters through a Lagrange multiplier (each item's cost plus ``mu c_n``, less
@@ -65,8 +66,9 @@ MODEL_SLACK = 1e-6
 
 class ItemLists:
     """Each user's allowed items as rows of (N, I) arrays (padded; ``valid`` marks real
-    items): server, split, subchannels, device + transfer seconds ``B``, tail ``W``, cost ``h``
-    and ``g = W^2 / (B + W)``."""
+    items): server, split, subchannels, device + transfer seconds ``B`` (the cycle through the
+    queue), the adapter's upload after it (``exchange``, in the finish only), tail ``W``, cost
+    ``h`` and ``g = W^2 / (B + W)``."""
 
     def __init__(self, tables: Tables, mask: np.ndarray) -> None:
         sc = self.scenario = tables.scenario
@@ -82,7 +84,8 @@ class ItemLists:
         self.server, k, self.channels = index[..., 0], index[..., 1], index[..., 2]
         self.split = tables.splits[k]
         users = np.arange(sc.n_users)[:, None]
-        self.base = tables.base[users, self.server, k, self.channels]
+        self.exchange = tables.exchange[users, self.server, k, self.channels]
+        self.base = tables.base[users, self.server, k, self.channels] - self.exchange
         self.work = tables.work[self.server, k]
         self.cost = tables.cost[users, self.server, k]
         self.load = self.work**2 / (self.base + self.work)
@@ -171,7 +174,7 @@ class NodeBound:
         # The model's iteration stops near, not at, its fixed point: keep a margin below it.
         self.slack = MODEL_SLACK * max(1.0, float(np.max(np.where(alive, low, 0.0))))
         low = np.maximum(it.work, low - self.slack)
-        self.finish = np.where(alive, it.start[:, None] + it.base + low, inf)
+        self.finish = np.where(alive, it.start[:, None] + it.base + low + it.exchange, inf)
         self.items, self.alive = items, alive
         # Linear in the others' items, for the Lagrangian: the queue's bound is concave in
         # A, so above its chord from 0 to the largest A: q >= kappa_n A, with b at its largest.
@@ -217,7 +220,7 @@ class NodeBound:
             return -inf, None
         n = it.scenario.n_users
         users = np.arange(n)
-        own = np.where(self.alive, it.start[:, None] + it.base + it.work, inf)
+        own = np.where(self.alive, it.start[:, None] + it.base + it.work + it.exchange, inf)
         cost = np.where(self.alive, it.cost, inf)
         lam = np.full(n, w_t / n)
         best, best_pick = -inf, None
@@ -315,8 +318,9 @@ def fit_band(items: ItemLists, pick: np.ndarray, alive: np.ndarray) -> np.ndarra
                     & (items.channels[n] == c - 1))
             if c > 1 and same.any():
                 j = int(np.argmax(same))
-                if items.base[n, j] < best:
-                    best, best_user, best_item = items.base[n, j], n, j
+                own = items.base[n, j] + items.exchange[n, j]
+                if own < best:
+                    best, best_user, best_item = own, n, j
         if best_user < 0:
             return None
         pick[best_user] = best_item
@@ -428,4 +432,5 @@ def response_lower_bound(items: ItemLists, pick: np.ndarray) -> np.ndarray:
     alive = np.zeros_like(items.valid)
     users = np.arange(alive.shape[0])
     alive[users, pick] = True
-    return NodeBound(items, alive).finish[users, pick] - items.start - items.base[users, pick]
+    return (NodeBound(items, alive).finish[users, pick] - items.start
+            - items.base[users, pick] - items.exchange[users, pick])

@@ -1,8 +1,9 @@
 """Exact solver of the makespan model (``makespan_model``) under a sharing server, exhaustive
 search and the pieces the baselines reuse.
 
-Write ``B_n(a, c) = a D_n + F_n + s / r_nm(c)`` (device and transfer seconds; ``c`` the user's
-subchannels of the cell, the rate fixed on its own link) and ``W_m(a)`` (tail seconds on the
+Write ``B_n(a, c) = a D_n + F_n + s / r_nm(c) + a L / (r_nm(c) S)`` (device, transfer and
+adapter-upload seconds; ``c`` the user's subchannels of the cell, the rate fixed on its own
+link) and ``W_m(a)`` (tail seconds on the
 whole server) for user ``n`` on server ``m``, and ``h_n(a, m)`` for its weighted energy and
 stability, which depend on neither share (``makespan_model``). The problem is
 
@@ -65,6 +66,7 @@ from scipy.sparse import coo_array
 from .makespan_model import (
     MakespanScenario,
     equal_channels,
+    exchange_s,
     fifo_response_s,
     fifo_shares,
     link_slowdown,
@@ -143,8 +145,11 @@ class Tables:
     """Per (user, server, split, channel) seconds and weighted costs of a scenario.
 
     ``base`` has shape (N, M, K, C), split ``k + 1`` at index ``k`` and channel index ``c``
-    = subchannels of the cell (0: the user's own link; C = 1 without a cell); ``work`` (M, K);
-    ``cost`` (N, M, K) (energy and stability depend on neither share)."""
+    = subchannels of the cell (0: the user's own link; C = 1 without a cell): a step's seconds
+    off the server, device, transfer and the adapter's upload (``exchange``, same shape), all
+    of which a user's finish counts; a "fifo" server's queue sees ``base - exchange``, the
+    cycle of a step. ``work`` (M, K); ``cost`` (N, M, K) (energy and stability depend on
+    neither share)."""
 
     def __init__(self, scenario: MakespanScenario) -> None:
         sc = self.scenario = scenario
@@ -159,7 +164,12 @@ class Tables:
         self.channels_allowed = ((chan[None, :] == 0) != sc.cell[:, None])  # (N, C)
         slowdown = np.where(self.channels_allowed,
                             link_slowdown(sc, chan[None, :], np.arange(n)[:, None]), np.inf)
-        self.base = (device[..., None]
+        # 0 on channels a user may not take (their base is inf already; 0 bits x inf is NaN).
+        self.exchange = np.where(self.channels_allowed[:, None, None, :],
+                                 exchange_s(sc, a, servers, users=users)[..., None]
+                                 * np.where(self.channels_allowed, slowdown, 1.0)[:, None, None],
+                                 0.0)
+        self.base = (device[..., None] + self.exchange
                      + sc.transfer_s[:, :, None, None] * slowdown[:, None, None, :])
         self.work = server_work_s(sc, a, servers)[0]  # (M, K)
         self.cost = (unit_energy * user_energy_j(sc, a, servers, users)
@@ -191,11 +201,12 @@ class Tables:
             raise ValueError("a user has no allowed split (memory cap below its smallest split)")
         return mask
 
-    def vector_base(self, split, association, channels) -> np.ndarray:
-        """Device and transfer seconds of vectors (V, N) (or one vector (N,))."""
+    def vector_base(self, split, association, channels, table: str = "base") -> np.ndarray:
+        """Seconds off the server of vectors (V, N) (or one vector (N,)); ``table``:
+        "exchange" for the adapter's upload alone."""
         split, association, channels = np.broadcast_arrays(split, association, channels)
         users = np.broadcast_to(np.arange(split.shape[-1]), split.shape)
-        return self.base[users, association, split - 1, channels]
+        return getattr(self, table)[users, association, split - 1, channels]
 
     def makespans(self, split, association, channels, initial=None) -> np.ndarray:
         """Per-server makespans of vectors, shape (V, M) for inputs of shape (V, N)
@@ -208,7 +219,8 @@ class Tables:
         base = self.vector_base(split, association, channels)
         work = self.work[association, split - 1]
         if sc.queue == "fifo":
-            return self._fifo_makespans(base, work, association, initial)
+            upload = self.vector_base(split, association, channels, "exchange")
+            return self._fifo_makespans(base - upload, upload, work, association, initial)
         group = (np.arange(v)[:, None] * sc.n_servers + association).ravel()
         t = server_makespans(base.ravel(), work.ravel(), group, np.tile(sc.concurrency, v))
         return t.reshape(v, sc.n_servers)
@@ -228,23 +240,23 @@ class Tables:
         makespan, objective = self.objective(*vector)
         return float(makespan[0]), float(objective[0])
 
-    def _fifo_makespans(self, base, work, association, initial=None) -> np.ndarray:
+    def _fifo_makespans(self, cycle, upload, work, association, initial=None) -> np.ndarray:
         """Per-server makespans (V, M) under a first-come-first-served server: each user's
-        device, transfer and response time (``fifo_response_s``), from the round's first
-        start."""
+        device and transfer (``cycle``), response time (``fifo_response_s``) and adapter upload,
+        from the round's first start."""
         sc = self.scenario
         start = sc.start_step_s
         # The mean-value analysis holds (V, N, N) arrays: a few million numbers at a time.
         chunk = max(1, int(4e6 // sc.n_users**2))
-        initial = None if initial is None else np.broadcast_to(initial, base.shape)
-        finish = base + np.concatenate([
-            fifo_response_s(base[i:i + chunk], work[i:i + chunk], association[i:i + chunk],
+        initial = None if initial is None else np.broadcast_to(initial, cycle.shape)
+        finish = cycle + upload + np.concatenate([
+            fifo_response_s(cycle[i:i + chunk], work[i:i + chunk], association[i:i + chunk],
                             sc.concurrency, start,
                             initial=None if initial is None else initial[i:i + chunk])
-            for i in range(0, base.shape[0], chunk)])
+            for i in range(0, cycle.shape[0], chunk)])
         if start is not None:
             finish = finish + start - start.min()
-        v = base.shape[0]
+        v = cycle.shape[0]
         t = np.full((v, sc.n_servers), -np.inf)
         np.maximum.at(t, (np.arange(v)[:, None], association), finish)
         return t
@@ -450,8 +462,13 @@ class Tables:
         bound, lam, i_lo, lam_hi, i_hi = result
         chosen = self._repair(i_hi, i_lo, flat, w, h, band, capacity, band_cap, n_c)
         value = h + lam_hi * w + mu_best * band
-        # An item's reduced cost: what choosing it adds to the dual bound at least.
-        reduced = (value - value.min(axis=1, keepdims=True)).reshape(n_users, 1, n_k, n_c)
+        # An item's reduced cost: what choosing it adds at least to the dual at these
+        # multipliers, ``at_hi``. ``bound`` (the best dual found) may lie above it, so the
+        # costs are stored less that excess: ``bound + reduced`` then bounds every vector with
+        # the item, as its readers (the pruning below, ``cheapest_within``) take it.
+        at_hi = float(value.min(axis=1).sum()) - lam_hi * capacity - mu_best * band_cap
+        reduced = (value - value.min(axis=1, keepdims=True) - (bound - at_hi)
+                   ).reshape(n_users, 1, n_k, n_c)
         if chosen is None:
             return Threshold(None, bound, "bound", reduced)
         found = float(h[users, chosen].sum())
@@ -793,8 +810,9 @@ def _responses(tables: Tables, split, association, channels) -> np.ndarray | Non
     sc = tables.scenario
     if sc.queue != "fifo":
         return None
-    base = tables.vector_base(split, association, channels)
-    return fifo_response_s(base, tables.work[association, split - 1], association,
+    cycle = (tables.vector_base(split, association, channels)
+             - tables.vector_base(split, association, channels, "exchange"))
+    return fifo_response_s(cycle, tables.work[association, split - 1], association,
                            sc.concurrency, sc.start_step_s)
 
 

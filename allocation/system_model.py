@@ -47,6 +47,9 @@ class ModelCost:
         needs (makespan model; 0 = no memory cap can bind).
     weight_bytes : int (default: 4)
         Bytes per weight and per activation value on the device (EdgeSplit trains in fp32).
+    adapter_params_per_layer : int (default: 0)
+        LoRA parameters of one decoder layer: after its last step a device uploads the adapter
+        of every layer it trained (makespan model; 0 leaves the exchange out, as the papers).
     """
 
     layers: int
@@ -60,6 +63,7 @@ class ModelCost:
     layer_params: int = 0
     embedding_params: int = 0
     weight_bytes: int = 4
+    adapter_params_per_layer: int = 0
 
     def __post_init__(self) -> None:
         if self.device_tail_layers < 0:
@@ -83,6 +87,12 @@ class ModelCost:
         """Bits exchanged per step: activations and their gradients at every cut."""
         return (2.0 * self.cuts * self.batch_size * self.seq_len * self.hidden_size
                 * self.activation_bits)
+
+    def adapter_bits(self, split):
+        """Bits of the adapter a device uploads once a round at split ``split`` (array-like):
+        the LoRA weights of every layer it trains, at ``weight_bytes`` each (as sent)."""
+        layers = np.asarray(split, float) + self.device_tail_layers
+        return layers * self.adapter_params_per_layer * self.weight_bytes * 8.0
 
     @property
     def layer_flops(self) -> float:

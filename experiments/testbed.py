@@ -82,10 +82,15 @@ PARTS = {
     "dataplane-fifo": (("modelled_fifo_s",), ("measured_dataplane_s",)),
     "server+queue-fifo": (("modelled_server_s", "modelled_fifo_queue_s"),
                           ("measured_server_s", "measured_queue_s")),
-    # The client's whole round (round message to final reply): the FIFO data plane plus the
-    # control plane's time for that client measured the round before (ClientApp start-up,
-    # message delivery), which the cost model does not have.
-    "round": (("control_plane_before_s", "modelled_fifo_s"), ("measured_s",)),
+    # From the data plane's end to the accepted reply: the modelled adapter upload, plus what
+    # the reply took beyond it the round before (serialising, Flower's delivery).
+    "reply": (("reply_overhead_before_s", "modelled_exchange_s"), ("measured_reply_s",)),
+    # The client's whole round (round message to final reply): the FIFO data plane and the
+    # adapter upload, plus the control plane's time for that client measured the round before
+    # beyond its modelled upload (ClientApp start-up, message delivery), which the cost model
+    # does not have.
+    "round": (("control_plane_before_s", "modelled_fifo_s", "modelled_exchange_s"),
+              ("measured_s",)),
 }
 
 
@@ -116,14 +121,22 @@ def run_config(args: argparse.Namespace, fleet: Fleet, name: str,
 def client_rows(run: str, rows: Sequence[Mapping]) -> list[dict]:
     """One row per round and completed client: modelled and measured parts, relative errors."""
     out = []
-    control: dict[str, float] = {}  # node -> its control-plane seconds in its last round
+    # node -> its control-plane seconds in its last round, and its reply's, each beyond the
+    # modelled upload (runs recorded before the model had one: 0)
+    control: dict[str, float] = {}
+    overhead: dict[str, float] = {}
     for row in rows:
         for c in row["clients"]:
             if c.get("measured_dataplane_s") is None:
                 continue
             node = str(c["node"])
-            c = {**c, **({"control_plane_before_s": control[node]} if node in control else {})}
-            control[node] = c["measured_s"] - c["measured_dataplane_s"]
+            c = {"modelled_exchange_s": 0.0, **c,
+                 **({"control_plane_before_s": control[node]} if node in control else {}),
+                 **({"reply_overhead_before_s": overhead[node]} if node in overhead else {})}
+            control[node] = (c["measured_s"] - c["measured_dataplane_s"]
+                             - c["modelled_exchange_s"])
+            if c.get("measured_reply_s") is not None:
+                overhead[node] = c["measured_reply_s"] - c["modelled_exchange_s"]
             entry = {"run": run, "round": row["round"], "node": str(c["node"]),
                      "class": c.get("label", ""), "split": c["split"],
                      "measured_start_s": c.get("measured_start_s"),
@@ -137,7 +150,7 @@ def client_rows(run: str, rows: Sequence[Mapping]) -> list[dict]:
                 entry[f"modelled_{part}_s"], entry[f"measured_{part}_s"] = m, x
                 entry[f"rel_error_{part}"] = (m - x) / x if known and x > 0 else None
             entry["measured_server_pacing_s"] = c.get("measured_server_pacing_s")
-            entry["control_plane_s"] = control[node]
+            entry["control_plane_s"] = control[node] + c["modelled_exchange_s"]
             out.append(entry)
     return out
 

@@ -70,6 +70,8 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                 for part in ("device", "transfer", "server", "queue")}}
     entry["modelled_s"] = sum(entry[f"modelled_{part}_s"]
                               for part in ("device", "transfer", "server", "queue"))
+    if a.modelled_exchange_s is not None:  # the adapter's upload after the last step
+        entry["modelled_exchange_s"] = local_steps * a.modelled_exchange_s
     if a.modelled_fifo_queue_s is not None:  # the same, with a first-come-first-served server
         entry["modelled_fifo_queue_s"] = local_steps * a.modelled_fifo_queue_s
         entry["modelled_fifo_s"] = (entry["modelled_s"] - entry["modelled_queue_s"]
@@ -92,6 +94,9 @@ def _client_times(node: int, a: ClientAllocation, outcome: TrainOutcome | None,
                 entry["measured_transfer_s"] = max(
                     0.0, outcome.device_exchange_s - outcome.server_s)
                 entry["measured_dataplane_s"] = device + outcome.device_exchange_s
+                if outcome.start_s is not None:  # from the data plane's end to the reply
+                    entry["measured_reply_s"] = max(0.0, outcome.round_s - outcome.start_s
+                                                    - entry["measured_dataplane_s"])
     return entry
 
 
@@ -103,13 +108,15 @@ FIT_PARTS = (("", ("modelled_s",), ("measured_s",)),
              ("server_queue_", ("modelled_server_s", "modelled_queue_s"),
               ("measured_server_s", "measured_queue_s")),
              ("dataplane_", ("modelled_s",), ("measured_dataplane_s",)),
-             ("dataplane_fifo_", ("modelled_fifo_s",), ("measured_dataplane_s",)))
+             ("dataplane_fifo_", ("modelled_fifo_s",), ("measured_dataplane_s",)),
+             ("reply_", ("modelled_exchange_s",), ("measured_reply_s",)))
 
 
 def model_fit(clients: list[dict]) -> dict:
     """Median over the round's completed clients of modelled / measured seconds: the whole
     round of a client (control plane included), its device, server, transfer and server
-    queue + tail parts, and its time on the data plane (None where nothing was measured)."""
+    queue + tail parts, its time on the data plane, and its reply after it against the
+    modelled adapter upload (None where nothing was measured)."""
     fit = {}
     for name, modelled, measured in FIT_PARTS:
         ratios = [sum(c[k] for k in modelled) / sum(c[k] for k in measured) for c in clients

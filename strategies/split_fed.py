@@ -98,7 +98,9 @@ def model_cost(settings: Settings, model: SplitModel) -> ModelCost:
                      device_tail_layers=settings.device_tail_layers,
                      vocab_size=config.vocab_size, attention_heads=config.num_attention_heads,
                      layer_params=model.parameter_count(0),
-                     embedding_params=model.parameter_count())
+                     embedding_params=model.parameter_count(),
+                     adapter_params_per_layer=sum(  # the device's reply carries its layers'
+                         p.numel() for p in model.lora_parameters([0]).values()))
 
 
 class SplitFedStrategy:

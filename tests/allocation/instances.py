@@ -4,6 +4,8 @@ accident): servers are slow or crowded next to the devices, and time weighs most
 generator's share of instances with a split above 1 at the optimum is tested
 (`test_instances.py`)."""
 
+import dataclasses
+
 import numpy as np
 
 from allocation import MakespanScenario, ModelCost, Weights, random_scenario
@@ -66,5 +68,9 @@ def small_makespan(seed: int, *, queue: str = "shares", cell: bool = False,
         full = model.bits_per_step / rng.uniform(0.25, 0.5, (n, 1)) / step_s
         kw.update(cell=members, cell_subchannels=subchannels,
                   uplink_bps=np.where(members[:, None], full, kw["uplink_bps"]))
+    # A third without the adapter's upload (the papers' model); the rest upload 1/8 or 1/2 of a
+    # step's activations per layer, after the round's last step.
+    adapter = int(rng.choice([0, 8, 32]))
+    kw["model"] = dataclasses.replace(model, adapter_params_per_layer=adapter)
     kw.update(overrides)
     return MakespanScenario(**kw)

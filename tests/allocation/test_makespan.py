@@ -12,7 +12,7 @@ from allocation import METHODS, MakespanScenario, ModelCost, Weights, evaluate, 
 from allocation.makespan_methods import TOLERANCE
 from allocation.makespan_model import catalogue_scenario, fifo_queue_s
 from allocation.makespan_result import MakespanAllocation
-from allocation.makespan_solver import server_makespans
+from allocation.makespan_solver import Tables, server_makespans
 from tests.allocation.instances import small_makespan
 
 TINY = ModelCost(layers=6, hidden_size=8, batch_size=2, seq_len=4, activation_bits=16,
@@ -42,6 +42,37 @@ def test_costs_match_a_hand_computation():
     np.testing.assert_allclose(costs.delay_s, finish.max(), rtol=1e-12)
     np.testing.assert_allclose(costs.energy_j, energy.sum(), rtol=1e-12)
     np.testing.assert_allclose(costs.stability, stab.sum(), rtol=1e-12)
+
+
+def test_the_adapter_upload_ends_the_round_by_hand():
+    """With 100 LoRA parameters a layer, splits 2 and 4 upload 6400 and 12800 bits after
+    their 3 steps: a third of that per step in each finish and in the radio's energy. Under a
+    FIFO server it lengthens the finish only: the queue's cycle (and so the response) is the
+    same as without it."""
+    kw = dict(device_layer_s=[0.1, 0.2], device_fixed_s=[0.01, 0.0],
+              device_power_w=[10.0, 5.0], memory_bytes=[np.inf, np.inf], tx_power_w=[0.1, 0.2],
+              uplink_bps=[[1e6], [2e6]], samples=[100, 400], server_layer_s=[0.05],
+              server_fixed_s=[0.02], server_power_w=[100.0], concurrency=[1.0], local_steps=3)
+    with_upload = dataclasses.replace(TINY, adapter_params_per_layer=100)
+    split, assoc, share = np.array([2, 4]), np.array([0, 0]), np.array([0.6, 0.4])
+    upload = np.array([2 * 100 * 32 / 1e6, 4 * 100 * 32 / 2e6]) / 3
+    plain = evaluate(MakespanScenario(**kw, model=TINY), MakespanAllocation(split, assoc, share))
+    sc = MakespanScenario(**kw, model=with_upload)
+    costs = evaluate(sc, MakespanAllocation(split, assoc, share))
+    transfer = 2 * 2 * 4 * 8 * 16 / np.array([1e6, 2e6])
+    finish = (np.array([0.21, 0.8]) + transfer + upload
+              + np.array([0.22, 0.12]) / share)
+    np.testing.assert_allclose(costs.delay_s, finish.max(), rtol=1e-12)
+    np.testing.assert_allclose(costs.energy_j - plain.energy_j, upload @ [0.1, 0.2], rtol=1e-9)
+
+    fifo = dataclasses.replace(sc, queue="fifo")
+    response = fifo_queue_s(dataclasses.replace(fifo, model=TINY), split, assoc) + [0.22, 0.12]
+    np.testing.assert_allclose(fifo_queue_s(fifo, split, assoc) + [0.22, 0.12], response)
+    np.testing.assert_allclose(
+        evaluate(fifo, MakespanAllocation(split, assoc, share)).delay_s,
+        (np.array([0.21, 0.8]) + transfer + response + upload).max(), rtol=1e-12)
+    assert Tables(fifo).value((split, assoc, np.zeros(2, int)))[0] == pytest.approx(
+        evaluate(fifo, MakespanAllocation(split, assoc, share)).delay_s, rel=1e-12)
 
 
 def test_equal_finish_shares_are_the_convex_optimum():
@@ -95,8 +126,11 @@ def test_exhaustive_matches_a_naive_enumeration_with_cvxpy_shares():
             split_a, assoc_a = np.array(split), np.array(assoc)
             share, makespan = cp.Variable(sc.n_users, pos=True), cp.Variable()
             users = np.arange(sc.n_users)
+            rate = sc.uplink_bps[users, assoc_a]
+            upload = (split_a * sc.model.adapter_params_per_layer * 32.0 / rate
+                      / sc.local_steps)  # fp32 adapters, once a round
             base = (split_a * sc.device_layer_s + sc.device_fixed_s
-                    + sc.transfer_s[users, assoc_a])
+                    + sc.transfer_s[users, assoc_a] + upload)
             work = ((sc.layers - split_a) * sc.server_layer_s[assoc_a]
                     + sc.server_fixed_s[assoc_a])
             members = np.eye(sc.n_servers)[:, assoc_a]
