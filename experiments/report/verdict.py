@@ -25,7 +25,8 @@ ERROR_GOAL = 0.20
 #: Parts of the per-client fit (`experiments.testbed.PARTS`) the section shows.
 ERROR_PARTS = {"device": "device", "transfer": "transfer",
                "server+queue-fifo": "server + queue (FIFO)",
-               "dataplane-fifo": "data plane (FIFO)", "round": "whole round"}
+               "dataplane-fifo": "data plane (FIFO)", "reply": "reply (adapter upload)",
+               "round": "whole round"}
 #: verdict.csv quantity -> (column header, scale, digits).
 COLUMNS = {"measured_round_s": ("round wall time (s)", 1.0, 1),
            "measured_makespan_s": ("data-plane makespan (s)", 1.0, 1),

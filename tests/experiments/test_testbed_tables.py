@@ -85,6 +85,21 @@ def test_a_clients_round_is_predicted_with_its_control_plane_of_the_round_before
     assert second["rel_error_round"] == 0.0
 
 
+def test_the_adapter_upload_is_its_own_part_and_moves_the_round_with_the_split():
+    """Round 1 uploads for 2 s of modelled time and replies 3 s after its data plane (1 s
+    beyond the upload); round 2, deeper, models a 6 s upload: its reply is predicted at 1 + 6 s
+    and its round at the control plane beyond the old upload (30 - 4 - 2) + FIFO plane + 6 s."""
+    first = {**_client("a", (1, 1, 1, 1), (1, 1, 1, 1)), "modelled_exchange_s": 2.0,
+             "measured_reply_s": 3.0}
+    second = {**_client("a", (1, 1, 1, 1), (1, 1, 1, 1), fifo=1.0), "modelled_exchange_s": 6.0,
+              "measured_reply_s": 7.0, "measured_s": 30.0 + 4.0}
+    one, two = testbed.client_rows("fp", [_row(1, [first], 1.0), _row(2, [second], 1.0)])
+    assert one["modelled_reply_s"] is None and one["control_plane_s"] == 30.0 - 4.0
+    assert two["modelled_reply_s"] == 1.0 + 6.0 and two["rel_error_reply"] == 0.0
+    assert two["modelled_round_s"] == (30.0 - 4.0 - 2.0) + 4.0 + 6.0
+    assert two["rel_error_round"] == 0.0
+
+
 def test_tabulate_rewrites_a_finished_folders_tables_from_its_runs(tmp_path):
     import json
 

@@ -58,6 +58,11 @@ def test_every_frame_both_ways_is_paced_at_its_clients_allocated_rate(tmp_path, 
         # Makespan model: the rate is the device's uplink, the one its transfer is costed at.
         per_step = client["modelled_transfer_s"] / STEPS
         assert client["rate_bps"] * per_step == pytest.approx(strategy.costs.bits_per_step)
+        # ... and its adapter's upload after the last step: the head's LoRA weights, in fp32.
+        head = strategy.model.lora_parameters(range(client["split"])).values()
+        assert client["modelled_exchange_s"] == pytest.approx(
+            sum(p.numel() for p in head) * 32 / client["rate_bps"])
+        assert client["measured_reply_s"] >= 0.0
 
 
 def test_off_by_default(tmp_path, paced):
