@@ -128,6 +128,7 @@ KEYS: dict[str, str] = {
     "split": "allocation.fixed-split",
     "server_class": "allocation.server-class",
     "server_queue": "allocation.server-queue",
+    "adapter_upload": "allocation.adapter-upload",
     "calibration": "allocation.calibration",
     "calibration_steps": "allocation.calibration-steps",
     "server_bandwidth_hz": "allocation.server-bandwidth-hz",
@@ -296,6 +297,7 @@ class Settings:
     cost_model: str = "makespan"  # makespan (shared server, memory caps) | paper (seed A)
     server_class: str = "l4"  # makespan model: the edge server's catalogue class
     server_queue: str = "auto"  # makespan model: auto | shares (processor sharing) | fifo
+    adapter_upload: bool = True  # makespan model: count each device's end-of-round upload
     calibration: str = "measure"  # measure: time devices and server at the start | track: and
     # rescale their speeds after every round by the round's measured times | none
     calibration_steps: int = 3  # timed training steps per head size (after one warm-up)

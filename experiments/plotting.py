@@ -33,7 +33,8 @@ plt.rcParams.update(STYLE)
 #: (ao dashed: it often ties with fp, drawn over it).
 METHOD_STYLE = {
     "fp": ("C0", "o", "-"), "fp-makespan": ("C9", "s", "--"),
-    "fp-paper": ("C8", "D", ":"), "fp-energy": ("C1", "P", "-."), "ao": ("C1", "s", "--"),
+    "fp-paper": ("C8", "D", ":"), "fp-energy": ("C1", "P", "-."),
+    "fp-no-upload": ("tab:olive", "X", "--"), "ao": ("C1", "s", "--"),
     "alpha-only": ("C2", "^", "-"),
     "resource-only": ("C3", "v", "-"), "greedy": ("C4", "D", "-"),
     "random-association": ("C5", "x", "-"), "edge-only": ("C6", "<", "-"),

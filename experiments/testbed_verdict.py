@@ -48,13 +48,17 @@ def fixed_brackets(layers: int) -> list[int]:
 #: fp's objective weights per verdict method (time, energy, stability): the run config's
 #: default (time alone), time and energy, seed A's objective.
 FP_OBJECTIVES = {"fp": Settings().objective_weights, "fp-energy": "1,1,0", "fp-paper": "1,1,1"}
+#: fp with the default objective on the cost model without the adapter's end-of-round upload
+#: (`allocation.adapter-upload`): the model before the clock measured the upload.
+FP_NO_UPLOAD = "fp-no-upload"
 
 
 def methods(layers: int, with_random: bool = False) -> list[tuple[str, dict[str, object]]]:
     """The verdict's methods and their run-config overrides: fp with the default objective
     (time alone), with time and energy (`fp-energy`) and with seed A's objective (time, energy
     and stability: `fp-paper`), each naming its weights so a run's record says what it ran
-    (and `--resume` reruns fp when the default changes); edge-only, the
+    (and `--resume` reruns fp when the default changes); fp without the adapter upload in its
+    cost model (`fp-no-upload`); edge-only, the
     fixed splits, local-only (and random). A fixed split k and local-only
     (split `layers - 1`) set the split floor `privacy.min-device-layers` to their split, so a
     device whose memory cannot hold it is excluded from the round (and counted) instead of
@@ -62,6 +66,7 @@ def methods(layers: int, with_random: bool = False) -> list[tuple[str, dict[str,
     runs: list[tuple[str, dict[str, object]]] = [
         (name, {"allocation.method": "fp", "allocation.objective-weights": weights})
         for name, weights in FP_OBJECTIVES.items()]
+    runs.append((FP_NO_UPLOAD, {**runs[0][1], "allocation.adapter-upload": False}))
     runs += [("edge-only", {"allocation.method": "edge-only"})]
     runs += [(f"fixed-{k}", {"allocation.method": "fixed", "allocation.fixed-split": k,
                              "privacy.min-device-layers": k}) for k in fixed_brackets(layers)]

@@ -77,7 +77,7 @@ RULES: list[Rule] = [
      '{allocator} = "fixed" or "heterogeneous-fixed"'),
     ("rl_policy", lambda s: ALLOCATORS[s.allocator].learned, '{allocator} = "rl-split"'),
     *[(a, lambda s: s.cost_model == "makespan", '{cost_model} = "makespan"')
-      for a in ("server_class", "server_queue")],
+      for a in ("server_class", "server_queue", "adapter_upload")],
     ("server_bandwidth_hz", lambda s: s.cost_model == "paper", '{cost_model} = "paper"'),
     *[(a, lambda s: s.cost_model == "makespan", '{cost_model} = "makespan"')
       for a in ("cell_bandwidth_hz", "cell_subchannels")],

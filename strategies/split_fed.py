@@ -100,7 +100,8 @@ def model_cost(settings: Settings, model: SplitModel) -> ModelCost:
                      layer_params=model.parameter_count(0),
                      embedding_params=model.parameter_count(),
                      adapter_params_per_layer=sum(  # the device's reply carries its layers'
-                         p.numel() for p in model.lora_parameters([0]).values()))
+                         p.numel() for p in model.lora_parameters([0]).values())
+                     if settings.adapter_upload else 0)
 
 
 class SplitFedStrategy:

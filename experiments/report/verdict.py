@@ -53,7 +53,7 @@ def _round_means(folder: Path) -> dict[str, float]:
 
 #: The methods that decide per round: fp with the default objective (time), with time and
 #: energy, with seed A's (`testbed_verdict.FP_OBJECTIVES`).
-DECIDING = ("fp", "fp-energy", "fp-paper")
+DECIDING = ("fp", "fp-no-upload", "fp-energy", "fp-paper")
 
 
 def _fixed_policies(means: dict[str, float]) -> dict[str, float]:
@@ -192,7 +192,9 @@ def render(results: Path) -> str:
         "## The clock's verdict: the allocator against fixed splits and local training\n\n"
         "fp (makespan model, FIFO server, calibration tracked; with the default objective, the "
         "round's time alone, and as fp-energy with time and energy, as fp-paper with seed A's "
-        "time, energy and stability) against edge-only, "
+        "time, energy and stability; fp-no-upload is fp with the default objective on the cost "
+        "model without each device's end-of-round adapter upload, `allocation.adapter-upload = "
+        "false`, the model before the clock measured the upload) against edge-only, "
         "fixed splits "
         "bracketing the best one and local-only (split `layers - 1`), the same seeds, on the "
         "emulated testbed with SmolLM2-135M and the resident device agent, in two regimes, "

@@ -28,8 +28,9 @@ def test_fixed_splits_bracket_and_stay_off_edge_only_and_local_only():
     assert testbed_verdict.fixed_brackets(4) == [2]
     assert testbed_verdict.fixed_brackets(3) == []
     methods = dict(testbed_verdict.methods(30, with_random=True))
-    assert list(methods) == ["fp", "fp-energy", "fp-paper", "edge-only", "fixed-4",
-                             "fixed-15", "fixed-28", "local-only", "random"]
+    assert list(methods) == ["fp", "fp-energy", "fp-paper", "fp-no-upload", "edge-only",
+                             "fixed-4", "fixed-15", "fixed-28", "local-only", "random"]
+    assert methods["fp-no-upload"] == {**methods["fp"], "allocation.adapter-upload": False}
     # Each fp variant names its weights, fp the run config's default, so a kept record says
     # what it ran and `--resume` reruns fp when the default changes.
     assert {m: methods[m] for m in ("fp", "fp-energy", "fp-paper")} == {

@@ -166,3 +166,19 @@ def test_each_profile_is_asked_once_per_run_and_a_failed_one_again(tmp_path):
     assert asked == {1: 1, 2: 2, 3: 1}
     assert list(rows[0]["failures"]) == ["2"] and "profile: " in rows[0]["failures"]["2"]
     assert [r["completed"] for r in rows] == [2, 3, 3]
+
+
+def test_the_cost_model_counts_the_adapter_upload_unless_told_not_to():
+    """The makespan model's adapter bits per layer are one decoder layer's LoRA parameters at
+    32 bits (what a device's reply carries per layer it trained); `allocation.adapter-upload =
+    false` leaves the upload out."""
+    from edgesplit.settings import Settings
+    from strategies.split_fed import model_cost
+
+    settings = Settings(model_name="tiny-llama")
+    model = SplitModel(settings.model_name, settings.lora)
+    per_layer = sum(p.numel() for p in model.lora_parameters([1]).values())
+    assert per_layer > 0
+    assert model_cost(settings, model).adapter_bits(3) == 3 * per_layer * 32
+    off = Settings(model_name="tiny-llama", adapter_upload=False)
+    assert model_cost(off, model).adapter_bits(3) == 0
