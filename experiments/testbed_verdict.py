@@ -31,6 +31,8 @@ JUDGED_FROM = 2
 #: Per-round quantities summarised per method (column in verdict_rounds.csv).
 QUANTITIES = ("measured_round_s", "measured_makespan_s", "bytes_wire", "modelled_energy_j",
               "excluded", "failed")
+#: Round 1's calibration time, the same timed work in every run (summarised beside them).
+CALIBRATION = "calibrate_s"
 #: What every verdict run evaluates: the server's held-out perplexity each round, with the
 #: devices' validation overlapped and kept to one batch (it runs after the timed phase).
 EVAL = {"eval.every": 1, "eval.batches": 1, "eval.overlap": True}
@@ -102,7 +104,7 @@ def rounds_table(rounds: Sequence[Mapping], runs: Sequence[Mapping]) -> list[dic
              "measured_round_s": r["measured_train_phase_s"],
              "measured_makespan_s": r["measured_makespan_s"], "bytes_wire": r["bytes_wire"],
              "modelled_energy_j": r["modelled_energy_j"], "heldout_ppl": r["heldout_ppl"],
-             "splits": r["splits"]}
+             "splits": r["splits"], "calibrate_s": r["calibrate_s"]}
             for r in rounds if r["run"] in by_run]
 
 
@@ -155,6 +157,11 @@ def summary(rows: Sequence[Mapping], target: float | None) -> list[dict]:
                 [float(r[q]) for r in run if int(r["round"]) >= JUDGED_FROM
                  and r.get(q) not in (None, "")] for run in mine) if v]
             entry[f"{q}_mean"], entry[f"{q}_ci95"] = _mean_ci(per_repeat)
+        # Round 1's calibration times the same work in every run: a check on the machine's
+        # speed across sittings (a method's runs made on a slower machine read slower).
+        entry[f"{CALIBRATION}_mean"], entry[f"{CALIBRATION}_ci95"] = _mean_ci(
+            [float(run[0][CALIBRATION]) for run in mine
+             if run[0].get(CALIBRATION) not in (None, "")])
         reached = [t for t in (to_target(run, target) for run in mine)
                    if t is not None] if target is not None else []
         target_rounds = sorted({t[0] for t in reached})

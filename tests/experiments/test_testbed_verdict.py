@@ -77,7 +77,8 @@ def _metrics_row(round_, train_s, makespans, ppl, excluded=0, failed=0):
             "completed": len(makespans), "clients": clients, "failures": failures,
             "modelled_delay_s": 0.5, "modelled_energy_j": 1.5, "time_train_s": train_s,
             "time_round_s": train_s + 3, "bytes_up": 1000 * len(makespans),
-            "bytes_down": 2000 * len(makespans), "heldout_ppl": ppl}
+            "bytes_down": 2000 * len(makespans), "heldout_ppl": ppl,
+            "time_calibrate_s": 35.0 + round_ if round_ == 1 else 0.0}
 
 
 METHODS = {"fp": 10.0, "edge-only": 14.0, "local-only": 30.0}  # typical round seconds
@@ -173,6 +174,7 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
         line = next(x for x in text.splitlines() if x.startswith(f"| {method} |"))
         excluded = "2.0 ± 0.0" if method == "local-only" else "0.0 ± 0.0"
         assert f"| {excluded} (n={REPEATS}) |" in line
+        assert line.count(f"| 36.0 ± 0.0 (n={REPEATS}) |") == 1  # round 1's calibration
         rounds = sorted({r for r, _ in reached})
         shown = str(rounds[0]) if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}"
         assert f"| {shown} | {REPEATS}/{REPEATS} |" in line
