@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from experiments.report.stats import load_json, num, pct, rows, table
 
 FOLDER = "verdict"
@@ -97,6 +99,29 @@ def regime_goals(name: str, means: dict[str, float]) -> list[str]:
     return lines
 
 
+#: Round-1 calibration times further apart than this between the fp variants' runs and the
+#: fixed policies' say the machine's speed changed between their sittings.
+DRIFT = 0.10
+
+
+def drift_line(folder: Path) -> str:
+    """How much slower (or faster) the machine ran the fp variants than the fixed policies,
+    by round 1's calibration: the same timed work in every run ("" if not recorded)."""
+    calibration = {r["method"]: float(r["calibrate_s_mean"]) for r in rows(folder / "verdict.csv")
+                   if r.get("calibrate_s_mean")}
+    deciding = [calibration[m] for m in DECIDING if m in calibration]
+    fixed = list(_fixed_policies(calibration).values())
+    if not deciding or not fixed:
+        return ""
+    drift = float(np.mean(deciding)) / float(np.mean(fixed)) - 1
+    return ("\nMachine speed across sittings: round 1's calibration, the same timed work in "
+            f"every run, took {num(float(np.mean(deciding)))} s in the fp variants' runs and "
+            f"{num(float(np.mean(fixed)))} s in the fixed policies' ({pct(drift, 0, sign=True)})"
+            + (". The goals below then compare sittings as much as methods; fp's variants, made "
+               "in one sitting, compare with each other.\n" if abs(drift) > DRIFT
+               else ": one machine speed.\n"))
+
+
 def cross_goal(regimes: dict[str, dict[str, float]]) -> str:
     """Issue 23's case for deciding per round: no fixed policy within `MARGIN` of the best
     method in every regime."""
@@ -178,6 +203,7 @@ def _regime(folder: Path) -> str:
                                     else "met for every part.\n")
            if fit else "")
         + (_queue_line(queue) if queue.get("queued_clients") else "")
+        + drift_line(folder)
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
         + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder)))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"

@@ -155,6 +155,8 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
             "0.92), span within 0.0%.\n") in text
     means = {m: float(r["measured_round_s_mean"])
              for m, r in ((r["method"], r) for r in _csv(folder / "verdict.csv"))}
+    assert ("round 1's calibration, the same timed work in every run, took 36 s in the fp "
+            "variants' runs and 36 s in the fixed policies' (+0%): one machine speed.") in text
     assert (f"fp against local-only: {means['local-only'] / means['fp']:.2f}x as fast (goal at "
             "least 1.5x): met.") in text
     for method, runs in metrics.items():
@@ -336,3 +338,14 @@ def test_a_verdict_whose_runs_all_completed_resumes_to_its_tables_without_a_test
     assert len(summary["kept_from_earlier"]) == len(METHODS) * REPEATS
     assert summary["outcome"] == "completed"
     assert not (args.out / "logs-2").exists() and not (args.out / "links.csv").exists()
+
+
+def test_a_slower_sitting_for_fp_is_said_beside_the_goals(tmp_path):
+    """fp's runs calibrated in 45 s, the fixed policies' in 30 and 36: +36%, beyond 10%."""
+    with (tmp_path / "verdict.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "calibrate_s_mean"])
+        writer.writerows([["fp", 45.0], ["fixed-4", 30.0], ["local-only", 36.0]])
+    line = section.drift_line(tmp_path)
+    assert "took 45 s in the fp variants' runs and 33 s in the fixed policies' (+36%)" in line
+    assert "compare sittings as much as methods" in line
