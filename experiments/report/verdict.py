@@ -170,7 +170,9 @@ def _regime(folder: Path) -> str:
         versus = (pct(float(r["measured_round_s_mean"]) / float(fp["measured_round_s_mean"]) - 1,
                       sign=True)
                   if fp and r["measured_round_s_mean"] and fp["measured_round_s_mean"] else "n/a")
-        cells.append([r["method"], *(interval(r[f"{q}_mean"], r[f"{q}_ci95"], n, scale, digits)
+        # .get: a folder tabulated before a column existed shows it as n/a.
+        cells.append([r["method"], *(interval(r.get(f"{q}_mean", ""), r.get(f"{q}_ci95", ""), n,
+                                              scale, digits)
                                      for q, (_, scale, digits) in COLUMNS.items()),
                       versus, r["target_round"] or "not reached", r["reached"],
                       interval(r["time_to_target_s_mean"], r["time_to_target_s_ci95"], n)])

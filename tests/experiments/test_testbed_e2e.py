@@ -73,7 +73,8 @@ def test_a_verdict_on_two_emulated_devices_tabulates_every_methods_completed_run
     with (out / "verdict.csv").open() as f:
         table = list(csv.DictReader(f))
     columns = ["method", "repeats",
-               *(f"{q}_{s}" for q in testbed_verdict.QUANTITIES for s in ("mean", "ci95")),
+               *(f"{q}_{s}" for q in (*testbed_verdict.QUANTITIES, testbed_verdict.CALIBRATION)
+                 for s in ("mean", "ci95")),
                "target_ppl", "reached", "target_round", "time_to_target_s_mean",
                "time_to_target_s_ci95"]
     assert list(table[0]) == columns

@@ -108,4 +108,6 @@ def test_a_cell_clients_frames_are_paced_at_its_share_of_the_band(tmp_path, pace
         assert len([c for c in paced if c[0] == client["rate_bps"]]) == 2 * STEPS
         per_step = client["modelled_transfer_s"] / STEPS
         assert client["rate_bps"] * per_step == pytest.approx(strategy.costs.bits_per_step)
-    assert row["allocation_search"].endswith("exact") and row["allocation_gap"] <= TOLERANCE
+    # Exact: the search stopped within its tolerance (up to float rounding of the gap).
+    assert (row["allocation_search"].endswith("exact")
+            and row["allocation_gap"] <= TOLERANCE * (1 + 1e-9))
