@@ -84,8 +84,8 @@ class ItemLists:
         self.server, k, self.channels = index[..., 0], index[..., 1], index[..., 2]
         self.split = tables.splits[k]
         users = np.arange(sc.n_users)[:, None]
+        self.base = tables.cycle[users, self.server, k, self.channels]
         self.exchange = tables.exchange[users, self.server, k, self.channels]
-        self.base = tables.base[users, self.server, k, self.channels] - self.exchange
         self.work = tables.work[self.server, k]
         self.cost = tables.cost[users, self.server, k]
         self.load = self.work**2 / (self.base + self.work)

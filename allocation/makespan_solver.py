@@ -146,10 +146,10 @@ class Tables:
 
     ``base`` has shape (N, M, K, C), split ``k + 1`` at index ``k`` and channel index ``c``
     = subchannels of the cell (0: the user's own link; C = 1 without a cell): a step's seconds
-    off the server, device, transfer and the adapter's upload (``exchange``, same shape), all
-    of which a user's finish counts; a "fifo" server's queue sees ``base - exchange``, the
-    cycle of a step. ``work`` (M, K); ``cost`` (N, M, K) (energy and stability depend on
-    neither share)."""
+    off the server that a user's finish counts, ``cycle + exchange`` (same shape): device and
+    transfer, the cycle a "fifo" server's queue sees, and the adapter's upload after the last
+    step. ``work`` (M, K); ``cost`` (N, M, K) (energy and stability depend on neither
+    share)."""
 
     def __init__(self, scenario: MakespanScenario) -> None:
         sc = self.scenario = scenario
@@ -162,15 +162,17 @@ class Tables:
         chan = np.arange(sc.channel_options)
         device = a * sc.device_layer_s[:, None, None] + sc.device_fixed_s[:, None, None]
         self.channels_allowed = ((chan[None, :] == 0) != sc.cell[:, None])  # (N, C)
+        allowed = self.channels_allowed[:, None, None, :]
         slowdown = np.where(self.channels_allowed,
-                            link_slowdown(sc, chan[None, :], np.arange(n)[:, None]), np.inf)
-        # 0 on channels a user may not take (their base is inf already; 0 bits x inf is NaN).
-        self.exchange = np.where(self.channels_allowed[:, None, None, :],
-                                 exchange_s(sc, a, servers, users=users)[..., None]
-                                 * np.where(self.channels_allowed, slowdown, 1.0)[:, None, None],
-                                 0.0)
-        self.base = (device[..., None] + self.exchange
-                     + sc.transfer_s[:, :, None, None] * slowdown[:, None, None, :])
+                            link_slowdown(sc, chan[None, :], np.arange(n)[:, None]),
+                            1.0)[:, None, None, :]
+        # Channels a user may not take cost inf seconds of transfer (and no upload: 0 x inf
+        # would be NaN).
+        self.cycle = device[..., None] + np.where(
+            allowed, sc.transfer_s[:, :, None, None] * slowdown, np.inf)
+        self.exchange = np.where(allowed, exchange_s(sc, a, servers, users=users)[..., None]
+                                 * slowdown, 0.0)
+        self.base = self.cycle + self.exchange
         self.work = server_work_s(sc, a, servers)[0]  # (M, K)
         self.cost = (unit_energy * user_energy_j(sc, a, servers, users)
                      + unit_stab * user_stability(sc, a, users))
@@ -202,8 +204,8 @@ class Tables:
         return mask
 
     def vector_base(self, split, association, channels, table: str = "base") -> np.ndarray:
-        """Seconds off the server of vectors (V, N) (or one vector (N,)); ``table``:
-        "exchange" for the adapter's upload alone."""
+        """Seconds off the server of vectors (V, N) (or one vector (N,)); ``table``: "cycle"
+        or "exchange" for that part alone."""
         split, association, channels = np.broadcast_arrays(split, association, channels)
         users = np.broadcast_to(np.arange(split.shape[-1]), split.shape)
         return getattr(self, table)[users, association, split - 1, channels]
@@ -219,8 +221,8 @@ class Tables:
         base = self.vector_base(split, association, channels)
         work = self.work[association, split - 1]
         if sc.queue == "fifo":
-            upload = self.vector_base(split, association, channels, "exchange")
-            return self._fifo_makespans(base - upload, upload, work, association, initial)
+            return self._fifo_makespans(self.vector_base(split, association, channels, "cycle"),
+                                        base, work, association, initial)
         group = (np.arange(v)[:, None] * sc.n_servers + association).ravel()
         t = server_makespans(base.ravel(), work.ravel(), group, np.tile(sc.concurrency, v))
         return t.reshape(v, sc.n_servers)
@@ -240,16 +242,16 @@ class Tables:
         makespan, objective = self.objective(*vector)
         return float(makespan[0]), float(objective[0])
 
-    def _fifo_makespans(self, cycle, upload, work, association, initial=None) -> np.ndarray:
+    def _fifo_makespans(self, cycle, base, work, association, initial=None) -> np.ndarray:
         """Per-server makespans (V, M) under a first-come-first-served server: each user's
-        device and transfer (``cycle``), response time (``fifo_response_s``) and adapter upload,
-        from the round's first start."""
+        ``base`` (device, transfer and adapter upload) and response time (``fifo_response_s``
+        over its ``cycle``, device and transfer), from the round's first start."""
         sc = self.scenario
         start = sc.start_step_s
         # The mean-value analysis holds (V, N, N) arrays: a few million numbers at a time.
         chunk = max(1, int(4e6 // sc.n_users**2))
         initial = None if initial is None else np.broadcast_to(initial, cycle.shape)
-        finish = cycle + upload + np.concatenate([
+        finish = base + np.concatenate([
             fifo_response_s(cycle[i:i + chunk], work[i:i + chunk], association[i:i + chunk],
                             sc.concurrency, start,
                             initial=None if initial is None else initial[i:i + chunk])
@@ -810,8 +812,7 @@ def _responses(tables: Tables, split, association, channels) -> np.ndarray | Non
     sc = tables.scenario
     if sc.queue != "fifo":
         return None
-    cycle = (tables.vector_base(split, association, channels)
-             - tables.vector_base(split, association, channels, "exchange"))
+    cycle = tables.vector_base(split, association, channels, "cycle")
     return fifo_response_s(cycle, tables.work[association, split - 1], association,
                            sc.concurrency, sc.start_step_s)
 

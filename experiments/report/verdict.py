@@ -54,8 +54,9 @@ def _round_means(folder: Path) -> dict[str, float]:
             if r["measured_round_s_mean"]}
 
 
-#: The methods that decide per round: fp with the default objective (time), with time and
-#: energy, with seed A's (`testbed_verdict.FP_OBJECTIVES`).
+#: The methods that decide per round: fp with the default objective (time), on the model
+#: without the adapter upload, with time and energy, with seed A's
+#: (`testbed_verdict.FP_OBJECTIVES`, `FP_NO_UPLOAD`).
 DECIDING = ("fp", "fp-no-upload", "fp-energy", "fp-paper")
 
 
