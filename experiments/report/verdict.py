@@ -69,9 +69,11 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def regime_goals(name: str, means: dict[str, float]) -> list[str]:
+def regime_goals(name: str, means: dict[str, float],
+                 drift: dict[str, float] | None = None) -> list[str]:
     """Issue 23's per-regime goals for each fp variant run (`DECIDING`), from the methods'
-    mean round wall times."""
+    mean round wall times; a variant whose runs the machine made at another speed than the
+    fixed policies' (`drift`, from `calibration_drift`) says so beside its goals."""
     deciding = [m for m in DECIDING if m in means]
     if not deciding:
         return ["fp has no judged round: no goal can be checked."]
@@ -88,39 +90,58 @@ def regime_goals(name: str, means: dict[str, float]) -> list[str]:
     lines = []
     for fp in deciding:
         t = means[fp]
+        aside = ""
+        if drift and abs(drift.get(fp, 0.0)) > DRIFT:
+            aside = (f" (made at another machine speed, calibration {pct(drift[fp], 0, sign=True)}"
+                     ": this compares sittings as much as methods)")
         if against in means:
             speedup = means[against] / t
             lines.append(f"{fp} against {against}: {speedup:.2f}x as fast (goal at least "
-                         f"{speedup_goal:g}x): {_met(speedup >= speedup_goal)}.")
+                         f"{speedup_goal:g}x): {_met(speedup >= speedup_goal)}{aside}.")
         if rivals:
             best = min(rivals, key=rivals.get)
             gap = t / rivals[best] - 1
             lines.append(f"{fp} against {rival_text}, {best}: {pct(gap, 1, sign=True)} round "
-                         f"time (goal at most {pct(MARGIN, 1, sign=True)}): {_met(gap <= MARGIN)}.")
+                         f"time (goal at most {pct(MARGIN, 1, sign=True)}): "
+                         f"{_met(gap <= MARGIN)}{aside}.")
     return lines
 
 
-#: Round-1 calibration times further apart than this between the fp variants' runs and the
+#: Round-1 calibration times further apart than this between an fp variant's runs and the
 #: fixed policies' say the machine's speed changed between their sittings.
 DRIFT = 0.10
 
 
-def drift_line(folder: Path) -> str:
-    """How much slower (or faster) the machine ran the fp variants than the fixed policies,
-    by round 1's calibration: the same timed work in every run ("" if not recorded)."""
+def calibration_drift(folder: Path) -> tuple[float | None, dict[str, float]]:
+    """Round 1's calibration, the same timed work in every run: the fixed policies' mean (s)
+    and each fp variant's relative to it (-1 to inf); (None, {}) if not recorded."""
     calibration = {r["method"]: float(r["calibrate_s_mean"]) for r in rows(folder / "verdict.csv")
                    if r.get("calibrate_s_mean")}
-    deciding = [calibration[m] for m in DECIDING if m in calibration]
     fixed = list(_fixed_policies(calibration).values())
-    if not deciding or not fixed:
+    if not fixed:
+        return None, {}
+    reference = float(np.mean(fixed))
+    return reference, {m: calibration[m] / reference - 1 for m in DECIDING if m in calibration}
+
+
+def drift_line(folder: Path) -> str:
+    """How much slower (or faster) the machine ran each fp variant than the fixed policies, by
+    round 1's calibration ("" if not recorded): a variant beyond `DRIFT` was made in another
+    sitting, and its goals compare sittings as much as methods."""
+    reference, drift = calibration_drift(folder)
+    if reference is None or not drift:
         return ""
-    drift = float(np.mean(deciding)) / float(np.mean(fixed)) - 1
+    apart = [m for m, d in drift.items() if abs(d) > DRIFT]
+    same = [m for m in drift if m not in apart]
     return ("\nMachine speed across sittings: round 1's calibration, the same timed work in "
-            f"every run, took {num(float(np.mean(deciding)))} s in the fp variants' runs and "
-            f"{num(float(np.mean(fixed)))} s in the fixed policies' ({pct(drift, 0, sign=True)})"
-            + (". The goals below then compare sittings as much as methods; fp's variants, made "
-               "in one sitting, compare with each other.\n" if abs(drift) > DRIFT
-               else ": one machine speed.\n"))
+            f"every run, took {num(reference)} s in the fixed policies' runs; against it "
+            + ", ".join(f"{m} {pct(d, 0, sign=True)}" for m, d in drift.items()) + ". "
+            + (f"{', '.join(same)} and the fixed policies ran at one machine speed (within "
+               f"{pct(DRIFT, 0)}). " if same else "")
+            + (f"{', '.join(apart)} ran at another: {'its' if len(apart) == 1 else 'their'} "
+               "goals compare sittings as much as methods; variants made in one sitting "
+               "compare with each other." if apart else "")
+            + "\n")
 
 
 def cross_goal(regimes: dict[str, dict[str, float]]) -> str:
@@ -208,7 +229,8 @@ def _regime(folder: Path) -> str:
         + (_queue_line(queue) if queue.get("queued_clients") else "")
         + drift_line(folder)
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
-        + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder)))
+        + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder),
+                                                          calibration_drift(folder)[1]))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")

@@ -26,15 +26,17 @@ FLEET = Fleet({"slow-link": DeviceClass("slow-link", 0.5, 2000, 4.0, 16.0, "rasp
               ["slow-link", "fast-link"], server_cpu_cores=1.0, server_memory_mb=6000)
 
 
-def _cgroups_and_netns(pid: int, group: str) -> tuple[str, str]:
-    """The process's cgroups and network namespace, once its start-up shell has joined
-    `group` (it does so first thing, but the test may look before that)."""
+def _cgroups_and_netns(pid: int, group: str, controllers: int) -> tuple[list[str], str]:
+    """The process's cgroup lines that name `group` and its network namespace, once its
+    start-up shell has joined `group` under every controller: it does so first thing, one
+    controller after another, and the test may look before or between them."""
     for _ in range(100):
-        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
-        if group in cgroups:
+        joined = [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                  if line.endswith(f"/{group}")]
+        if len(joined) >= controllers:
             break
         time.sleep(0.1)
-    return cgroups, os.readlink(f"/proc/{pid}/ns/net")
+    return joined, os.readlink(f"/proc/{pid}/ns/net")
 
 
 def test_two_emulated_devices_in_their_places_on_shaped_links_and_clean_exit(tmp_path):
@@ -50,10 +52,10 @@ def test_two_emulated_devices_in_their_places_on_shaped_links_and_clean_exit(tmp
         controllers = 2 if cgroup_version() == 1 else 1  # cpu + memory
 
         def place(name: str, group: str) -> str:
-            cgroups, netns = _cgroups_and_netns(procs[name].pid, f"edgesplit-{bed.tag}-{group}")
-            joined = [line for line in cgroups.splitlines()
-                      if line.endswith(f"/edgesplit-{bed.tag}-{group}")]
-            assert len(joined) == controllers, (name, cgroups)
+            joined, netns = _cgroups_and_netns(procs[name].pid, f"edgesplit-{bed.tag}-{group}",
+                                               controllers)
+            assert len(joined) == controllers, (name, joined,
+                                                Path(f"/proc/{procs[name].pid}/cgroup").read_text())
             return netns
 
         for name, group in (("superlink", "superlink"), ("superexec", "server")):
