@@ -5,6 +5,7 @@ the emulated testbed with SmolLM2, per regime (a folder results/verdict/<fleet n
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +71,10 @@ def _met(ok: bool) -> str:
 
 
 def regime_goals(name: str, means: dict[str, float],
-                 drift: dict[str, float] | None = None) -> list[str]:
+                 apart: Collection[str] = ()) -> list[str]:
     """Issue 23's per-regime goals for each fp variant run (`DECIDING`), from the methods'
-    mean round wall times; a variant whose runs the machine made at another speed than the
-    fixed policies' (`drift`, from `calibration_drift`) says so beside its goals."""
+    mean round wall times; a variant made in another sitting than the fixed policies
+    (`apart`, from `made_apart`) says so beside its goals."""
     deciding = [m for m in DECIDING if m in means]
     if not deciding:
         return ["fp has no judged round: no goal can be checked."]
@@ -90,10 +91,8 @@ def regime_goals(name: str, means: dict[str, float],
     lines = []
     for fp in deciding:
         t = means[fp]
-        aside = ""
-        if drift and abs(drift.get(fp, 0.0)) > DRIFT:
-            aside = (f" (made at another machine speed, calibration {pct(drift[fp], 0, sign=True)}"
-                     ": this compares sittings as much as methods)")
+        aside = " (made in another sitting: this compares sittings as much as methods)" \
+            if fp in apart else ""
         if against in means:
             speedup = means[against] / t
             lines.append(f"{fp} against {against}: {speedup:.2f}x as fast (goal at least "
@@ -104,17 +103,35 @@ def regime_goals(name: str, means: dict[str, float],
             lines.append(f"{fp} against {rival_text}, {best}: {pct(gap, 1, sign=True)} round "
                          f"time (goal at most {pct(MARGIN, 1, sign=True)}): "
                          f"{_met(gap <= MARGIN)}{aside}.")
+    others = {m: t for m, t in means.items() if m not in DECIDING}
+    fastest = min(others, key=others.get) if others else None
+    if fastest is not None and fastest not in rivals and fastest != against:
+        # Outside this regime's goals, but a reader comparing methods needs it.
+        lines.append(f"Not among this regime's goals: the fastest method besides fp's variants "
+                     f"was {fastest}, and fp's round time was "
+                     f"{pct(means[deciding[0]] / others[fastest] - 1, 1, sign=True)} against it.")
     return lines
 
 
-#: Round-1 calibration times further apart than this between an fp variant's runs and the
-#: fixed policies' say the machine's speed changed between their sittings.
-DRIFT = 0.10
+def made_apart(folder: Path) -> set[str]:
+    """The fp variants whose runs were made in another sitting than the fixed policies': all of
+    their runs ended before the first or after the last fixed policy's run (`runs/<run>.
+    status.json`'s `updated`); the rest were interleaved with them."""
+    ended: dict[str, list[str]] = {}
+    for status in (folder / "runs").glob("*.status.json"):
+        method = status.name.removesuffix(".status.json").rsplit("-r", 1)[0]
+        ended.setdefault(method, []).append(load_json(status)["updated"])
+    fixed = [t for times in _fixed_policies(ended).values() for t in times]
+    if not fixed:
+        return set()
+    first, last = min(fixed), max(fixed)
+    return {m for m in DECIDING if m in ended
+            and (max(ended[m]) < first or min(ended[m]) > last)}
 
 
 def calibration_drift(folder: Path) -> tuple[float | None, dict[str, float]]:
     """Round 1's calibration, the same timed work in every run: the fixed policies' mean (s)
-    and each fp variant's relative to it (-1 to inf); (None, {}) if not recorded."""
+    and each fp variant's relative to it; (None, {}) if not recorded."""
     calibration = {r["method"]: float(r["calibrate_s_mean"]) for r in rows(folder / "verdict.csv")
                    if r.get("calibrate_s_mean")}
     fixed = list(_fixed_policies(calibration).values())
@@ -125,22 +142,21 @@ def calibration_drift(folder: Path) -> tuple[float | None, dict[str, float]]:
 
 
 def drift_line(folder: Path) -> str:
-    """How much slower (or faster) the machine ran each fp variant than the fixed policies, by
-    round 1's calibration ("" if not recorded): a variant beyond `DRIFT` was made in another
-    sitting, and its goals compare sittings as much as methods."""
+    """Which fp variants were made in the fixed policies' sitting and which in another, and how
+    fast the machine ran each, by round 1's calibration ("" if not recorded)."""
     reference, drift = calibration_drift(folder)
     if reference is None or not drift:
         return ""
-    apart = [m for m, d in drift.items() if abs(d) > DRIFT]
+    apart = made_apart(folder)
     same = [m for m in drift if m not in apart]
-    return ("\nMachine speed across sittings: round 1's calibration, the same timed work in "
-            f"every run, took {num(reference)} s in the fixed policies' runs; against it "
+    return ("\nSittings: round 1's calibration, the same timed work in every run, took "
+            f"{num(reference)} s in the fixed policies' runs; against it "
             + ", ".join(f"{m} {pct(d, 0, sign=True)}" for m, d in drift.items()) + ". "
-            + (f"{', '.join(same)} and the fixed policies ran at one machine speed (within "
-               f"{pct(DRIFT, 0)}). " if same else "")
-            + (f"{', '.join(apart)} ran at another: {'its' if len(apart) == 1 else 'their'} "
-               "goals compare sittings as much as methods; variants made in one sitting "
-               "compare with each other." if apart else "")
+            + (f"Made in the fixed policies' sitting, their runs interleaved: {', '.join(same)}. "
+               if same else "")
+            + (f"Made in another sitting: {', '.join(m for m in drift if m in apart)}: "
+               f"{'its' if len(apart) == 1 else 'their'} goals compare sittings as much as "
+               "methods; variants made in one sitting compare with each other." if apart else "")
             + "\n")
 
 
@@ -230,7 +246,7 @@ def _regime(folder: Path) -> str:
         + drift_line(folder)
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
         + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder),
-                                                          calibration_drift(folder)[1]))
+                                                          made_apart(folder)))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")
