@@ -113,17 +113,18 @@ def regime_goals(name: str, means: dict[str, float],
     return lines
 
 
-def made_apart(folder: Path) -> set[str]:
+def made_apart(folder: Path) -> set[str] | None:
     """The fp variants whose runs were made in another sitting than the fixed policies': all of
     their runs ended before the first or after the last fixed policy's run (`runs/<run>.
-    status.json`'s `updated`); the rest were interleaved with them."""
+    status.json`'s `updated`); the rest were interleaved with them. None without those
+    records."""
     ended: dict[str, list[str]] = {}
     for status in (folder / "runs").glob("*.status.json"):
         method = status.name.removesuffix(".status.json").rsplit("-r", 1)[0]
         ended.setdefault(method, []).append(load_json(status)["updated"])
     fixed = [t for times in _fixed_policies(ended).values() for t in times]
     if not fixed:
-        return set()
+        return None
     first, last = min(fixed), max(fixed)
     return {m for m in DECIDING if m in ended
             and (max(ended[m]) < first or min(ended[m]) > last)}
@@ -148,7 +149,7 @@ def drift_line(folder: Path) -> str:
     if reference is None or not drift:
         return ""
     apart = made_apart(folder)
-    same = [m for m in drift if m not in apart]
+    same = [m for m in drift if apart is not None and m not in apart]
     return ("\nSittings: round 1's calibration, the same timed work in every run, took "
             f"{num(reference)} s in the fixed policies' runs; against it "
             + ", ".join(f"{m} {pct(d, 0, sign=True)}" for m, d in drift.items()) + ". "
@@ -246,7 +247,7 @@ def _regime(folder: Path) -> str:
         + drift_line(folder)
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
         + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder),
-                                                          made_apart(folder)))
+                                                          made_apart(folder) or ()))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")
