@@ -108,7 +108,7 @@ def regime_goals(name: str, means: dict[str, float],
     if fastest is not None and fastest not in rivals and fastest != against:
         # Outside this regime's goals, but a reader comparing methods needs it.
         lines.append(f"Not among this regime's goals: the fastest method besides fp's variants "
-                     f"was {fastest}, and fp's round time was "
+                     f"was {fastest}, and {deciding[0]}'s round time was "
                      f"{pct(means[deciding[0]] / others[fastest] - 1, 1, sign=True)} against it.")
     return lines
 
@@ -142,13 +142,13 @@ def calibration_drift(folder: Path) -> tuple[float | None, dict[str, float]]:
     return reference, {m: calibration[m] / reference - 1 for m in DECIDING if m in calibration}
 
 
-def drift_line(folder: Path) -> str:
-    """Which fp variants were made in the fixed policies' sitting and which in another, and how
-    fast the machine ran each, by round 1's calibration ("" if not recorded)."""
+def drift_line(folder: Path, apart: set[str] | None) -> str:
+    """Which fp variants were made in the fixed policies' sitting and which in another
+    (`apart`, from `made_apart`), and how fast the machine ran each, by round 1's calibration
+    ("" if not recorded)."""
     reference, drift = calibration_drift(folder)
     if reference is None or not drift:
         return ""
-    apart = made_apart(folder)
     same = [m for m in drift if apart is not None and m not in apart]
     return ("\nSittings: round 1's calibration, the same timed work in every run, took "
             f"{num(reference)} s in the fixed policies' runs; against it "
@@ -226,6 +226,7 @@ def _regime(folder: Path) -> str:
     queue = load_json(folder / "queue_fit.json") if (folder / "queue_fit.json").is_file() else {}
     failed = verdict.get("failed_runs", {})
     name = verdict.get("fleet_name", folder.name)
+    apart = made_apart(folder)
     return (
         f"### {REGIMES.get(name, name)} (`{folder.name}`)\n\n"
         f"{summary['model']}, fleet `{summary['fleet']}` ({len(summary['devices'])} devices), "
@@ -244,10 +245,10 @@ def _regime(folder: Path) -> str:
                                     else "met for every part.\n")
            if fit else "")
         + (_queue_line(queue) if queue.get("queued_clients") else "")
-        + drift_line(folder)
+        + drift_line(folder, apart)
         + "\nGoals (issue 23), on the mean round wall time:\n\n"
         + "".join(f"- {line}\n" for line in regime_goals(name, _round_means(folder),
-                                                          made_apart(folder) or ()))
+                                                          apart or ()))
         + f"\n![verdict {folder.name}](../results/{FOLDER}/{folder.name}/verdict.png)\n"
         f"\nFiles: `results/{FOLDER}/{folder.name}/` (`verdict.csv`, `verdict_rounds.csv`, "
         "`rounds.csv`, `clients.csv`, `summary.json`, `runs/`, `logs/`).\n")

@@ -362,7 +362,7 @@ def test_a_variant_made_in_another_sitting_is_said_beside_its_goals(tmp_path):
         (tmp_path / "runs" / f"{run}.status.json").write_text(
             json.dumps({"updated": f"2026-12-07T{ended}:00"}))
     assert section.made_apart(tmp_path) == {"fp-energy"}
-    line = section.drift_line(tmp_path)
+    line = section.drift_line(tmp_path, section.made_apart(tmp_path))
     assert "took 33 s in the fixed policies' runs; against it fp +3%, fp-energy +36%." in line
     assert "Made in the fixed policies' sitting, their runs interleaved: fp." in line
     assert "Made in another sitting: fp-energy: its goals compare sittings as much as" in line
