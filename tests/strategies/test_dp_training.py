@@ -1,6 +1,6 @@
 """Training with the privacy defences, in-process through the real ServerApp and ClientApp:
 every frame a device sends is clipped and noised as planned, DP adapters aggregate across
-splits, and with the defences off training is bit-identical to the code before them."""
+splits, and with the defences off training gives the adapters of the code before them."""
 
 from pathlib import Path
 
@@ -14,12 +14,17 @@ from strategies.aggregation import AdapterPrivacy, update_norm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The adapters these configs trained at main 4f35c08, before any privacy code existed.
+# Bit-identical on the CPU they were made on; another CPU's vector kernels (AVX2 against
+# AVX-512) round sums differently: 5.6e-6 at most after two rounds, on an AVX2 EPYC, with
+# entries up to 0.13. A defence left on moves them far more: privacy.epsilon = 1000 by 0.02,
+# activation noise of std 1e-4 by 0.005.
+ROUNDING = 2e-5
 BEFORE = {"u_shaped": {"privacy.device-tail-layers": 1, "allocation.method": "random"},
           "two_part": {}}
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE))
-def test_defences_off_train_bit_identical_to_before_them(tmp_path, name):
+def test_defences_off_train_as_the_code_before_them(tmp_path, name):
     explicit_off = {"privacy.epsilon": 0.0,
                     "privacy.adapter-epsilon": 0.0} if name == "u_shaped" else {}
     config = tiny_run_config(split=2, num_server_rounds=2, output_dir=str(tmp_path),
@@ -27,7 +32,8 @@ def test_defences_off_train_bit_identical_to_before_them(tmp_path, name):
     _, final, _ = run_in_process(config, num_nodes=3)
     before = torch.load(FIXTURES / f"{name}.pt")
     assert final.keys() == before.keys()
-    assert all(torch.equal(final[k], before[k]) for k in before)
+    for key in before:
+        torch.testing.assert_close(final[key], before[key], rtol=0, atol=ROUNDING, msg=key)
 
 
 def test_every_frame_is_clipped_and_noised_as_planned(tmp_path, server_frames, monkeypatch):
