@@ -150,15 +150,20 @@ def drift_line(folder: Path, apart: set[str] | None) -> str:
     if reference is None or not drift:
         return ""
     same = [m for m in drift if apart is not None and m not in apart]
-    return ("\nSittings: round 1's calibration, the same timed work in every run, took "
-            f"{num(reference)} s in the fixed policies' runs; against it "
-            + ", ".join(f"{m} {pct(d, 0, sign=True)}" for m, d in drift.items()) + ". "
-            + (f"Made in the fixed policies' sitting, their runs interleaved: {', '.join(same)}. "
-               if same else "")
-            + (f"Made in another sitting: {', '.join(m for m in drift if m in apart)}: "
-               f"{'its' if len(apart) == 1 else 'their'} goals compare sittings as much as "
-               "methods; variants made in one sitting compare with each other." if apart else "")
-            + "\n")
+    elsewhere = [m for m in drift if apart and m in apart]
+    sentences = [
+        "Sittings: round 1's calibration, the same timed work in every run, took "
+        f"{num(reference)} s in the fixed policies' runs; against it "
+        + ", ".join(f"{m} {pct(d, 0, sign=True)}" for m, d in drift.items()) + "."]
+    if same:
+        sentences.append(f"Made in the fixed policies' sitting, their runs interleaved: "
+                         f"{', '.join(same)}.")
+    if elsewhere:
+        sentences.append(f"Made in another sitting: {', '.join(elsewhere)}: "
+                         f"{'its' if len(elsewhere) == 1 else 'their'} goals compare sittings "
+                         "as much as methods; variants made in one sitting compare with each "
+                         "other.")
+    return "\n" + " ".join(sentences) + "\n"
 
 
 def cross_goal(regimes: dict[str, dict[str, float]]) -> str:

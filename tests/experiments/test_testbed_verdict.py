@@ -157,7 +157,7 @@ def test_the_summary_and_the_section_say_what_the_rows_say(regime):
              for m, r in ((r["method"], r) for r in _csv(folder / "verdict.csv"))}
     # No run records its end time here: the section says nothing about sittings.
     assert ("Sittings: round 1's calibration, the same timed work in every run, took 36 s in "
-            "the fixed policies' runs; against it fp +0%. \n") in text
+            "the fixed policies' runs; against it fp +0%.\n") in text
     assert (f"fp against local-only: {means['local-only'] / means['fp']:.2f}x as fast (goal at "
             "least 1.5x): met.") in text
     for method, runs in metrics.items():

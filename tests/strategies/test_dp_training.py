@@ -14,9 +14,9 @@ from strategies.aggregation import AdapterPrivacy, update_norm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The adapters these configs trained at main 4f35c08, before any privacy code existed.
-# Bit-identical on the CPU they were made on; another CPU's vector kernels (AVX2 against
-# AVX-512) round sums differently: 5.6e-6 at most after two rounds, on an AVX2 EPYC, with
-# entries up to 0.13. A defence left on moves them far more: privacy.epsilon = 1000 by 0.02,
+# Bit-identical on the CPU they were made on; another CPU's vector kernels round sums
+# differently: 5.6e-6 at most after two rounds on an AMD EPYC (torch's CPU capability AVX2),
+# with entries up to 0.13. A defence left on moves them far more: privacy.epsilon = 1000 by 0.02,
 # activation noise of std 1e-4 by 0.005.
 ROUNDING = 2e-5
 BEFORE = {"u_shaped": {"privacy.device-tail-layers": 1, "allocation.method": "random"},
