@@ -1,6 +1,11 @@
 """The run folder: config snapshot, run status, per-round metrics (JSONL + CSV) and figures,
 sample generations, checkpoints, final adapter.
 
+The figures are redrawn after a round once `FIGURES_EVERY_S` have passed since the last drawing,
+and when the run ends: drawing them costs about half a second of CPU, which after every round of
+a fast run (tests, tiny models, simulations of many short rounds) would cost more than the
+round itself.
+
 Every file is written atomically (temporary file + rename), so an interrupted run never leaves a
 half-written checkpoint or metrics file behind.
 """
@@ -22,6 +27,8 @@ import torch
 from flwr.common.logger import log
 
 from strategies.run_figures import draw_all
+
+FIGURES_EVERY_S = 30.0
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -46,7 +53,8 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 class RunRecorder:
     """Writes a run's outputs under `output_dir/run_name` (run_name defaults to a timestamp)."""
 
-    def __init__(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, output_dir: str | Path, run_name: str, config: Mapping[str, Any],
+                 figures_every_s: float = FIGURES_EVERY_S) -> None:
         name = run_name or time.strftime("%Y%m%d-%H%M%S")
         self.folder = Path(output_dir) / name
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -54,19 +62,25 @@ class RunRecorder:
         self.samples: list[dict[str, Any]] = []
         self.config = dict(config)
         self._status: dict[str, Any] = {}
+        self.figures_every_s = figures_every_s
+        self._drawn_at = time.monotonic()
         atomic_write(self.folder / "config.json", json.dumps(self.config, indent=2).encode())
 
     def status(self, state: str, **details: Any) -> None:
         """Record where the run stands in status.json: ``state`` ("running", "completed" or
         "failed") with the time, and ``details`` (kept from earlier calls unless replaced)."""
+        if state != "running" and self.rows:  # the run ended: its figures show every round
+            self.draw_figures()
         self._status.update(details, status=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write(self.folder / "status.json", json.dumps(self._status, indent=2).encode())
 
     def log_round(self, row: Mapping[str, Any]) -> None:
-        """Append one round's metrics to metrics.jsonl, rewrite metrics.csv, redraw the
-        figures."""
+        """Append one round's metrics to metrics.jsonl, rewrite metrics.csv, and redraw the
+        figures if `figures_every_s` have passed since they were last drawn."""
         self.rows.append(dict(row))
         self._write_metrics()
+        if time.monotonic() - self._drawn_at >= self.figures_every_s:
+            self.draw_figures()
 
     def log_samples(self, server_round: int, samples: Mapping[str, str]) -> None:
         """Append one round's generations (prompt -> text) to generations.jsonl."""
@@ -89,6 +103,10 @@ class RunRecorder:
             writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v
                              for k, v in r.items()})
         atomic_write(self.folder / "metrics.csv", buffer.getvalue().encode())
+
+    def draw_figures(self) -> None:
+        """Redraw figures/ from the rounds recorded so far."""
+        self._drawn_at = time.monotonic()
         try:
             for name, png in draw_all(self.rows).items():
                 atomic_write(self.folder / "figures" / name, png)

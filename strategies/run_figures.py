@@ -1,4 +1,4 @@
-"""A run folder's own figures, redrawn from its metrics after every round.
+"""A run folder's own figures, drawn from its metrics as the run goes (when: `strategies.outputs`).
 
 - `training.png`: training loss and perplexities (federated validation, server held-out) per
   round;

@@ -1,5 +1,6 @@
 """A run folder's figures: drawn from the metrics rows as they are (rounds without a value are
-left out), and never able to stop the training."""
+left out), redrawn when their interval has passed and when the run ends, and never able to stop
+the training."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_a_figure_that_fails_is_logged_and_the_round_is_recorded(tmp_path, monke
     def broken(_rows):
         raise RuntimeError("no fonts")
 
-    recorder = RunRecorder(tmp_path, "run", {})
+    recorder = RunRecorder(tmp_path, "run", {}, figures_every_s=0.0)  # after every round
 
     # Execute
     recorder.log_round(ROWS[0])
@@ -73,6 +74,27 @@ def test_a_figure_that_fails_is_logged_and_the_round_is_recorded(tmp_path, monke
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
     assert "run figures not drawn: RuntimeError: no fonts" in caplog.text
     assert (tmp_path / "run" / "figures" / "training.png").is_file()  # round 1's stays
+
+
+def test_rounds_faster_than_the_interval_are_drawn_when_the_run_ends(tmp_path, monkeypatch):
+    # Prepare
+    drawn = []
+    monkeypatch.setattr(outputs, "draw_all", lambda rows: drawn.append(len(rows)) or {})
+    clock = [100.0]
+    monkeypatch.setattr(outputs.time, "monotonic", lambda: clock[0])
+    recorder = RunRecorder(tmp_path, "run", {}, figures_every_s=30.0)
+
+    # Execute: rounds end 10 s, 20 s, 45 s and 50 s after the start
+    for row, now in zip(ROWS + ROWS[:1], (110.0, 120.0, 145.0, 150.0), strict=True):
+        clock[0] = now
+        recorder.log_round(row)
+    recorder.status("running")
+    after_rounds = list(drawn)
+    recorder.status("completed")
+
+    # Assert: one drawing once 30 s had passed (3 rounds), none at "running", the last at the end
+    assert after_rounds == [3]
+    assert drawn == [3, 4]
 
 
 def test_a_client_keeps_its_colour_in_a_panel_that_shows_only_some_clients():
