@@ -76,10 +76,11 @@ def _cert(subject, issuer_key, public_key, issuer=None, ca=False):
 
 
 # The end-to-end tests (real Flower and Ray processes: CPU-heavy and timed) live in these files;
-# those on the emulated testbed form a unit of their own (`pytest_xdist_make_scheduler`).
-_TESTBED = r"harness/test_testbed|experiments/test_testbed_e2e"
-E2E_FILES = re.compile(rf"^tests/(fl_app/test_e2e_\w+|{_TESTBED})\.py$")
-TESTBED_FILES = re.compile(rf"^tests/({_TESTBED})\.py$")
+# those on the emulated testbed and the Ray cluster's form a chain of their own
+# (`pytest_xdist_make_scheduler`).
+_SECOND = r"harness/test_testbed|experiments/test_testbed_e2e|fl_app/test_e2e_ray_cluster"
+E2E_FILES = re.compile(rf"^tests/(fl_app/test_e2e_\w+|{_SECOND})\.py$")
+SECOND_CHAIN_FILES = re.compile(rf"^tests/({_SECOND})\.py$")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,21 +93,22 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Two workers (pyproject's `-n 2`): one unit of work per test module, the Flower e2e
-    modules one unit and the testbed's another; those two are handed out first, one to each
-    worker. So one worker runs the Flower e2e tests one at a time from the start (the suite's
-    longest chain), the other the testbed's and then the rest module by module (module
-    fixtures run once): never two e2e tests on one worker, and neither worker idle while the
-    other still has e2e tests to run. Measured on a clean clone here: 681 and 685 s; with the
+    """Two workers (pyproject's `-n 2`): one unit of work per test module, and the e2e
+    modules in two units (chains), handed out first, one to each worker. So one worker runs
+    the Flower e2e tests one at a time from the start (the suite's longest chain), the other
+    the testbed's and the Ray cluster's and then the rest module by module (module fixtures
+    run once): never two e2e tests on one worker, and neither worker idle while the other
+    still has e2e tests to run. Measured on a clean clone here: 681 and 685 s; with the
     testbed's tests last on the module worker instead, 762 s (they then overlapped unit tests
-    and the e2e chain's end at once)."""
+    and the e2e chain's end at once). The Ray cluster's test (about 35 s) moved to the second
+    chain when the first had become the longer by far (686 s of tests against 540 s)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class E2EApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::")[0]
-            if TESTBED_FILES.match(path):
-                return "testbed"
+            if SECOND_CHAIN_FILES.match(path):
+                return "second-chain"
             return "e2e" if E2E_FILES.match(path) else path
 
     return E2EApart(config, log)

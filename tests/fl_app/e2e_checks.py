@@ -67,6 +67,12 @@ FAULTS = {0: "raise", 1: "silent", 2: "crash", 3: "disconnect", 4: "straggle"}
 # message it had queued on that actor too, which can be a healthy client's (seen in CI with one
 # actor per client); deployment runs every kind, each client in its own process.
 SIMULATION_FAULTS = {p: k for p, k in FAULTS.items() if k != "crash"}
+# faults.step-timeout-s of the fault runs: the silent and straggling clients cost the round this
+# (plus the transport's grace for a dropped client's reply, and they sleep 1.5 times it), while
+# a healthy client's next frame or final reply comes within about 2 s here (a tiny model; the
+# reply through Flower). Cold Ray actors and agents load before they connect: the step timeout
+# does not apply to that, faults.reply-timeout-s does.
+FAULT_STEP_TIMEOUT_S = 12
 
 
 def fault_run_config(faults: dict[int, str] = FAULTS) -> str:

@@ -87,6 +87,16 @@ def flwr_run(harness, name: str, connection: str, config: dict, extra: list[str]
     return harness.run(name, argv, timeout_s=120)  # returns once the run is submitted
 
 
+def stop_dead_run(harness, connection: str, run_id: int, name: str) -> None:
+    """What docs/deployment.md tells the operator after a crash: stop the dead run. Otherwise a
+    SuperNode that was receiving one of its messages waits on it until the SuperLink gives the
+    run up (two missed heartbeats, about 60 s), and only then takes the next run's."""
+    rc, out = harness.run(name, [flwr_bin("flwr"), "stop", str(run_id), connection],
+                          timeout_s=60)
+    assert rc == 0, out[-4000:]
+    assert run_status(harness, connection, run_id) == "finished:stopped"
+
+
 def test_simulation_serverapp_killed_mid_round_resumes_to_the_uninterrupted_adapter(
         harness, tmp_path):
     rounds = 2
@@ -115,7 +125,8 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
     """Round 2 of the first run: the ServerApp process dies; a second run resumes from round
     1's checkpoint. Round 2 of that run: the whole edge server dies (SuperLink, SuperExec,
     ServerApp); the SuperLink comes back on its state database, the SuperNodes (still running)
-    reconnect, and a third run resumes from round 1's checkpoint again."""
+    reconnect, the operator stops the dead run there, and a third run resumes from round 1's
+    checkpoint again."""
     rounds = 2
     deployment = start_deployment(harness, CLIENTS)
     connection = deployment.connection
@@ -128,23 +139,19 @@ def test_deployment_serverapp_and_then_the_edge_server_killed_mid_round_resume_t
     assert rc == 0, log[-4000:]
     killed_run = started_run_id(log)
     kill_mid_round(harness, run_dir, 2, stream_port, "flwr-serverapp")
-    # What docs/deployment.md tells the operator: stop the dead run. Otherwise a SuperNode
-    # waits on a message the ServerApp was sending when it died until the SuperLink gives the
-    # run up (two missed heartbeats, about 60 s), and only then takes the next run's.
-    rc, out = harness.run("flwr-stop", [flwr_bin("flwr"), "stop", str(killed_run), connection],
-                          timeout_s=60)
-    assert rc == 0, out[-4000:]
-    assert run_status(harness, connection, killed_run) == "finished:stopped"
+    stop_dead_run(harness, connection, killed_run, "flwr-stop-1")
 
     resumed = {**config, "run.resume-from": str(run_dir)}
     rc, log = flwr_run(harness, "flwr-run-2", connection, resumed, [], stream=False)
     assert rc == 0, log[-4000:]
+    killed_run = started_run_id(log)
     wait_for(lambda: accepts_connections(stream_port), RUN_TIMEOUT_S, "round 2's stream")
     killed = deployment.kill_superlink()
     assert not (run_dir / "checkpoints" / "round-0002.pt").exists()
     assert not processes_named(harness, "flwr-serverapp"), "a ServerApp survived"
 
     deployment.start_superlink()  # same port, same state database
+    stop_dead_run(harness, connection, killed_run, "flwr-stop-2")  # the database still has it
     rc, log = flwr_run(harness, "flwr-run-3", connection, resumed, [])
     assert rc == 0, log[-6000:]
     assert run_status(harness, connection, started_run_id(log)) == "finished:completed", (

@@ -34,6 +34,7 @@ from harness.runtime import (
 from tests.fl_app.e2e_checks import (
     FAULT_CLIENTS,
     FAULT_RUN_CONFIG,
+    FAULT_STEP_TIMEOUT_S,
     check_fault_round,
     check_run_outputs,
 )
@@ -42,7 +43,6 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 1, 2
 RUN_TIMEOUT_S = 420  # ~170 s seen on a loaded 2-core machine without agents; leave room
-FAULT_TIMEOUT_S = 20  # faults.step-timeout-s of the fault run
 
 
 @pytest.fixture
@@ -158,8 +158,8 @@ def test_deployment_drops_every_kind_of_faulty_client_and_completes_the_round(ha
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run", [
         flwr_bin("flwr"), "run", ".", deployment, "--run-config",
-        f'{FAULT_RUN_CONFIG} faults.step-timeout-s={FAULT_TIMEOUT_S} allocation.calibration="none" '
-        f'run.output-dir="{out}" run.name="faults"', "--stream",
+        f'{FAULT_RUN_CONFIG} faults.step-timeout-s={FAULT_STEP_TIMEOUT_S} '
+        f'allocation.calibration="none" run.output-dir="{out}" run.name="faults"', "--stream",
     ], timeout_s=RUN_TIMEOUT_S)
     assert rc == 0, log[-6000:]
     assert run_status(harness, deployment, started_run_id(log)) == "finished:completed", \

@@ -12,6 +12,7 @@ import pytest
 from harness.runtime import flwr_bin, run_status, started_run_id
 from tests.fl_app.e2e_checks import (
     FAULT_CLIENTS,
+    FAULT_STEP_TIMEOUT_S,
     SIMULATION_FAULTS,
     check_fault_round,
     check_run_outputs,
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS, CLIENTS = 2, 4
 RUN_TIMEOUT_S = 300  # ~90-130 s seen on a loaded 2-core machine
-FAULT_TIMEOUT_S = 20  # faults.step-timeout-s; cold Ray actors answer the profile query within
-# faults.reply-timeout-s (its default, 600 s)
 
 
 @pytest.mark.parametrize("transport", ["stream", "flower"])
@@ -62,7 +61,7 @@ def test_simulation_drops_every_kind_of_faulty_client_and_completes_the_round(
     out = tmp_path / "outputs"
     rc, log = harness.run("flwr-run-faults", [
         flwr_bin("flwr"), "run", ".", superlink, "--run-config",
-        f'{fault_run_config(SIMULATION_FAULTS)} faults.step-timeout-s={FAULT_TIMEOUT_S} '
+        f'{fault_run_config(SIMULATION_FAULTS)} faults.step-timeout-s={FAULT_STEP_TIMEOUT_S} '
         f'run.output-dir="{out}" '
         'run.name="faults"',
         "--federation-config", f"num-supernodes={FAULT_CLIENTS} client-resources-num-cpus=1 "
