@@ -28,12 +28,14 @@ FLEET = Fleet({"slow-link": DeviceClass("slow-link", 0.5, 2000, 4.0, 16.0, "rasp
 
 def _cgroups_and_netns(pid: int, group: str, controllers: int) -> tuple[list[str], str]:
     """The process's cgroup lines that name `group` and its network namespace, once its
-    start-up shell has joined `group` under every controller: it does so first thing, one
-    controller after another, and the test may look before or between them."""
+    start-up is over: its shell joins `group` under every controller, one after another, then
+    execs `ip netns exec`, which enters the namespace and execs the program; the test may look
+    at any point between (it once read a SuperNode's namespace as the root's)."""
     for _ in range(100):
         joined = [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
                   if line.endswith(f"/{group}")]
-        if len(joined) >= controllers:
+        program = Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+        if len(joined) >= controllers and program not in ("sh", "ip"):
             break
         time.sleep(0.1)
     return joined, os.readlink(f"/proc/{pid}/ns/net")
