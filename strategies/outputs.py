@@ -63,13 +63,13 @@ class RunRecorder:
         self.config = dict(config)
         self._status: dict[str, Any] = {}
         self.figures_every_s = figures_every_s
-        self._drawn_at = time.monotonic()
+        self._drawn_at, self._drawn_rows = time.monotonic(), 0
         atomic_write(self.folder / "config.json", json.dumps(self.config, indent=2).encode())
 
     def status(self, state: str, **details: Any) -> None:
         """Record where the run stands in status.json: ``state`` ("running", "completed" or
         "failed") with the time, and ``details`` (kept from earlier calls unless replaced)."""
-        if state != "running" and self.rows:  # the run ended: its figures show every round
+        if state != "running" and len(self.rows) > self._drawn_rows:  # the run ended
             self.draw_figures()
         self._status.update(details, status=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write(self.folder / "status.json", json.dumps(self._status, indent=2).encode())
@@ -112,6 +112,8 @@ class RunRecorder:
                 atomic_write(self.folder / "figures" / name, png)
         except Exception as exc:  # a figure is a convenience: never let it stop the training
             log(WARNING, "run figures not drawn: %s: %s", type(exc).__name__, exc)
+            return
+        self._drawn_rows = len(self.rows)
 
     def checkpoint(self, server_round: int, global_lora: Mapping[str, torch.Tensor]) -> Path:
         """Save everything a resumed run needs after `server_round`: the global adapter, the

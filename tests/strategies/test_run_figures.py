@@ -5,6 +5,8 @@ the training."""
 from __future__ import annotations
 
 import logging
+import time
+from types import SimpleNamespace
 
 from strategies import outputs
 from strategies.outputs import RunRecorder
@@ -80,8 +82,9 @@ def test_rounds_faster_than_the_interval_are_drawn_when_the_run_ends(tmp_path, m
     # Prepare
     drawn = []
     monkeypatch.setattr(outputs, "draw_all", lambda rows: drawn.append(len(rows)) or {})
-    clock = [100.0]
-    monkeypatch.setattr(outputs.time, "monotonic", lambda: clock[0])
+    clock = [100.0]  # the recorder's own clock only, not the process's
+    monkeypatch.setattr(outputs, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                         strftime=time.strftime))
     recorder = RunRecorder(tmp_path, "run", {}, figures_every_s=30.0)
 
     # Execute: rounds end 10 s, 20 s, 45 s and 50 s after the start
@@ -91,8 +94,10 @@ def test_rounds_faster_than_the_interval_are_drawn_when_the_run_ends(tmp_path, m
     recorder.status("running")
     after_rounds = list(drawn)
     recorder.status("completed")
+    recorder.status("completed")  # nothing new to draw
 
-    # Assert: one drawing once 30 s had passed (3 rounds), none at "running", the last at the end
+    # Assert: one drawing once 30 s had passed (3 rounds), none at "running", the last at the
+    # end, and none again for the same rounds
     assert after_rounds == [3]
     assert drawn == [3, 4]
 
